@@ -1,0 +1,129 @@
+"""The one typed configuration of churnops.
+
+Every process builds one `Settings` at its edge (CLI, DAG task, API start-up) and passes it down. The defaults are
+the *embedded* deployment: everything lives under a git-ignored working folder (`.churnops/` in the checkout),
+Airflow and MLflow on SQLite, Spark in local mode. Every field is overridable with a `CHURNOPS_*` environment
+variable (nested fields with `__`, e.g. `CHURNOPS_SERVING__API_KEY`), or a secret file in `secrets_dir`, which is
+how the full deployment points the same code at PostgreSQL, a Spark master and an MLflow server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# In a source checkout (the embedded default) the working folder sits beside the code; an installed wheel has no
+# checkout, so it falls back to the current directory.
+_CHECKOUT = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").exists() else Path.cwd()
+BUILTIN_DATASETS_DIR = PACKAGE_DIR / "datasets"
+
+
+class SparkSettings(BaseModel):
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+    # Two cores: a handful of shuffle partitions beats Spark's default of 200 tiny tasks.
+    shuffle_partitions: int = 4
+
+
+class TrainingSettings(BaseModel):
+    n_trials: int = Field(20, ge=1)
+    timeout_seconds: int | None = Field(None, ge=1)
+    seed: int = 42
+    cv_folds: int = Field(2, ge=1)
+    # A challenger replaces the champion only if its out-of-time ROC AUC is higher by more than this.
+    promotion_margin: float = Field(0.002, ge=0.0)
+    min_auc: float = Field(0.6, ge=0.0, le=1.0)
+
+
+class ServingSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # None = auth off (local use). Set both in any shared deployment.
+    api_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    reload_interval_seconds: float = Field(30.0, gt=0)
+    max_batch_rows: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHURNOPS_",
+        env_nested_delimiter="__",
+        env_ignore_empty=True,
+        extra="ignore",
+        secrets_dir=os.environ.get("CHURNOPS_SECRETS_DIR") or None,
+    )
+
+    home: Path = _CHECKOUT / ".churnops"
+    dataset: str = "synthetic"
+    mlflow_tracking_uri: str | None = None
+    # The platform's PostgreSQL database (scores, prediction log, metrics). None = not configured.
+    database_url: SecretStr | None = None
+    airflow_dags_folder: Path = _CHECKOUT / "airflow" / "dags"
+    spark: SparkSettings = SparkSettings()
+    training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
+
+    # Working-folder layout: one place builds every path.
+    @cached_property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @cached_property
+    def features_dir(self) -> Path:
+        return self.home / "features"
+
+    @cached_property
+    def scores_dir(self) -> Path:
+        return self.home / "scores"
+
+    @cached_property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @cached_property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def optuna_storage(self) -> str:
+        return f"sqlite:///{self.home / 'optuna.db'}"
+
+    def airflow_environment(self) -> dict[str, str]:
+        """Environment that points an `airflow` command at the embedded Airflow (SQLite metadata, this repo's DAGs).
+
+        Values already set in the environment win, so the full deployment's settings pass through untouched.
+        """
+        venv_bin = str(Path(sys.executable).parent)
+        embedded = {
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.airflow_dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # LocalExecutor forks `parallelism` workers at start; two cores do not need 32.
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW_CONN_SPARK_DEFAULT": f'{{"conn_type": "spark", "host": "{self.spark.master}"}}',
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+        }
+        env = {**embedded, **{k: v for k, v in os.environ.items() if k in embedded}}
+        env["CHURNOPS_HOME"] = str(self.home)
+        env["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+        return env
