@@ -30,6 +30,11 @@ class EventSource(_Strict):
     event_type: str | None = None
     # Event types that get their own count features (e.g. support calls before churn).
     counted_event_types: tuple[str, ...] = ()
+    # Ingestion rules. Refunds are negative in some ledgers; most event logs never are.
+    allow_negative_amounts: bool = False
+    # `quarantine`: a row identical in every column to an earlier one is a double delivery and is set aside.
+    # `keep`: identical rows are separate events (e.g. two identical order lines on one day).
+    exact_duplicates: Literal["quarantine", "keep"] = "quarantine"
 
 
 class EntitySource(_Strict):
@@ -42,24 +47,53 @@ class EntitySource(_Strict):
 
 
 class LabelDefinition(_Strict):
-    kind: Literal["churn"] = "churn"
-    horizon_days: int = Field(ge=1, le=366)
+    """What the model predicts at a cutoff t.
+
+    - `churn`: 1 if the customer has no event (of `event_type`, if given) in [t, t + H).
+    - `propensity`: 1 if the customer has at least one event (of `event_type`, if given) in [t, t + H).
+    - `column`: the entity table's own label column (entity-level data without timestamps); no horizon.
+    """
+
+    kind: Literal["churn", "propensity", "column"] = "churn"
+    horizon_days: int | None = Field(None, ge=1, le=366)
+    event_type: str | None = None
+    # For kind `column`: the entity table's label column (values 0/1).
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_match_kind(self) -> LabelDefinition:
+        if self.kind == "column":
+            if not self.column:
+                raise ValueError("label.kind `column` needs `label.column`, the entity table's 0/1 label column")
+        elif self.horizon_days is None:
+            raise ValueError(f"label.kind `{self.kind}` needs `label.horizon_days` (e.g. 30, 60, 90)")
+        return self
 
 
 class CutoffSchedule(_Strict):
-    """Monthly cutoffs from `first` up to `as_of` (the scoring cutoff: the end of observed data)."""
+    """Cutoffs every `every_months` months (or every `every_days` days) from `first` up to `as_of`.
 
-    first: dt.date
+    `as_of` is the scoring cutoff: the day after the last observed data. The out-of-time cutoff is the latest
+    scheduled cutoff whose label is fully observed, unless `out_of_time` pins it (it need not lie on the schedule).
+    """
+
+    first: dt.date | None = None
     as_of: dt.date
     every_months: int = Field(1, ge=1)
+    # Weekly (7) or fortnightly (14) schedules; overrides `every_months` when set.
+    every_days: int | None = Field(None, ge=1)
+    out_of_time: dt.date | None = None
     # How many matured cutoffs (labels fully observed before the out-of-time cutoff) to train on.
     train_cutoffs: int = Field(6, ge=1)
 
     def all_cutoffs(self) -> list[dt.date]:
+        if self.first is None:
+            return []
+        step = dt.timedelta(days=self.every_days) if self.every_days else relativedelta(months=self.every_months)
         cutoffs, current = [], self.first
         while current < self.as_of:
             cutoffs.append(current)
-            current += relativedelta(months=self.every_months)
+            current += step
         return cutoffs
 
 
@@ -80,14 +114,23 @@ class CutoffPlan(_Strict):
         return (*self.train, self.out_of_time, self.scoring)
 
 
+class LeakagePolicy(_Strict):
+    # A single feature separating the labels better than this (ROC AUC, either direction) is a leakage finding.
+    max_single_feature_auc: float = Field(0.95, gt=0.5, le=1.0)
+    # Features the dataset owner has checked and accepts despite a finding (named, never a wildcard).
+    allowed_features: tuple[str, ...] = ()
+
+
 class DatasetContract(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     description: str = ""
-    events: EventSource
+    # None = entity-level data (one row per customer, a label column, no event timestamps).
+    events: EventSource | None = None
     entities: EntitySource | None = None
     label: LabelDefinition
     cutoffs: CutoffSchedule
     population: Population = Population()
+    leakage: LeakagePolicy = LeakagePolicy()
     # The directory relative source paths resolve against; set when loading.
     base_dir: Path | None = None
 
@@ -95,8 +138,32 @@ class DatasetContract(_Strict):
     def model_name(self) -> str:
         return f"churnops-{self.name}"
 
+    @property
+    def has_event_time(self) -> bool:
+        """False for entity-level data: no out-of-time validation is possible, training uses a stratified holdout."""
+        return self.events is not None
+
+    @property
+    def validation(self) -> Literal["out_of_time", "stratified_holdout"]:
+        return "out_of_time" if self.has_event_time else "stratified_holdout"
+
     @model_validator(mode="after")
-    def _schedule_leaves_room_for_out_of_time(self) -> DatasetContract:
+    def _sources_match_label(self) -> DatasetContract:
+        if self.events is None:
+            if self.entities is None:
+                raise ValueError(f"dataset {self.name!r}: give `events`, `entities` or both")
+            if self.label.kind != "column":
+                raise ValueError(
+                    f"dataset {self.name!r} has no event log, so a `{self.label.kind}` label cannot be derived; "
+                    "use label.kind `column` with the entity table's label column"
+                )
+        elif self.label.kind == "column":
+            raise ValueError(
+                f"dataset {self.name!r}: label.kind `column` is for entity-level data without an event log; "
+                "for event data use `churn` or `propensity`"
+            )
+        if self.events is not None and self.label.event_type is not None and self.events.event_type is None:
+            raise ValueError(f"dataset {self.name!r}: label.event_type needs events.event_type (the type column)")
         self.plan()  # raises with a clear message when the schedule cannot hold train + out-of-time cutoffs
         return self
 
@@ -107,14 +174,31 @@ class DatasetContract(_Strict):
         return self.base_dir / candidate
 
     def plan(self) -> CutoffPlan:
+        """The cutoffs to train on, to evaluate out of time, and to score.
+
+        Entity-level data has one snapshot date (`as_of`) for all three roles; training then splits it with a
+        stratified holdout (see `validation`).
+        """
+        if self.label.horizon_days is None:
+            as_of = self.cutoffs.as_of
+            return CutoffPlan(train=(as_of,), out_of_time=as_of, scoring=as_of)
         horizon = dt.timedelta(days=self.label.horizon_days)
-        matured = [c for c in self.cutoffs.all_cutoffs() if c + horizon <= self.cutoffs.as_of]
-        if not matured:
-            raise ValueError(
-                f"dataset {self.name!r}: no cutoff between {self.cutoffs.first} and {self.cutoffs.as_of} has a "
-                f"fully observed {self.label.horizon_days}-day label; move `cutoffs.first` earlier"
-            )
-        out_of_time = matured[-1]
+        if self.cutoffs.out_of_time is not None:
+            out_of_time = self.cutoffs.out_of_time
+            if out_of_time + horizon > self.cutoffs.as_of:
+                raise ValueError(
+                    f"dataset {self.name!r}: the out-of-time cutoff {out_of_time} plus the {self.label.horizon_days}-"
+                    f"day horizon ends after the data ({self.cutoffs.as_of}); its labels would be incomplete"
+                )
+            matured = [c for c in self.cutoffs.all_cutoffs() if c < out_of_time]
+        else:
+            matured = [c for c in self.cutoffs.all_cutoffs() if c + horizon <= self.cutoffs.as_of]
+            if not matured:
+                raise ValueError(
+                    f"dataset {self.name!r}: no cutoff between {self.cutoffs.first} and {self.cutoffs.as_of} has a "
+                    f"fully observed {self.label.horizon_days}-day label; move `cutoffs.first` earlier"
+                )
+            out_of_time = matured[-1]
         trainable = [c for c in matured if c + horizon <= out_of_time]
         if not trainable:
             raise ValueError(
@@ -151,3 +235,8 @@ def load_contract(name_or_path: str, settings: Settings) -> DatasetContract:
         return DatasetContract.model_validate({**raw, "base_dir": raw.get("base_dir", base_dir)})
     except ValidationError as error:
         raise ValueError(f"invalid dataset contract {path}:\n{error}") from error
+
+
+def bronze_dir(settings: Settings, dataset: str) -> Path:
+    """The validated (bronze) copy of a dataset's event log, its quarantine and its ingestion report."""
+    return settings.home / "bronze" / dataset

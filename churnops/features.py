@@ -1,30 +1,56 @@
 """Feature definitions, declared once.
 
-The Spark job computes exactly these columns, the catalog in `docs/` is generated from them, and the serving
-schema lists them. Names say what, how and over which window: `amount_sum_30d`, `days_since_last_event`.
-Every feature uses only events strictly before the cutoff.
+Every feature is a `FeatureSpec` whose `expression` is one SQL aggregate over the *day-bucketed, cutoff-joined*
+event relation described below. The Spark job evaluates these strings with `F.expr`, the DuckDB reference
+(`jobs/reference_duckdb.py`) pastes them into a `GROUP BY` query, and `docs/feature-catalog.md` is generated from
+them (`python -m churnops.features`), so the two engines and the docs cannot drift apart.
+
+The relation the expressions read has one row per (customer, event day, cutoff) with event days before
+`cutoff + horizon`, and these columns (built per engine, same meaning):
+
+- `n`, `amount_sum`, `amount_sumsq`, `amount_max`: events on that day and their amounts;
+- `n_type_<type>`: events of each counted type that day; `n_label`: events that count for the label that day;
+- `day_index`: days since 1970-01-01 (1970-01-01 was a Thursday, so `(day_index + 3) % 7` is 0 on Mondays);
+- `gap_days`: days since the customer's previous event day (null on their first);
+- `days_before`: `cutoff - event day` in days. Features read only rows with `days_before >= 1` (strictly before the
+  cutoff); the label reads only `days_before <= 0` (the cutoff day and after).
+
+Names say what, how and over which window: `amount_sum_30d`, `days_since_last_event`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from churnops.dataset import DatasetContract
 
 WINDOWS_DAYS: tuple[int | None, ...] = (7, 30, 90, 180, 365, None)  # None = all time before the cutoff
 TYPE_COUNT_WINDOWS_DAYS: tuple[int, ...] = (30, 90)
+EWM_HALF_LIFE_DAYS = 30
 
-Aggregation = Literal["count", "sum", "mean", "max", "std", "type_count", "recency", "tenure", "active_days", "trend"]
+# Bookkeeping columns of a feature snapshot that are not model inputs.
+ENTITY_ID = "customer_id"
+CUTOFF = "cutoff"
+LABEL = "label"
+LABEL_AVAILABLE = "label_available"
+# Decimal places kept for floating-point features: sums of doubles depend on the order Spark merges partial
+# aggregates, and rounding makes the same input give the same bytes (and so the same snapshot hash).
+FLOAT_DECIMALS = 6
+
+Kind = Literal["numeric", "categorical"]
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
     name: str
-    aggregation: Aggregation
     window_days: int | None
     definition: str
-    event_type: str | None = None
+    # One SQL aggregate over the cutoff-joined day buckets (see the module docstring); Spark SQL and DuckDB both.
+    expression: str
+    kind: Kind = "numeric"
+    family: str = "window"
 
 
 def _window_label(window_days: int | None) -> str:
@@ -35,41 +61,205 @@ def _window_text(window_days: int | None) -> str:
     return "before the cutoff" if window_days is None else f"in the {window_days} days before the cutoff"
 
 
+def _inside(window_days: int | None) -> str:
+    # Strictly before the cutoff: the cutoff day itself belongs to the label's horizon.
+    return "days_before >= 1" if window_days is None else f"days_before BETWEEN 1 AND {window_days}"
+
+
+def _count(window_days: int | None) -> str:
+    return f"SUM(CASE WHEN {_inside(window_days)} THEN n ELSE 0 END)"
+
+
+def _sum(window_days: int | None) -> str:
+    return f"SUM(CASE WHEN {_inside(window_days)} THEN amount_sum ELSE 0.0 END)"
+
+
+def _ratio(numerator: str, denominator: str) -> str:
+    # Guarded: Spark 4 runs in ANSI mode, where x / 0 raises instead of returning null.
+    return f"CASE WHEN {denominator} > 0 THEN CAST({numerator} AS DOUBLE) / {denominator} END"
+
+
+def type_column(event_type: str) -> str:
+    """The day-bucket column counting one event type (type values may hold any character; columns may not)."""
+    return "n_type_" + re.sub(r"[^0-9A-Za-z_]", "_", event_type)
+
+
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def event_feature_specs(contract: DatasetContract) -> list[FeatureSpec]:
-    """The behavioural features computed from the event log, in output column order."""
+    """The behavioural features computed from the event log, in output column order (none for entity-level data)."""
+    if contract.events is None:
+        return []
     specs: list[FeatureSpec] = []
     for window in WINDOWS_DAYS:
         label, text = _window_label(window), _window_text(window)
+        count, total = _count(window), _sum(window)
         specs += [
-            FeatureSpec(f"event_count_{label}", "count", window, f"number of events {text}"),
-            FeatureSpec(f"amount_sum_{label}", "sum", window, f"total amount {text}"),
-            FeatureSpec(f"amount_mean_{label}", "mean", window, f"mean amount per event {text} (null if none)"),
-            FeatureSpec(f"amount_max_{label}", "max", window, f"largest single amount {text} (null if none)"),
+            FeatureSpec(f"event_count_{label}", window, f"number of events {text}", f"CAST({count} AS DOUBLE)"),
+            FeatureSpec(f"amount_sum_{label}", window, f"total amount {text}", f"CAST({total} AS DOUBLE)"),
+            FeatureSpec(
+                f"amount_mean_{label}", window, f"mean amount per event {text} (null if none)", _ratio(total, count)
+            ),
+            FeatureSpec(
+                f"amount_max_{label}",
+                window,
+                f"largest single amount {text} (null if none)",
+                f"CAST(MAX(CASE WHEN {_inside(window)} THEN amount_max END) AS DOUBLE)",
+            ),
         ]
-    specs.append(FeatureSpec("amount_std_all", "std", None, "sample standard deviation of amounts before the cutoff"))
-    specs.append(FeatureSpec("active_days_90d", "active_days", 90, "distinct days with an event in the last 90 days"))
+    count_all, sum_all = _count(None), _sum(None)
+    sumsq_all = "SUM(CASE WHEN days_before >= 1 THEN amount_sumsq ELSE 0.0 END)"
+    variance = f"({sumsq_all} - {sum_all} * {sum_all} / {count_all}) / ({count_all} - 1)"
+    specs += [
+        FeatureSpec(
+            "amount_std_all",
+            None,
+            "sample standard deviation of amounts before the cutoff (null with fewer than 2 events)",
+            f"CASE WHEN {count_all} > 1 THEN SQRT(GREATEST({variance}, 0.0)) END",
+        ),
+        FeatureSpec(
+            "active_days_90d",
+            90,
+            "distinct days with an event in the last 90 days",
+            f"CAST(SUM(CASE WHEN {_inside(90)} THEN 1 ELSE 0 END) AS DOUBLE)",
+            family="frequency",
+        ),
+        FeatureSpec(
+            "active_days_all",
+            None,
+            "distinct days with an event before the cutoff (RFM frequency)",
+            "CAST(SUM(CASE WHEN days_before >= 1 THEN 1 ELSE 0 END) AS DOUBLE)",
+            family="frequency",
+        ),
+    ]
     for event_type in contract.events.counted_event_types:
+        column = type_column(event_type)
         for window in TYPE_COUNT_WINDOWS_DAYS:
             specs.append(
                 FeatureSpec(
                     f"{event_type}_count_{window}d",
-                    "type_count",
                     window,
                     f"number of '{event_type}' events {_window_text(window)}",
-                    event_type=event_type,
+                    f"CAST(SUM(CASE WHEN {_inside(window)} THEN {column} ELSE 0 END) AS DOUBLE)",
+                    family="event type",
                 )
             )
+    recency = "MIN(CASE WHEN days_before >= 1 THEN days_before END)"
+    tenure = "MAX(CASE WHEN days_before >= 1 THEN days_before END)"
+    mean_gap = "AVG(CASE WHEN days_before >= 1 THEN gap_days END)"
+    count_30d, count_60d = _count(30), "SUM(CASE WHEN days_before BETWEEN 31 AND 60 THEN n ELSE 0 END)"
+    # The customer's own norm: their event rate before the last 30 days, over the days they were known then.
+    prior_count = "SUM(CASE WHEN days_before > 30 THEN n ELSE 0 END)"
+    prior_rate = f"CAST({prior_count} AS DOUBLE) / ({tenure} - 30)"
+    weekend = "SUM(CASE WHEN days_before >= 1 AND (day_index + 3) % 7 >= 5 THEN n ELSE 0 END)"
     specs += [
-        FeatureSpec("days_since_last_event", "recency", None, "days from the last event to the cutoff (recency)"),
-        FeatureSpec("days_since_first_event", "tenure", None, "days from the first event to the cutoff"),
+        FeatureSpec(
+            "days_since_last_event",
+            None,
+            "days from the last event to the cutoff (RFM recency)",
+            f"CAST({recency} AS DOUBLE)",
+            family="recency",
+        ),
+        FeatureSpec(
+            "days_since_first_event",
+            None,
+            "days from the first event to the cutoff (tenure)",
+            f"CAST({tenure} AS DOUBLE)",
+            family="recency",
+        ),
+        FeatureSpec(
+            "gap_days_mean_all",
+            None,
+            "mean days between consecutive event days before the cutoff (null with one event day)",
+            f"CAST({mean_gap} AS DOUBLE)",
+            family="gaps",
+        ),
+        FeatureSpec(
+            "gap_days_std_all",
+            None,
+            "sample standard deviation of the days between consecutive event days (null with < 3 event days)",
+            "CAST(STDDEV_SAMP(CASE WHEN days_before >= 1 THEN gap_days END) AS DOUBLE)",
+            family="gaps",
+        ),
+        FeatureSpec(
+            "gap_days_max_all",
+            None,
+            "longest gap in days between consecutive event days before the cutoff",
+            "CAST(MAX(CASE WHEN days_before >= 1 THEN gap_days END) AS DOUBLE)",
+            family="gaps",
+        ),
+        FeatureSpec(
+            "recency_over_mean_gap",
+            None,
+            "days since the last event divided by the customer's mean gap (> 1: overdue by their own rhythm)",
+            _ratio(recency, mean_gap),
+            family="gaps",
+        ),
         FeatureSpec(
             "event_trend_30d",
-            "trend",
             30,
             "events in the last 30 days divided by events in the 30 days before them (+1 smoothed)",
+            f"CAST({count_30d} + 1 AS DOUBLE) / ({count_60d} + 1)",
+            family="trend",
+        ),
+        FeatureSpec(
+            "event_rate_30d_vs_own_norm",
+            30,
+            "events in the last 30 days divided by the customer's own expected 30-day count from their rate before "
+            "that (+1 smoothed; null when known for 60 days or less)",
+            f"CASE WHEN {tenure} > 60 THEN CAST({count_30d} + 1 AS DOUBLE) / ({prior_rate} * 30 + 1) END",
+            family="trend",
+        ),
+        FeatureSpec(
+            f"event_count_ewm_{EWM_HALF_LIFE_DAYS}d",
+            None,
+            f"exponentially weighted event count, half-life {EWM_HALF_LIFE_DAYS} days (an event yesterday counts 1)",
+            # The exponent is cast to DOUBLE first: DuckDB would otherwise divide in DECIMAL and lose digits.
+            f"CAST(SUM(CASE WHEN days_before >= 1 THEN n * POWER(0.5, CAST(days_before - 1 AS DOUBLE) / "
+            f"{EWM_HALF_LIFE_DAYS}) ELSE 0 END) AS DOUBLE)",
+            family="trend",
+        ),
+        FeatureSpec(
+            "weekend_event_share_all",
+            None,
+            "share of events before the cutoff that fell on a Saturday or Sunday",
+            _ratio(weekend, count_all),
+            family="calendar",
         ),
     ]
+    types = contract.events.counted_event_types
+    if types:
+        totals = {t: f"SUM(CASE WHEN days_before >= 1 THEN {type_column(t)} ELSE 0 END)" for t in types}
+        # Ties go to the type declared first in the contract, so both engines pick the same one.
+        branches = []
+        for i, event_type in enumerate(types):
+            beats_later = [f"{totals[event_type]} >= {totals[other]}" for other in types[i + 1 :]]
+            condition = " AND ".join([f"{totals[event_type]} > 0", *beats_later])
+            branches.append(f"WHEN {condition} THEN {sql_literal(event_type)}")
+        specs.append(
+            FeatureSpec(
+                "most_frequent_event_type",
+                None,
+                f"the most frequent of the counted event types ({', '.join(types)}) before the cutoff; ties go to "
+                "the first listed; null if none",
+                f"CASE {' '.join(branches)} END",
+                kind="categorical",
+                family="event type",
+            )
+        )
     return specs
+
+
+def label_expression(contract: DatasetContract) -> str | None:
+    """SQL aggregate giving the 0/1 label from the rows on or after the cutoff (None for a label column)."""
+    if contract.label.kind == "column":
+        return None
+    after = "SUM(CASE WHEN days_before <= 0 THEN n_label ELSE 0 END)"
+    return f"CASE WHEN {after} = 0 THEN 1 ELSE 0 END" if contract.label.kind == "churn" else (
+        f"CASE WHEN {after} > 0 THEN 1 ELSE 0 END"
+    )
 
 
 def entity_feature_names(contract: DatasetContract) -> tuple[list[str], list[str]]:
@@ -85,11 +275,146 @@ def entity_feature_names(contract: DatasetContract) -> tuple[list[str], list[str
 def model_feature_columns(contract: DatasetContract) -> tuple[list[str], list[str]]:
     """(numeric, categorical) columns a model is trained on, in a fixed order."""
     numeric, categorical = entity_feature_names(contract)
-    return [s.name for s in event_feature_specs(contract)] + numeric, categorical
+    specs = event_feature_specs(contract)
+    return (
+        [s.name for s in specs if s.kind == "numeric"] + numeric,
+        categorical + [s.name for s in specs if s.kind == "categorical"],
+    )
 
 
-# Bookkeeping columns of a feature snapshot that are not model inputs.
-ENTITY_ID = "customer_id"
-CUTOFF = "cutoff"
-LABEL = "label"
-LABEL_AVAILABLE = "label_available"
+# ---------------------------------------------------------------------------------------------------------------
+# Leakage probes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeakageFinding:
+    feature: str
+    probe: str
+    value: float
+    message: str
+    allowed: bool = False
+
+
+def single_feature_auc(values: Any, label: Any) -> float:
+    """ROC AUC of one feature used alone as a score, in its better direction (0.5 = useless, 1 = perfect).
+
+    Missing values form their own group ranked below every observed value, so "is missing" can leak too.
+    """
+    import numpy as np
+    import pandas as pd
+
+    y = np.asarray(label, dtype=float)
+    positives, negatives = int((y == 1).sum()), int((y == 0).sum())
+    if positives == 0 or negatives == 0:
+        return 0.5
+    series = pd.Series(values)
+    if not pd.api.types.is_numeric_dtype(series):
+        # A categorical feature scores each category by its positive rate: the best any model could do with it.
+        rates = pd.Series(y).groupby(series.astype("string").fillna("<missing>").to_numpy()).transform("mean")
+        score = rates.to_numpy(dtype=float)
+    else:
+        score = series.to_numpy(dtype=float)
+        score = np.where(np.isnan(score), np.nanmin(score) - 1 if np.isfinite(score).any() else 0.0, score)
+    ranks = pd.Series(score).rank(method="average").to_numpy()
+    auc = (ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    return float(max(auc, 1.0 - auc))
+
+
+def check_leakage(
+    frame: Any,
+    numeric: list[str],
+    categorical: list[str],
+    label: str = LABEL,
+    threshold: float = 0.95,
+    allowed: tuple[str, ...] = (),
+) -> list[LeakageFinding]:
+    """Probe a training set for leakage: any single feature that separates the labels almost perfectly.
+
+    Returns one finding per suspicious feature (empty = clean); findings for features in `allowed` are kept but
+    marked `allowed=True`, so the caller fails the run only on `[f for f in findings if not f.allowed]`. Rows
+    without a label are ignored. Pass `contract.leakage.max_single_feature_auc` and
+    `contract.leakage.allowed_features` to honour the dataset owner's decisions.
+    """
+    labelled = frame[frame[label].notna()]
+    findings: list[LeakageFinding] = []
+    for feature in [*numeric, *categorical]:
+        auc = single_feature_auc(labelled[feature], labelled[label])
+        if auc > threshold:
+            findings.append(
+                LeakageFinding(
+                    feature=feature,
+                    probe="single_feature_auc",
+                    value=round(auc, 4),
+                    message=(
+                        f"feature {feature!r} alone separates the label with ROC AUC {auc:.3f} > {threshold}: it "
+                        "probably uses information from at or after the cutoff. Fix its definition, or list it "
+                        "under `leakage.allowed_features` in the dataset contract if it is genuinely known in time"
+                    ),
+                    allowed=feature in allowed,
+                )
+            )
+    return findings
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Feature catalog (docs/feature-catalog.md), generated from the specs above
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def catalog_markdown(contracts: list[DatasetContract]) -> str:
+    """The feature catalog page: every feature of every given dataset with its window, definition and SQL."""
+    lines = [
+        "# Feature catalog",
+        "",
+        "Generated by `python -m churnops.features` from `churnops/features.py`; do not edit by hand.",
+        "",
+        "Every feature of a (customer, cutoff) row uses only events strictly before the cutoff. The `SQL` column is",
+        "the exact aggregate both engines evaluate (Spark via `F.expr`, DuckDB in `jobs/reference_duckdb.py`) over",
+        "day buckets joined to cutoffs; `days_before` is the number of days from an event day to the cutoff.",
+        "",
+    ]
+    for contract in contracts:
+        numeric, categorical = entity_feature_names(contract)
+        lines += [f"## Dataset `{contract.name}`", "", contract.description, ""]
+        label = contract.label
+        if label.kind == "column":
+            lines.append(f"Label: the entity table's column `{label.column}` (no timestamps: stratified holdout).")
+        else:
+            of_type = f" of type `{label.event_type}`" if label.event_type else ""
+            rule = "no event" if label.kind == "churn" else "at least one event"
+            lines.append(
+                f"Label (`{label.kind}`): 1 if the customer has {rule}{of_type} in the {label.horizon_days} days "
+                "from the cutoff on; `label_available` says whether that horizon is fully observed."
+            )
+        lines += ["", "| feature | type | family | window | definition | SQL |", "|---|---|---|---|---|---|"]
+        for spec in event_feature_specs(contract):
+            window = "all" if spec.window_days is None else f"{spec.window_days} d"
+            sql = spec.expression.replace("|", "\\|")
+            lines.append(
+                f"| `{spec.name}` | {spec.kind} | {spec.family} | {window} | {spec.definition} | `{sql}` |"
+            )
+        for name in numeric:
+            text = "days from signup to the cutoff" if name == "days_since_signup" else "entity attribute"
+            lines.append(f"| `{name}` | numeric | entity | as of cutoff | {text} | — |")
+        for name in categorical:
+            lines.append(f"| `{name}` | categorical | entity | as of cutoff | entity attribute | — |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Write docs/feature-catalog.md for every built-in dataset contract."""
+    from churnops.config import BUILTIN_DATASETS_DIR, PACKAGE_DIR, Settings
+    from churnops.dataset import load_contract
+
+    settings = Settings()
+    contracts = [load_contract(p.stem, settings) for p in sorted(BUILTIN_DATASETS_DIR.glob("*.yaml"))]
+    target = PACKAGE_DIR.parent / "docs" / "feature-catalog.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(catalog_markdown(contracts))
+    print(f"wrote {target}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

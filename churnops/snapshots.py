@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,10 @@ class SnapshotMetadata:
     rows_per_cutoff: dict[str, int]
     feature_columns: list[str]
     source_fingerprints: dict[str, str]
+    # How training must validate: `out_of_time` by cutoff, or `stratified_holdout` for entity-level data.
+    validation: str = "out_of_time"
+    # The bronze layer's reconciled counts (read = accepted + quarantined) for the events this snapshot used.
+    ingestion: dict[str, Any] = field(default_factory=dict)
 
     @property
     def snapshot_id(self) -> str:
@@ -73,8 +77,15 @@ def dataset_dir(settings: Settings, dataset: str) -> Path:
     return settings.features_dir / dataset
 
 
-def describe(frame: pd.DataFrame, dataset: str, cutoffs: dict[str, list[dt.date]],
-             feature_columns: list[str], source_fingerprints: dict[str, str]) -> SnapshotMetadata:
+def describe(
+    frame: pd.DataFrame,
+    dataset: str,
+    cutoffs: dict[str, list[dt.date]],
+    feature_columns: list[str],
+    source_fingerprints: dict[str, str],
+    validation: str = "out_of_time",
+    ingestion: dict[str, Any] | None = None,
+) -> SnapshotMetadata:
     counts = frame.groupby(CUTOFF).size()
     return SnapshotMetadata(
         dataset=dataset,
@@ -84,6 +95,8 @@ def describe(frame: pd.DataFrame, dataset: str, cutoffs: dict[str, list[dt.date]
         rows_per_cutoff={pd.Timestamp(k).date().isoformat(): int(v) for k, v in counts.items()},
         feature_columns=feature_columns,
         source_fingerprints=source_fingerprints,
+        validation=validation,
+        ingestion=ingestion or {},
     )
 
 

@@ -17,20 +17,23 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from churnops.config import Settings
-from churnops.dataset import DatasetContract, load_contract
+from churnops.dataset import DatasetContract, bronze_dir, load_contract
 from churnops.features import (
     CUTOFF,
     ENTITY_ID,
+    FLOAT_DECIMALS,
     LABEL,
     LABEL_AVAILABLE,
     FeatureSpec,
     entity_feature_names,
     event_feature_specs,
+    label_expression,
     model_feature_columns,
+    type_column,
 )
 from churnops.snapshots import (
     DATA_DIR,
@@ -56,17 +59,15 @@ def _read(spark: SparkSession, path: Path, fmt: str) -> DataFrame:
     return spark.read.parquet(str(path))
 
 
-def read_events(spark: SparkSession, contract: DatasetContract) -> DataFrame:
-    """The event log in the platform's column names: customer_id, event_time, event_type, amount."""
-    source = contract.events
-    raw = _read(spark, contract.resolve(source.path), source.format)
-    event_type = F.col(source.event_type).cast("string") if source.event_type else F.lit(None).cast("string")
-    return raw.select(
-        F.col(source.entity_key).cast("string").alias(ENTITY_ID),
-        F.col(source.timestamp).cast("timestamp").alias("event_time"),
-        event_type.alias("event_type"),
-        F.col(source.amount).cast("double").alias("amount"),
-    )
+def read_events(spark: SparkSession, contract: DatasetContract, settings: Settings) -> DataFrame:
+    """The validated (bronze) event log: customer_id, event_time, event_day, event_type, amount.
+
+    Ingests the contract's source first when the bronze layer is missing or older than the source file.
+    """
+    from jobs.ingest import EVENTS_FILE, ensure_bronze
+
+    ensure_bronze(contract, settings)
+    return spark.read.parquet(str(bronze_dir(settings, contract.name) / EVENTS_FILE))
 
 
 def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame | None:
@@ -79,62 +80,35 @@ def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame |
         columns.append(F.col(source.signup).cast("date").alias("signup_date"))
     columns += [F.col(c).cast("string").alias(c) for c in source.categorical]
     columns += [F.col(c).cast("double").alias(c) for c in source.numeric]
+    if contract.label.kind == "column":
+        columns.append(F.col(contract.label.column).cast("int").alias(LABEL))
     return raw.select(*columns)
 
 
 def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:
-    """One row per customer and day with the sufficient statistics every feature needs."""
+    """One row per customer and event day with the columns every feature expression reads (see churnops.features)."""
+    assert contract.events is not None
+    label_type = contract.label.event_type
     aggregates = [
         F.count(F.lit(1)).alias("n"),
         F.sum("amount").alias("amount_sum"),
         F.sum(F.col("amount") * F.col("amount")).alias("amount_sumsq"),
         F.max("amount").alias("amount_max"),
+        (F.sum(F.when(F.col("event_type") == label_type, 1).otherwise(0)) if label_type else F.count(F.lit(1))).alias(
+            "n_label"
+        ),
     ]
     aggregates += [
-        F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(f"n_type_{t}")
+        F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(type_column(t))
         for t in contract.events.counted_event_types
     ]
-    return events.groupBy(ENTITY_ID, F.to_date("event_time").alias(DAY)).agg(*aggregates)
-
-
-def _in_window(window_days: int | None) -> Column:
-    before = F.col("days_before") >= 1  # strictly before the cutoff: the cutoff day itself is the label's
-    return before if window_days is None else before & (F.col("days_before") <= window_days)
-
-
-def _aggregate(spec: FeatureSpec) -> Column:
-    inside = _in_window(spec.window_days)
-    count = F.sum(F.when(inside, F.col("n")).otherwise(0))
-    total = F.sum(F.when(inside, F.col("amount_sum")).otherwise(0.0))
-    match spec.aggregation:
-        case "count":
-            expr = count
-        case "sum":
-            expr = total
-        case "mean":
-            expr = F.when(count > 0, total / count)
-        case "max":
-            expr = F.max(F.when(inside, F.col("amount_max")))
-        case "std":
-            sumsq = F.sum(F.when(inside, F.col("amount_sumsq")).otherwise(0.0))
-            variance = (sumsq - total * total / count) / (count - 1)
-            expr = F.when(count > 1, F.sqrt(F.greatest(variance, F.lit(0.0))))
-        case "active_days":
-            expr = F.sum(F.when(inside, 1).otherwise(0))
-        case "type_count":
-            expr = F.sum(F.when(inside, F.col(f"n_type_{spec.event_type}")).otherwise(0))
-        case "recency":
-            expr = F.min(F.when(inside, F.col("days_before")))
-        case "tenure":
-            expr = F.max(F.when(inside, F.col("days_before")))
-        case "trend":
-            window = spec.window_days or 30
-            recent = F.sum(F.when(_in_window(window), F.col("n")).otherwise(0))
-            earlier = F.sum(
-                F.when((F.col("days_before") > window) & (F.col("days_before") <= 2 * window), F.col("n")).otherwise(0)
-            )
-            expr = (recent + 1.0) / (earlier + 1.0)
-    return expr.cast("double").alias(spec.name)
+    by_customer = Window.partitionBy(ENTITY_ID).orderBy("day_index")
+    return (
+        events.groupBy(ENTITY_ID, DAY)
+        .agg(*aggregates)
+        .withColumn("day_index", F.unix_date(DAY))
+        .withColumn("gap_days", F.col("day_index") - F.lag("day_index").over(by_customer))
+    )
 
 
 def build_features(
@@ -148,32 +122,63 @@ def build_features(
     horizon = contract.label.horizon_days
     cutoff_frame = spark.createDataFrame([(c,) for c in cutoffs], f"{CUTOFF} date")
     joined = daily.join(F.broadcast(cutoff_frame), F.col(DAY) < F.date_add(F.col(CUTOFF), horizon)).withColumn(
-        "days_before", F.datediff(F.col(CUTOFF), F.col(DAY))
+        "days_before", F.unix_date(F.col(CUTOFF)) - F.col("day_index")
     )
     specs = event_feature_specs(contract)
-    after = F.sum(F.when(F.col("days_before") <= 0, F.col("n")).otherwise(0))
-    features = joined.groupBy(ENTITY_ID, CUTOFF).agg(*[_aggregate(s) for s in specs], after.alias("_events_after"))
+    features = joined.groupBy(ENTITY_ID, CUTOFF).agg(
+        *[_rounded(F.expr(s.expression), s).alias(s.name) for s in specs],
+        F.expr(label_expression(contract)).alias("_label"),
+    )
 
     # Population: seen before the cutoff (and recently active, if the contract asks).
     features = features.where(F.col("event_count_all") > 0)
     if contract.population.active_within_days is not None:
         features = features.where(F.col("days_since_last_event") <= contract.population.active_within_days)
 
-    as_of = contract.cutoffs.as_of
-    label_available = F.date_add(F.col(CUTOFF), horizon) <= F.lit(as_of)
-    features = features.withColumn(LABEL_AVAILABLE, label_available).withColumn(
-        LABEL, F.when(label_available, (F.col("_events_after") == 0).cast("int"))
-    ).drop("_events_after")
-
-    numeric_attrs, categorical_attrs = entity_feature_names(contract)
+    label_available = F.date_add(F.col(CUTOFF), horizon) <= F.lit(contract.cutoffs.as_of)
+    features = (
+        features.withColumn(LABEL_AVAILABLE, label_available)
+        .withColumn(LABEL, F.when(label_available, F.col("_label").cast("int")))
+        .drop("_label")
+    )
     if entities is not None:
-        features = features.join(entities, ENTITY_ID, "left")
-        if "days_since_signup" in numeric_attrs:
-            features = features.withColumn(
-                "days_since_signup", F.datediff(F.col(CUTOFF), F.col("signup_date")).cast("double")
-            ).where(F.col("days_since_signup").isNull() | (F.col("days_since_signup") >= 0))
+        features = _with_entity_attributes(features.join(entities, ENTITY_ID, "left"), contract)
     numeric, categorical = model_feature_columns(contract)
     return features.select(ENTITY_ID, CUTOFF, *numeric, *categorical, LABEL, LABEL_AVAILABLE)
+
+
+def build_entity_features(entities: DataFrame, contract: DatasetContract) -> DataFrame:
+    """Entity-level data: one row per customer at the export date `as_of`, labelled by the table's own column."""
+    rows = entities.withColumn(CUTOFF, F.lit(contract.cutoffs.as_of).cast("date"))
+    rows = _with_entity_attributes(rows, contract).withColumn(LABEL_AVAILABLE, F.col(LABEL).isNotNull())
+    numeric, categorical = model_feature_columns(contract)
+    return rows.select(ENTITY_ID, CUTOFF, *numeric, *categorical, LABEL, LABEL_AVAILABLE)
+
+
+def _with_entity_attributes(rows: DataFrame, contract: DatasetContract) -> DataFrame:
+    numeric_attrs, _ = entity_feature_names(contract)
+    if "days_since_signup" in numeric_attrs:
+        # Customers who signed up after the cutoff did not exist yet: they are not in that cutoff's population.
+        rows = rows.withColumn(
+            "days_since_signup", F.datediff(F.col(CUTOFF), F.col("signup_date")).cast("double")
+        ).where(F.col("days_since_signup").isNull() | (F.col("days_since_signup") >= 0))
+    return rows
+
+
+def _rounded(expression: Column, spec: FeatureSpec) -> Column:
+    return F.round(expression, FLOAT_DECIMALS) if spec.kind == "numeric" else expression
+
+
+def compute_feature_table(
+    spark: SparkSession, contract: DatasetContract, settings: Settings, cutoffs: list[dt.date]
+) -> DataFrame:
+    """The lazy Spark frame of every (customer, cutoff) row for the given cutoffs."""
+    entities = read_entities(spark, contract)
+    if contract.events is None:
+        assert entities is not None  # the contract validator guarantees one source
+        return build_entity_features(entities, contract)
+    daily = bucket_by_day(read_events(spark, contract, settings), contract)
+    return build_features(daily, entities, contract, cutoffs)
 
 
 @dataclass(frozen=True)
@@ -186,11 +191,10 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
     """Compute features for every cutoff of the contract's plan and publish them as a hashed snapshot."""
     import pandas as pd
 
+    from jobs.ingest import read_report
+
     plan = contract.plan()
-    events = read_events(spark, contract)
-    entities = read_entities(spark, contract)
-    daily = bucket_by_day(events, contract)
-    features = build_features(daily, entities, contract, list(plan.all))
+    features = compute_feature_table(spark, contract, settings, sorted(set(plan.all)))
 
     target_root = dataset_dir(settings, contract.name)
     staging = staging_directory_for(target_root / "incoming")
@@ -199,7 +203,16 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
         frame = pd.read_parquet(staging / DATA_DIR)
         frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
         numeric, categorical = model_feature_columns(contract)
-        sources = {"events": file_fingerprint(contract.resolve(contract.events.path))}
+        sources, ingestion = {}, {}
+        if contract.events is not None:
+            sources["events"] = file_fingerprint(contract.resolve(contract.events.path))
+            report = read_report(settings, contract.name)
+            ingestion = {} if report is None else {
+                "rows_read": report.rows_read,
+                "rows_accepted": report.rows_accepted,
+                "rows_quarantined": report.rows_quarantined,
+                "quarantined_by_reason": report.quarantined_by_reason,
+            }
         if contract.entities is not None:
             sources["entities"] = file_fingerprint(contract.resolve(contract.entities.path))
         metadata = describe(
@@ -208,6 +221,8 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
             {"train": list(plan.train), "out_of_time": [plan.out_of_time], "scoring": [plan.scoring]},
             numeric + categorical,
             sources,
+            validation=contract.validation,
+            ingestion=ingestion,
         )
         write_metadata(staging, metadata)
         final = target_root / metadata.snapshot_id

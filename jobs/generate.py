@@ -49,11 +49,11 @@ def generate(
     signup_day = np.where(rng.random(n_customers) < 0.35, 0, rng.integers(0, span_days - 30, size=n_customers))
 
     # Engagement: visits per week; richer plans and older customers are steadier.
-    engagement = rng.lognormal(mean=np.log(1.6) + 0.25 * plan, sigma=0.55)
+    engagement = rng.lognormal(mean=np.log(0.9) + 0.25 * plan, sigma=0.9)
     spend_level = rng.lognormal(mean=np.log(25) + 0.5 * plan, sigma=0.4)
     # Monthly churn hazard: higher for basic plans, partner channel, young and disengaged customers.
     monthly_hazard = 0.035 * np.exp(
-        -0.45 * plan + 0.35 * (channel == 2) - 0.012 * (age - 41) - 0.35 * np.log(engagement / 1.6)
+        -0.45 * plan + 0.35 * (channel == 2) - 0.012 * (age - 41) - 0.35 * np.log(engagement / 0.9)
         + 0.12 * (region == 1)
     )
     lifetime_days = rng.exponential(30.4 / monthly_hazard)

@@ -1,0 +1,44 @@
+# churnops — the commands the README, CI and people use alike.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+# uv is bootstrapped with pip on a fresh machine and always run as a module, so no PATH set-up is needed.
+UV := $(PYTHON) -m uv
+VENV_BIN := .venv/bin
+DATASET ?= synthetic
+TRIALS ?=
+
+.PHONY: run test env test-deps serve airflow-ui mlflow-ui lint format clean
+
+env: ## Create .venv from the lock file (bootstrapping uv if needed)
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	@$(UV) sync --frozen --quiet
+
+run: env ## The main job end to end: data, features (Spark), training (Optuna + MLflow), scoring, via Airflow
+	@$(VENV_BIN)/churnops run --dataset $(DATASET) $(if $(TRIALS),--trials $(TRIALS))
+
+test-deps: env ## What the tests need beyond the lock file: PostgreSQL running, promtool
+	@bash .ci/ensure-services
+
+test: test-deps ## The whole test suite
+	@$(VENV_BIN)/ruff check .
+	@$(VENV_BIN)/pytest $(PYTEST_ARGS)
+
+serve: env ## Serve the champion on http://127.0.0.1:8000
+	@$(VENV_BIN)/churnops serve --dataset $(DATASET)
+
+airflow-ui: env ## The embedded Airflow with its UI on http://127.0.0.1:8080 (scheduler, dag-processor, api-server)
+	@eval "$$($(VENV_BIN)/python -c 'from churnops.config import Settings; import shlex; [print(f"export {k}={shlex.quote(v)}") for k, v in Settings().airflow_environment().items()]')" && \
+	  $(VENV_BIN)/airflow standalone
+
+mlflow-ui: env ## The MLflow UI on http://127.0.0.1:5000 over the embedded tracking store
+	@$(VENV_BIN)/mlflow ui --backend-store-uri "$$($(VENV_BIN)/python -c 'from churnops.config import Settings; print(Settings().tracking_uri)')" --port 5000
+
+lint: env
+	@$(VENV_BIN)/ruff check . && $(VENV_BIN)/ruff format --check .
+
+format: env
+	@$(VENV_BIN)/ruff check --fix . && $(VENV_BIN)/ruff format .
+
+clean: ## Remove the embedded working folder (data, snapshots, MLflow, Airflow metadata)
+	rm -rf .churnops

@@ -1,0 +1,45 @@
+"""Scoring DAG: scores every active customer at the latest cutoff with the champion, daily and after each training.
+
+Writes the risk-banded list to Parquet and, when the platform database is configured, to PostgreSQL, replacing
+the same logical date's rows in one transaction (safe to retry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from common import DEFAULT_ARGS, MODEL, START_DATE, dataset_param
+
+from churnops.config import Settings
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    doc_md=__doc__,
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=MODEL),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=["churnops", "scoring"],
+    default_args=DEFAULT_ARGS,
+    params={"dataset": dataset_param(Settings().dataset)},
+)
+def churnops_scoring() -> None:
+    @task
+    def score_customers(params: dict[str, Any] | None = None, run_id: str | None = None,
+                        logical_date: Any = None) -> dict[str, Any]:
+        from churnops.dataset import load_contract
+        from jobs.score import score
+
+        settings = Settings()
+        run = score(settings, load_contract(params["dataset"], settings), run_id=run_id or "manual",
+                    logical_date=logical_date.date() if logical_date else None)
+        return {"path": str(run.path), "rows": run.rows, "cutoff": run.cutoff.isoformat(),
+                "model_version": run.model_version, "rows_in_database": run.rows_in_database}
+
+    score_customers()
+
+
+churnops_scoring()

@@ -1,0 +1,144 @@
+"""Risk banding of a scored population: decision at the model threshold, risk deciles and named risk bands.
+
+Pure functions on numpy arrays, shared by the batch scoring job, the 1M-customer benchmark and anything that
+needs the same banding. Deciles and bands are *relative*: they rank the customers of one scoring list against
+each other (decile 1 = the 10 % most at risk), which is what a campaign with a fixed budget targets. The
+decision is *absolute*: score at or above the threshold stored with the model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+# Named bands as score-quantile cut points: a customer is "high" when their score is in the top 10 % of the
+# list, "medium" in the next 20 %, and the rest is DEFAULT_BAND.
+DEFAULT_RISK_BANDS: dict[str, float] = {"high": 0.9, "medium": 0.7}
+DEFAULT_BAND = "low"
+
+SCORE_COLUMNS = (
+    "customer_id",
+    "cutoff",
+    "score",
+    "decision",
+    "risk_decile",
+    "risk_band",
+    "model_name",
+    "model_version",
+)
+
+
+class RiskBanding(NamedTuple):
+    decision: np.ndarray  # bool: score >= threshold
+    decile: np.ndarray  # int8 in 1..10, 1 = highest risk
+    band: np.ndarray  # object array of band names
+
+
+def _validate_bands(bands: Mapping[str, float], default_band: str) -> list[tuple[str, float]]:
+    for name, cut in bands.items():
+        if not 0.0 < cut < 1.0:
+            raise ValueError(
+                f"risk band {name!r}: cut point {cut} must be a quantile strictly between 0 and 1"
+            )
+        if name == default_band:
+            raise ValueError(f"risk band {name!r} is the name of the default band; choose another name")
+    cuts = [cut for _, cut in bands.items()]
+    if len(set(cuts)) != len(cuts):
+        raise ValueError(f"risk bands {dict(bands)} share a cut point; each band needs its own quantile")
+    # Highest cut point first: a customer takes the first band whose cut point they clear.
+    return sorted(bands.items(), key=lambda item: item[1], reverse=True)
+
+
+def _share_scoring_higher(scores: np.ndarray) -> np.ndarray:
+    """For each customer, the share of the list with a strictly higher score (0 for the top customer).
+
+    Tied scores get the same share, so customers with equal scores always land in the same decile and band.
+    """
+    descending = np.sort(scores)[::-1]
+    # Count of scores strictly greater than each score = index of its first occurrence in descending order.
+    higher = np.searchsorted(-descending, -scores, side="left")
+    return higher / len(scores)
+
+
+def assign_risk_bands(
+    scores: np.ndarray,
+    threshold: float,
+    bands: Mapping[str, float] = DEFAULT_RISK_BANDS,
+    *,
+    default_band: str = DEFAULT_BAND,
+) -> RiskBanding:
+    """Decision, risk decile and named risk band for every score of one scoring list.
+
+    - decision: score >= threshold.
+    - decile: by rank, 1 = the 10 % highest scores, 10 = the lowest; ties share a decile.
+    - band: `bands` maps a name to a score-quantile cut point q; a customer whose score is in the top
+      (1 - q) share of the list gets the band with the highest q they clear, everyone else `default_band`.
+      With the defaults, the top 10 % are "high", the next 20 % "medium", the rest "low".
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be one-dimensional, got shape {scores.shape}")
+    if np.isnan(scores).any():
+        raise ValueError(
+            f"{int(np.isnan(scores).sum())} scores are NaN; every customer needs a score to be banded"
+        )
+    ordered_bands = _validate_bands(bands, default_band)
+    if len(scores) == 0:
+        return RiskBanding(np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int8), np.zeros(0, dtype=object))
+
+    share_higher = _share_scoring_higher(scores)
+    decile = (np.floor(share_higher * 10).astype(np.int8) + 1).clip(1, 10)
+    band = np.full(len(scores), default_band, dtype=object)
+    unassigned = np.ones(len(scores), dtype=bool)
+    for name, cut in ordered_bands:
+        in_band = unassigned & (share_higher < 1.0 - cut)
+        band[in_band] = name
+        unassigned &= ~in_band
+    return RiskBanding(decision=scores >= threshold, decile=decile, band=band)
+
+
+def band_score_cutoffs(
+    scores: np.ndarray, bands: Mapping[str, float] = DEFAULT_RISK_BANDS
+) -> dict[str, float]:
+    """The lowest score in each named band of this list, to band single scores later (e.g. online serving).
+
+    A score s then belongs to the first band, by decreasing cutoff, with s >= cutoff. Bands that no customer
+    reached (a tiny list) are left out.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    banding = assign_risk_bands(scores, threshold=1.0, bands=bands)
+    return {name: float(scores[banding.band == name].min()) for name in bands if (banding.band == name).any()}
+
+
+def build_score_frame(
+    *,
+    customer_ids: np.ndarray | pd.Series,
+    scores: np.ndarray,
+    cutoff: dt.date,
+    threshold: float,
+    model_name: str,
+    model_version: str,
+    bands: Mapping[str, float] = DEFAULT_RISK_BANDS,
+) -> pd.DataFrame:
+    """The score frame `churnops.db.write_scores` takes: one row per customer, columns SCORE_COLUMNS."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(customer_ids) != len(scores):
+        raise ValueError(f"{len(customer_ids)} customer ids but {len(scores)} scores")
+    banding = assign_risk_bands(scores, threshold, bands)
+    return pd.DataFrame(
+        {
+            "customer_id": np.asarray(customer_ids).astype(str),
+            "cutoff": cutoff,
+            "score": scores,
+            "decision": banding.decision,
+            "risk_decile": banding.decile,
+            "risk_band": banding.band,
+            "model_name": model_name,
+            "model_version": str(model_version),
+        },
+        columns=list(SCORE_COLUMNS),
+    )

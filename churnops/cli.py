@@ -1,0 +1,219 @@
+"""`churnops`: one subcommand per stage, and `run` for the whole main job through Airflow.
+
+This is an edge of the system, like the DAG files: it builds the Settings, then calls the same functions the
+DAG tasks call. Heavy libraries are imported inside each command so `churnops --help` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from churnops.config import Settings
+from churnops.dataset import DatasetContract, load_contract
+
+app = typer.Typer(help="churnops: churn and propensity models kept trained, served and watched.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console(stderr=True)
+
+DatasetOption = Annotated[
+    str | None,
+    typer.Option("--dataset", "-d", help="Built-in dataset (synthetic, cdnow) or a dataset contract YAML path."),
+]
+PIPELINE_DAGS = ("churnops_features", "churnops_training", "churnops_scoring")
+
+
+def _setup(dataset: str | None) -> tuple[Settings, DatasetContract]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    return settings, load_contract(dataset or settings.dataset, settings)
+
+
+def _trial_progress(progress: Progress) -> tuple[object, object]:
+    task_id = progress.add_task("Optuna trials", total=None)
+
+    def on_trial(done: int, total: int, value: float | None) -> None:
+        label = f"Optuna trials (last CV ROC AUC {value:.4f})" if value is not None else "Optuna trials (pruned)"
+        progress.update(task_id, completed=done, total=total, description=label)
+
+    return task_id, on_trial
+
+
+@app.command()
+def generate(
+    dataset: DatasetOption = None,
+    customers: Annotated[int, typer.Option(help="Number of synthetic customers.", min=10)] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 7,
+) -> None:
+    """Write a dataset's source files: the seeded synthetic generator, or the real CDNOW log."""
+    settings, contract = _setup(dataset)
+    if contract.name == "cdnow":
+        from jobs.cdnow import prepare_cdnow
+
+        console.print(f"CDNOW event log written to {prepare_cdnow(settings)}")
+        return
+    from jobs.generate import generate as generate_data
+    from jobs.generate import write_generated
+
+    if contract.entities is None:
+        raise typer.BadParameter(f"dataset {contract.name!r} has no generator; its files come from elsewhere")
+    with console.status(f"generating {customers:,} customers"):
+        data = generate_data(customers, seed=seed)
+        write_generated(data, contract.resolve(contract.events.path), contract.resolve(contract.entities.path))
+    console.print(f"{len(data.customers):,} customers and {len(data.events):,} events written to "
+                  f"{contract.resolve(contract.events.path).parent}")
+
+
+@app.command()
+def features(dataset: DatasetOption = None) -> None:
+    """Compute point-in-time features and labels with Spark and publish a hashed snapshot."""
+    settings, contract = _setup(dataset)
+    from jobs.features import build_feature_snapshot
+    from jobs.spark import spark_session
+
+    with console.status("starting Spark"):
+        spark = spark_session(settings, f"churnops-features-{contract.name}")
+    try:
+        with console.status("computing features"):
+            run = build_feature_snapshot(spark, contract, settings)
+    finally:
+        spark.stop()
+    console.print(f"snapshot {run.metadata.snapshot_id}: {sum(run.metadata.rows_per_cutoff.values()):,} rows "
+                  f"over {len(run.metadata.rows_per_cutoff)} cutoffs at {run.snapshot_dir}")
+
+
+@app.command()
+def train(
+    dataset: DatasetOption = None,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials (default from settings).", min=1)] = None,
+) -> None:
+    """Tune LightGBM with Optuna (trials tracked in MLflow), evaluate out of time, register, gate the champion."""
+    settings, contract = _setup(dataset)
+    from jobs.train import train as train_model
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        _, on_trial = _trial_progress(progress)
+        result = train_model(settings, contract, n_trials=trials, on_trial=on_trial)
+    console.print(f"{result.model_name} v{result.model_version}: out-of-time ROC AUC "
+                  f"{result.out_of_time_metrics['roc_auc']:.4f}; promoted={result.decision.promoted} "
+                  f"({result.decision.reason})")
+
+
+@app.command()
+def score(dataset: DatasetOption = None) -> None:
+    """Score every customer at the latest cutoff with the champion."""
+    settings, contract = _setup(dataset)
+    from jobs.score import score as score_customers
+
+    run = score_customers(settings, contract)
+    console.print(f"{run.rows:,} customers scored at {run.cutoff} by v{run.model_version} -> {run.path}")
+
+
+@app.command()
+def serve(
+    dataset: DatasetOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.", min=1)] = 1,
+) -> None:
+    """Serve the champion over HTTP (uvicorn)."""
+    import os
+    import shutil
+    import tempfile
+
+    settings, contract = _setup(dataset)
+    env = {**os.environ, "CHURNOPS_DATASET": contract.name, "OMP_NUM_THREADS": "1"}
+    if workers > 1:
+        # Each worker writes its metrics here and /metrics adds them up; it must be empty at start.
+        metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="churnops-metrics-"))
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    command = [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", host or settings.serving.host,
+               "--port", str(port or settings.serving.port), "--workers", str(workers), "--no-access-log"]
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
+def _airflow(settings: Settings, *args: str) -> None:
+    command = [str(Path(sys.executable).parent / "airflow"), *args]
+    completed = subprocess.run(command, env=settings.airflow_environment(), capture_output=True, text=True)
+    if completed.returncode != 0:
+        log_tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-40:])
+        console.print(f"[red]`airflow {' '.join(args)}` failed:[/red]\n{log_tail}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    dataset: DatasetOption = None,
+    customers: Annotated[int, typer.Option(help="Synthetic customers to generate if the data is missing.")] = 5000,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials (default from settings).", min=1)] = None,
+) -> None:
+    """The main job end to end on the embedded Airflow: data, then the feature, training and scoring DAGs."""
+    import json
+    import os
+
+    settings, contract = _setup(dataset)
+    if trials is not None:
+        os.environ["CHURNOPS_TRAINING__N_TRIALS"] = str(trials)
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+        if not contract.resolve(contract.events.path).exists():
+            step = progress.add_task("generating data")
+            started = time.perf_counter()
+            generate(dataset=dataset, customers=customers, seed=7)
+            timings["generate data"] = time.perf_counter() - started
+            progress.update(step, completed=1, total=1, description="data generated")
+        step = progress.add_task("airflow db migrate")
+        started = time.perf_counter()
+        _airflow(settings, "db", "migrate")
+        timings["airflow db migrate"] = time.perf_counter() - started
+        progress.update(step, completed=1, total=1)
+        for dag_id in PIPELINE_DAGS:
+            step = progress.add_task(f"airflow dags test {dag_id}")
+            started = time.perf_counter()
+            _airflow(settings, "dags", "test", dag_id, "-c", json.dumps({"dataset": dataset or settings.dataset}))
+            timings[dag_id] = time.perf_counter() - started
+            progress.update(step, completed=1, total=1)
+    _print_summary(settings, contract, timings)
+
+
+def _print_summary(settings: Settings, contract: DatasetContract, timings: dict[str, float]) -> None:
+    from churnops.registry import configure_mlflow, load_alias
+    from jobs.score import scores_path
+
+    configure_mlflow(settings)
+    champion = load_alias(contract.model_name)
+    metrics = champion.metadata.get("out_of_time_metrics", {})
+    plan = contract.plan()
+    out = Console(soft_wrap=True)
+    out.rule("churnops main job finished")
+    for stage, seconds in timings.items():
+        out.print(f"  {stage:<28} {seconds:6.1f} s")
+    out.print(f"Champion: {champion.name} v{champion.version} — out-of-time ROC AUC {metrics.get('roc_auc', float('nan')):.4f} "
+              f"at cutoff {champion.metadata.get('out_of_time_cutoff')} "
+              f"(precision at top 10 %: {metrics.get('precision_at_10', float('nan')):.3f})")
+    out.print(f"Scores:   {scores_path(settings, contract.name, plan.scoring)}")
+    out.print(f"MLflow:   {settings.tracking_uri}  (artifacts under {settings.mlflow_dir / 'artifacts'})")
+    out.print("Open the UIs:")
+    out.print(f"  MLflow   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
+    out.print("  Airflow  make airflow-ui   (api-server on http://127.0.0.1:8080; admin password printed at start)")
+    out.print("  API      make serve        (then the curl example in the README)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

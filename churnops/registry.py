@@ -1,0 +1,95 @@
+"""The MLflow side shared by training, scoring and serving: tracking set-up, aliases, and loading a registered
+model as a native LightGBM booster plus the feature schema and threshold stored with it.
+
+Loading the booster (not the pyfunc wrapper) keeps pandas off the serving hot path: rows are encoded straight
+into a numpy matrix with `FeatureSchema`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from churnops.config import Settings
+from churnops.dataset import DatasetContract
+from churnops.schema import FeatureSchema
+
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+
+
+def configure_mlflow(settings: Settings) -> None:
+    import mlflow
+
+    if settings.mlflow_tracking_uri is None:
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+
+
+def experiment_name(contract: DatasetContract) -> str:
+    return f"churnops-{contract.name}"
+
+
+def ensure_experiment(settings: Settings, contract: DatasetContract) -> str:
+    """The dataset's experiment id, creating it (artifacts under the working folder when tracking is local)."""
+    import mlflow
+
+    name = experiment_name(contract)
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = settings.artifact_root if settings.mlflow_tracking_uri is None else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version, ready to score encoded rows."""
+
+    name: str
+    version: str
+    booster: Any
+    schema: FeatureSchema
+    threshold: float
+    metadata: dict[str, Any]
+    loaded_at: float = field(default_factory=time.time)
+
+    def predict_matrix(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        # num_threads=1 for single-row serving: LightGBM's thread pool costs more than it saves on one row.
+        return self.booster.predict(matrix, num_threads=num_threads)
+
+
+def resolve_alias(name: str, alias: str) -> str:
+    from mlflow import MlflowClient
+
+    return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+
+
+def load_model_version(name: str, version: str) -> LoadedModel:
+    """Load a version's booster and the schema/threshold it was trained with; refuse a model that cannot predict
+    its own stored input example."""
+    import mlflow
+
+    uri = f"models:/{name}/{version}"
+    info = mlflow.models.get_model_info(uri)
+    metadata = info.metadata or {}
+    if "feature_schema" not in metadata:
+        raise ValueError(f"model {name} v{version} has no feature schema in its metadata; it was not trained by churnops")
+    booster = mlflow.lightgbm.load_model(uri)
+    schema = FeatureSchema.from_dict(metadata["feature_schema"])
+    model = LoadedModel(
+        name=name, version=version, booster=booster, schema=schema, threshold=float(metadata["threshold"]),
+        metadata=metadata,
+    )
+    probe = np.full((1, len(schema.columns)), np.nan)
+    scores = model.predict_matrix(probe, num_threads=1)
+    if scores.shape != (1,) or not np.isfinite(scores).all():
+        raise ValueError(f"model {name} v{version} does not produce a finite score for one row")
+    return model
+
+
+def load_alias(name: str, alias: str = CHAMPION_ALIAS) -> LoadedModel:
+    return load_model_version(name, resolve_alias(name, alias))

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Starts the churnops API with several uvicorn workers.
+#
+# prometheus-client's multiprocess mode needs PROMETHEUS_MULTIPROC_DIR set before Python starts and emptied at
+# every start: files left by a previous run would be summed into the new counters.
+set -euo pipefail
+
+: "${PROMETHEUS_MULTIPROC_DIR:?PROMETHEUS_MULTIPROC_DIR must be set for multi-worker metrics}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+
+exec uvicorn serving.app:app \
+    --host "${CHURNOPS_API_BIND_HOST:-0.0.0.0}" \
+    --port "${CHURNOPS_SERVING__PORT:-8000}" \
+    --workers "${CHURNOPS_API_WORKERS:-2}" \
+    --no-access-log

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Creates the roles and databases of the full deployment and applies the churnops platform schema.
+#
+# Run by the official postgres image from /docker-entrypoint-initdb.d on the first start (empty data directory),
+# as the superuser $POSTGRES_USER over the local socket. Also runnable by hand against any server: the connection
+# comes from the usual libpq variables (PGHOST, PGPORT, ...), and the script is idempotent (existing roles get
+# their password reset from the secret file, existing databases are kept, applied migrations are skipped).
+#
+# Passwords come from Docker secret files, never from the environment or this repository:
+#   $SECRETS_DIR/airflow_db_password, $SECRETS_DIR/mlflow_db_password, $SECRETS_DIR/churnops_db_password
+# The platform schema is the versioned SQL in churnops/migrations (the same files churnops.db.migrate applies),
+# mounted into the container at $CHURNOPS_MIGRATIONS_DIR.
+set -euo pipefail
+
+SECRETS_DIR="${SECRETS_DIR:-/run/secrets}"
+CHURNOPS_MIGRATIONS_DIR="${CHURNOPS_MIGRATIONS_DIR:-/churnops-migrations}"
+# Role and database names (one role owning one database each); overridable so tests can run side by side.
+AIRFLOW_DB="${AIRFLOW_DB:-airflow}"
+MLFLOW_DB="${MLFLOW_DB:-mlflow}"
+CHURNOPS_DB="${CHURNOPS_DB:-churnops}"
+ADMIN_USER="${POSTGRES_USER:-postgres}"
+ADMIN_DB="${POSTGRES_DB:-$ADMIN_USER}"
+
+fail() {
+    echo "postgres-init: $*" >&2
+    exit 1
+}
+
+read_secret() {
+    local file="$SECRETS_DIR/$1"
+    [[ -r "$file" ]] || fail "secret file $file is missing or unreadable (generate the secrets first, see README)"
+    local value
+    value="$(<"$file")"
+    [[ -n "$value" ]] || fail "secret file $file is empty"
+    printf '%s' "$value"
+}
+
+[[ -d "$CHURNOPS_MIGRATIONS_DIR" ]] ||
+    fail "migrations folder $CHURNOPS_MIGRATIONS_DIR not found (mount ./churnops/migrations there)"
+[[ -f "$CHURNOPS_MIGRATIONS_DIR/bootstrap.sql" ]] || fail "$CHURNOPS_MIGRATIONS_DIR/bootstrap.sql not found"
+
+psql_admin() {
+    psql -X -q -v ON_ERROR_STOP=1 --username "$ADMIN_USER" "$@"
+}
+
+# One role + database. The password reaches psql through its environment (\getenv), so it never appears on a
+# command line (visible in `ps`) nor needs shell quoting; format(%L) quotes it as an SQL literal.
+create_role_and_database() {
+    local name="$1" password="$2"
+    ROLE_NAME="$name" ROLE_PASSWORD="$password" psql_admin --dbname "$ADMIN_DB" <<'SQL'
+\getenv role_name ROLE_NAME
+\getenv role_password ROLE_PASSWORD
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role_name', :'role_password')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role_name') \gexec
+SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'role_name', :'role_password') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'role_name', :'role_name')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'role_name') \gexec
+SQL
+    echo "postgres-init: role and database '$name' ready"
+}
+
+# Read every secret before creating anything: a missing one fails the script with nothing half-made. (Plain
+# assignments, so that `set -e` sees a failing read; inside an argument list it would not.)
+airflow_password="$(read_secret airflow_db_password)"
+mlflow_password="$(read_secret mlflow_db_password)"
+churnops_password="$(read_secret churnops_db_password)"
+
+create_role_and_database "$AIRFLOW_DB" "$airflow_password"
+create_role_and_database "$MLFLOW_DB" "$mlflow_password"
+create_role_and_database "$CHURNOPS_DB" "$churnops_password"
+
+# Apply the platform schema as the churnops role (SET ROLE), so that it owns what it creates. Same protocol as
+# churnops.db.migrate: one transaction, an advisory lock against concurrent runners, the bootstrap, then every
+# NNNN_name.sql not yet in churnops.schema_migrations, each recorded with the file's SHA-256. A recorded
+# migration whose file changed since is refused.
+apply_migrations() {
+    local script file base version name checksum
+    script="BEGIN;
+SET LOCAL ROLE \"$CHURNOPS_DB\";
+SET LOCAL client_min_messages = warning;
+SELECT pg_advisory_xact_lock(hashtext('churnops.schema_migrations')) \\gset lock_
+\\i $CHURNOPS_MIGRATIONS_DIR/bootstrap.sql
+"
+    for file in "$CHURNOPS_MIGRATIONS_DIR"/[0-9][0-9][0-9][0-9]_*.sql; do
+        [[ -e "$file" ]] || continue
+        base="$(basename "$file" .sql)"
+        version="${base%%_*}"
+        name="${base#*_}"
+        checksum="$(sha256sum "$file" | cut -d' ' -f1)"
+        script+="
+SELECT count(*) = 0 AS pending,
+       coalesce(bool_or(checksum <> '$checksum'), false) AS changed
+FROM churnops.schema_migrations WHERE version = '$version' \\gset
+\\if :changed
+\\echo 'postgres-init: migration $version was applied with a different checksum: never edit an applied migration'
+SELECT 1/0 AS refused;
+\\endif
+\\if :pending
+\\i $file
+INSERT INTO churnops.schema_migrations (version, name, checksum) VALUES ('$version', '$name', '$checksum');
+\\echo 'postgres-init: applied migration $version ($name)'
+\\endif
+"
+    done
+    script+="COMMIT;"
+    printf '%s\n' "$script" | psql_admin --dbname "$CHURNOPS_DB"
+}
+
+apply_migrations
+echo "postgres-init: churnops schema up to date in database '$CHURNOPS_DB'"

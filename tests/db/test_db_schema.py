@@ -1,0 +1,184 @@
+"""The platform schema: created by postgres-init/ and by churnops.db.migrate, the same way, idempotently."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from contextlib import closing
+from pathlib import Path
+
+import psycopg2
+import pytest
+from conftest import (
+    MIGRATIONS_DIR,
+    PlatformDatabases,
+    admin_connection,
+    drop_databases_and_roles,
+    run_init_script,
+    unique_names,
+    write_secrets,
+)
+
+from churnops import db
+
+PLATFORM_TABLES = {
+    "schema_migrations",
+    "score_runs",
+    "scores",
+    "prediction_log",
+    "drift_runs",
+    "drift_metrics",
+    "retrain_decisions",
+    "realized_performance",
+    "model_evaluations",
+    "promotion_decisions",
+    "ingestion_reports",
+    "dag_runs",
+}
+
+
+def tables_with_comments(conn: psycopg2.extensions.connection) -> dict[str, str | None]:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT c.relname, obj_description(c.oid, 'pg_class')
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'churnops' AND c.relkind IN ('r', 'p')
+            """
+        )
+        return dict(cur.fetchall())
+
+
+def test_init_script_creates_a_login_role_owning_a_database_for_each_service(
+    platform_databases: PlatformDatabases,
+) -> None:
+    with closing(admin_connection()) as admin, admin.cursor() as cur:
+        for name in (platform_databases.airflow, platform_databases.mlflow, platform_databases.churnops):
+            cur.execute(
+                """
+                SELECT r.rolcanlogin, a.rolpassword IS NOT NULL, pg_get_userbyid(d.datdba)
+                FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid, pg_database d
+                WHERE r.rolname = %s AND d.datname = %s
+                """,
+                (name, name),
+            )
+            assert cur.fetchone() == (True, True, name), f"role/database {name}"
+
+
+def test_init_script_creates_every_platform_table_with_a_comment(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    comments = tables_with_comments(conn)
+    assert set(comments) == PLATFORM_TABLES
+    assert all(comment and len(comment) > 20 for comment in comments.values()), comments
+
+
+def test_init_script_schema_is_owned_by_the_churnops_role(
+    conn: psycopg2.extensions.connection, platform_databases: PlatformDatabases
+) -> None:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'churnops'")
+        assert cur.fetchall() == [(platform_databases.churnops,)]
+
+
+def test_init_script_records_each_migration_with_the_checksum_of_its_file(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT version, name, checksum FROM churnops.schema_migrations ORDER BY version")
+        recorded = cur.fetchall()
+    expected = [(m.version, m.name, m.checksum) for m in db.discover_migrations()]
+    assert recorded == expected
+    assert recorded[0][2] == hashlib.sha256((MIGRATIONS_DIR / "0001_initial.sql").read_bytes()).hexdigest()
+
+
+def test_python_migrate_finds_nothing_pending_after_the_init_script(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    assert db.migrate(conn) == []
+
+
+def test_init_script_run_twice_changes_nothing(platform_databases: PlatformDatabases) -> None:
+    names = {
+        "airflow": platform_databases.airflow,
+        "mlflow": platform_databases.mlflow,
+        "churnops": platform_databases.churnops,
+    }
+    result = run_init_script(names, platform_databases.secrets_dir)
+    assert result.returncode == 0, result.stderr
+    assert "applied migration" not in result.stdout
+    with closing(psycopg2.connect(platform_databases.churnops_url())) as conn:
+        assert db.applied_migrations(conn) == ["0001"]
+
+
+def test_init_script_without_a_secret_file_fails_and_creates_nothing(tmp_path: Path) -> None:
+    names = unique_names()
+    write_secrets(tmp_path)
+    (tmp_path / "mlflow_db_password").unlink()
+    try:
+        result = run_init_script(names, tmp_path)
+        assert result.returncode != 0
+        assert "mlflow_db_password" in result.stderr
+        with closing(admin_connection()) as admin, admin.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (list(names.values()),))
+            assert cur.fetchall() == []
+            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(names.values()),))
+            assert cur.fetchall() == []
+    finally:
+        drop_databases_and_roles(list(names.values()))
+
+
+def test_migrate_creates_the_schema_on_an_empty_database(
+    empty_database: psycopg2.extensions.connection,
+) -> None:
+    assert db.applied_migrations(empty_database) == []
+    assert db.migrate(empty_database) == ["0001"]
+    assert set(tables_with_comments(empty_database)) == PLATFORM_TABLES
+
+
+def test_migrate_is_idempotent(empty_database: psycopg2.extensions.connection) -> None:
+    db.migrate(empty_database)
+    assert db.migrate(empty_database) == []
+    assert db.applied_migrations(empty_database) == ["0001"]
+
+
+def test_migrate_applies_only_the_new_migration(
+    empty_database: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    assert db.migrate(empty_database, migrations) == ["0001"]
+    (migrations / "0002_scores_channel.sql").write_text(
+        "ALTER TABLE churnops.scores ADD COLUMN channel text;\n"
+    )
+    assert db.migrate(empty_database, migrations) == ["0002"]
+    with empty_database, empty_database.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_name = 'scores' AND column_name = 'channel'"
+        )
+        assert cur.fetchone() == (1,)
+
+
+def test_migrate_refuses_an_applied_migration_that_was_edited(
+    empty_database: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    db.migrate(empty_database, migrations)
+    edited = migrations / "0001_initial.sql"
+    edited.write_text(edited.read_text() + "\n-- an innocent-looking edit\n")
+    with pytest.raises(db.MigrationError, match="never edit an applied migration"):
+        db.migrate(empty_database, migrations)
+
+
+def test_a_failing_migration_applies_nothing(
+    empty_database: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    (migrations / "0002_broken.sql").write_text("ALTER TABLE churnops.no_such_table ADD COLUMN x int;\n")
+    with pytest.raises(psycopg2.errors.UndefinedTable):
+        db.migrate(empty_database, migrations)
+    # One transaction for all pending migrations: 0001 was rolled back with the broken 0002.
+    assert db.applied_migrations(empty_database) == []
