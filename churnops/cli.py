@@ -20,13 +20,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from churnops.config import Settings
 from churnops.dataset import DatasetContract, load_contract
 
-app = typer.Typer(help="churnops: churn and propensity models kept trained, served and watched.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="churnops: churn and propensity models kept trained, served and watched.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 console = Console(stderr=True)
 
 DatasetOption = Annotated[
     str | None,
-    typer.Option("--dataset", "-d", help="Built-in dataset (synthetic, cdnow) or a dataset contract YAML path."),
+    typer.Option(
+        "--dataset", "-d", help="Built-in dataset (synthetic, cdnow) or a dataset contract YAML path."
+    ),
 ]
 PIPELINE_DAGS = ("churnops_features", "churnops_training", "churnops_scoring")
 
@@ -41,7 +46,9 @@ def _trial_progress(progress: Progress) -> tuple[object, object]:
     task_id = progress.add_task("Optuna trials", total=None)
 
     def on_trial(done: int, total: int, value: float | None) -> None:
-        label = f"Optuna trials (last CV ROC AUC {value:.4f})" if value is not None else "Optuna trials (pruned)"
+        label = (
+            f"Optuna trials (last CV ROC AUC {value:.4f})" if value is not None else "Optuna trials (pruned)"
+        )
         progress.update(task_id, completed=done, total=total, description=label)
 
     return task_id, on_trial
@@ -67,9 +74,13 @@ def generate(
         raise typer.BadParameter(f"dataset {contract.name!r} has no generator; its files come from elsewhere")
     with console.status(f"generating {customers:,} customers"):
         data = generate_data(customers, seed=seed)
-        write_generated(data, contract.resolve(contract.events.path), contract.resolve(contract.entities.path))
-    console.print(f"{len(data.customers):,} customers and {len(data.events):,} events written to "
-                  f"{contract.resolve(contract.events.path).parent}")
+        write_generated(
+            data, contract.resolve(contract.events.path), contract.resolve(contract.entities.path)
+        )
+    console.print(
+        f"{len(data.customers):,} customers and {len(data.events):,} events written to "
+        f"{contract.resolve(contract.events.path).parent}"
+    )
 
 
 @app.command()
@@ -86,8 +97,10 @@ def features(dataset: DatasetOption = None) -> None:
             run = build_feature_snapshot(spark, contract, settings)
     finally:
         spark.stop()
-    console.print(f"snapshot {run.metadata.snapshot_id}: {sum(run.metadata.rows_per_cutoff.values()):,} rows "
-                  f"over {len(run.metadata.rows_per_cutoff)} cutoffs at {run.snapshot_dir}")
+    console.print(
+        f"snapshot {run.metadata.snapshot_id}: {sum(run.metadata.rows_per_cutoff.values()):,} rows "
+        f"over {len(run.metadata.rows_per_cutoff)} cutoffs at {run.snapshot_dir}"
+    )
 
 
 @app.command()
@@ -99,13 +112,20 @@ def train(
     settings, contract = _setup(dataset)
     from jobs.train import train as train_model
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         _, on_trial = _trial_progress(progress)
         result = train_model(settings, contract, n_trials=trials, on_trial=on_trial)
-    console.print(f"{result.model_name} v{result.model_version}: out-of-time ROC AUC "
-                  f"{result.out_of_time_metrics['roc_auc']:.4f}; promoted={result.decision.promoted} "
-                  f"({result.decision.reason})")
+    console.print(
+        f"{result.model_name} v{result.model_version}: out-of-time ROC AUC "
+        f"{result.out_of_time_metrics['roc_auc']:.4f}; promoted={result.decision.promoted} "
+        f"({result.decision.reason})"
+    )
 
 
 @app.command()
@@ -134,12 +154,25 @@ def serve(
     env = {**os.environ, "CHURNOPS_DATASET": contract.name, "OMP_NUM_THREADS": "1"}
     if workers > 1:
         # Each worker writes its metrics here and /metrics adds them up; it must be empty at start.
-        metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="churnops-metrics-"))
+        metrics_dir = Path(
+            env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="churnops-metrics-")
+        )
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    command = [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", host or settings.serving.host,
-               "--port", str(port or settings.serving.port), "--workers", str(workers), "--no-access-log"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.app:app",
+        "--host",
+        host or settings.serving.host,
+        "--port",
+        str(port or settings.serving.port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+    ]
     raise typer.Exit(subprocess.call(command, env=env))
 
 
@@ -155,7 +188,9 @@ def _airflow(settings: Settings, *args: str) -> None:
 @app.command()
 def run(
     dataset: DatasetOption = None,
-    customers: Annotated[int, typer.Option(help="Synthetic customers to generate if the data is missing.")] = 5000,
+    customers: Annotated[
+        int, typer.Option(help="Synthetic customers to generate if the data is missing.")
+    ] = 5000,
     trials: Annotated[int | None, typer.Option(help="Optuna trials (default from settings).", min=1)] = None,
 ) -> None:
     """The main job end to end on the embedded Airflow: data, then the feature, training and scoring DAGs."""
@@ -182,7 +217,9 @@ def run(
         for dag_id in PIPELINE_DAGS:
             step = progress.add_task(f"airflow dags test {dag_id}")
             started = time.perf_counter()
-            _airflow(settings, "dags", "test", dag_id, "-c", json.dumps({"dataset": dataset or settings.dataset}))
+            _airflow(
+                settings, "dags", "test", dag_id, "-c", json.dumps({"dataset": dataset or settings.dataset})
+            )
             timings[dag_id] = time.perf_counter() - started
             progress.update(step, completed=1, total=1)
     _print_summary(settings, contract, timings)
@@ -200,14 +237,19 @@ def _print_summary(settings: Settings, contract: DatasetContract, timings: dict[
     out.rule("churnops main job finished")
     for stage, seconds in timings.items():
         out.print(f"  {stage:<28} {seconds:6.1f} s")
-    out.print(f"Champion: {champion.name} v{champion.version} — out-of-time ROC AUC {metrics.get('roc_auc', float('nan')):.4f} "
-              f"at cutoff {champion.metadata.get('out_of_time_cutoff')} "
-              f"(precision at top 10 %: {metrics.get('precision_at_10', float('nan')):.3f})")
+    out.print(
+        f"Champion: {champion.name} v{champion.version} — "
+        f"out-of-time ROC AUC {metrics.get('roc_auc', float('nan')):.4f} "
+        f"at cutoff {champion.metadata.get('out_of_time_cutoff')} "
+        f"(precision at top 10 %: {metrics.get('precision_at_10', float('nan')):.3f})"
+    )
     out.print(f"Scores:   {scores_path(settings, contract.name, plan.scoring)}")
     out.print(f"MLflow:   {settings.tracking_uri}  (artifacts under {settings.mlflow_dir / 'artifacts'})")
     out.print("Open the UIs:")
     out.print(f"  MLflow   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
-    out.print("  Airflow  make airflow-ui   (api-server on http://127.0.0.1:8080; admin password printed at start)")
+    out.print(
+        "  Airflow  make airflow-ui   (api-server on http://127.0.0.1:8080; admin password printed at start)"
+    )
     out.print("  API      make serve        (then the curl example in the README)")
 
 

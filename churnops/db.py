@@ -322,13 +322,21 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
 # ----------------------------------------------------------------------------------------------------
 
 
-def _adapt(value: Any) -> Any:
-    """Python value psycopg2 can send: numpy scalars (np.bool_, np.float32, ...) unwrapped, dicts as jsonb."""
+def _plain(value: Any) -> Any:
+    """`value` with numpy scalars (np.bool_, np.float32, ...) unwrapped to Python ones, at any depth."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
-        return psycopg2.extras.Json({key: _adapt(item) for key, item in value.items()})
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
     return value
+
+
+def _adapt(value: Any) -> Any:
+    """A value psycopg2 can send: numpy scalars unwrapped, dicts as jsonb."""
+    value = _plain(value)
+    return psycopg2.extras.Json(value) if isinstance(value, dict) else value
 
 
 def _insert_rows(

@@ -77,11 +77,17 @@ def load_model_version(name: str, version: str) -> LoadedModel:
     info = mlflow.models.get_model_info(uri)
     metadata = info.metadata or {}
     if "feature_schema" not in metadata:
-        raise ValueError(f"model {name} v{version} has no feature schema in its metadata; it was not trained by churnops")
+        raise ValueError(
+            f"model {name} v{version} has no feature schema in its metadata; it was not trained by churnops"
+        )
     booster = mlflow.lightgbm.load_model(uri)
     schema = FeatureSchema.from_dict(metadata["feature_schema"])
     model = LoadedModel(
-        name=name, version=version, booster=booster, schema=schema, threshold=float(metadata["threshold"]),
+        name=name,
+        version=version,
+        booster=booster,
+        schema=schema,
+        threshold=float(metadata["threshold"]),
         metadata=metadata,
     )
     probe = np.full((1, len(schema.columns)), np.nan)

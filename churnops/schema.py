@@ -22,7 +22,10 @@ class FeatureSchema:
     _lookup: dict[str, dict[str, float]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        lookup = {name: {value: float(i) for i, value in enumerate(vocab)} for name, vocab in self.categorical.items()}
+        lookup = {
+            name: {value: float(i) for i, value in enumerate(vocab)}
+            for name, vocab in self.categorical.items()
+        }
         object.__setattr__(self, "_lookup", lookup)
 
     @property
@@ -35,7 +38,10 @@ class FeatureSchema:
         return list(range(len(self.numeric), len(self.numeric) + len(self.categorical)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"numeric": list(self.numeric), "categorical": {k: list(v) for k, v in self.categorical.items()}}
+        return {
+            "numeric": list(self.numeric),
+            "categorical": {k: list(v) for k, v in self.categorical.items()},
+        }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FeatureSchema:
@@ -56,7 +62,9 @@ class FeatureSchema:
         for i, name in enumerate(self.numeric):
             matrix[:, i] = frame[name].astype("float64").to_numpy()
         for j, (name, lookup) in enumerate(self._lookup.items(), start=len(self.numeric)):
-            matrix[:, j] = frame[name].map(lambda v, lookup=lookup: lookup.get(str(v), math.nan)).astype("float64")
+            matrix[:, j] = (
+                frame[name].map(lambda v, lookup=lookup: lookup.get(str(v), math.nan)).astype("float64")
+            )
         return matrix
 
     def encode_records(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
@@ -64,6 +72,9 @@ class FeatureSchema:
         rows = []
         for record in records:
             row = [math.nan if record[n] is None else float(record[n]) for n in self.numeric]
-            row += [lookup.get(record[n], math.nan) if record[n] is not None else math.nan for n, lookup in self._lookup.items()]
+            row += [
+                lookup.get(record[n], math.nan) if record[n] is not None else math.nan
+                for n, lookup in self._lookup.items()
+            ]
             rows.append(row)
         return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.columns))

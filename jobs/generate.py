@@ -46,14 +46,19 @@ def generate(
     channel = rng.choice(len(CHANNELS), size=n_customers, p=[0.5, 0.3, 0.2])
     age = np.clip(rng.normal(41, 12, size=n_customers), 18, 85).round()
     # Customers keep joining over the whole period, a few more at the start (the initial base).
-    signup_day = np.where(rng.random(n_customers) < 0.35, 0, rng.integers(0, span_days - 30, size=n_customers))
+    signup_day = np.where(
+        rng.random(n_customers) < 0.35, 0, rng.integers(0, span_days - 30, size=n_customers)
+    )
 
     # Engagement: visits per week; richer plans and older customers are steadier.
     engagement = rng.lognormal(mean=np.log(0.9) + 0.25 * plan, sigma=0.9)
     spend_level = rng.lognormal(mean=np.log(25) + 0.5 * plan, sigma=0.4)
     # Monthly churn hazard: higher for basic plans, partner channel, young and disengaged customers.
     monthly_hazard = 0.035 * np.exp(
-        -0.45 * plan + 0.35 * (channel == 2) - 0.012 * (age - 41) - 0.35 * np.log(engagement / 0.9)
+        -0.45 * plan
+        + 0.35 * (channel == 2)
+        - 0.012 * (age - 41)
+        - 0.35 * np.log(engagement / 0.9)
         + 0.12 * (region == 1)
     )
     lifetime_days = rng.exponential(30.4 / monthly_hazard)
@@ -85,7 +90,9 @@ def generate(
     events = pd.concat(frames, ignore_index=True)
     events["customer_id"] = ids[events.pop("owner").to_numpy()]
     start_ts = pd.Timestamp(start)
-    events["event_time"] = start_ts + pd.to_timedelta(events.pop("day").to_numpy() * 86400, unit="s").round("s")
+    events["event_time"] = start_ts + pd.to_timedelta(events.pop("day").to_numpy() * 86400, unit="s").round(
+        "s"
+    )
     events = events.sort_values(["event_time", "customer_id"], kind="stable", ignore_index=True)
     events = events[["customer_id", "event_time", "event_type", "amount"]]
 

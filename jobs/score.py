@@ -42,14 +42,19 @@ def score_frame(model: LoadedModel, features: pd.DataFrame, cutoff: dt.date) -> 
     """Score, rank and band one cutoff's feature rows, highest risk first."""
     scores = model.predict_matrix(model.schema.encode_frame(features))
     frame = build_score_frame(
-        customer_ids=features[ENTITY_ID].to_numpy(), scores=scores, cutoff=cutoff, threshold=model.threshold,
-        model_name=model.name, model_version=model.version,
+        customer_ids=features[ENTITY_ID].to_numpy(),
+        scores=scores,
+        cutoff=cutoff,
+        threshold=model.threshold,
+        model_name=model.name,
+        model_version=model.version,
     )
     return frame.sort_values("score", ascending=False, kind="stable", ignore_index=True)
 
 
-def score(settings: Settings, contract: DatasetContract, run_id: str = "manual",
-          logical_date: dt.date | None = None) -> ScoringRun:
+def score(
+    settings: Settings, contract: DatasetContract, run_id: str = "manual", logical_date: dt.date | None = None
+) -> ScoringRun:
     """Score the scoring cutoff of the latest snapshot with the champion and publish the list."""
     configure_mlflow(settings)
     model = load_alias(contract.model_name)
@@ -66,8 +71,12 @@ def score(settings: Settings, contract: DatasetContract, run_id: str = "manual",
         from churnops import db
 
         with db.connect(settings) as conn:
-            in_database = db.write_scores(conn, scored, dataset=contract.name, run_id=run_id,
-                                          logical_date=logical_date or cutoff)
-    log.info("scored %s customers at %s with %s v%s -> %s", len(scored), cutoff, model.name, model.version, path)
-    return ScoringRun(path=path, rows=len(scored), cutoff=cutoff, model_version=model.version,
-                      rows_in_database=in_database)
+            in_database = db.write_scores(
+                conn, scored, dataset=contract.name, run_id=run_id, logical_date=logical_date or cutoff
+            )
+    log.info(
+        "scored %s customers at %s with %s v%s -> %s", len(scored), cutoff, model.name, model.version, path
+    )
+    return ScoringRun(
+        path=path, rows=len(scored), cutoff=cutoff, model_version=model.version, rows_in_database=in_database
+    )

@@ -22,9 +22,6 @@ import pandas as pd
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import CUTOFF, LABEL, model_feature_columns
-from churnops.schema import FeatureSchema
-from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snapshot
-from jobs.evaluate import binary_metrics, f1_threshold
 from churnops.registry import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
@@ -33,6 +30,9 @@ from churnops.registry import (
     ensure_experiment,
     load_model_version,
 )
+from churnops.schema import FeatureSchema
+from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snapshot
+from jobs.evaluate import binary_metrics, f1_threshold
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,11 @@ def _suggest_params(trial: Any) -> dict[str, Any]:
 def _git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, check=True
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
         )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -144,24 +148,34 @@ class _Data:
         return self.train[CUTOFF].isin(list(cutoffs)).to_numpy()
 
 
-def _fit(data: _Data, params: dict[str, Any], mask: np.ndarray, valid_mask: np.ndarray | None, rounds: int) -> Any:
+def _fit(
+    data: _Data, params: dict[str, Any], mask: np.ndarray, valid_mask: np.ndarray | None, rounds: int
+) -> Any:
     import lightgbm as lgb
 
     cat = data.schema.categorical_indices
     train_set = lgb.Dataset(
-        data.x_train[mask], data.y_train[mask], feature_name=data.schema.columns, categorical_feature=cat,
+        data.x_train[mask],
+        data.y_train[mask],
+        feature_name=data.schema.columns,
+        categorical_feature=cat,
         free_raw_data=False,
     )
     if valid_mask is None:
         return lgb.train(params, train_set, num_boost_round=rounds)
     valid_set = lgb.Dataset(data.x_train[valid_mask], data.y_train[valid_mask], reference=train_set)
     return lgb.train(
-        params, train_set, num_boost_round=rounds, valid_sets=[valid_set],
+        params,
+        train_set,
+        num_boost_round=rounds,
+        valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(stopping_rounds=50, verbose=False)],
     )
 
 
-def _cross_validate(data: _Data, folds: list[Fold], params: dict[str, Any], trial: Any = None) -> dict[str, Any]:
+def _cross_validate(
+    data: _Data, folds: list[Fold], params: dict[str, Any], trial: Any = None
+) -> dict[str, Any]:
     import optuna
     from sklearn.metrics import roc_auc_score
 
@@ -177,8 +191,13 @@ def _cross_validate(data: _Data, folds: list[Fold], params: dict[str, Any], tria
             trial.report(float(np.mean(aucs)), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
-    return {"auc": float(np.mean(aucs)), "fold_aucs": aucs, "rounds": int(np.mean(rounds)),
-            "last_scores": last_scores, "last_labels": last_labels}
+    return {
+        "auc": float(np.mean(aucs)),
+        "fold_aucs": aucs,
+        "rounds": int(np.mean(rounds)),
+        "last_scores": last_scores,
+        "last_labels": last_labels,
+    }
 
 
 def train(
@@ -215,12 +234,20 @@ def train(
     # A retried task re-enters the same parent run, so its trials stay under one training in MLflow.
     parent_run_id = study.user_attrs.get("mlflow_parent_run_id")
     parent = mlflow.start_run(
-        run_id=parent_run_id, experiment_id=experiment_id, run_name=None if parent_run_id else f"train-{contract.name}"
+        run_id=parent_run_id,
+        experiment_id=experiment_id,
+        run_name=None if parent_run_id else f"train-{contract.name}",
     )
     with parent:
         study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
-        mlflow.set_tags({"churnops.dataset": contract.name, "churnops.snapshot_hash": metadata.content_hash,
-                         "churnops.git_commit": _git_commit(), "churnops.kind": "training"})
+        mlflow.set_tags(
+            {
+                "churnops.dataset": contract.name,
+                "churnops.snapshot_hash": metadata.content_hash,
+                "churnops.git_commit": _git_commit(),
+                "churnops.kind": "training",
+            }
+        )
 
         def objective(trial: Any) -> float:
             params = {**_base_params(seed), **_suggest_params(trial)}
@@ -232,8 +259,10 @@ def train(
                     mlflow.set_tag("optuna.state", "pruned")
                     raise
                 trial.set_user_attr("rounds", result["rounds"])
-                mlflow.log_metrics({"cv_roc_auc": result["auc"], "rounds": result["rounds"]}
-                                   | {f"fold{i}_roc_auc": a for i, a in enumerate(result["fold_aucs"])})
+                mlflow.log_metrics(
+                    {"cv_roc_auc": result["auc"], "rounds": result["rounds"]}
+                    | {f"fold{i}_roc_auc": a for i, a in enumerate(result["fold_aucs"])}
+                )
                 mlflow.set_tag("optuna.state", "complete")
             return result["auc"]
 
@@ -243,7 +272,9 @@ def train(
 
         remaining = total_trials - sum(t.state.is_finished() for t in study.trials)
         if remaining > 0:
-            study.optimize(objective, n_trials=remaining, timeout=settings.training.timeout_seconds, callbacks=[report])
+            study.optimize(
+                objective, n_trials=remaining, timeout=settings.training.timeout_seconds, callbacks=[report]
+            )
 
         best = study.best_trial
         params = {**_base_params(seed), **best.params, "bagging_freq": 1}
@@ -256,8 +287,10 @@ def train(
         oot_metrics = binary_metrics(data.y_oot, oot_scores)
 
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()} | {"best_rounds": rounds})
-        mlflow.log_metrics({f"oot_{k}": v for k, v in oot_metrics.items()}
-                           | {"best_cv_roc_auc": best.value, "threshold": threshold, "n_trials": len(study.trials)})
+        mlflow.log_metrics(
+            {f"oot_{k}": v for k, v in oot_metrics.items()}
+            | {"best_cv_roc_auc": best.value, "threshold": threshold, "n_trials": len(study.trials)}
+        )
         example = pd.DataFrame(data.x_oot[:5], columns=data.schema.columns)
         model_metadata = {
             "feature_schema": data.schema.to_dict(),
@@ -280,15 +313,31 @@ def train(
         )
         version = str(info.registered_model_version)
         decision = _champion_gate(settings, contract, data, version, oot_metrics)
-        mlflow.set_tags({"churnops.promoted": str(decision.promoted).lower(),
-                         "churnops.promotion_reason": decision.reason, "churnops.model_version": version})
+        mlflow.set_tags(
+            {
+                "churnops.promoted": str(decision.promoted).lower(),
+                "churnops.promotion_reason": decision.reason,
+                "churnops.model_version": version,
+            }
+        )
         run_id = parent.info.run_id
 
-    log.info("trained %s v%s: out-of-time ROC AUC %.4f; %s", contract.model_name, version,
-             oot_metrics["roc_auc"], decision.reason)
+    log.info(
+        "trained %s v%s: out-of-time ROC AUC %.4f; %s",
+        contract.model_name,
+        version,
+        oot_metrics["roc_auc"],
+        decision.reason,
+    )
     return TrainingResult(
-        model_name=contract.model_name, model_version=version, run_id=run_id, best_params=dict(best.params),
-        out_of_time_metrics=oot_metrics, threshold=threshold, n_trials=len(study.trials), decision=decision,
+        model_name=contract.model_name,
+        model_version=version,
+        run_id=run_id,
+        best_params=dict(best.params),
+        out_of_time_metrics=oot_metrics,
+        threshold=threshold,
+        n_trials=len(study.trials),
+        decision=decision,
         snapshot_id=metadata.snapshot_id,
     )
 
@@ -313,15 +362,23 @@ def _champion_gate(
 
     champion_auc = None
     if new_auc < settings.training.min_auc:
-        decision = PromotionDecision(False, f"out-of-time ROC AUC {new_auc:.4f} is below the floor "
-                                            f"{settings.training.min_auc}", champion and champion.version, None)
+        decision = PromotionDecision(
+            False,
+            f"out-of-time ROC AUC {new_auc:.4f} is below the floor {settings.training.min_auc}",
+            champion and champion.version,
+            None,
+        )
     elif champion is None:
         decision = PromotionDecision(True, "no champion yet", None, None)
     else:
         missing = set(champion.schema.columns) - set(data.oot.columns)
         if missing:
-            decision = PromotionDecision(True, f"champion v{champion.version} needs features the data no longer has: "
-                                               f"{sorted(missing)}", champion.version, None)
+            decision = PromotionDecision(
+                True,
+                f"champion v{champion.version} needs features the data no longer has: {sorted(missing)}",
+                champion.version,
+                None,
+            )
         else:
             champion_scores = champion.predict_matrix(champion.schema.encode_frame(data.oot))
             champion_auc = binary_metrics(data.y_oot, champion_scores)["roc_auc"]
@@ -337,7 +394,10 @@ def _champion_gate(
             )
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-    for key, value in {"promoted": str(decision.promoted).lower(), "promotion_reason": decision.reason,
-                       "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}.items():
+    for key, value in {
+        "promoted": str(decision.promoted).lower(),
+        "promotion_reason": decision.reason,
+        "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }.items():
         client.set_model_version_tag(name, version, key, value)
     return decision

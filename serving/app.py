@@ -117,8 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "threshold": model.threshold,
             "feature_schema": model.schema.to_dict(),
             "training_metrics": meta.get("out_of_time_metrics", {}),
-            "lineage": {k: meta.get(k) for k in ("training_run_id", "snapshot_hash", "git_commit", "dataset",
-                                                 "out_of_time_cutoff")},
+            "lineage": {
+                k: meta.get(k)
+                for k in ("training_run_id", "snapshot_hash", "git_commit", "dataset", "out_of_time_cutoff")
+            },
             "loaded_at": model.loaded_at,
         }
 
@@ -134,13 +136,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ValidationError as error:
             return JSONResponse({"detail": validation_problems(error.errors())}, status_code=422)  # type: ignore[return-value]
         model = current.model
-        score = float(model.predict_matrix(model.schema.encode_records([parsed.features.__dict__]), num_threads=1)[0])
+        score = float(
+            model.predict_matrix(model.schema.encode_records([parsed.features.__dict__]), num_threads=1)[0]
+        )
         if not math.isfinite(score):
             raise HTTPException(500, detail="model produced a non-finite score")
         metrics.PREDICTIONS.labels(model_version=model.version).inc()
         metrics.PREDICTED_SCORE.labels(model_version=model.version).observe(score)
-        return Prediction(customer_id=parsed.customer_id, probability=score, decision=score >= model.threshold,
-                          threshold=model.threshold, model_name=model.name, model_version=model.version)
+        return Prediction(
+            customer_id=parsed.customer_id,
+            probability=score,
+            decision=score >= model.threshold,
+            threshold=model.threshold,
+            model_name=model.name,
+            model_version=model.version,
+        )
 
     @app.post("/admin/reload")
     async def reload(authorization: str | None = Header(None)) -> dict[str, Any]:
@@ -151,8 +161,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise HTTPException(403, detail="admin token required (Authorization: Bearer ...)")
         changed = await asyncio.to_thread(state.refresh)
         current = state.current
-        return {"reloaded": changed, "model_version": current.model.version if current else None,
-                "error": state.last_error}
+        return {
+            "reloaded": changed,
+            "model_version": current.model.version if current else None,
+            "error": state.last_error,
+        }
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

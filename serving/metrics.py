@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 # 1 ms to 1 s resolved, with the 250 ms SLO threshold on a bucket edge.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 BODY_BUCKETS = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)
 
-REQUESTS = Counter("churnops_requests", "HTTP requests answered, by endpoint and status code", ["endpoint", "status"])
+REQUESTS = Counter(
+    "churnops_requests", "HTTP requests answered, by endpoint and status code", ["endpoint", "status"]
+)
 REQUEST_DURATION = Histogram(
-    "churnops_request_duration_seconds", "Time to answer a request, by endpoint", ["endpoint"], buckets=LATENCY_BUCKETS
+    "churnops_request_duration_seconds",
+    "Time to answer a request, by endpoint",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
 )
 REQUEST_BODY = Histogram(
     "churnops_request_body_bytes", "Size of request bodies, by endpoint", ["endpoint"], buckets=BODY_BUCKETS
@@ -26,17 +38,28 @@ REQUEST_BODY = Histogram(
 IN_FLIGHT = Gauge(
     "churnops_requests_in_flight", "Requests being answered now", ["endpoint"], multiprocess_mode="livesum"
 )
-ERRORS = Counter("churnops_request_errors", "Requests answered with a 4xx or 5xx, by endpoint and kind", ["endpoint", "kind"])
+ERRORS = Counter(
+    "churnops_request_errors",
+    "Requests answered with a 4xx or 5xx, by endpoint and kind",
+    ["endpoint", "kind"],
+)
 PREDICTIONS = Counter("churnops_predictions", "Customers scored, by model version", ["model_version"])
 PREDICTED_SCORE = Histogram(
-    "churnops_predicted_score", "Distribution of predicted probabilities", ["model_version"], buckets=SCORE_BUCKETS
+    "churnops_predicted_score",
+    "Distribution of predicted probabilities",
+    ["model_version"],
+    buckets=SCORE_BUCKETS,
 )
 MODEL_INFO = Gauge(
-    "churnops_model_info", "1 for the model version being served", ["model_name", "model_version"],
+    "churnops_model_info",
+    "1 for the model version being served",
+    ["model_name", "model_version"],
     multiprocess_mode="max",
 )
 MODEL_LOADED_AT = Gauge(
-    "churnops_model_loaded_timestamp_seconds", "When the served model was loaded (Unix time)", multiprocess_mode="max"
+    "churnops_model_loaded_timestamp_seconds",
+    "When the served model was loaded (Unix time)",
+    multiprocess_mode="max",
 )
 MODEL_RELOADS = Counter("churnops_model_reloads", "Champion reload attempts, by outcome", ["outcome"])
 PREDICTION_LOG_DROPPED = Counter(

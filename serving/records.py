@@ -22,8 +22,8 @@ class _Record(BaseModel):
 
 def record_model(schema: FeatureSchema) -> type[BaseModel]:
     """A pydantic model with one required field per feature of `schema`."""
-    fields: dict[str, Any] = {name: (FiniteNumber, ...) for name in schema.numeric}
-    fields |= {name: (StrictStr | None, ...) for name in schema.categorical}
+    fields: dict[str, Any] = dict.fromkeys(schema.numeric, (FiniteNumber, ...))
+    fields |= dict.fromkeys(schema.categorical, (StrictStr | None, ...))
     return create_model("CustomerFeatures", __base__=_Record, **fields)
 
 

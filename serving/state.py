@@ -55,7 +55,9 @@ class ModelState:
             self.last_error = None
             metrics.MODEL_RELOADS.labels(outcome="loaded").inc()
             if previous is not None:
-                metrics.MODEL_INFO.labels(model_name=self.model_name, model_version=previous.model.version).set(0)
+                metrics.MODEL_INFO.labels(
+                    model_name=self.model_name, model_version=previous.model.version
+                ).set(0)
             metrics.MODEL_INFO.labels(model_name=self.model_name, model_version=version).set(1)
             metrics.MODEL_LOADED_AT.set(time.time())
             log.info("serving %s v%s", self.model_name, version)

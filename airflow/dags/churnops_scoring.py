@@ -28,16 +28,26 @@ from churnops.config import Settings
 )
 def churnops_scoring() -> None:
     @task
-    def score_customers(params: dict[str, Any] | None = None, run_id: str | None = None,
-                        logical_date: Any = None) -> dict[str, Any]:
+    def score_customers(
+        params: dict[str, Any] | None = None, run_id: str | None = None, logical_date: Any = None
+    ) -> dict[str, Any]:
         from churnops.dataset import load_contract
         from jobs.score import score
 
         settings = Settings()
-        run = score(settings, load_contract(params["dataset"], settings), run_id=run_id or "manual",
-                    logical_date=logical_date.date() if logical_date else None)
-        return {"path": str(run.path), "rows": run.rows, "cutoff": run.cutoff.isoformat(),
-                "model_version": run.model_version, "rows_in_database": run.rows_in_database}
+        run = score(
+            settings,
+            load_contract(params["dataset"], settings),
+            run_id=run_id or "manual",
+            logical_date=logical_date.date() if logical_date else None,
+        )
+        return {
+            "path": str(run.path),
+            "rows": run.rows,
+            "cutoff": run.cutoff.isoformat(),
+            "model_version": run.model_version,
+            "rows_in_database": run.rows_in_database,
+        }
 
     score_customers()
 

@@ -11,9 +11,9 @@ admin_password_file="$secrets_dir/airflow_admin_password"
 
 if [[ -r "$admin_password_file" ]]; then
     passwords_file="${AIRFLOW_HOME:?AIRFLOW_HOME must be set}/simple_auth_manager_passwords.json"
-    umask 077
-    # json.dumps quotes the password whatever characters it holds.
-    python - "$admin_password_file" "$passwords_file" "${CHURNOPS_AIRFLOW_ADMIN_USER:-admin}" <<'PY'
+    # json.dumps quotes the password whatever characters it holds; umask 077 in a subshell keeps the file private
+    # without changing the mode of what Airflow itself creates later.
+    (umask 077 && python - "$admin_password_file" "$passwords_file" "${CHURNOPS_AIRFLOW_ADMIN_USER:-admin}") <<'PY'
 import json, pathlib, sys
 
 secret, target, user = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]

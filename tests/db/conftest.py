@@ -73,9 +73,7 @@ def run_init_script(names: dict[str, str], secrets_dir: Path) -> subprocess.Comp
     }
     if "password" in admin:
         env["PGPASSWORD"] = admin["password"]
-    return subprocess.run(
-        ["bash", str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return subprocess.run(["bash", str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def drop_databases_and_roles(names: list[str]) -> None:

@@ -142,20 +142,15 @@ def test_migrate_is_idempotent(empty_database: psycopg2.extensions.connection) -
     assert db.applied_migrations(empty_database) == ["0001"]
 
 
-def test_migrate_applies_only_the_new_migration(
-    empty_database: psycopg2.extensions.connection, tmp_path: Path
-) -> None:
+def test_migrate_applies_only_the_new_migration(empty_database: psycopg2.extensions.connection, tmp_path: Path) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations)
     assert db.migrate(empty_database, migrations) == ["0001"]
-    (migrations / "0002_scores_channel.sql").write_text(
-        "ALTER TABLE churnops.scores ADD COLUMN channel text;\n"
-    )
+    (migrations / "0002_scores_channel.sql").write_text("ALTER TABLE churnops.scores ADD COLUMN channel text;\n")
     assert db.migrate(empty_database, migrations) == ["0002"]
     with empty_database, empty_database.cursor() as cur:
         cur.execute(
-            "SELECT count(*) FROM information_schema.columns"
-            " WHERE table_name = 'scores' AND column_name = 'channel'"
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'scores' AND column_name = 'channel'"
         )
         assert cur.fetchone() == (1,)
 
@@ -172,9 +167,7 @@ def test_migrate_refuses_an_applied_migration_that_was_edited(
         db.migrate(empty_database, migrations)
 
 
-def test_a_failing_migration_applies_nothing(
-    empty_database: psycopg2.extensions.connection, tmp_path: Path
-) -> None:
+def test_a_failing_migration_applies_nothing(empty_database: psycopg2.extensions.connection, tmp_path: Path) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations)
     (migrations / "0002_broken.sql").write_text("ALTER TABLE churnops.no_such_table ADD COLUMN x int;\n")

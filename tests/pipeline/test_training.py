@@ -1,0 +1,77 @@
+"""Training is honest (time folds never look ahead) and leaves a registered, aliased, fully tracked model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from jobs.evaluate import binary_metrics, f1_threshold, precision_at_top
+from jobs.train import time_folds
+
+
+def test_time_folds_fit_only_on_cutoffs_whose_labels_ended_before_validation() -> None:
+    cutoffs = [pd.Timestamp(f"2024-{m:02d}-01") for m in range(1, 10)]
+    folds = time_folds(cutoffs, horizon_days=60, n_folds=2)
+    assert [f.valid_cutoff for f in folds] == cutoffs[-2:]
+    for fold in folds:
+        assert all(c + pd.Timedelta(days=60) <= fold.valid_cutoff for c in fold.fit_cutoffs)
+        assert fold.valid_cutoff not in fold.fit_cutoffs
+
+
+def test_time_folds_refuse_cutoffs_closer_than_the_horizon() -> None:
+    with pytest.raises(ValueError, match="closer together than the 90-day horizon"):
+        time_folds([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], horizon_days=90, n_folds=1)
+
+
+def test_binary_metrics_agree_with_sklearn_and_rank_the_top_decile() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 1000)
+    scores = np.clip(labels * 0.3 + rng.random(1000) * 0.7, 0, 1)
+    metrics = binary_metrics(labels, scores)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert metrics["gini"] == pytest.approx(2 * metrics["roc_auc"] - 1)
+    top = np.argsort(-scores)[:100]
+    assert metrics["precision_at_10"] == pytest.approx(labels[top].mean())
+    assert precision_at_top(labels, scores, 0.10) == metrics["precision_at_10"]
+
+
+def test_f1_threshold_separates_perfectly_separable_scores() -> None:
+    labels = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
+    assert f1_threshold(labels, scores) == 0.8
+
+
+def test_trained_model_is_champion_with_nested_trials_and_lineage(trained_platform) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from churnops.registry import configure_mlflow
+
+    configure_mlflow(trained_platform.settings)
+    client = MlflowClient()
+    name = trained_platform.contract.model_name
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.version == trained_platform.model_version
+    assert champion.tags["promoted"] == "true"
+    parent = mlflow.get_run(mlflow.models.get_model_info(f"models:/{name}/{champion.version}").run_id)
+    children = mlflow.search_runs(
+        experiment_ids=[parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert len(children) >= 10
+    assert parent.data.metrics["oot_roc_auc"] > 0.75
+    assert len(parent.data.tags["churnops.snapshot_hash"]) == 64
+
+
+def test_retraining_the_same_snapshot_and_seed_reproduces_the_model_and_does_not_promote(
+    trained_platform,
+) -> None:
+    """It resumes the finished study, refits the same best model, and the gate keeps the champion."""
+    from jobs.train import train
+
+    result = train(trained_platform.settings, trained_platform.contract)
+    assert result.decision.promoted is False
+    assert "does not beat" in result.decision.reason
+    assert result.out_of_time_metrics["roc_auc"] == pytest.approx(result.decision.champion_auc, abs=1e-12)
