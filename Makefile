@@ -8,7 +8,7 @@ VENV_BIN := .venv/bin
 DATASET ?= synthetic
 TRIALS ?=
 
-.PHONY: run test env test-deps serve airflow-ui mlflow-ui lint format clean
+.PHONY: run test env test-deps serve airflow-ui mlflow-ui lint format clean stack-up stack-down stack-status
 
 env: ## Create .venv from the lock file (bootstrapping uv if needed)
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -42,3 +42,13 @@ format: env
 
 clean: ## Remove the embedded working folder (data, snapshots, MLflow, Airflow metadata)
 	rm -rf .churnops
+
+stack-up: env ## The full deployment natively (no Docker): PostgreSQL, Spark, MLflow, Airflow, API, exporter, Prometheus
+	@bash .ci/ensure-services >/dev/null
+	@$(VENV_BIN)/python scripts/native_stack.py up
+
+stack-down: ## Stop the native stack (data is kept under .churnops/stack)
+	@$(VENV_BIN)/python scripts/native_stack.py down
+
+stack-status:
+	@$(VENV_BIN)/python scripts/native_stack.py status

@@ -15,7 +15,12 @@ from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # In a source checkout (the embedded default) the working folder sits beside the code; an installed wheel has no
@@ -50,6 +55,17 @@ class ServingSettings(BaseModel):
     reload_interval_seconds: float = Field(30.0, gt=0)
     max_batch_rows: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    # Top contributing features returned with `explain=true`.
+    explain_top_features: int = Field(5, ge=1)
+    # Prediction log (PostgreSQL at Settings.database_url): appended in batches by a background thread per
+    # worker; when the database is unreachable or the queue is full, predictions are dropped and counted.
+    prediction_log_enabled: bool = True
+    prediction_log_batch_rows: int = Field(500, ge=1)
+    prediction_log_flush_seconds: float = Field(1.0, gt=0)
+    prediction_log_max_pending: int = Field(20_000, ge=1)
+    prediction_log_retry_seconds: float = Field(5.0, gt=0)
+    # Bounds a hung database: connection set-up and each statement (prediction log and online look-ups).
+    database_timeout_seconds: float = Field(3.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -70,6 +86,19 @@ class Settings(BaseSettings):
     spark: SparkSettings = SparkSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The default secrets reader sees only top-level fields; the nested one also reads
+        # `churnops_serving__api_key`, so auth cannot silently stay off in a deployment.
+        return init_settings, env_settings, dotenv_settings, NestedSecretsSettingsSource(file_secret_settings)
 
     # Working-folder layout: one place builds every path.
     @cached_property

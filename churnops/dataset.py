@@ -224,7 +224,9 @@ def load_contract(name_or_path: str, settings: Settings) -> DatasetContract:
         base_dir = settings.data_dir
         if not path.exists():
             known = sorted(p.stem for p in BUILTIN_DATASETS_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"no dataset named {name_or_path!r}; built-in datasets: {known}, or give a .yaml path")
+            raise FileNotFoundError(
+                f"no dataset named {name_or_path!r}; built-in datasets: {known}, or give a .yaml path"
+            )
     else:
         base_dir = path.resolve().parent
     try:

@@ -211,9 +211,7 @@ class _CsvStream(io.RawIOBase):
         return data
 
 
-def write_scores(
-    conn: Connection, scores: pd.DataFrame, *, dataset: str, run_id: str, logical_date: dt.date
-) -> int:
+def write_scores(conn: Connection, scores: pd.DataFrame, *, dataset: str, run_id: str, logical_date: dt.date) -> int:
     """Replace the scoring list of (dataset, logical_date) with `scores`, atomically; return the rows written.
 
     In ONE transaction: record the list in churnops.score_runs (its row lock also serialises two writers of
@@ -247,9 +245,7 @@ def write_scores(
             """,
             (dataset, logical_date, run_id, model_name, model_version, cutoff, len(frame)),
         )
-        cur.execute(
-            "DELETE FROM churnops.scores WHERE dataset = %s AND logical_date = %s", (dataset, logical_date)
-        )
+        cur.execute("DELETE FROM churnops.scores WHERE dataset = %s AND logical_date = %s", (dataset, logical_date))
         cur.copy_expert(copy_sql.as_string(conn), _CsvStream(keyed), size=1 << 20)
         written = cur.rowcount
     return written
@@ -291,9 +287,7 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
     # so values are quoted client-side by psycopg2's sql.Literal instead.
     buffer = io.StringIO()
     with conn, conn.cursor() as cur:
-        cur.copy_expert(
-            sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query).as_string(conn), buffer
-        )
+        cur.copy_expert(sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query).as_string(conn), buffer)
     buffer.seek(0)
     frame = pd.read_csv(
         buffer,

@@ -257,8 +257,10 @@ def label_expression(contract: DatasetContract) -> str | None:
     if contract.label.kind == "column":
         return None
     after = "SUM(CASE WHEN days_before <= 0 THEN n_label ELSE 0 END)"
-    return f"CASE WHEN {after} = 0 THEN 1 ELSE 0 END" if contract.label.kind == "churn" else (
-        f"CASE WHEN {after} > 0 THEN 1 ELSE 0 END"
+    return (
+        f"CASE WHEN {after} = 0 THEN 1 ELSE 0 END"
+        if contract.label.kind == "churn"
+        else (f"CASE WHEN {after} > 0 THEN 1 ELSE 0 END")
     )
 
 
@@ -391,9 +393,7 @@ def catalog_markdown(contracts: list[DatasetContract]) -> str:
         for spec in event_feature_specs(contract):
             window = "all" if spec.window_days is None else f"{spec.window_days} d"
             sql = spec.expression.replace("|", "\\|")
-            lines.append(
-                f"| `{spec.name}` | {spec.kind} | {spec.family} | {window} | {spec.definition} | `{sql}` |"
-            )
+            lines.append(f"| `{spec.name}` | {spec.kind} | {spec.family} | {window} | {spec.definition} | `{sql}` |")
         for name in numeric:
             text = "days from signup to the cutoff" if name == "days_since_signup" else "entity attribute"
             lines.append(f"| `{name}` | numeric | entity | as of cutoff | {text} | — |")

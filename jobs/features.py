@@ -207,12 +207,16 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
         if contract.events is not None:
             sources["events"] = file_fingerprint(contract.resolve(contract.events.path))
             report = read_report(settings, contract.name)
-            ingestion = {} if report is None else {
-                "rows_read": report.rows_read,
-                "rows_accepted": report.rows_accepted,
-                "rows_quarantined": report.rows_quarantined,
-                "quarantined_by_reason": report.quarantined_by_reason,
-            }
+            ingestion = (
+                {}
+                if report is None
+                else {
+                    "rows_read": report.rows_read,
+                    "rows_accepted": report.rows_accepted,
+                    "rows_quarantined": report.rows_quarantined,
+                    "quarantined_by_reason": report.quarantined_by_reason,
+                }
+            )
         if contract.entities is not None:
             sources["entities"] = file_fingerprint(contract.resolve(contract.entities.path))
         metadata = describe(

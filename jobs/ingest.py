@@ -80,7 +80,9 @@ class IngestReport:
 def read_source(path: Path, fmt: str) -> pd.DataFrame:
     """Read the raw file as it is (CSV: every value as text, so bad numbers and dates can be reported)."""
     if not path.exists():
-        raise IngestionError(f"cannot ingest {path}: the file does not exist (for built-in data run `churnops generate`)")
+        raise IngestionError(
+            f"cannot ingest {path}: the file does not exist (for built-in data run `churnops generate`)"
+        )
     try:
         if fmt == "csv":
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
@@ -231,7 +233,11 @@ def ingest_events(
         shutil.rmtree(staging, ignore_errors=True)
     log.info(
         "ingested %s: read %d = accepted %d + quarantined %d %s",
-        path, report.rows_read, report.rows_accepted, report.rows_quarantined, report.quarantined_by_reason,
+        path,
+        report.rows_read,
+        report.rows_accepted,
+        report.rows_quarantined,
+        report.quarantined_by_reason,
     )
     return report
 

@@ -38,9 +38,7 @@ def feature_query(contract: DatasetContract, events_path: Path, cutoffs: list[dt
         f", SUM(CASE WHEN event_type = {sql_literal(t)} THEN 1 ELSE 0 END) AS {type_column(t)}"
         for t in contract.events.counted_event_types
     )
-    n_label = (
-        f"SUM(CASE WHEN event_type = {sql_literal(label_type)} THEN 1 ELSE 0 END)" if label_type else "COUNT(*)"
-    )
+    n_label = f"SUM(CASE WHEN event_type = {sql_literal(label_type)} THEN 1 ELSE 0 END)" if label_type else "COUNT(*)"
     cutoff_rows = ", ".join(f"(DATE '{c.isoformat()}')" for c in cutoffs)
     specs = event_feature_specs(contract)
     selected = ",\n  ".join(

@@ -7,6 +7,7 @@ duplicating and a crash leaves the previous complete list visible.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ def score(
     if settings.database_url is not None:
         from churnops import db
 
-        with db.connect(settings) as conn:
+        with contextlib.closing(db.connect(settings)) as conn:
+            db.migrate(conn)
             in_database = db.write_scores(
                 conn, scored, dataset=contract.name, run_id=run_id, logical_date=logical_date or cutoff
             )

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from conftest import (
+
+from churnops import db
+from tests.db.conftest import (
     MIGRATIONS_DIR,
     PlatformDatabases,
     admin_connection,
@@ -18,8 +20,6 @@ from conftest import (
     unique_names,
     write_secrets,
 )
-
-from churnops import db
 
 PLATFORM_TABLES = {
     "schema_migrations",

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
-from conftest import REPO, PlatformDatabases, admin_connection
 
 from churnops import db
 from churnops.banding import SCORE_COLUMNS, build_score_frame
+from tests.db.conftest import REPO, PlatformDatabases, admin_connection
 
 LOGICAL_DATE = dt.date(2024, 3, 1)
 CUTOFF = dt.date(2024, 2, 29)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 import yaml
 
@@ -21,6 +23,9 @@ DASHBOARDS_DIR = GRAFANA_DIR / "dashboards"
 DATASOURCES_FILE = GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yml"
 DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
 MIGRATIONS_DIR = REPO / "churnops" / "migrations"
+
+# The machine's PostgreSQL (a superuser), the same default as tests/db.
+POSTGRES_ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
 
 # The services the native stack (`make stack-up`) starts under the same names.
 NATIVE_STACK_SERVICES = (
@@ -151,3 +156,13 @@ def promtool() -> str:
             "which `make test-deps` / .ci/run do) to check the Prometheus config and alert rules"
         )
     return path
+
+
+def admin_connection() -> psycopg2.extensions.connection:
+    """An autocommit superuser connection to the test server; fails (never skips) when it is unreachable."""
+    try:
+        conn = psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable (set CHURNOPS_TEST_POSTGRES_URL): {error}")
+    conn.autocommit = True
+    return conn

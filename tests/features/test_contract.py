@@ -49,7 +49,8 @@ def test_entity_level_contract_has_one_cutoff_and_a_stratified_holdout(settings)
     assert contract.validation == "stratified_holdout" and not contract.has_event_time
     assert event_feature_specs(contract) == []
     assert model_feature_columns(contract) == (
-        ["age", "tenure_days", "visits_90d", "support_calls_90d", "spend_90d"], ["plan", "region", "channel"]
+        ["age", "tenure_days", "visits_90d", "support_calls_90d", "spend_90d"],
+        ["plan", "region", "channel"],
     )
 
 
@@ -65,8 +66,15 @@ def base(**overrides) -> dict:
 
 def test_weekly_schedule_with_a_pinned_out_of_time_cutoff():
     contract = DatasetContract.model_validate(
-        base(cutoffs={"first": "2024-01-01", "every_days": 7, "out_of_time": "2024-06-03", "as_of": "2024-12-01",
-                      "train_cutoffs": 4})
+        base(
+            cutoffs={
+                "first": "2024-01-01",
+                "every_days": 7,
+                "out_of_time": "2024-06-03",
+                "as_of": "2024-12-01",
+                "train_cutoffs": 4,
+            }
+        )
     )
     plan = contract.plan()
     assert plan.out_of_time == D(2024, 6, 3)

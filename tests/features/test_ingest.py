@@ -47,8 +47,15 @@ ROWS = [
 def contract_for(folder: Path, source_name: str = "events.csv", **events_overrides: object):
     raw = {
         "name": "ingest-test",
-        "events": {"path": source_name, "format": "csv", "entity_key": "customer", "timestamp": "ts",
-                   "amount": "value", "event_type": "kind"} | events_overrides,
+        "events": {
+            "path": source_name,
+            "format": "csv",
+            "entity_key": "customer",
+            "timestamp": "ts",
+            "amount": "value",
+            "event_type": "kind",
+        }
+        | events_overrides,
         "label": {"kind": "churn", "horizon_days": 30},
         "cutoffs": {"first": "2024-01-01", "as_of": "2024-06-01"},
     }
@@ -93,7 +100,9 @@ def test_accepted_rows_are_typed_in_the_platform_columns(dirty):
     assert bronze["amount"].tolist() == [12.5, 0.0, 3.0]
     # A zoned timestamp is converted to UTC; a date alone is midnight.
     assert bronze["event_time"].tolist() == [
-        pd.Timestamp("2024-01-05 10:00:00"), pd.Timestamp("2024-01-06 11:00:00"), pd.Timestamp("2024-02-01"),
+        pd.Timestamp("2024-01-05 10:00:00"),
+        pd.Timestamp("2024-01-06 11:00:00"),
+        pd.Timestamp("2024-02-01"),
     ]
 
 

@@ -91,7 +91,11 @@ def test_a_job_killed_mid_write_publishes_nothing(spark, tiny, tmp_path):
     }
     job = subprocess.Popen(
         [sys.executable, "-m", "jobs.features", "--dataset", str(folder / "tiny.yaml")],
-        cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     root = dataset_dir(settings, contract.name)
     deadline, staging = time.monotonic() + 180, None

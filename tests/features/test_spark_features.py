@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from churnops.features import CUTOFF, ENTITY_ID, LABEL, LABEL_AVAILABLE, event_feature_specs, model_feature_columns
 from churnops.dataset import bronze_dir
+from churnops.features import CUTOFF, ENTITY_ID, LABEL, LABEL_AVAILABLE, event_feature_specs, model_feature_columns
 from jobs.cdnow import cdnow_source_file, read_cdnow
 from jobs.features import compute_feature_table
 from jobs.ingest import EVENTS_FILE
@@ -40,7 +40,9 @@ def assert_same_features(actual: pd.DataFrame, expected: pd.DataFrame, columns: 
                 left.to_numpy(dtype=float), right.to_numpy(dtype=float), rtol=1e-9, atol=2e-6, err_msg=column
             )
         else:
-            assert left.astype("string").fillna("<NA>").tolist() == right.astype("string").fillna("<NA>").tolist(), column
+            assert left.astype("string").fillna("<NA>").tolist() == right.astype("string").fillna("<NA>").tolist(), (
+                column
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -93,10 +95,12 @@ def test_cdnow_features_ignore_purchases_at_or_after_cutoff(spark, cdnow_events,
     cdnow_events.to_parquet(full_path, index=False, coerce_timestamps="us")
     cut_path = truncated_copy(cdnow_events, "purchase_date", cutoff, tmp_path / "cut" / "events.parquet")
 
-    with_future = spark_features(spark, cdnow_contract(tmp_path / "full", full_path, "cdnow-full"),
-                                 tmp_path / "home-full", [cutoff])
-    without_future = spark_features(spark, cdnow_contract(tmp_path / "cut", cut_path, "cdnow-cut"),
-                                    tmp_path / "home-cut", [cutoff])
+    with_future = spark_features(
+        spark, cdnow_contract(tmp_path / "full", full_path, "cdnow-full"), tmp_path / "home-full", [cutoff]
+    )
+    without_future = spark_features(
+        spark, cdnow_contract(tmp_path / "cut", cut_path, "cdnow-cut"), tmp_path / "home-cut", [cutoff]
+    )
 
     numeric, categorical = model_feature_columns(cdnow_contract(tmp_path / "x", full_path, "cdnow-x"))
     assert_same_features(with_future, without_future, numeric + categorical)
@@ -203,8 +207,15 @@ def label_contract(folder: Path, kind: str, event_type: str | None = None):
     label = {"kind": kind, "horizon_days": 30} | ({"event_type": event_type} if event_type else {})
     raw = {
         "name": f"labels-{kind}",
-        "events": {"path": "events.csv", "format": "csv", "entity_key": "who", "timestamp": "when",
-                   "amount": "value", "event_type": "what", "counted_event_types": ["purchase", "visit"]},
+        "events": {
+            "path": "events.csv",
+            "format": "csv",
+            "entity_key": "who",
+            "timestamp": "when",
+            "amount": "value",
+            "event_type": "what",
+            "counted_event_types": ["purchase", "visit"],
+        },
         "label": label,
         "cutoffs": {"first": "2024-03-01", "as_of": "2024-05-15"},
     }
