@@ -188,7 +188,9 @@ def render(results: dict[str, dict], command: str) -> str:
         "years), the built-in `synthetic` contract's cutoffs (6 training, 1 out-of-time, 1 scoring), every feature "
         "of `docs/feature-catalog.md` plus the label. Spark runs `local[2]`; DuckDB runs with 2 threads on the same "
         "bronze Parquet file. The Spark job = read bronze, bucket by customer-day, join cutoffs, aggregate, write "
-        "Parquet; the SparkSession (JVM) start is reported apart, as is the pandas ingestion into bronze.",
+        "Parquet; the SparkSession (JVM) start is reported apart, as is the pandas ingestion into bronze. Each size "
+        "runs in a fresh process. The two cores were shared with other work while this ran, so absolute times are "
+        "noisy; run 1 of Spark includes JIT warm-up, run 2 is the steady state.",
         "",
         "| events | customers | output rows | features | ingest (s) | Spark session start (s) "
         "| Spark job, run 1 / 2 (s) | Spark peak RSS (MiB) | DuckDB median of 3 (s) | Spark run 2 / DuckDB "

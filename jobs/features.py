@@ -1,8 +1,11 @@
 """The PySpark feature job: point-in-time features and labels per customer and cutoff, written as a snapshot.
 
-For each cutoff t, every feature uses only events strictly before t; the label looks only at [t, t + H). Events
-are first bucketed per customer and day (the job's one pass over the raw log), then joined to the handful of
-cutoffs, so the work grows with customer-days rather than events x cutoffs.
+For each cutoff t, every feature uses only events strictly before t; the label looks only at [t, t + H). The job
+reads the validated bronze layer (`jobs/ingest.py`, re-run first when the source file changed), buckets events per
+customer and day (its one pass over the log), joins the day buckets to the handful of cutoffs, and evaluates every
+`FeatureSpec.expression` from `churnops.features` with `F.expr` - the same SQL the DuckDB reference runs. The work
+grows with customer-days x cutoffs rather than events x cutoffs. Entity-level contracts (no event log) give one row
+per customer at `as_of` with the table's own label.
 
 Run it through the CLI (`churnops features`), from Airflow (spark-submit of this file), or directly:
 `spark-submit jobs/features.py --dataset synthetic`.

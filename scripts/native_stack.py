@@ -93,7 +93,8 @@ def stack_environment(paths: StackPaths) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # As in production: new DAGs wait paused until someone (the UI, the REST API) switches them on.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"{secret_cmd}/airflow_db_url",
         "AIRFLOW__CORE__FERNET_KEY_CMD": f"{secret_cmd}/airflow_fernet_key",
         "AIRFLOW__API_AUTH__JWT_SECRET_CMD": f"{secret_cmd}/airflow_jwt_secret",

@@ -65,6 +65,24 @@ MODEL_RELOADS = Counter("churnops_model_reloads", "Champion reload attempts, by 
 PREDICTION_LOG_DROPPED = Counter(
     "churnops_prediction_log_dropped", "Predictions that could not be written to the prediction log"
 )
+PREDICTION_LOG_WRITTEN = Counter(
+    "churnops_prediction_log_written", "Predictions written to the prediction log (PostgreSQL)"
+)
+MODEL_RELOAD_FAILING = Gauge(
+    "churnops_model_reload_failing",
+    "1 while the latest attempt to load the champion failed (the previous model keeps serving)",
+    multiprocess_mode="max",
+)
+BATCH_ROWS = Histogram(
+    "churnops_batch_rows",
+    "Rows per /batch_predict request",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000),
+)
+ONLINE_LOOKUPS = Counter(
+    "churnops_online_feature_lookups",
+    "Customers looked up in the online feature table, by outcome (found, missing, error)",
+    ["outcome"],
+)
 
 
 def render_metrics() -> tuple[bytes, str]:

@@ -1,19 +1,23 @@
-"""Request models generated from the served model's feature schema.
+"""Request and response models of the API; the request models are generated from the served model's schema.
 
-A customer record must carry every feature the model was trained on, with the right type, and nothing else:
-numeric features are finite numbers or null (missing), categorical features are strings or null. Anything else is a
-422 that names the field.
+A customer record must carry every feature the model was trained on, with the right JSON type, and nothing else:
+numeric features are finite JSON numbers or null (missing) — a string such as "45", a boolean, NaN or Infinity is
+refused — and categorical features are strings or null (a value the model never saw is scored as missing, like
+in batch scoring). Anything else is a 422 that names the field.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 
 from churnops.schema import FeatureSchema
 
-FiniteNumber = Annotated[float | None, Field(allow_inf_nan=False)]
+# strict: a JSON string or boolean is not a number here, even when it would parse as one.
+FiniteNumber = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]
+CategoryValue = Annotated[StrictStr | None, Field(max_length=256)]
+CustomerId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 
 
 class _Record(BaseModel):
@@ -23,29 +27,83 @@ class _Record(BaseModel):
 def record_model(schema: FeatureSchema) -> type[BaseModel]:
     """A pydantic model with one required field per feature of `schema`."""
     fields: dict[str, Any] = dict.fromkeys(schema.numeric, (FiniteNumber, ...))
-    fields |= dict.fromkeys(schema.categorical, (StrictStr | None, ...))
+    fields |= {
+        name: (CategoryValue, Field(..., description=f"one of {list(vocab)}; other values are scored as missing"))
+        for name, vocab in schema.categorical.items()
+    }
     return create_model("CustomerFeatures", __base__=_Record, **fields)
 
 
-def predict_request_model(schema: FeatureSchema) -> type[BaseModel]:
-    features = record_model(schema)
+def predict_request_model(schema: FeatureSchema, features: type[BaseModel] | None = None) -> type[BaseModel]:
+    """`{"customer_id": ..., "features": {...}}`; with `features` left out, the customer's published features
+    are looked up in the online feature table."""
     return create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
-        customer_id=(str | None, Field(None, max_length=128, description="echoed back; not a model input")),
-        features=(features, ...),
+        customer_id=(
+            CustomerId | None,
+            Field(None, description="echoed back; required when `features` is left out (online look-up)"),
+        ),
+        features=(
+            (features or record_model(schema)) | None,
+            Field(None, description="the customer's features; leave out to use the latest published ones"),
+        ),
     )
 
 
-class Prediction(BaseModel):
+def batch_request_model(request_type: type[BaseModel], max_rows: int) -> type[BaseModel]:
+    """`{"instances": [PredictRequest, ...]}` with 1 to `max_rows` instances."""
+    return create_model(
+        "BatchPredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        instances=(list[request_type], Field(..., min_length=1, max_length=max_rows)),  # type: ignore[valid-type]
+    )
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float | str | None = Field(description="the feature's value in this request (null = missing)")
+    contribution: float = Field(description="LightGBM SHAP contribution, in log-odds")
+
+
+class Explanation(BaseModel):
+    base_log_odds: float = Field(description="the model's expected log-odds before any feature")
+    top_features: list[Contribution] = Field(description="largest contributions by absolute value")
+
+
+class ScoredCustomer(BaseModel):
     customer_id: str | None
     probability: float
-    decision: bool
+    decision: bool = Field(description="probability >= the threshold stored with the model")
+    risk_band: str
+    feature_source: Literal["request", "online_store"]
+    features_cutoff: str | None = Field(description="cutoff of the looked-up features (online_store only)")
+    explanation: Explanation | None = None
+
+
+class Prediction(ScoredCustomer):
     threshold: float
     model_name: str
     model_version: str
 
 
-def validation_problems(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+class BatchPrediction(BaseModel):
+    model_name: str
+    model_version: str
+    threshold: float
+    predictions: list[ScoredCustomer]
+
+
+class Problem(BaseModel):
+    loc: list[str | int]
+    type: str
+    msg: str
+
+
+class ProblemReport(BaseModel):
+    detail: list[Problem]
+
+
+def validation_problems(errors: list[dict[str, Any]], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
     """Field-level messages without echoing the submitted values (they may be personal data)."""
-    return [{"loc": list(e["loc"]), "type": e["type"], "msg": e["msg"]} for e in errors]
+    return [{"loc": [*prefix, *e["loc"]], "type": e["type"], "msg": e["msg"]} for e in errors]

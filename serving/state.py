@@ -1,70 +1,222 @@
 """The served model: one immutable reference, swapped atomically when the `champion` alias moves.
 
 Handlers read `ModelState.current` once per request, so a request is answered entirely by one model version even
-while a reload happens beside it. A failed load leaves the old model serving and is counted.
+while a reload happens beside it. A new version is loaded and checked (it scores and explains a probe row) before
+the reference is rebound; a failed load leaves the old model serving, is counted in
+`churnops_model_reloads_total{outcome="failed"}`, raises `churnops_model_reload_failing` and shows in `/ready` and
+`/model`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
+from churnops.banding import DEFAULT_BAND
 from churnops.config import Settings
 from churnops.registry import CHAMPION_ALIAS, LoadedModel, configure_mlflow, load_model_version, resolve_alias
 from serving import metrics
-from serving.records import predict_request_model
+from serving.records import Contribution, Explanation, batch_request_model, predict_request_model, record_model
 
 log = logging.getLogger(__name__)
+
+# Model metadata key holding {band name: lowest score in the band} computed on the training population with
+# churnops.banding.band_score_cutoffs; without it, bands fall back to the model threshold.
+RISK_BAND_CUTOFFS_KEY = "risk_band_cutoffs"
+
+
+@dataclass(frozen=True)
+class RiskBands:
+    """Bands single scores: the first band, by decreasing cut-off, whose cut-off the score reaches."""
+
+    cutoffs: tuple[tuple[str, float], ...]
+    default: str
+    source: str  # "model_metadata" or "threshold"
+
+    @classmethod
+    def for_model(cls, metadata: Mapping[str, Any], threshold: float) -> RiskBands:
+        stored = metadata.get(RISK_BAND_CUTOFFS_KEY)
+        if stored:
+            cutoffs = tuple(sorted(((str(k), float(v)) for k, v in stored.items()), key=lambda kv: -kv[1]))
+            return cls(cutoffs=cutoffs, default=DEFAULT_BAND, source="model_metadata")
+        # Fallback: "high" = at or above the decision threshold, "medium" = at least half of it.
+        return cls(cutoffs=(("high", threshold), ("medium", threshold / 2)), default=DEFAULT_BAND, source="threshold")
+
+    def band(self, score: float) -> str:
+        for name, cutoff in self.cutoffs:
+            if score >= cutoff:
+                return name
+        return self.default
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "cutoffs": dict(self.cutoffs), "default": self.default}
 
 
 @dataclass(frozen=True)
 class ServedModel:
+    """A loaded model with everything a request needs, built once at load time (not per request)."""
+
     model: LoadedModel
+    record_type: type[BaseModel]
     request_type: type[BaseModel]
+    batch_type: type[BaseModel]
+    bands: RiskBands
+    # Metric children bound to this version: `.labels()` per request would cost a dict look-up and a lock.
+    predictions_counter: Any = field(repr=False)
+    score_histogram: Any = field(repr=False)
+
+    @classmethod
+    def build(cls, model: LoadedModel, max_batch_rows: int) -> ServedModel:
+        record_type = record_model(model.schema)
+        request_type = predict_request_model(model.schema, record_type)
+        served = cls(
+            model=model,
+            record_type=record_type,
+            request_type=request_type,
+            batch_type=batch_request_model(request_type, max_batch_rows),
+            bands=RiskBands.for_model(model.metadata, model.threshold),
+            predictions_counter=metrics.PREDICTIONS.labels(model_version=model.version),
+            score_histogram=metrics.PREDICTED_SCORE.labels(model_version=model.version),
+        )
+        # Refuse a model that cannot explain before it serves a single request.
+        probe = np.full((1, len(model.schema.columns)), np.nan)
+        contributions = served.contributions(probe)
+        if contributions.shape != (1, len(model.schema.columns) + 1):
+            raise ValueError(f"model v{model.version} returns contributions of shape {contributions.shape}")
+        return served
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def score(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Probabilities for validated feature dicts (one OpenMP thread: a worker process per core instead)."""
+        scores = self.model.predict_matrix(self.model.schema.encode_records(records), num_threads=1)
+        self.predictions_counter.inc(len(scores))
+        for score in scores:
+            self.score_histogram.observe(score)
+        return scores
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """LightGBM's own SHAP values (log-odds), one column per feature plus the bias last."""
+        return np.asarray(self.model.booster.predict(matrix, pred_contrib=True, num_threads=1))
+
+    def explain(self, records: Sequence[Mapping[str, Any]], top: int) -> list[Explanation]:
+        columns = self.model.schema.columns
+        values = self.contributions(self.model.schema.encode_records(records))
+        explanations = []
+        for record, row in zip(records, values, strict=True):
+            per_feature = row[:-1]
+            order = np.argsort(-np.abs(per_feature), kind="stable")[:top]
+            explanations.append(
+                Explanation(
+                    base_log_odds=float(row[-1]),
+                    top_features=[
+                        Contribution(
+                            feature=columns[i], value=record[columns[i]], contribution=float(per_feature[i])
+                        )
+                        for i in order
+                    ],
+                )
+            )
+        return explanations
+
+
+@dataclass
+class ReloadStatus:
+    last_attempt_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    failed_version: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "last_attempt_at": self.last_attempt_at,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "failed_version": self.failed_version,
+        }
 
 
 class ModelState:
+    """The champion served by this worker process, followed by polling and on admin request."""
+
     def __init__(self, settings: Settings, model_name: str) -> None:
         self.settings = settings
         self.model_name = model_name
         self.current: ServedModel | None = None
-        self.last_error: str | None = None
+        self.status = ReloadStatus()
         self._lock = threading.Lock()
+
+    @property
+    def last_error(self) -> str | None:
+        return self.status.last_error
 
     def refresh(self) -> bool:
         """Load the champion if it differs from the served version. Returns True when a new version is served."""
         with self._lock:  # one load at a time; readers never wait on this lock
+            self.status.last_attempt_at = time.time()
+            version = None
             try:
                 configure_mlflow(self.settings)
                 version = resolve_alias(self.model_name, CHAMPION_ALIAS)
-                if self.current is not None and self.current.model.version == version:
+                if self.current is not None and self.current.version == version:
+                    self._mark_healthy()
                     return False
-                model = load_model_version(self.model_name, version)
+                loaded = ServedModel.build(
+                    load_model_version(self.model_name, version), self.settings.serving.max_batch_rows
+                )
             except Exception as error:  # registry unreachable, alias missing, corrupted artifact...
-                self.last_error = f"{type(error).__name__}: {error}"
+                self.status.last_error = f"{type(error).__name__}: {error}"
+                self.status.last_error_at = time.time()
+                self.status.failed_version = version
                 metrics.MODEL_RELOADS.labels(outcome="failed").inc()
-                log.warning("cannot load %s@%s: %s", self.model_name, CHAMPION_ALIAS, self.last_error)
+                metrics.MODEL_RELOAD_FAILING.set(1)
+                served = self.current.version if self.current else "nothing"
+                log.warning(
+                    "cannot load %s@%s (v%s), still serving %s: %s",
+                    self.model_name,
+                    CHAMPION_ALIAS,
+                    version,
+                    served,
+                    self.status.last_error,
+                )
                 return False
             previous = self.current
-            self.current = ServedModel(model=model, request_type=predict_request_model(model.schema))
-            self.last_error = None
+            self.current = loaded  # the atomic switch: one reference rebound
+            self._mark_healthy()
             metrics.MODEL_RELOADS.labels(outcome="loaded").inc()
             if previous is not None:
-                metrics.MODEL_INFO.labels(
-                    model_name=self.model_name, model_version=previous.model.version
-                ).set(0)
+                metrics.MODEL_INFO.labels(model_name=self.model_name, model_version=previous.version).set(0)
             metrics.MODEL_INFO.labels(model_name=self.model_name, model_version=version).set(1)
             metrics.MODEL_LOADED_AT.set(time.time())
-            log.info("serving %s v%s", self.model_name, version)
+            log.info("serving %s v%s (was %s)", self.model_name, version, previous.version if previous else "none")
             return True
 
+    def _mark_healthy(self) -> None:
+        self.status.last_error = None
+        self.status.failed_version = None
+        metrics.MODEL_RELOAD_FAILING.set(0)
+
     async def poll(self) -> None:
-        """Follow the alias forever (cancelled at shutdown)."""
+        """Follow the alias forever (cancelled at shutdown); every worker polls, so every worker switches."""
+        interval = self.settings.serving.reload_interval_seconds
         while True:
-            await asyncio.sleep(self.settings.serving.reload_interval_seconds)
-            await asyncio.to_thread(self.refresh)
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # refresh reports its own failures; never let the poller die
+                log.exception("champion poll failed")
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

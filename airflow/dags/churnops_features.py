@@ -10,7 +10,7 @@ from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import dag
-from common import DEFAULT_ARGS, FEATURE_JOB, FEATURES, START_DATE, dataset_param
+from common import DEFAULT_ARGS, FEATURE_JOB, FEATURES, RUN_CALLBACKS, START_DATE, dataset_param
 
 from churnops.config import Settings
 
@@ -26,6 +26,7 @@ _settings = Settings()
     max_active_runs=1,
     tags=["churnops", "features", "spark"],
     default_args=DEFAULT_ARGS,
+    **RUN_CALLBACKS,
     params={"dataset": dataset_param(_settings.dataset)},
 )
 def churnops_features() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-from common import DEFAULT_ARGS, MODEL, START_DATE, dataset_param
+from common import DEFAULT_ARGS, MODEL, RUN_CALLBACKS, START_DATE, dataset_param
 
 from churnops.config import Settings
 
@@ -24,6 +24,7 @@ from churnops.config import Settings
     max_active_runs=1,
     tags=["churnops", "scoring"],
     default_args=DEFAULT_ARGS,
+    **RUN_CALLBACKS,
     params={"dataset": dataset_param(Settings().dataset)},
 )
 def churnops_scoring() -> None:

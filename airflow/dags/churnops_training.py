@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import dag, task
-from common import DEFAULT_ARGS, FEATURES, MODEL, START_DATE, dataset_param
+from common import DEFAULT_ARGS, FEATURES, MODEL, RUN_CALLBACKS, START_DATE, dataset_param
 
 from churnops.config import Settings
 
@@ -24,6 +24,7 @@ from churnops.config import Settings
     max_active_runs=1,
     tags=["churnops", "training", "mlflow"],
     default_args=DEFAULT_ARGS,
+    **RUN_CALLBACKS,
     params={"dataset": dataset_param(Settings().dataset)},
 )
 def churnops_training() -> None:

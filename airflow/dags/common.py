@@ -35,3 +35,35 @@ def dataset_param(default: str) -> Param:
         title="Dataset",
         description="Built-in dataset name (synthetic, cdnow) or the path of a dataset contract YAML.",
     )
+
+
+def record_run_outcome(context: dict) -> None:
+    """DAG-level callback: the run's state and duration into the platform database, for the Pipelines dashboard.
+
+    Does nothing in the embedded default (no database configured); a failure here is logged, never raised, so
+    bookkeeping cannot fail a pipeline.
+    """
+    import contextlib
+    import logging
+
+    from churnops.config import Settings
+
+    settings = Settings()
+    if settings.database_url is None:
+        return
+    try:
+        from churnops import db
+
+        run = context["dag_run"]
+        with contextlib.closing(db.connect(settings)) as conn:
+            db.migrate(conn)
+            db.record_dag_run(
+                conn, dag_id=run.dag_id, run_id=run.run_id, state=str(run.state), start_date=run.start_date,
+                end_date=run.end_date or dt.datetime.now(dt.UTC), run_type=str(run.run_type),
+                logical_date=run.logical_date,
+            )
+    except Exception:  # noqa: BLE001 - bookkeeping must not fail the pipeline
+        logging.getLogger(__name__).exception("could not record the outcome of the DAG run")
+
+
+RUN_CALLBACKS = {"on_success_callback": record_run_outcome, "on_failure_callback": record_run_outcome}

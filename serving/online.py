@@ -1,0 +1,115 @@
+"""Online feature look-ups for requests that name only a `customer_id` (churnops.online_store on PostgreSQL).
+
+A small per-worker connection pool, opened on first use; queries run in a thread so the event loop keeps serving
+other requests. An unreachable database is a 503 for that request only, never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import Any
+
+from churnops import db, online_store
+from churnops.config import Settings
+from churnops.online_store import OnlineFeatures
+from serving import metrics
+from serving.prediction_log import bounded_database_settings
+
+_POOL_SIZE = 4
+
+
+class OnlineStoreUnavailable(RuntimeError):
+    """The online feature table cannot be read (not configured, unreachable, not migrated)."""
+
+
+class OnlineFeatureReader:
+    def __init__(self, settings: Settings, dataset: str) -> None:
+        self.dataset = dataset
+        self.configured = settings.database_url is not None
+        self._settings = bounded_database_settings(settings) if self.configured else settings
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
+
+    def _get_pool(self) -> Any:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = _ConnectionPool(self._settings)
+            return self._pool
+
+    def _fetch(self, customer_ids: Sequence[str]) -> dict[str, OnlineFeatures]:
+        pool = self._get_pool()
+        conn = pool.get()
+        try:
+            found = online_store.lookup_many(conn, self.dataset, customer_ids)
+        except Exception:
+            pool.discard(conn)
+            raise
+        pool.put(conn)
+        return found
+
+    async def fetch(self, customer_ids: Sequence[str]) -> dict[str, OnlineFeatures]:
+        """The published features of these customers (absent ones left out)."""
+        if not self.configured:
+            raise OnlineStoreUnavailable(
+                "no platform database configured (CHURNOPS_DATABASE_URL): send the customer's features instead"
+            )
+        try:
+            found = await asyncio.to_thread(self._fetch, customer_ids)
+        except Exception as error:
+            metrics.ONLINE_LOOKUPS.labels(outcome="error").inc(len(customer_ids))
+            raise OnlineStoreUnavailable(f"online feature table unavailable: {type(error).__name__}") from error
+        metrics.ONLINE_LOOKUPS.labels(outcome="found").inc(len(found))
+        if len(found) < len(customer_ids):
+            metrics.ONLINE_LOOKUPS.labels(outcome="missing").inc(len(customer_ids) - len(found))
+        return found
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+class _ConnectionPool:
+    """A bounded LIFO pool of autocommit connections made by `churnops.db.connect` (thread-safe).
+
+    Not psycopg2's ThreadedConnectionPool: that one takes raw connect arguments, while churnops.db.connect is the
+    one place that turns `Settings.database_url` into a connection.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+        conn = db.connect(self._settings, application_name="churnops-api-lookup")
+        conn.autocommit = True  # a look-up is one SELECT: no transaction left open between requests
+        return conn
+
+    def put(self, conn: Any) -> None:
+        with self._lock:
+            if len(self._idle) < _POOL_SIZE and not conn.closed:
+                self._idle.append(conn)
+                return
+        with suppress(Exception):
+            conn.close()
+
+    def discard(self, conn: Any) -> None:
+        with suppress(Exception):
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with suppress(Exception):
+                conn.close()

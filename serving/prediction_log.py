@@ -1,0 +1,150 @@
+"""The prediction log: every online prediction appended to PostgreSQL in batches, off the request path.
+
+Handlers call `PredictionLog.submit`, which only puts records on a bounded in-process queue. One background thread
+per worker drains it in batches (`prediction_log_batch_rows`, or whatever arrived within
+`prediction_log_flush_seconds`) through `churnops.db.write_prediction_log`. The API never waits on the database:
+when it is unreachable, slow or the queue is full, the records are dropped and counted in
+`churnops_prediction_log_dropped_total`, and the writer retries the connection after `prediction_log_retry_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import SecretStr
+
+from churnops import db
+from churnops.config import Settings
+from serving import metrics
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+def bounded_database_settings(settings: Settings) -> Settings:
+    """`settings` with a database URL that gives up on connecting and on each statement after the timeout.
+
+    libpq reads both from the URL, so `churnops.db.connect` keeps doing the connecting.
+    """
+    assert settings.database_url is not None
+    url = settings.database_url.get_secret_value()
+    timeout = settings.serving.database_timeout_seconds
+    options = quote(f"-c statement_timeout={int(timeout * 1000)}")
+    bounded = f"{url}{'&' if '?' in url else '?'}connect_timeout={max(1, round(timeout))}&options={options}"
+    return settings.model_copy(update={"database_url": SecretStr(bounded)})
+
+
+class PredictionLog:
+    """Asynchronous, batched, lossy-but-counted writer of churnops.prediction_log."""
+
+    def __init__(self, settings: Settings) -> None:
+        serving = settings.serving
+        self.enabled = serving.prediction_log_enabled and settings.database_url is not None
+        self._settings = bounded_database_settings(settings) if self.enabled else settings
+        self._batch_rows = serving.prediction_log_batch_rows
+        self._flush_seconds = serving.prediction_log_flush_seconds
+        self._retry_seconds = serving.prediction_log_retry_seconds
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=serving.prediction_log_max_pending)
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+        self._retry_after = 0.0
+        self._database_error: str | None = None
+        self.last_error: str | None = None
+        self.written = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        if self.enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+
+    def submit(self, record: Mapping[str, Any]) -> None:
+        """Queue one record (keys of `churnops.db.write_prediction_log`); never blocks."""
+        if not self.enabled:
+            return
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._drop(1, "queue full: the database is not keeping up")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "pending": self._queue.qsize(),
+            "written": self.written,
+            "dropped": self.dropped,
+            "last_error": self.last_error,
+        }
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush what is queued (within `timeout`) and stop the writer."""
+        if self._thread is None:
+            return
+        with suppress(queue.Full):
+            self._queue.put(_STOP, timeout=timeout)
+        self._thread.join(timeout)
+        self._thread = None
+        if self._conn is not None:
+            with suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def _drop(self, count: int, reason: str) -> None:
+        self.dropped += count
+        self.last_error = reason
+        metrics.PREDICTION_LOG_DROPPED.inc(count)
+
+    def _next_batch(self) -> tuple[list[Mapping[str, Any]], bool]:
+        """Wait for a first record, then gather more until the batch is full or the flush interval passed."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self._flush_seconds
+        while len(batch) < self._batch_rows:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._next_batch()
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list[Mapping[str, Any]]) -> None:
+        if time.monotonic() < self._retry_after:
+            self._drop(len(batch), f"database unavailable, retrying later: {self._database_error}")
+            return
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = db.connect(self._settings, application_name="churnops-api-log")
+            db.write_prediction_log(self._conn, batch)
+        except Exception as error:  # unreachable, timed out, constraint violated: never reach the request path
+            with suppress(Exception):
+                if self._conn is not None:
+                    self._conn.close()
+            self._conn = None
+            self._retry_after = time.monotonic() + self._retry_seconds
+            self._database_error = f"{type(error).__name__}: {str(error).strip()}"
+            self._drop(len(batch), self._database_error)
+            log.warning("prediction log: dropped %d records: %s", len(batch), self.last_error)
+            return
+        self.written += len(batch)
+        self.last_error = None
+        metrics.PREDICTION_LOG_WRITTEN.inc(len(batch))

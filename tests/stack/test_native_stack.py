@@ -1,0 +1,170 @@
+"""The full deployment, started natively and used as a person would: DAGs triggered through Airflow's REST API,
+predictions over HTTP, every Grafana panel's query answered by a real Prometheus scraping the real services, every
+SQL panel run against the platform database.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+
+from tests.deploy.support import grafana_expr_for_prometheus, panel_targets
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import native_stack  # noqa: E402
+
+AIRFLOW = f"http://127.0.0.1:{native_stack.PORTS['airflow-apiserver']}"
+API = f"http://127.0.0.1:{native_stack.PORTS['api']}"
+PROMETHEUS = f"http://127.0.0.1:{native_stack.PORTS['prometheus']}"
+PIPELINE = ("churnops_features", "churnops_training", "churnops_scoring")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native_stack.StackPaths]:
+    paths = native_stack.StackPaths(tmp_path_factory.mktemp("native-stack"))
+    env = {**native_stack.stack_environment(paths), "CHURNOPS_TRAINING__N_TRIALS": "10",
+           "CHURNOPS_SERVING__RELOAD_INTERVAL_SECONDS": "3"}
+    # The data the feature DAG reads, as a user would have it in place before switching the DAGs on.
+    subprocess.run([sys.executable, "-m", "churnops.cli", "generate", "--customers", "1500"], env=env, check=True,
+                   capture_output=True)
+    up = subprocess.run([sys.executable, str(REPO / "scripts" / "native_stack.py"), "up", "--dir", str(paths.root)],
+                        env=env, capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr + _log_tails(paths)
+        yield paths
+    finally:
+        subprocess.run([sys.executable, str(REPO / "scripts" / "native_stack.py"), "down", "--dir", str(paths.root)],
+                       env=env, capture_output=True, timeout=180)
+
+
+def _log_tails(paths: native_stack.StackPaths) -> str:
+    tails = []
+    for log in sorted(paths.logs.glob("*")):
+        tails.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))
+    return "\n".join(tails)
+
+
+def _airflow_client(paths: native_stack.StackPaths) -> httpx.Client:
+    token = httpx.post(f"{AIRFLOW}/auth/token",
+                       json={"username": "admin", "password": paths.secret("airflow_admin_password")}, timeout=30)
+    assert token.status_code == 201, token.text
+    return httpx.Client(base_url=AIRFLOW, headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+                        timeout=30)
+
+
+def _wait(condition: Any, timeout_s: float, what: str, interval_s: float = 3.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _finished_run(client: httpx.Client, dag_id: str) -> dict[str, Any] | None:
+    runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 1}).json()
+    latest = (runs.get("dag_runs") or [None])[0]
+    if latest and latest["state"] == "failed":
+        raise AssertionError(f"{dag_id} run {latest['dag_run_id']} failed")
+    return latest if latest and latest["state"] == "success" else None
+
+
+@pytest.fixture(scope="module")
+def pipeline_ran(stack: native_stack.StackPaths) -> native_stack.StackPaths:
+    """Switch the DAGs on and trigger the feature DAG over REST; training and scoring follow through Assets."""
+    with _airflow_client(stack) as client:
+        _wait(lambda: all(client.get(f"/api/v2/dags/{d}").status_code == 200 for d in PIPELINE), 180,
+              "the dag-processor to parse the DAGs")
+        for dag_id in PIPELINE:
+            assert client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        triggered = client.post("/api/v2/dags/churnops_features/dagRuns",
+                                json={"logical_date": None, "conf": {"dataset": "synthetic"}})
+        assert triggered.status_code == 200, triggered.text
+        try:
+            for dag_id in PIPELINE:
+                _wait(lambda dag_id=dag_id: _finished_run(client, dag_id), 900, f"{dag_id} to succeed")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{_log_tails(stack)}") from error
+    return stack
+
+
+def test_feature_job_ran_on_the_spark_master_not_in_local_mode(pipeline_ran: native_stack.StackPaths) -> None:
+    apps = httpx.get(f"http://127.0.0.1:{native_stack.PORTS['spark-master-ui']}/json/", timeout=10).json()
+    names = [app["name"] for app in apps.get("completedapps", []) + apps.get("activeapps", [])]
+    assert "churnops-features" in names
+
+
+def _send_traffic(paths: native_stack.StackPaths) -> None:
+    """Authenticated predictions, one refused caller and one bad request (the error panels need 4xx)."""
+    key = paths.secret("churnops_serving__api_key")
+    _wait(lambda: httpx.get(f"{API}/ready", timeout=5).status_code == 200, 120, "the API to load the champion")
+    body = json.loads((REPO / "examples" / "predict_request.json").read_text())
+    assert httpx.post(f"{API}/predict", json=body, timeout=10).status_code == 401
+    for _ in range(30):
+        answer = httpx.post(f"{API}/predict", json=body, headers={"X-API-Key": key}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert 0 <= answer.json()["probability"] <= 1
+    bad = httpx.post(f"{API}/predict", json={"features": {}}, headers={"X-API-Key": key}, timeout=10)
+    assert bad.status_code == 422
+
+
+def test_api_serves_the_champion_with_auth(pipeline_ran: native_stack.StackPaths) -> None:
+    _send_traffic(pipeline_ran)
+
+
+def _prometheus_query(expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def test_every_grafana_prometheus_panel_has_data(pipeline_ran: native_stack.StackPaths) -> None:
+    _send_traffic(pipeline_ran)
+    _wait(lambda: _prometheus_query("churnops_requests_total"), 90, "Prometheus to scrape the API")
+    time.sleep(20)  # two more scrapes, so rate() over the window has two points
+    empty = []
+    for board, panel, target in panel_targets():
+        if "expr" not in target:
+            continue
+        if not _prometheus_query(grafana_expr_for_prometheus(target["expr"])):
+            empty.append(f"{board} / {panel.get('title')}: {target['expr']}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_every_grafana_sql_panel_runs_against_the_platform_database(pipeline_ran: native_stack.StackPaths) -> None:
+    with psycopg2.connect(pipeline_ran.secret("churnops_database_url")) as conn, conn.cursor() as cursor:
+        for board, panel, target in panel_targets():
+            if "rawSql" not in target:
+                continue
+            sql = target["rawSql"].replace("$__timeFilter(", "(now() - interval '7 days' < ").replace(
+                "$__timeFrom()", "now() - interval '7 days'").replace("$__timeTo()", "now()")
+            cursor.execute(sql)
+            assert cursor.description, f"{board} / {panel.get('title')} returned no result set"
+        cursor.execute("SELECT count(*) FROM churnops.scores")
+        assert cursor.fetchone()[0] > 100
+
+
+def test_scores_and_dag_runs_reach_postgresql(pipeline_ran: native_stack.StackPaths) -> None:
+    with psycopg2.connect(pipeline_ran.secret("churnops_database_url")) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT dag_id FROM churnops.dag_runs WHERE state = 'success'")
+        assert set(PIPELINE) <= {row[0] for row in cursor.fetchall()}
+
+
+def test_stack_environment_takes_credentials_only_from_secret_files(tmp_path: Path) -> None:
+    env = native_stack.stack_environment(native_stack.StackPaths(tmp_path))
+    for key, value in env.items():
+        if key.startswith(("AIRFLOW__", "CHURNOPS_")) and any(w in key for w in ("PASSWORD", "SECRET", "KEY", "CONN")):
+            assert key.endswith("_CMD") or key == "CHURNOPS_SECRETS_DIR", f"{key} carries a credential inline"
