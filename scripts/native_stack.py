@@ -36,8 +36,14 @@ VENV_BIN = Path(sys.executable).parent
 PYSPARK_HOME = Path(__import__("pyspark").__file__).parent
 
 PORTS = {
-    "spark-master": 7077, "spark-master-ui": 8081, "spark-worker-ui": 8082, "mlflow": 5000,
-    "airflow-apiserver": 8080, "airflow-scheduler-health": 8974, "api": 8000, "monitoring-exporter": 9108,
+    "spark-master": 7077,
+    "spark-master-ui": 8081,
+    "spark-worker-ui": 8082,
+    "mlflow": 5000,
+    "airflow-apiserver": 8080,
+    "airflow-scheduler-health": 8974,
+    "api": 8000,
+    "monitoring-exporter": 9108,
     "prometheus": 9090,
 }
 
@@ -146,46 +152,95 @@ def services(paths: StackPaths) -> list[Service]:
     return [
         Service(
             "spark-master",
-            [daemon, "start", master_class, "1", "--host", "127.0.0.1", "--port", str(PORTS["spark-master"]),
-             "--webui-port", str(PORTS["spark-master-ui"])],
+            [
+                daemon,
+                "start",
+                master_class,
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(PORTS["spark-master"]),
+                "--webui-port",
+                str(PORTS["spark-master-ui"]),
+            ],
             lambda: _http_ok(f"http://127.0.0.1:{PORTS['spark-master-ui']}/json/"),
-            daemonizes=True, stop=[daemon, "stop", master_class, "1"],
+            daemonizes=True,
+            stop=[daemon, "stop", master_class, "1"],
         ),
         Service(
             "spark-worker",
-            [daemon, "start", worker_class, "1", f"spark://127.0.0.1:{PORTS['spark-master']}", "--cores", "2",
-             "--memory", "4g", "--webui-port", str(PORTS["spark-worker-ui"])],
-            _spark_worker_alive, daemonizes=True, stop=[daemon, "stop", worker_class, "1"],
+            [
+                daemon,
+                "start",
+                worker_class,
+                "1",
+                f"spark://127.0.0.1:{PORTS['spark-master']}",
+                "--cores",
+                "2",
+                "--memory",
+                "4g",
+                "--webui-port",
+                str(PORTS["spark-worker-ui"]),
+            ],
+            _spark_worker_alive,
+            daemonizes=True,
+            stop=[daemon, "stop", worker_class, "1"],
         ),
         Service(
             "mlflow",
-            ["sh", "-c",
-             f'exec mlflow server --backend-store-uri "$(cat {paths.secrets}/mlflow_db_url)" '
-             f"--artifacts-destination {paths.root / 'mlflow-artifacts'} --host 127.0.0.1 --port {PORTS['mlflow']} "
-             "--workers 1 --allowed-hosts 'localhost:*,127.0.0.1:*'"],
+            [
+                "sh",
+                "-c",
+                f'exec mlflow server --backend-store-uri "$(cat {paths.secrets}/mlflow_db_url)" '
+                f"--artifacts-destination {paths.root / 'mlflow-artifacts'} --host 127.0.0.1 --port {PORTS['mlflow']} "
+                "--workers 1 --allowed-hosts 'localhost:*,127.0.0.1:*'",
+            ],
             lambda: _http_ok(f"http://127.0.0.1:{PORTS['mlflow']}/api/2.0/mlflow/experiments/search?max_results=1"),
         ),
-        Service("airflow-apiserver", ["airflow", "api-server", "--port", str(PORTS["airflow-apiserver"])],
-                lambda: _http_ok(f"http://127.0.0.1:{PORTS['airflow-apiserver']}/api/v2/monitor/health")),
-        Service("airflow-scheduler", ["airflow", "scheduler"],
-                lambda: _http_ok(f"http://127.0.0.1:{PORTS['airflow-scheduler-health']}/health")),
+        Service(
+            "airflow-apiserver",
+            ["airflow", "api-server", "--port", str(PORTS["airflow-apiserver"])],
+            lambda: _http_ok(f"http://127.0.0.1:{PORTS['airflow-apiserver']}/api/v2/monitor/health"),
+        ),
+        Service(
+            "airflow-scheduler",
+            ["airflow", "scheduler"],
+            lambda: _http_ok(f"http://127.0.0.1:{PORTS['airflow-scheduler-health']}/health"),
+        ),
         Service("airflow-dag-processor", ["airflow", "dag-processor"], lambda: True),
         Service("airflow-triggerer", ["airflow", "triggerer"], lambda: True),
         Service(
             "api",
-            [sys.executable, "-m", "churnops.cli", "serve", "--host", "127.0.0.1", "--port", str(api_port),
-             "--workers", "2"],
+            [
+                sys.executable,
+                "-m",
+                "churnops.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+                "--workers",
+                "2",
+            ],
             lambda: _http_ok(f"http://127.0.0.1:{api_port}/health"),
             # Only the API runs several workers; the exporter must keep prometheus-client's normal registry.
             extra_env={"PROMETHEUS_MULTIPROC_DIR": str(paths.root / "api-metrics")},
         ),
-        Service("monitoring-exporter", [sys.executable, "-m", "monitoring.exporter"],
-                lambda: _http_ok(f"http://127.0.0.1:{PORTS['monitoring-exporter']}/metrics")),
+        Service(
+            "monitoring-exporter",
+            [sys.executable, "-m", "monitoring.exporter"],
+            lambda: _http_ok(f"http://127.0.0.1:{PORTS['monitoring-exporter']}/metrics"),
+        ),
         Service(
             "prometheus",
-            [_prometheus_binary(), f"--config.file={REPO / 'monitoring' / 'prometheus.native.yml'}",
-             f"--storage.tsdb.path={paths.root / 'prometheus-data'}",
-             f"--web.listen-address=127.0.0.1:{PORTS['prometheus']}"],
+            [
+                _prometheus_binary(),
+                f"--config.file={REPO / 'monitoring' / 'prometheus.native.yml'}",
+                f"--storage.tsdb.path={paths.root / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{PORTS['prometheus']}",
+            ],
             lambda: _http_ok(f"http://127.0.0.1:{PORTS['prometheus']}/-/ready"),
         ),
     ]
@@ -205,12 +260,24 @@ def prepare(paths: StackPaths, env: dict[str, str]) -> None:
     """Secrets, PostgreSQL roles/databases/schema (postgres-init/), Airflow metadata and its admin user."""
     for folder in (paths.root, paths.home, paths.logs, paths.pids, paths.airflow_home):
         folder.mkdir(parents=True, exist_ok=True)
-    _run(["bash", str(REPO / "scripts" / "generate-secrets.sh"), str(paths.secrets)],
-         {**env, "CHURNOPS_POSTGRES_HOST": "127.0.0.1", "CHURNOPS_POSTGRES_PORT": "5432"}, "generating secrets")
-    _run(["bash", str(REPO / "postgres-init" / "10-churnops-databases.sh")],
-         {**env, "SECRETS_DIR": str(paths.secrets), "CHURNOPS_MIGRATIONS_DIR": str(REPO / "churnops" / "migrations"),
-          "PGHOST": "127.0.0.1", "PGPORT": "5432", "POSTGRES_USER": "postgres", "POSTGRES_DB": "postgres"},
-         "initialising PostgreSQL from postgres-init/")
+    _run(
+        ["bash", str(REPO / "scripts" / "generate-secrets.sh"), str(paths.secrets)],
+        {**env, "CHURNOPS_POSTGRES_HOST": "127.0.0.1", "CHURNOPS_POSTGRES_PORT": "5432"},
+        "generating secrets",
+    )
+    _run(
+        ["bash", str(REPO / "postgres-init" / "10-churnops-databases.sh")],
+        {
+            **env,
+            "SECRETS_DIR": str(paths.secrets),
+            "CHURNOPS_MIGRATIONS_DIR": str(REPO / "churnops" / "migrations"),
+            "PGHOST": "127.0.0.1",
+            "PGPORT": "5432",
+            "POSTGRES_USER": "postgres",
+            "POSTGRES_DB": "postgres",
+        },
+        "initialising PostgreSQL from postgres-init/",
+    )
     (paths.airflow_home / "passwords.json").write_text(json.dumps({"admin": paths.secret("airflow_admin_password")}))
     _run(["airflow", "db", "migrate"], env, "airflow db migrate")
 
@@ -247,16 +314,23 @@ def up(paths: StackPaths) -> None:
         if service.daemonizes:
             _run(service.command, env, f"starting {service.name}")
         else:
-            process = subprocess.Popen(service.command, env={**env, **service.extra_env}, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, cwd=REPO)
+            process = subprocess.Popen(
+                service.command,
+                env={**env, **service.extra_env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=REPO,
+            )
             _pid_file(paths, service.name).write_text(str(process.pid))
         started = time.monotonic()
         while not service.healthy():
             if not service.daemonizes and not _running_pid(paths, service.name):
                 raise SystemExit(f"native stack: {service.name} exited; see {paths.logs / service.name}.log")
             if time.monotonic() - started > service.timeout_s:
-                raise SystemExit(f"native stack: {service.name} not healthy after {service.timeout_s:.0f} s; "
-                                 f"see {paths.logs}")
+                raise SystemExit(
+                    f"native stack: {service.name} not healthy after {service.timeout_s:.0f} s; see {paths.logs}"
+                )
             time.sleep(1)
         print(f"{service.name:<24} healthy after {time.monotonic() - started:5.1f} s")  # noqa: T201
     print(  # noqa: T201

@@ -34,19 +34,35 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native_stack.StackPaths]:
     paths = native_stack.StackPaths(tmp_path_factory.mktemp("native-stack"))
-    env = {**native_stack.stack_environment(paths), "CHURNOPS_TRAINING__N_TRIALS": "10",
-           "CHURNOPS_SERVING__RELOAD_INTERVAL_SECONDS": "3"}
+    env = {
+        **native_stack.stack_environment(paths),
+        "CHURNOPS_TRAINING__N_TRIALS": "10",
+        "CHURNOPS_SERVING__RELOAD_INTERVAL_SECONDS": "3",
+    }
     # The data the feature DAG reads, as a user would have it in place before switching the DAGs on.
-    subprocess.run([sys.executable, "-m", "churnops.cli", "generate", "--customers", "1500"], env=env, check=True,
-                   capture_output=True)
-    up = subprocess.run([sys.executable, str(REPO / "scripts" / "native_stack.py"), "up", "--dir", str(paths.root)],
-                        env=env, capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "churnops.cli", "generate", "--customers", "1500"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    up = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "native_stack.py"), "up", "--dir", str(paths.root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     try:
         assert up.returncode == 0, up.stdout + up.stderr + _log_tails(paths)
         yield paths
     finally:
-        subprocess.run([sys.executable, str(REPO / "scripts" / "native_stack.py"), "down", "--dir", str(paths.root)],
-                       env=env, capture_output=True, timeout=180)
+        subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "native_stack.py"), "down", "--dir", str(paths.root)],
+            env=env,
+            capture_output=True,
+            timeout=180,
+        )
 
 
 def _log_tails(paths: native_stack.StackPaths) -> str:
@@ -57,11 +73,15 @@ def _log_tails(paths: native_stack.StackPaths) -> str:
 
 
 def _airflow_client(paths: native_stack.StackPaths) -> httpx.Client:
-    token = httpx.post(f"{AIRFLOW}/auth/token",
-                       json={"username": "admin", "password": paths.secret("airflow_admin_password")}, timeout=30)
+    token = httpx.post(
+        f"{AIRFLOW}/auth/token",
+        json={"username": "admin", "password": paths.secret("airflow_admin_password")},
+        timeout=30,
+    )
     assert token.status_code == 201, token.text
-    return httpx.Client(base_url=AIRFLOW, headers={"Authorization": f"Bearer {token.json()['access_token']}"},
-                        timeout=30)
+    return httpx.Client(
+        base_url=AIRFLOW, headers={"Authorization": f"Bearer {token.json()['access_token']}"}, timeout=30
+    )
 
 
 def _wait(condition: Any, timeout_s: float, what: str, interval_s: float = 3.0) -> Any:
@@ -86,12 +106,16 @@ def _finished_run(client: httpx.Client, dag_id: str) -> dict[str, Any] | None:
 def pipeline_ran(stack: native_stack.StackPaths) -> native_stack.StackPaths:
     """Switch the DAGs on and trigger the feature DAG over REST; training and scoring follow through Assets."""
     with _airflow_client(stack) as client:
-        _wait(lambda: all(client.get(f"/api/v2/dags/{d}").status_code == 200 for d in PIPELINE), 180,
-              "the dag-processor to parse the DAGs")
+        _wait(
+            lambda: all(client.get(f"/api/v2/dags/{d}").status_code == 200 for d in PIPELINE),
+            180,
+            "the dag-processor to parse the DAGs",
+        )
         for dag_id in PIPELINE:
             assert client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).status_code == 200
-        triggered = client.post("/api/v2/dags/churnops_features/dagRuns",
-                                json={"logical_date": None, "conf": {"dataset": "synthetic"}})
+        triggered = client.post(
+            "/api/v2/dags/churnops_features/dagRuns", json={"logical_date": None, "conf": {"dataset": "synthetic"}}
+        )
         assert triggered.status_code == 200, triggered.text
         try:
             for dag_id in PIPELINE:
@@ -149,8 +173,12 @@ def test_every_grafana_sql_panel_runs_against_the_platform_database(pipeline_ran
         for board, panel, target in panel_targets():
             if "rawSql" not in target:
                 continue
-            sql = target["rawSql"].replace("$__timeFilter(", "(now() - interval '7 days' < ").replace(
-                "$__timeFrom()", "now() - interval '7 days'").replace("$__timeTo()", "now()")
+            sql = (
+                target["rawSql"]
+                .replace("$__timeFilter(", "(now() - interval '7 days' < ")
+                .replace("$__timeFrom()", "now() - interval '7 days'")
+                .replace("$__timeTo()", "now()")
+            )
             cursor.execute(sql)
             assert cursor.description, f"{board} / {panel.get('title')} returned no result set"
         cursor.execute("SELECT count(*) FROM churnops.scores")
@@ -165,6 +193,6 @@ def test_scores_and_dag_runs_reach_postgresql(pipeline_ran: native_stack.StackPa
 
 def test_stack_environment_takes_credentials_only_from_secret_files(tmp_path: Path) -> None:
     env = native_stack.stack_environment(native_stack.StackPaths(tmp_path))
-    for key, value in env.items():
+    for key in env:
         if key.startswith(("AIRFLOW__", "CHURNOPS_")) and any(w in key for w in ("PASSWORD", "SECRET", "KEY", "CONN")):
             assert key.endswith("_CMD") or key == "CHURNOPS_SECRETS_DIR", f"{key} carries a credential inline"
