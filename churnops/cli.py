@@ -29,9 +29,7 @@ console = Console(stderr=True)
 
 DatasetOption = Annotated[
     str | None,
-    typer.Option(
-        "--dataset", "-d", help="Built-in dataset (synthetic, cdnow) or a dataset contract YAML path."
-    ),
+    typer.Option("--dataset", "-d", help="Built-in dataset (synthetic, cdnow) or a dataset contract YAML path."),
 ]
 PIPELINE_DAGS = ("churnops_features", "churnops_training", "churnops_scoring")
 
@@ -46,9 +44,7 @@ def _trial_progress(progress: Progress) -> tuple[object, object]:
     task_id = progress.add_task("Optuna trials", total=None)
 
     def on_trial(done: int, total: int, value: float | None) -> None:
-        label = (
-            f"Optuna trials (last CV ROC AUC {value:.4f})" if value is not None else "Optuna trials (pruned)"
-        )
+        label = f"Optuna trials (last CV ROC AUC {value:.4f})" if value is not None else "Optuna trials (pruned)"
         progress.update(task_id, completed=done, total=total, description=label)
 
     return task_id, on_trial
@@ -74,9 +70,7 @@ def generate(
         raise typer.BadParameter(f"dataset {contract.name!r} has no generator; its files come from elsewhere")
     with console.status(f"generating {customers:,} customers"):
         data = generate_data(customers, seed=seed)
-        write_generated(
-            data, contract.resolve(contract.events.path), contract.resolve(contract.entities.path)
-        )
+        write_generated(data, contract.resolve(contract.events.path), contract.resolve(contract.entities.path))
     console.print(
         f"{len(data.customers):,} customers and {len(data.events):,} events written to "
         f"{contract.resolve(contract.events.path).parent}"
@@ -139,6 +133,34 @@ def score(dataset: DatasetOption = None) -> None:
 
 
 @app.command()
+def export(
+    dataset: DatasetOption = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Customers to export (default from settings).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default .churnops/exports).")] = None,
+) -> None:
+    """Export the top-K customers of the latest scoring list for a campaign (CSV and Parquet)."""
+    import contextlib
+
+    settings, contract = _setup(dataset)
+    if settings.database_url is None:
+        raise typer.BadParameter(
+            "the campaign export reads the scoring list from PostgreSQL: set CHURNOPS_DATABASE_URL"
+        )
+    from churnops import db
+    from jobs.export import export_top_k
+
+    with contextlib.closing(db.connect(settings)) as conn:
+        result = export_top_k(
+            conn,
+            dataset=contract.name,
+            top_k=top_k or settings.scoring.export_top_k,
+            out_dir=out or settings.exports_dir,
+        )
+    for fmt, path in result.paths.items():
+        console.print(f"{result.rows:,} customers ({fmt}) -> {path}")
+
+
+@app.command()
 def serve(
     dataset: DatasetOption = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
@@ -154,9 +176,7 @@ def serve(
     env = {**os.environ, "CHURNOPS_DATASET": contract.name, "OMP_NUM_THREADS": "1"}
     if workers > 1:
         # Each worker writes its metrics here and /metrics adds them up; it must be empty at start.
-        metrics_dir = Path(
-            env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="churnops-metrics-")
-        )
+        metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="churnops-metrics-"))
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
@@ -188,9 +208,7 @@ def _airflow(settings: Settings, *args: str) -> None:
 @app.command()
 def run(
     dataset: DatasetOption = None,
-    customers: Annotated[
-        int, typer.Option(help="Synthetic customers to generate if the data is missing.")
-    ] = 5000,
+    customers: Annotated[int, typer.Option(help="Synthetic customers to generate if the data is missing.")] = 5000,
     trials: Annotated[int | None, typer.Option(help="Optuna trials (default from settings).", min=1)] = None,
 ) -> None:
     """The main job end to end on the embedded Airflow: data, then the feature, training and scoring DAGs."""
@@ -217,9 +235,7 @@ def run(
         for dag_id in PIPELINE_DAGS:
             step = progress.add_task(f"airflow dags test {dag_id}")
             started = time.perf_counter()
-            _airflow(
-                settings, "dags", "test", dag_id, "-c", json.dumps({"dataset": dataset or settings.dataset})
-            )
+            _airflow(settings, "dags", "test", dag_id, "-c", json.dumps({"dataset": dataset or settings.dataset}))
             timings[dag_id] = time.perf_counter() - started
             progress.update(step, completed=1, total=1)
     _print_summary(settings, contract, timings)
@@ -247,9 +263,7 @@ def _print_summary(settings: Settings, contract: DatasetContract, timings: dict[
     out.print(f"MLflow:   {settings.tracking_uri}  (artifacts under {settings.mlflow_dir / 'artifacts'})")
     out.print("Open the UIs:")
     out.print(f"  MLflow   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
-    out.print(
-        "  Airflow  make airflow-ui   (api-server on http://127.0.0.1:8080; admin password printed at start)"
-    )
+    out.print("  Airflow  make airflow-ui   (api-server on http://127.0.0.1:8080; admin password printed at start)")
     out.print("  API      make serve        (then the curl example in the README)")
 
 

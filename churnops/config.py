@@ -46,6 +46,12 @@ class TrainingSettings(BaseModel):
     min_auc: float = Field(0.6, ge=0.0, le=1.0)
 
 
+class ScoringSettings(BaseModel):
+    # Named risk bands as score-quantile cut points of each scoring list: top 10 % "high", next 20 % "medium".
+    risk_bands: dict[str, float] = {"high": 0.9, "medium": 0.7}
+    export_top_k: int = Field(1000, ge=1)
+
+
 class ServingSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -85,12 +91,13 @@ class Settings(BaseSettings):
     airflow_dags_folder: Path = _CHECKOUT / "airflow" / "dags"
     spark: SparkSettings = SparkSettings()
     training: TrainingSettings = TrainingSettings()
+    scoring: ScoringSettings = ScoringSettings()
     serving: ServingSettings = ServingSettings()
 
     @classmethod
     def settings_customise_sources(
         cls,
-        settings_cls: type[BaseSettings],
+        settings_cls: type[BaseSettings],  # noqa: ARG003 - pydantic-settings' hook signature
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
         dotenv_settings: PydanticBaseSettingsSource,
@@ -112,6 +119,10 @@ class Settings(BaseSettings):
     @cached_property
     def scores_dir(self) -> Path:
         return self.home / "scores"
+
+    @cached_property
+    def exports_dir(self) -> Path:
+        return self.home / "exports"
 
     @cached_property
     def mlflow_dir(self) -> Path:

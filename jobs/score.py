@@ -39,7 +39,9 @@ def scores_path(settings: Settings, dataset: str, cutoff: dt.date) -> Path:
     return settings.scores_dir / dataset / f"scores_{cutoff.isoformat()}.parquet"
 
 
-def score_frame(model: LoadedModel, features: pd.DataFrame, cutoff: dt.date) -> pd.DataFrame:
+def score_frame(
+    model: LoadedModel, features: pd.DataFrame, cutoff: dt.date, risk_bands: dict[str, float]
+) -> pd.DataFrame:
     """Score, rank and band one cutoff's feature rows, highest risk first."""
     scores = model.predict_matrix(model.schema.encode_frame(features))
     frame = build_score_frame(
@@ -49,6 +51,7 @@ def score_frame(model: LoadedModel, features: pd.DataFrame, cutoff: dt.date) -> 
         threshold=model.threshold,
         model_name=model.name,
         model_version=model.version,
+        bands=risk_bands,
     )
     return frame.sort_values("score", ascending=False, kind="stable", ignore_index=True)
 
@@ -64,7 +67,7 @@ def score(
     features = frame[frame[CUTOFF] == pd.Timestamp(cutoff)]
     if features.empty:
         raise ValueError(f"snapshot {metadata.snapshot_id} has no rows at the scoring cutoff {cutoff}")
-    scored = score_frame(model, features, cutoff)
+    scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)
     path = scores_path(settings, contract.name, cutoff)
     write_parquet_atomically(scored, path)
     in_database = None
@@ -76,9 +79,7 @@ def score(
             in_database = db.write_scores(
                 conn, scored, dataset=contract.name, run_id=run_id, logical_date=logical_date or cutoff
             )
-    log.info(
-        "scored %s customers at %s with %s v%s -> %s", len(scored), cutoff, model.name, model.version, path
-    )
+    log.info("scored %s customers at %s with %s v%s -> %s", len(scored), cutoff, model.name, model.version, path)
     return ScoringRun(
         path=path, rows=len(scored), cutoff=cutoff, model_version=model.version, rows_in_database=in_database
     )
