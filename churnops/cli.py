@@ -32,6 +32,8 @@ DatasetOption = Annotated[
     typer.Option("--dataset", "-d", help="Built-in dataset (synthetic, cdnow) or a dataset contract YAML path."),
 ]
 PIPELINE_DAGS = ("churnops_features", "churnops_training", "churnops_scoring")
+# Datasets whose source files come from a preparer rather than the synthetic generator.
+REAL_DATA_PREPARERS = {"cdnow": "jobs.cdnow:prepare_cdnow", "crm_example": "jobs.crm_example:prepare_crm_example"}
 
 
 def _setup(dataset: str | None) -> tuple[Settings, DatasetContract]:
@@ -58,15 +60,17 @@ def generate(
 ) -> None:
     """Write a dataset's source files: the seeded synthetic generator, or the real CDNOW log."""
     settings, contract = _setup(dataset)
-    if contract.name == "cdnow":
-        from jobs.cdnow import prepare_cdnow
+    if contract.name in REAL_DATA_PREPARERS:
+        import importlib
 
-        console.print(f"CDNOW event log written to {prepare_cdnow(settings)}")
+        module, function = REAL_DATA_PREPARERS[contract.name].split(":")
+        path = getattr(importlib.import_module(module), function)(settings)
+        console.print(f"{contract.name} source written to {path}")
         return
     from jobs.generate import generate as generate_data
     from jobs.generate import write_generated
 
-    if contract.entities is None:
+    if contract.events is None or contract.entities is None:
         raise typer.BadParameter(f"dataset {contract.name!r} has no generator; its files come from elsewhere")
     with console.status(f"generating {customers:,} customers"):
         data = generate_data(customers, seed=seed)
@@ -221,7 +225,8 @@ def run(
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
-        if not contract.resolve(contract.events.path).exists():
+        source = contract.events or contract.entities
+        if source is not None and not contract.resolve(source.path).exists():
             step = progress.add_task("generating data")
             started = time.perf_counter()
             generate(dataset=dataset, customers=customers, seed=7)

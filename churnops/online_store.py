@@ -72,9 +72,11 @@ def _rows_to_publish(
     if rows.empty:
         # An empty set would silently replace a good one: almost certainly an upstream bug.
         raise ValueError("refusing to publish an empty set of online features")
-    columns = list(feature_columns) if feature_columns is not None else [
-        column for column in frame.columns if column not in NON_FEATURE_COLUMNS
-    ]
+    columns = (
+        list(feature_columns)
+        if feature_columns is not None
+        else [column for column in frame.columns if column not in NON_FEATURE_COLUMNS]
+    )
     missing = [column for column in columns if column not in rows.columns]
     if missing:
         raise ValueError(f"feature columns {missing} are not in the frame")
@@ -84,7 +86,9 @@ def _rows_to_publish(
     if rows[ENTITY_ID].isna().any():
         raise ValueError(f"{int(rows[ENTITY_ID].isna().sum())} rows have no {ENTITY_ID}")
     if ids.duplicated().any():
-        raise ValueError(f"{ENTITY_ID} must be unique at one cutoff; duplicated e.g. {ids[ids.duplicated()].head(5).tolist()}")
+        raise ValueError(
+            f"{ENTITY_ID} must be unique at one cutoff; duplicated e.g. {ids[ids.duplicated()].head(5).tolist()}"
+        )
     return rows, columns
 
 

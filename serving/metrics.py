@@ -23,9 +23,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 BODY_BUCKETS = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)
 
-REQUESTS = Counter(
-    "churnops_requests", "HTTP requests answered, by endpoint and status code", ["endpoint", "status"]
-)
+REQUESTS = Counter("churnops_requests", "HTTP requests answered, by endpoint and status code", ["endpoint", "status"])
 REQUEST_DURATION = Histogram(
     "churnops_request_duration_seconds",
     "Time to answer a request, by endpoint",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -121,9 +120,7 @@ class ServedModel:
                 Explanation(
                     base_log_odds=float(row[-1]),
                     top_features=[
-                        Contribution(
-                            feature=columns[i], value=record[columns[i]], contribution=float(per_feature[i])
-                        )
+                        Contribution(feature=columns[i], value=record[columns[i]], contribution=float(per_feature[i]))
                         for i in order
                     ],
                 )
@@ -216,7 +213,3 @@ class ModelState:
                 await asyncio.to_thread(self.refresh)
             except Exception:  # refresh reports its own failures; never let the poller die
                 log.exception("champion poll failed")
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

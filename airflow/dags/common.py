@@ -20,9 +20,12 @@ DEFAULT_ARGS = {
     "execution_timeout": dt.timedelta(hours=2),
 }
 
-# feature DAG -> FEATURES -> training DAG -> MODEL -> scoring DAG
+# feature DAG -> FEATURES -> drift DAG -> RETRAIN_REQUEST (only when a retraining trigger fires) -> training DAG
+# -> MODEL -> scoring DAG. The drift DAG also runs daily on its own.
 FEATURES = Asset("churnops://features/customer_features")
 MODEL = Asset("churnops://models/champion")
+RETRAIN_REQUEST = Asset("churnops://drift/retrain-request")
+TRAINING_DAG_ID = "churnops_training"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURE_JOB = REPO_ROOT / "jobs" / "features.py"

@@ -1,4 +1,5 @@
-"""Shared readers for the deployment tests: the compose file, the dashboards, the metric names and promtool."""
+"""Shared readers for the deployment tests: the compose file (and its compose-spec validation), the dashboards, the
+metric names and promtool."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from typing import Any
 import psycopg2
 import pytest
 import yaml
+from compose_spec import PyCompose
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-COMPOSE_SCHEMA = REPO / "third_party" / "compose-spec" / "compose-spec.json"
 SECRETS_DIR = REPO / "secrets"
 GRAFANA_DIR = REPO / "grafana"
 DASHBOARDS_DIR = GRAFANA_DIR / "dashboards"
@@ -52,6 +53,108 @@ PROMETHEUS_BUILTIN_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_
 def compose() -> dict[str, Any]:
     """docker-compose.yml as compose sees it after YAML anchors and merge keys (`<<`) are resolved."""
     return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+class InterpolationError(ValueError):
+    """A `${...}` expression compose would refuse: malformed, or a required (`?`) variable without a value."""
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRACED_EXPRESSION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])(.*))?", re.DOTALL)
+
+
+def interpolate(node: Any, environment: dict[str, str]) -> Any:
+    """`node` with every string value interpolated the way Compose does, against `environment` only.
+
+    Supports `$$` (a literal `$`), `$VAR`, `${VAR}`, `${VAR:-default}` (default when unset or empty),
+    `${VAR-default}` (when unset), `${VAR:?message}` / `${VAR?message}` (error), `${VAR:+alt}` / `${VAR+alt}`,
+    and defaults that are themselves interpolated (`${A:-${B:-x}}`). Mapping keys are left as they are, as
+    compose does. Values stay strings: the compose-spec parser accepts strings wherever this file interpolates.
+    """
+    if isinstance(node, str):
+        return _interpolate_text(node, environment)
+    if isinstance(node, dict):
+        return {key: interpolate(value, environment) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate(value, environment) for value in node]
+    return node
+
+
+def _interpolate_text(text: str, environment: dict[str, str]) -> str:
+    pieces, position = [], 0
+    while position < len(text):
+        if text[position] != "$":
+            pieces.append(text[position])
+            position += 1
+        elif text.startswith("$$", position):
+            pieces.append("$")
+            position += 2
+        elif text.startswith("${", position):
+            end = _closing_brace(text, position + 2)
+            pieces.append(_resolve(text[position + 2 : end], environment, text))
+            position = end + 1
+        elif name := _VARIABLE_NAME.match(text, position + 1):
+            pieces.append(environment.get(name.group(), ""))
+            position = name.end()
+        else:  # a lone `$` (before a space or at the end) is kept, as compose keeps it
+            pieces.append("$")
+            position += 1
+    return "".join(pieces)
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the `}` closing the `${` that ends just before `start`, stepping over nested `${...}`."""
+    depth, position = 1, start
+    while position < len(text):
+        if text.startswith("${", position):
+            depth, position = depth + 1, position + 2
+            continue
+        if text[position] == "}":
+            depth -= 1
+            if depth == 0:
+                return position
+        position += 1
+    raise InterpolationError(f"unclosed '${{' in {text!r}")
+
+
+def _resolve(expression: str, environment: dict[str, str], text: str) -> str:
+    match = _BRACED_EXPRESSION.fullmatch(expression)
+    if match is None:
+        raise InterpolationError(f"invalid interpolation '${{{expression}}}' in {text!r}")
+    name, operator, argument = match.groups()
+    value = environment.get(name)
+    if operator is None:
+        return value or ""
+    # With a colon the variable must be set and non-empty; without, merely set.
+    present = bool(value) if operator.startswith(":") else value is not None
+    if operator.endswith("-"):
+        return value if present else _interpolate_text(argument, environment)
+    if operator.endswith("+"):
+        return _interpolate_text(argument, environment) if present else ""
+    if present:
+        return value
+    raise InterpolationError(f"required variable {name} has no value: {_interpolate_text(argument, environment)}")
+
+
+def compose_spec_errors(document: dict[str, Any]) -> list[str]:
+    """Why compose-spec (the Rust compose_spec parser, from PyPI) rejects an interpolated compose document.
+
+    The parser is strict: an unknown key (one not starting with `x-`), an unknown `depends_on` condition or
+    restart policy, a malformed port or duration, or a secret used but not declared each make it fail. It stops at
+    the first problem and reports a position in the JSON it was given, so a failing service is also parsed alone
+    to name it. It does not check `depends_on` targets or named volumes: tests/deploy/test_compose.py does.
+    """
+    try:
+        PyCompose.from_json(json.dumps(document)).validate()
+    except ValueError as error:
+        per_service = []
+        for name, service in (document.get("services") or {}).items():
+            try:
+                PyCompose.from_json(json.dumps({"services": {name: service}}))
+            except ValueError as service_error:
+                per_service.append(f"services.{name}: {service_error}")
+        return per_service or [str(error)]
+    return []
 
 
 def dashboards() -> dict[str, dict[str, Any]]:

@@ -1,27 +1,31 @@
-"""docker-compose.yml, checked without a container engine: the compose-spec schema plus the cross-references the
-schema cannot see (services, secrets, volumes, bind-mounted paths), the native stack's service names, and the
-rules of the deployment (healthchecks, pinned images, no credentials in the file)."""
+"""docker-compose.yml, checked without a container engine: the compose-spec parser (the `compose-spec` package
+from PyPI) plus the cross-references it cannot see (services, volumes, bind-mounted paths), the native stack's
+service names, and the rules of the deployment (healthchecks, pinned images, no credentials in the file)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.support import COMPOSE_FILE, COMPOSE_SCHEMA, NATIVE_STACK_SERVICES, REPO, SECRETS_DIR, compose
+from tests.deploy.support import (
+    COMPOSE_FILE,
+    NATIVE_STACK_SERVICES,
+    REPO,
+    SECRETS_DIR,
+    InterpolationError,
+    compose,
+    compose_spec_errors,
+    interpolate,
+)
 
 ONE_SHOT_SERVICES = {"airflow-init"}
 AIRFLOW_COMPONENTS = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
-
-
-def schema_errors(document: dict[str, Any]) -> list[str]:
-    validator = jsonschema.Draft7Validator(json.loads(COMPOSE_SCHEMA.read_text()))
-    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -45,21 +49,86 @@ def volume_entries(service: dict[str, Any]) -> list[tuple[str, str]]:
     return entries
 
 
-def test_compose_file_validates_against_the_compose_spec_schema():
-    assert schema_errors(compose()) == []
+# With no variable set, as in a fresh checkout: every `${VAR:-default}` takes its default.
+NO_VARIABLES: dict[str, str] = {}
 
 
-def test_schema_validation_catches_a_misspelled_healthcheck_key():
-    """The schema check is not vacuous: a typo compose would reject is reported."""
-    broken = copy.deepcopy(compose())
-    broken["services"]["api"]["healthcheck"]["intervall"] = "10s"
-    assert any("intervall" in error for error in schema_errors(broken))
+def deployed_compose() -> dict[str, Any]:
+    """docker-compose.yml as compose would run it with no variables set: merge keys resolved, defaults filled in."""
+    return interpolate(compose(), NO_VARIABLES)
 
 
-def test_vendored_schema_records_its_origin_and_licence():
-    origin = (COMPOSE_SCHEMA.parent / "README.md").read_text()
-    assert re.search(r"\b[0-9a-f]{40}\b", origin), "the vendored schema must name the upstream commit"
-    assert "Apache License" in (COMPOSE_SCHEMA.parent / "LICENSE").read_text()
+def test_compose_file_is_accepted_by_the_compose_spec_parser():
+    assert compose_spec_errors(deployed_compose()) == []
+
+
+def errors_after(change: Callable[[dict[str, Any]], None]) -> list[str]:
+    """compose-spec errors for the deployed compose file after `change` edits a copy of it."""
+    broken = copy.deepcopy(deployed_compose())
+    change(broken)
+    return compose_spec_errors(broken)
+
+
+def test_compose_spec_check_catches_a_misspelled_healthcheck_key():
+    errors = errors_after(lambda doc: doc["services"]["api"]["healthcheck"].update(intervall="10s"))
+    assert any(error.startswith("services.api:") and "intervall" in error for error in errors), errors
+
+
+def test_compose_spec_check_catches_an_unknown_depends_on_condition():
+    def wait_for_a_condition_compose_lacks(doc: dict[str, Any]) -> None:
+        doc["services"]["api"]["depends_on"]["postgres"]["condition"] = "service_ready"
+
+    errors = errors_after(wait_for_a_condition_compose_lacks)
+    assert any("service_ready" in error for error in errors), errors
+
+
+def test_compose_spec_check_catches_an_unknown_service_key():
+    errors = errors_after(lambda doc: doc["services"]["grafana"].update(restrat="always"))
+    assert any(error.startswith("services.grafana:") and "restrat" in error for error in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("mapping", "complaint"),
+    [
+        ("99999:8000", "too large"),
+        ("api:8000", "error parsing port"),
+        ("127.0.0.1.1:8000:8000", "ip address"),
+        ({"published": 8000}, "missing field `target`"),
+    ],
+)
+def test_compose_spec_check_catches_a_bad_port_mapping(mapping: str | dict[str, int], complaint: str):
+    errors = errors_after(lambda doc: doc["services"]["api"].update(ports=[mapping]))
+    assert any(error.startswith("services.api:") and complaint in error for error in errors), errors
+
+
+def test_compose_spec_check_catches_a_secret_that_is_used_but_not_declared():
+    errors = errors_after(lambda doc: doc["services"]["api"]["secrets"].append("api_signing_key"))
+    assert any("api_signing_key" in error for error in errors), errors
+
+
+def test_x_extension_keys_are_allowed_where_compose_allows_them():
+    assert errors_after(lambda doc: doc["services"]["api"].update({"x-owner": "platform"})) == []
+
+
+def test_interpolation_fills_defaults_like_compose():
+    environment = {"SET": "value", "EMPTY": ""}
+    assert interpolate("${UNSET:-d} ${EMPTY:-d} ${EMPTY-d} ${SET:-d} ${UNSET-d}", environment) == "d d  value d"
+    assert interpolate("${UNSET:-${SET}}-${SET:+alt}-${EMPTY+alt}-$SET-${UNSET}", environment) == "value-alt-alt-value-"
+    assert interpolate({"k": ["$${HOSTNAME}", "$$", 3]}, environment) == {"k": ["${HOSTNAME}", "$", 3]}
+
+
+def test_interpolation_fails_on_a_required_variable_without_a_value():
+    with pytest.raises(InterpolationError, match="API_PORT has no value: set API_PORT"):
+        interpolate("${API_PORT:?set API_PORT}", {"API_PORT": ""})
+    assert interpolate("${API_PORT?unset}", {"API_PORT": ""}) == ""
+    with pytest.raises(InterpolationError, match="invalid interpolation"):
+        interpolate("${API PORT}", {})
+
+
+def test_the_compose_file_interpolates_with_no_variables_set():
+    api = deployed_compose()["services"]["api"]
+    assert api["image"] == "churnops-api:latest"
+    assert api["ports"] == ["8000:8000"]
 
 
 def test_every_native_stack_service_is_in_the_compose_file():

@@ -1,0 +1,399 @@
+"""Feature and score drift of the champion's inputs, measured with Evidently's PSI.
+
+reference = rows of the champion's own training snapshot (found by the `snapshot_hash` stored with the model);
+current = the scoring cutoff of the latest feature snapshot and, when the prediction log has enough rows, the
+online traffic of the last N days (a second comparison). Per feature: PSI (Evidently, missing values dropped, see
+`monitoring.psi`), the share of missing values on each side (its own drift signal), the champion's gain importance;
+plus the PSI of the champion's score distribution and the plain and importance-weighted share of drifted features.
+The Evidently HTML report is written to disk and logged as an artifact of the champion's training run in MLflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnops.config import Settings
+from churnops.dataset import DatasetContract
+from churnops.features import CUTOFF
+from churnops.registry import LoadedModel
+from churnops.snapshots import SnapshotMetadata, dataset_dir, latest_snapshot_dir, load_snapshot
+from monitoring.psi import missing_share
+from monitoring.settings import MonitoringSettings
+from monitoring.store import DriftRun, FeatureDrift, MonitoringStore, monitoring_dir, open_store
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMN = "churn_score"
+SAMPLE_SEED = 17
+
+
+class NoChampionError(LookupError):
+    """The dataset has no `champion` model yet, so there is nothing to compare against."""
+
+
+@dataclass(frozen=True)
+class DriftMeasurement:
+    """What `measure_drift` found on one reference/current pair."""
+
+    features: list[FeatureDrift]
+    score_psi: float | None
+    weighted_drifted_share: float
+    important_drifted: list[str]
+
+
+def _evidently_psi(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    threshold: float,
+    report_path: Path | None,
+) -> dict[str, float]:
+    """PSI per column from an Evidently DataDriftPreset run (method psi); saves the HTML report if asked."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    columns = [*numeric, *categorical]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    report = Report([DataDriftPreset(columns=columns, method="psi", threshold=threshold)], include_tests=True)
+    # Evidently's argument order: current first, then reference.
+    snapshot = report.run(
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.save_html(str(report_path))
+    values = {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        if config.get("type", "").endswith(":ValueDrift"):
+            values[config["column"]] = float(metric["value"])
+    return values
+
+
+def _has_values(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame and frame[column].replace([np.inf, -np.inf], np.nan).notna().any()
+
+
+def measure_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    importances: dict[str, float],
+    monitoring: MonitoringSettings,
+    report_path: Path | None = None,
+    reference_scores: np.ndarray | None = None,
+    current_scores: np.ndarray | None = None,
+) -> DriftMeasurement:
+    """Per-feature PSI (Evidently) and missing-share drift, score PSI and drifted shares of two frames.
+
+    `importances` are shares of the champion's total gain; a feature counts for the weighted share (and for
+    retraining) only with at least `monitoring.min_feature_importance`. A column absent from `current` is treated
+    as entirely missing.
+    """
+    reference, current = reference.copy(), current.copy()
+    for column in categorical:
+        # Evidently wants one dtype per categorical column; the model sees categories as strings anyway.
+        for frame in (reference, current):
+            if column in frame:
+                frame[column] = frame[column].astype("string").astype(object).where(frame[column].notna(), None)
+    for column in [*numeric, *categorical]:
+        if column not in current:
+            current[column] = np.nan if column in numeric else None
+    psi_numeric = [c for c in numeric if _has_values(reference, c) and _has_values(current, c)]
+    psi_categorical = [c for c in categorical if _has_values(reference, c) and _has_values(current, c)]
+    score_included = reference_scores is not None and current_scores is not None
+    if score_included:
+        reference[SCORE_COLUMN], current[SCORE_COLUMN] = reference_scores, current_scores
+        psi_numeric.append(SCORE_COLUMN)
+    psi_values = _evidently_psi(reference, current, psi_numeric, psi_categorical, monitoring.psi_drift, report_path)
+
+    features = []
+    for column in [*numeric, *categorical]:
+        value = psi_values.get(column)
+        missing_ref, missing_cur = missing_share(reference[column]), missing_share(current[column])
+        features.append(
+            FeatureDrift(
+                feature=column,
+                psi=value,
+                missing_share=missing_cur,
+                missing_share_reference=missing_ref,
+                importance=float(importances.get(column, 0.0)),
+                threshold=monitoring.psi_drift,
+                psi_drifted=value is not None and value >= monitoring.psi_drift,
+                missing_drifted=abs(missing_cur - missing_ref) >= monitoring.missing_share_drift,
+            )
+        )
+    total_importance = sum(f.importance for f in features)
+    drifted_importance = sum(f.importance for f in features if f.drifted)
+    important = [f.feature for f in features if f.drifted and f.importance >= monitoring.min_feature_importance]
+    return DriftMeasurement(
+        features=features,
+        score_psi=psi_values.get(SCORE_COLUMN) if score_included else None,
+        weighted_drifted_share=drifted_importance / total_importance if total_importance > 0 else 0.0,
+        important_drifted=important,
+    )
+
+
+def gain_importances(model: LoadedModel) -> dict[str, float]:
+    """The champion's gain importance per model input column, as shares of the total (sum 1)."""
+    gains = np.asarray(model.booster.feature_importance(importance_type="gain"), dtype=np.float64)
+    names = list(model.booster.feature_name())
+    total = gains.sum()
+    if total <= 0:
+        return dict.fromkeys(names, 1.0 / len(names))
+    return {name: float(gain / total) for name, gain in zip(names, gains, strict=True)}
+
+
+def reference_snapshot_dir(settings: Settings, contract: DatasetContract, model: LoadedModel) -> Path:
+    """The champion's training snapshot, by the content hash recorded in the model's metadata."""
+    snapshot_hash = model.metadata.get("snapshot_hash")
+    if not snapshot_hash:
+        raise ValueError(f"{model.name} v{model.version} records no snapshot_hash; it was not trained by churnops")
+    path = dataset_dir(settings, contract.name) / snapshot_hash[:16]
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the training snapshot {snapshot_hash[:16]} of {model.name} v{model.version} is gone from {path.parent}; "
+            "drift needs the champion's reference data: rebuild it or retrain the champion"
+        )
+    return path
+
+
+def reference_rows(frame: pd.DataFrame, metadata: SnapshotMetadata, which: str) -> pd.DataFrame:
+    """The rows of a training snapshot that stand for what the champion learned from (see MonitoringSettings)."""
+    roles = {"out_of_time": ["out_of_time"], "train": ["train"], "all": ["train", "out_of_time"]}[which]
+    cutoffs = [pd.Timestamp(d) for role in roles for d in metadata.cutoffs.get(role, [])]
+    return frame[frame[CUTOFF].isin(cutoffs)]
+
+
+def scoring_rows(frame: pd.DataFrame, metadata: SnapshotMetadata) -> pd.DataFrame:
+    cutoffs = [pd.Timestamp(d) for d in metadata.cutoffs.get("scoring", [])]
+    return frame[frame[CUTOFF].isin(cutoffs)]
+
+
+def _sample(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    return frame.sample(n=max_rows, random_state=SAMPLE_SEED) if len(frame) > max_rows else frame
+
+
+def load_prediction_log(settings: Settings, model_name: str, days: int, now: dt.datetime) -> pd.DataFrame:
+    """The logged online inputs (one column per feature) and scores of the last `days` days; empty without a
+    database."""
+    if settings.database_url is None:
+        return pd.DataFrame()
+    from churnops import db
+
+    conn = db.connect(settings, application_name="churnops-drift")
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT features, score FROM churnops.prediction_log WHERE model_name = %s AND logged_at >= %s",
+                (model_name, now - dt.timedelta(days=days)),
+            )
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame([features for features, _ in rows])
+    frame[SCORE_COLUMN] = [score for _, score in rows]
+    return frame
+
+
+def _log_report_to_mlflow(model: LoadedModel, report_path: Path, drift_run_id: str) -> str | None:
+    """Attach the report to the champion's training run (its lineage); returns the run id, None if impossible."""
+    from mlflow import MlflowClient
+
+    run_id = model.metadata.get("training_run_id")
+    if not run_id:
+        return None
+    client = MlflowClient()
+    client.log_artifact(run_id, str(report_path), artifact_path=f"drift/{drift_run_id}")
+    client.set_tag(run_id, "churnops.last_drift_run", drift_run_id)
+    return run_id
+
+
+def _drift_run(
+    drift_run_id: str,
+    contract: DatasetContract,
+    model: LoadedModel,
+    started_at: dt.datetime,
+    measurement: DriftMeasurement,
+    monitoring: MonitoringSettings,
+    reference_snapshot: str,
+    current_snapshot: str,
+    report_path: Path,
+    rows: tuple[int, int],
+    source: str,
+) -> DriftRun:
+    return DriftRun(
+        drift_run_id=drift_run_id,
+        dataset=contract.name,
+        model_name=model.name,
+        model_version=model.version,
+        started_at=started_at,
+        finished_at=dt.datetime.now(dt.UTC),
+        reference_snapshot=reference_snapshot,
+        current_snapshot=current_snapshot,
+        features=measurement.features,
+        score_psi=measurement.score_psi,
+        weighted_drifted_share=measurement.weighted_drifted_share,
+        warn_threshold=monitoring.psi_warn,
+        drift_threshold=monitoring.psi_drift,
+        report_path=str(report_path),
+        important_drifted=measurement.important_drifted,
+        rows_reference=rows[0],
+        rows_current=rows[1],
+        current_source=source,
+    )
+
+
+def run_drift_check(
+    settings: Settings,
+    contract: DatasetContract,
+    *,
+    monitoring: MonitoringSettings | None = None,
+    store: MonitoringStore | None = None,
+    drift_run_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> list[DriftRun]:
+    """Compare the champion's reference data with the latest snapshot (and the prediction log); record the runs.
+
+    Returns the snapshot comparison first, then the prediction-log comparison when there was enough traffic.
+    Raises NoChampionError when the dataset has no champion yet.
+    """
+    from churnops.registry import configure_mlflow, load_alias
+
+    monitoring = monitoring or MonitoringSettings()
+    store = store or open_store(settings)
+    started_at = now or dt.datetime.now(dt.UTC)
+    drift_run_id = drift_run_id or f"{contract.name}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    configure_mlflow(settings)
+    try:
+        model = load_alias(contract.model_name)
+    except Exception as error:
+        if "not found" in str(error).lower() or "RESOURCE_DOES_NOT_EXIST" in str(error):
+            raise NoChampionError(f"{contract.model_name} has no champion yet") from error
+        raise
+
+    ref_frame, ref_meta = load_snapshot(reference_snapshot_dir(settings, contract, model))
+    cur_frame, cur_meta = load_snapshot(latest_snapshot_dir(settings, contract.name))
+    reference = _sample(reference_rows(ref_frame, ref_meta, monitoring.reference_cutoffs), monitoring.max_rows)
+    current = _sample(scoring_rows(cur_frame, cur_meta), monitoring.max_rows)
+    if reference.empty or current.empty:
+        raise ValueError(
+            f"nothing to compare: {len(reference)} reference rows in snapshot {ref_meta.snapshot_id}, "
+            f"{len(current)} scoring rows in snapshot {cur_meta.snapshot_id}"
+        )
+    numeric, categorical = list(model.schema.numeric), list(model.schema.categorical)
+    importances = gain_importances(model)
+    reference_scores = model.predict_matrix(model.schema.encode_frame(reference))
+    current_scores = model.predict_matrix(model.schema.encode_frame(_with_columns(current, model)))
+    reports = monitoring_dir(settings) / contract.name / "reports"
+
+    runs = []
+    report_path = reports / f"{drift_run_id}.html"
+    measurement = measure_drift(
+        reference,
+        current,
+        numeric,
+        categorical,
+        importances,
+        monitoring,
+        report_path,
+        reference_scores,
+        current_scores,
+    )
+    runs.append(
+        _drift_run(
+            drift_run_id,
+            contract,
+            model,
+            started_at,
+            measurement,
+            monitoring,
+            ref_meta.snapshot_id,
+            cur_meta.snapshot_id,
+            report_path,
+            (len(reference), len(current)),
+            "snapshot",
+        )
+    )
+    online = load_prediction_log(settings, model.name, monitoring.prediction_log_days, started_at)
+    if len(online) >= monitoring.prediction_log_min_rows:
+        online = _sample(online, monitoring.max_rows)
+        online_id, online_path = f"{drift_run_id}-online", reports / f"{drift_run_id}-online.html"
+        measurement = measure_drift(
+            reference,
+            online,
+            numeric,
+            categorical,
+            importances,
+            monitoring,
+            online_path,
+            reference_scores,
+            online[SCORE_COLUMN].to_numpy(dtype=np.float64),
+        )
+        runs.append(
+            _drift_run(
+                online_id,
+                contract,
+                model,
+                started_at,
+                measurement,
+                monitoring,
+                ref_meta.snapshot_id,
+                f"prediction_log:{monitoring.prediction_log_days}d",
+                online_path,
+                (len(reference), len(online)),
+                "prediction_log",
+            )
+        )
+    for run in runs:
+        store.record_drift_run(run)
+        try:
+            _log_report_to_mlflow(model, Path(run.report_path), run.drift_run_id)
+        except Exception as error:  # the report stays on disk; a tracking hiccup must not lose the drift run
+            log.warning("could not log drift report %s to MLflow: %s", run.report_path, error)
+        log.info(
+            "drift run %s (%s): %d/%d features drifted (weighted %.3f), score PSI %s, report %s",
+            run.drift_run_id,
+            run.current_source,
+            len(run.drifted_features),
+            len(run.features),
+            run.weighted_drifted_share,
+            run.score_psi,
+            run.report_path,
+        )
+    return runs
+
+
+def _with_columns(frame: pd.DataFrame, model: LoadedModel) -> pd.DataFrame:
+    """`frame` with any model input it lacks added as missing, so the champion can still score it."""
+    missing = [c for c in model.schema.columns if c not in frame]
+    return frame.assign(**dict.fromkeys(missing, np.nan)) if missing else frame
+
+
+def drift_summary(run: DriftRun) -> dict[str, Any]:
+    """A small JSON-able view of a drift run (XCom, CLI output)."""
+    return {
+        "drift_run_id": run.drift_run_id,
+        "dataset": run.dataset,
+        "model_version": run.model_version,
+        "source": run.current_source,
+        "drifted_features": run.drifted_features,
+        "important_drifted": run.important_drifted,
+        "drifted_share": round(run.drifted_share, 4),
+        "weighted_drifted_share": round(run.weighted_drifted_share, 4),
+        "score_psi": None if run.score_psi is None else round(run.score_psi, 4),
+        "report_path": run.report_path,
+    }

@@ -1,0 +1,158 @@
+"""Fixtures of the API tests: a request body from the trained snapshot, a throwaway PostgreSQL database, and real
+uvicorn servers on loopback for the tests that need several processes or a live load."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import psycopg2.sql
+import pytest
+
+from churnops import db
+from churnops.config import Settings
+from churnops.snapshots import latest_snapshot_dir
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
+
+
+def _load_example_module() -> Any:
+    spec = importlib.util.spec_from_file_location("make_predict_request", REPO / "examples" / "make_predict_request.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def example_request(trained_platform) -> dict[str, Any]:
+    """A /predict body made from a real row of the trained platform's snapshot (same script as the example)."""
+    return _load_example_module().predict_request(latest_snapshot_dir(trained_platform.settings, "synthetic"))
+
+
+def admin_connection() -> psycopg2.extensions.connection:
+    try:
+        conn = psycopg2.connect(ADMIN_URL, connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        pytest.fail(f"PostgreSQL at {ADMIN_URL} is unreachable (set CHURNOPS_TEST_POSTGRES_URL): {error}")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def platform_database_url() -> Iterator[str]:
+    """A brand-new database migrated to the platform schema (0001 + 0002), dropped at the end of the session."""
+    name = f"churnops_t{uuid.uuid4().hex[:8]}_serving"
+    with closing(admin_connection()) as admin, admin.cursor() as cur:
+        cur.execute(psycopg2.sql.SQL("CREATE DATABASE {}").format(psycopg2.sql.Identifier(name)))
+    url = psycopg2.extensions.make_dsn(ADMIN_URL, dbname=name)
+    parsed = psycopg2.extensions.parse_dsn(url)
+    uri = f"postgresql://{parsed.get('user', 'root')}@{parsed.get('host', '127.0.0.1')}:{parsed.get('port', '5432')}/{name}"
+    try:
+        with closing(psycopg2.connect(url)) as conn:
+            db.migrate(conn)
+        yield uri
+    finally:
+        with closing(admin_connection()) as admin, admin.cursor() as cur:
+            cur.execute(psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg2.sql.Identifier(name)))
+
+
+def unused_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unreachable_database_url() -> str:
+    """A PostgreSQL URL on a loopback port where nothing listens (connection refused at once)."""
+    return f"postgresql://root@127.0.0.1:{unused_port()}/churnops"
+
+
+@dataclass
+class Server:
+    """A `churnops serve` process on loopback."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # The CLI runs uvicorn as its child: signal the whole process group we created.
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+def start_server(settings: Settings, tmp_path: Path, workers: int = 1, env: dict[str, str] | None = None) -> Server:
+    """Start `churnops serve` for the trained platform and wait until /ready answers 200."""
+    port = unused_port()
+    log_path = tmp_path / f"serve-{port}.log"
+    environment = {
+        **os.environ,
+        "CHURNOPS_HOME": str(settings.home),
+        "CHURNOPS_DATASET": "synthetic",
+    }
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the CLI creates a fresh one for several workers
+    environment.update(env or {})
+    command = [
+        str(Path(sys.executable).parent / "churnops"),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )
+    server = Server(process=process, base_url=f"http://127.0.0.1:{port}", log_path=log_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise AssertionError(f"server not ready within 120 s:\n{server.log()}")
+
+
+def metric_value(exposition: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent), matched on name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    found = False
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                total += sample.value
+                found = True
+    return total if found else 0.0
