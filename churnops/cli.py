@@ -272,6 +272,87 @@ def _print_summary(settings: Settings, contract: DatasetContract, timings: dict[
     out.print("  API      make serve        (then the curl example in the README)")
 
 
+@app.command()
+def drift(
+    dataset: DatasetOption = None,
+    force_retrain: Annotated[bool, typer.Option(help="Record a `manual` retraining request.")] = False,
+) -> None:
+    """Realized performance, PSI drift of the champion's inputs (Evidently report), and the retraining decision."""
+    import datetime as dt
+
+    settings, contract = _setup(dataset)
+    from churnops.registry import configure_mlflow
+    from monitoring.drift import NoChampionError, drift_summary, run_drift_check
+    from monitoring.realized import compute_realized_performance
+    from monitoring.retrain import champion_state, decide_and_record
+    from monitoring.store import open_store
+
+    for row in compute_realized_performance(settings, contract):
+        console.print(
+            f"realized {row.logical_date} v{row.model_version}: ROC AUC {row.roc_auc} p@10 {row.precision_at_10}"
+        )
+    with console.status("measuring drift (Evidently)"):
+        try:
+            for run in run_drift_check(settings, contract):
+                console.print(drift_summary(run))
+        except NoChampionError as error:
+            console.print(str(error))
+    configure_mlflow(settings)
+    decisions = decide_and_record(
+        open_store(settings),
+        dataset=contract.name,
+        champion=champion_state(contract.model_name),
+        now=dt.datetime.now(dt.UTC),
+        retrain_running=False,
+        manual=force_retrain,
+    )
+    for decision in decisions or []:
+        verdict = "FIRED" if decision.fired else "suppressed"
+        console.print(f"{decision.trigger}: {verdict} - {decision.reason}")
+    if not decisions:
+        console.print("no retraining trigger")
+
+
+@app.command("inject-drift")
+def inject_drift(
+    out: Annotated[Path, typer.Option(help="Folder for the drifted copy and its contract YAML.")],
+    dataset: DatasetOption = None,
+    shift: Annotated[
+        list[str] | None, typer.Option(help="COLUMN=AMOUNT added to an entity attribute or the event amount.")
+    ] = None,
+    new_category: Annotated[list[str] | None, typer.Option(help="COLUMN=VALUE given to a share of customers.")] = None,
+    category_share: Annotated[float, typer.Option(help="Share of customers given the new category.")] = 0.3,
+    silence_share: Annotated[float, typer.Option(help="Share of customers silenced from --since (label rate).")] = 0.0,
+    since: Annotated[str | None, typer.Option(help="Date event drift starts (default: first training cutoff).")] = None,
+) -> None:
+    """Write a drifted copy of a dataset (shifted columns, new categories, changed label rate) for demos and tests."""
+    import datetime as dt
+
+    settings, contract = _setup(dataset)
+    from jobs.inject_drift import write_drifted_dataset
+
+    def pairs(items: list[str] | None) -> dict[str, str]:
+        try:
+            return dict(item.split("=", 1) for item in items or [])
+        except ValueError as error:
+            raise typer.BadParameter(f"expected COLUMN=VALUE, got {items}") from error
+
+    result = write_drifted_dataset(
+        contract,
+        out,
+        shifts={column: float(amount) for column, amount in pairs(shift).items()},
+        new_categories=pairs(new_category),
+        category_share=category_share,
+        silence_share=silence_share,
+        since=dt.date.fromisoformat(since) if since else None,
+    )
+    console.print(
+        f"drifted copy at {result.contract_path} ({result.customers_silenced} customers silenced, "
+        f"{result.events_removed} events removed); run `churnops features -d {result.contract_path}` then "
+        f"`churnops drift -d {result.contract_path}`"
+    )
+
+
 def main() -> None:
     app()
 

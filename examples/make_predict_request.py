@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,9 @@ def main() -> None:
     snapshot_dir = latest_snapshot_dir(settings, args.dataset or settings.dataset)
     body = predict_request(snapshot_dir, args.customer_id)
     args.output.write_text(json.dumps(body, indent=2) + "\n")
-    print(f"{args.output}: customer {body['customer_id']}, {len(body['features'])} features from {snapshot_dir}")
+    sys.stdout.write(
+        f"{args.output}: customer {body['customer_id']}, {len(body['features'])} features from {snapshot_dir}\n"
+    )
 
 
 if __name__ == "__main__":

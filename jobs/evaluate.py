@@ -1,47 +1,71 @@
-"""Evaluation metrics for binary churn/propensity scores, and the decision threshold.
+"""Evaluation of binary churn/propensity scores: metrics, the decision threshold, calibration and stability.
 
-Plain functions of (labels, scores) arrays, so training, the promotion gate and realized-performance monitoring
-all measure a model the same way.
+Plain functions of (labels, scores) arrays, so training, the promotion gate, the report and realized-performance
+monitoring all measure a model the same way.
 """
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from churnops.registry import apply_calibration
+
+TOP_FRACTIONS = ((0.05, "5"), (0.10, "10"))
+ThresholdObjective = Literal["f1", "top_fraction"]
+CalibrationMethod = Literal["none", "platt", "isotonic"]
+
+
+def _top(scores: np.ndarray, fraction: float) -> np.ndarray:
+    k = max(1, int(round(len(scores) * fraction)))
+    return np.argsort(-scores, kind="stable")[:k]
 
 
 def precision_at_top(labels: np.ndarray, scores: np.ndarray, fraction: float) -> float:
     """Share of positives among the top `fraction` of customers by score (the list a campaign would target)."""
-    k = max(1, int(round(len(scores) * fraction)))
-    top = np.argsort(-scores, kind="stable")[:k]
-    return float(labels[top].mean())
+    return float(np.asarray(labels)[_top(np.asarray(scores), fraction)].mean())
+
+
+def recall_at_top(labels: np.ndarray, scores: np.ndarray, fraction: float) -> float:
+    """Share of all positives that the top `fraction` of customers by score catches."""
+    labels = np.asarray(labels)
+    return float(labels[_top(np.asarray(scores), fraction)].sum() / labels.sum())
+
+
+def ks_statistic(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Kolmogorov-Smirnov distance between the score distributions of positives and negatives."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    grid = np.unique(scores)
+    positives = np.searchsorted(np.sort(scores[labels == 1]), grid, side="right") / (labels == 1).sum()
+    negatives = np.searchsorted(np.sort(scores[labels == 0]), grid, side="right") / (labels == 0).sum()
+    return float(np.max(np.abs(positives - negatives)))
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """ROC AUC, Gini, PR AUC, log loss, Brier, KS and precision/lift at the top 5 % and 10 %."""
+    """ROC AUC, Gini, PR AUC, log loss, Brier, KS and precision/recall/lift at the top 5 % and 10 %."""
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     if labels.min() == labels.max():
         raise ValueError("evaluation needs both classes among the labels; got only one")
     auc = float(roc_auc_score(labels, scores))
     base_rate = float(labels.mean())
-    order = np.argsort(-scores, kind="stable")
-    cum_pos = np.cumsum(labels[order]) / labels.sum()
-    cum_neg = np.cumsum(1 - labels[order]) / (1 - labels).sum()
     metrics = {
         "roc_auc": auc,
         "gini": 2 * auc - 1,
         "pr_auc": float(average_precision_score(labels, scores)),
-        "log_loss": float(log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7))),
-        "brier": float(brier_score_loss(labels, scores)),
-        "ks": float(np.max(np.abs(cum_pos - cum_neg))),
+        "log_loss": float(log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "brier": float(brier_score_loss(labels, np.clip(scores, 0.0, 1.0))),
+        "ks": ks_statistic(labels, scores),
         "base_rate": base_rate,
         "n": float(len(labels)),
     }
-    for fraction, name in ((0.05, "5"), (0.10, "10")):
+    for fraction, name in TOP_FRACTIONS:
         precision = precision_at_top(labels, scores, fraction)
         metrics[f"precision_at_{name}"] = precision
-        metrics[f"lift_at_{name}"] = precision / base_rate if base_rate > 0 else float("nan")
+        metrics[f"recall_at_{name}"] = recall_at_top(labels, scores, fraction)
+        metrics[f"lift_at_{name}"] = precision / base_rate
     return metrics
 
 
@@ -53,3 +77,77 @@ def f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     predicted_pos = np.arange(1, len(scores) + 1)
     f1 = 2 * true_pos / (predicted_pos + labels.sum())
     return float(sorted_scores[int(np.argmax(f1))])
+
+
+def choose_threshold(
+    labels: np.ndarray, scores: np.ndarray, objective: ThresholdObjective = "f1", top_fraction: float = 0.10
+) -> float:
+    """The decision threshold for a configured objective, chosen on validation predictions.
+
+    `f1`: maximise F1. `top_fraction`: a campaign budget — flag the top `top_fraction` of customers, so the
+    threshold is the score of the last customer inside that budget on the validation list.
+    """
+    if objective == "f1":
+        return f1_threshold(np.asarray(labels), np.asarray(scores))
+    if objective == "top_fraction":
+        scores = np.asarray(scores)
+        return float(scores[_top(scores, top_fraction)[-1]])
+    raise ValueError(f"unknown threshold objective {objective!r}; use 'f1' or 'top_fraction'")
+
+
+def fit_calibration(labels: np.ndarray, scores: np.ndarray, method: CalibrationMethod) -> dict[str, Any]:
+    """Fit a calibration map on (labels, scores); the result is JSON stored with the model and applied by
+    `churnops.registry.apply_calibration`."""
+    if method == "none":
+        return {"method": "none"}
+    if method == "platt":
+        from sklearn.linear_model import LogisticRegression
+
+        clipped = np.clip(scores, 1e-7, 1 - 1e-7)
+        logit = np.log(clipped / (1 - clipped)).reshape(-1, 1)
+        model = LogisticRegression(C=1e6, max_iter=1000).fit(logit, labels)
+        return {"method": "platt", "slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])}
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        model = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(scores, labels)
+        return {
+            "method": "isotonic",
+            "x": [float(v) for v in model.X_thresholds_],
+            "y": [float(v) for v in model.y_thresholds_],
+        }
+    raise ValueError(f"unknown calibration method {method!r}")
+
+
+def select_calibration(labels: np.ndarray, scores: np.ndarray, seed: int) -> tuple[dict[str, Any], dict[str, float]]:
+    """Choose none / Platt / isotonic by cross-fitted Brier score on validation predictions, then refit the winner
+    on all of them. Returns (calibration, Brier per method).
+
+    Two halves: each method is fitted on one half and scored on the other, both ways round, so a map is never
+    judged on the rows it was fitted on. Calibration is kept only if it beats the raw scores there. The caller
+    passes the *last time fold's* predictions: choosing on the out-of-time data would leak it into the model.
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    halves = np.random.default_rng(seed).permutation(len(labels)) % 2 == 0
+    briers: dict[str, float] = {}
+    for method in ("none", "platt", "isotonic"):
+        squared = 0.0
+        for fit_half in (halves, ~halves):
+            calibration = fit_calibration(labels[fit_half], scores[fit_half], method)  # type: ignore[arg-type]
+            mapped = apply_calibration(calibration, scores[~fit_half])
+            squared += float(np.sum((mapped - labels[~fit_half]) ** 2))
+        briers[method] = squared / len(labels)
+    best = min(briers, key=lambda m: (briers[m], m != "none"))
+    return fit_calibration(labels, scores, best), briers  # type: ignore[arg-type]
+
+
+def stability(gini_by_cutoff: dict[str, float]) -> dict[str, float]:
+    """Summary of a retro-test: Gini mean, standard deviation, min, max and spread (max - min) across cutoffs."""
+    values = np.asarray(list(gini_by_cutoff.values()), dtype=np.float64)
+    return {
+        "gini_mean": float(values.mean()),
+        "gini_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "gini_min": float(values.min()),
+        "gini_max": float(values.max()),
+        "gini_spread": float(values.max() - values.min()),
+    }

@@ -273,7 +273,7 @@ def run_drift_check(
     """
     from churnops.registry import configure_mlflow, load_alias
 
-    monitoring = monitoring or MonitoringSettings()
+    monitoring = monitoring or settings.monitoring
     store = store or open_store(settings)
     started_at = now or dt.datetime.now(dt.UTC)
     drift_run_id = drift_run_id or f"{contract.name}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"

@@ -218,7 +218,8 @@ def serve(settings: Settings | None = None, monitoring: MonitoringSettings | Non
 
     from prometheus_client import start_http_server
 
-    settings, monitoring = settings or Settings(), monitoring or MonitoringSettings()
+    settings = settings or Settings()
+    monitoring = monitoring or settings.monitoring
     server, thread = start_http_server(
         monitoring.exporter_port, addr=monitoring.exporter_host, registry=build_registry(settings, monitoring)
     )

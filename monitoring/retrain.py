@@ -21,7 +21,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitoring.settings import MonitoringSettings
+from churnops.config import MonitoringSettings, Settings
 from monitoring.store import DriftRun, MonitoringStore, RealizedPerformance, RetrainDecision
 
 TRIGGERS = ("manual", "drift_detected", "performance_drop", "scheduled")
@@ -183,7 +183,7 @@ def decide_and_record(
     monitoring: MonitoringSettings | None = None,
 ) -> list[RetrainDecision]:
     """Gather the candidates from the store, decide, record every decision; return them (fired first)."""
-    monitoring = monitoring or MonitoringSettings()
+    monitoring = monitoring or Settings().monitoring
     runs = [
         r
         for r in store.recent_drift_runs(dataset, limit=10 * monitoring.confirm_runs)

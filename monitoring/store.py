@@ -387,9 +387,7 @@ class PostgresStore:
 
 
 def _min_importance() -> float:
-    from monitoring.settings import MonitoringSettings
-
-    return MonitoringSettings().min_feature_importance
+    return Settings().monitoring.min_feature_importance
 
 
 def monitoring_dir(settings: Settings) -> Path:

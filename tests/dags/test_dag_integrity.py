@@ -11,7 +11,7 @@ import pytest
 from churnops.config import Settings
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "airflow" / "dags"
-EXPECTED = {"churnops_features", "churnops_training", "churnops_scoring"}
+EXPECTED = {"churnops_features", "churnops_drift", "churnops_training", "churnops_scoring"}
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +46,16 @@ def test_dags_have_no_cycles(dagbag) -> None:
         check_cycle(dag)
 
 
-def test_training_is_scheduled_by_the_feature_asset_and_scoring_by_the_model_asset(dagbag) -> None:
-    features_task = dagbag.dags["churnops_features"].tasks[0]
-    training = dagbag.dags["churnops_training"]
-    scoring = dagbag.dags["churnops_scoring"]
-    (feature_asset,) = features_task.outlets
-    assert feature_asset.uri in repr(training.timetable)
-    (model_asset,) = training.tasks[0].outlets
-    assert model_asset.uri in repr(scoring.timetable)
+def test_dags_chain_through_assets_features_drift_training_scoring(dagbag) -> None:
+    """A new snapshot wakes the drift DAG; only its retrain request starts training; a new model starts scoring."""
+    from common import FEATURES, MODEL, RETRAIN_REQUEST
+
+    assert FEATURES in dagbag.dags["churnops_features"].tasks[-1].outlets
+    assert FEATURES.uri in repr(dagbag.dags["churnops_drift"].timetable)
+    assert RETRAIN_REQUEST.uri in repr(dagbag.dags["churnops_training"].timetable)
+    assert FEATURES.uri not in repr(dagbag.dags["churnops_training"].timetable)
+    assert any(MODEL in task.outlets for task in dagbag.dags["churnops_training"].tasks)
+    assert MODEL.uri in repr(dagbag.dags["churnops_scoring"].timetable)
 
 
 def test_dag_files_hold_no_heavy_imports_at_parse_time() -> None:

@@ -61,5 +61,7 @@ def postgres_url() -> Iterator[str]:
         )
     finally:
         with admin.cursor() as cur:
-            cur.execute(psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg2.sql.Identifier(name)))
+            cur.execute(
+                psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg2.sql.Identifier(name))
+            )
         admin.close()

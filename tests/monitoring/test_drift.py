@@ -95,6 +95,8 @@ def test_html_report_exists_and_names_the_drifted_features(reference, tmp_path: 
     html = report.read_text()
     assert "<html" in html[:1000].lower()
     # Evidently renders one test verdict per column: "fail" marks a column whose PSI reached the threshold.
-    verdicts = dict(re.findall(r'"title": "Value Drift for column (\w+)", "description": "[^"]*", "state": "(\w+)"', html))
+    verdicts = dict(
+        re.findall(r'"title": "Value Drift for column (\w+)", "description": "[^"]*", "state": "(\w+)"', html)
+    )
     assert set(verdicts) == set(NUMERIC + CATEGORICAL)
     assert {column for column, state in verdicts.items() if state == "fail"} == {"days_since_last_event"}

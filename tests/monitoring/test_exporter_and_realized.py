@@ -53,13 +53,22 @@ def test_exporter_serves_the_latest_drift_run_triggers_and_realized_figures(tmp_
         server.shutdown()
         thread.join(timeout=5)
 
-    for name in CONTRACT_NAMES:
-        assert f"\n{name}{{" in body, name
-    assert 'churnops_feature_psi{dataset="synthetic",feature="spend_30d"} 0.9' in body
-    assert 'churnops_drifted_feature_share{dataset="synthetic"} 0.25' in body
-    assert f'churnops_drift_last_run_timestamp_seconds{{dataset="synthetic"}} {T0.timestamp():.10e}' in body
-    assert 'churnops_retrain_triggers_total{dataset="synthetic",reason="drift_detected"} 2.0' in body
-    assert 'churnops_realized_roc_auc{dataset="synthetic"} 0.81' in body
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+    assert set(CONTRACT_NAMES) <= {name for name, _ in samples}
+    synthetic = (("dataset", "synthetic"),)
+    assert samples[("churnops_feature_psi", (("dataset", "synthetic"), ("feature", "spend_30d")))] == 0.9
+    assert samples[("churnops_drifted_feature_share", synthetic)] == 0.25  # 1 of 4 features, latest run only
+    assert samples[("churnops_drift_last_run_timestamp_seconds", synthetic)] == T0.timestamp()
+    reason = (("dataset", "synthetic"), ("reason", "drift_detected"))
+    assert samples[("churnops_retrain_triggers_total", reason)] == 2  # fired ones only
+    assert samples[("churnops_realized_roc_auc", synthetic)] == 0.81
+    assert samples[("churnops_realized_precision_at_10", synthetic)] == 0.55
 
 
 def test_calibration_error_is_zero_for_calibrated_scores_and_the_gap_otherwise() -> None:

@@ -49,9 +49,7 @@ def test_category_psi_matches_the_formula_by_hand() -> None:
 def test_a_category_new_in_current_gets_the_empty_bin_floor() -> None:
     reference = pd.Series(["a"] * 50 + ["b"] * 50)
     current = pd.Series(["a"] * 40 + ["b"] * 40 + ["c"] * 20)
-    by_hand = (
-        (0.5 - 0.4) * math.log(0.5 / 0.4) * 2 + (1e-4 - 0.2) * math.log(1e-4 / 0.2)
-    )
+    by_hand = (0.5 - 0.4) * math.log(0.5 / 0.4) * 2 + (1e-4 - 0.2) * math.log(1e-4 / 0.2)
     assert psi(reference, current, numeric=False) == pytest.approx(by_hand)
 
 

@@ -55,7 +55,12 @@ def drift_run(run_id: str, at: dt.datetime, drifted: dict[str, float], version: 
 
 def decide(store, at: dt.datetime, running: bool = False, manual: bool = False):
     return decide_and_record(
-        store, dataset="synthetic", champion=CHAMPION, now=at, retrain_running=running, manual=manual,
+        store,
+        dataset="synthetic",
+        champion=CHAMPION,
+        now=at,
+        retrain_running=running,
+        manual=manual,
         monitoring=MONITORING,
     )
 
@@ -144,7 +149,11 @@ def test_manual_skips_the_cooldown_and_fires_alone(store) -> None:
 
 def test_no_champion_bootstraps_a_scheduled_training(store) -> None:
     (decision,) = decide_and_record(
-        store, dataset="synthetic", champion=ChampionState(version=None), now=T0, retrain_running=False,
+        store,
+        dataset="synthetic",
+        champion=ChampionState(version=None),
+        now=T0,
+        retrain_running=False,
         monitoring=MONITORING,
     )
     assert decision.fired and decision.trigger == "scheduled" and "no champion" in decision.reason

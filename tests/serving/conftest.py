@@ -61,14 +61,17 @@ def platform_database_url() -> Iterator[str]:
         cur.execute(psycopg2.sql.SQL("CREATE DATABASE {}").format(psycopg2.sql.Identifier(name)))
     url = psycopg2.extensions.make_dsn(ADMIN_URL, dbname=name)
     parsed = psycopg2.extensions.parse_dsn(url)
-    uri = f"postgresql://{parsed.get('user', 'root')}@{parsed.get('host', '127.0.0.1')}:{parsed.get('port', '5432')}/{name}"
+    host, port = parsed.get("host", "127.0.0.1"), parsed.get("port", "5432")
+    uri = f"postgresql://{parsed.get('user', 'root')}@{host}:{port}/{name}"
     try:
         with closing(psycopg2.connect(url)) as conn:
             db.migrate(conn)
         yield uri
     finally:
         with closing(admin_connection()) as admin, admin.cursor() as cur:
-            cur.execute(psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg2.sql.Identifier(name)))
+            cur.execute(
+                psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg2.sql.Identifier(name))
+            )
 
 
 def unused_port() -> int:

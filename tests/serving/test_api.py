@@ -101,7 +101,9 @@ def test_model_endpoint_reports_version_metrics_schema_threshold_and_lineage(cli
 
 
 def test_metrics_count_requests_by_endpoint_and_status(client, example_request) -> None:
-    before = metric_value(client.get("/metrics").text, "churnops_requests_total", {"endpoint": "/predict", "status": "200"})
+    before = metric_value(
+        client.get("/metrics").text, "churnops_requests_total", {"endpoint": "/predict", "status": "200"}
+    )
     for _ in range(3):
         assert client.post("/predict", json=example_request).status_code == 200
     text = client.get("/metrics").text
@@ -136,7 +138,11 @@ def test_predict_returns_probability_decision_band_and_model_version(client, tra
     assert body["model_version"] == trained_platform.model_version
     assert body["decision"] == (body["probability"] >= body["threshold"])
     expected_band = (
-        "high" if body["probability"] >= body["threshold"] else "medium" if body["probability"] >= body["threshold"] / 2 else "low"
+        "high"
+        if body["probability"] >= body["threshold"]
+        else "medium"
+        if body["probability"] >= body["threshold"] / 2
+        else "low"
     )
     assert body["risk_band"] == expected_band
     assert body["customer_id"] == example_request["customer_id"]
@@ -339,7 +345,9 @@ def test_random_corruptions_of_a_valid_body_never_cause_a_5xx(client, example_re
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": API_KEY + "x"}], ids=["none", "wrong", "longer"])
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": API_KEY + "x"}], ids=["none", "wrong", "longer"]
+)
 def test_predict_endpoints_require_the_api_key(settings, example_request, headers) -> None:
     with TestClient(create_app(settings)) as anonymous:
         for path, body in (("/predict", example_request), ("/batch_predict", {"instances": [example_request]})):

@@ -42,7 +42,12 @@ def conn(platform_database_url):
 def published(db_settings, snapshot) -> int:
     frame, metadata, cutoff = snapshot
     return online_store.publish_online_features(
-        db_settings, frame, "synthetic", cutoff, feature_columns=metadata.feature_columns, snapshot_hash=metadata.content_hash
+        db_settings,
+        frame,
+        "synthetic",
+        cutoff,
+        feature_columns=metadata.feature_columns,
+        snapshot_hash=metadata.content_hash,
     )
 
 
@@ -144,12 +149,13 @@ def test_batch_mixes_published_customers_and_full_records(published, client, sna
     assert body["predictions"][0]["explanation"]["top_features"]
 
 
-def test_unknown_customer_is_a_404_naming_the_customer_id(published, client) -> None:
+def test_unknown_customer_is_a_404_naming_the_customer_id(published, client, example_request) -> None:
     response = client.post("/predict", json={"customer_id": "nobody-by-that-id"})
     assert response.status_code == 404
     assert response.json()["detail"][0]["loc"] == ["customer_id"]
     assert "nobody-by-that-id" in response.json()["detail"][0]["msg"]
-    batch = client.post("/batch_predict", json={"instances": [{"customer_id": "1"}, {"customer_id": "ghost"}]})
+    known = {"customer_id": example_request["customer_id"]}
+    batch = client.post("/batch_predict", json={"instances": [known, {"customer_id": "ghost"}]})
     assert batch.status_code == 404
     assert batch.json()["detail"][0]["loc"] == ["instances", 1, "customer_id"]
 

@@ -17,7 +17,11 @@ from tests.serving.conftest import metric_value, unreachable_database_url
 
 def settings_with_database(trained_platform, url: str):
     serving = trained_platform.settings.serving.model_copy(
-        update={"prediction_log_flush_seconds": 0.2, "prediction_log_batch_rows": 50, "prediction_log_retry_seconds": 0.5}
+        update={
+            "prediction_log_flush_seconds": 0.2,
+            "prediction_log_batch_rows": 50,
+            "prediction_log_retry_seconds": 0.5,
+        }
     )
     return trained_platform.settings.model_copy(update={"database_url": SecretStr(url), "serving": serving})
 

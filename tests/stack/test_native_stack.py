@@ -26,7 +26,7 @@ import native_stack  # noqa: E402
 AIRFLOW = f"http://127.0.0.1:{native_stack.PORTS['airflow-apiserver']}"
 API = f"http://127.0.0.1:{native_stack.PORTS['api']}"
 PROMETHEUS = f"http://127.0.0.1:{native_stack.PORTS['prometheus']}"
-PIPELINE = ("churnops_features", "churnops_training", "churnops_scoring")
+PIPELINE = ("churnops_features", "churnops_drift", "churnops_training", "churnops_scoring")
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +104,8 @@ def _finished_run(client: httpx.Client, dag_id: str) -> dict[str, Any] | None:
 
 @pytest.fixture(scope="module")
 def pipeline_ran(stack: native_stack.StackPaths) -> native_stack.StackPaths:
-    """Switch the DAGs on and trigger the feature DAG over REST; training and scoring follow through Assets."""
+    """Switch the DAGs on and trigger the feature DAG over REST; the drift DAG follows the new snapshot and, with
+    no champion yet, requests the first training; scoring follows the new model (all through Assets)."""
     with _airflow_client(stack) as client:
         _wait(
             lambda: all(client.get(f"/api/v2/dags/{d}").status_code == 200 for d in PIPELINE),
