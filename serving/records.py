@@ -67,7 +67,10 @@ class Contribution(BaseModel):
 
 
 class Explanation(BaseModel):
-    base_log_odds: float = Field(description="the model's expected log-odds before any feature")
+    """LightGBM SHAP values of the booster's margin: base + every contribution = the booster's log-odds, before
+    the blend/calibration the model may apply to reach `probability`."""
+
+    base_log_odds: float = Field(description="the booster's expected log-odds before any feature")
     top_features: list[Contribution] = Field(description="largest contributions by absolute value")
 
 

@@ -165,7 +165,10 @@ class ServedModel:
         """Probabilities for validated feature dicts (one OpenMP thread: a worker process per core instead)."""
         matrix = self.model.schema.encode_records(records)
         if len(records) == 1 and self.single_row is not None:
-            scores = np.array([self.single_row(matrix[0])])
+            raw = np.array([self.single_row(matrix[0])])
+            # The booster's probability, then the blend/calibration stored with the model (as predict_matrix).
+            postprocess = self.model.postprocess
+            scores = raw if postprocess is None else postprocess.apply(raw, matrix)
         else:
             scores = self.model.predict_matrix(matrix, num_threads=1)
         self.predictions_counter.inc(len(scores))
@@ -174,7 +177,8 @@ class ServedModel:
         return scores
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """LightGBM's own SHAP values (log-odds), one column per feature plus the bias last."""
+        """LightGBM's own SHAP values of the booster's margin (log-odds before any stored blend or calibration),
+        one column per feature plus the bias last."""
         return np.asarray(self.model.booster.predict(matrix, pred_contrib=True, num_threads=1))
 
     def explain(self, records: Sequence[Mapping[str, Any]], top: int) -> list[Explanation]:

@@ -83,7 +83,9 @@ def test_ready_names_the_champion_version(client, trained_platform) -> None:
     }
 
 
-def test_model_endpoint_reports_version_metrics_schema_threshold_and_lineage(client, trained_platform) -> None:
+def test_model_endpoint_reports_version_metrics_schema_threshold_and_lineage(
+    client, trained_platform, champion
+) -> None:
     body = client.get("/model").json()
     assert body["version"] == trained_platform.model_version
     assert body["alias"] == "champion"
@@ -93,9 +95,13 @@ def test_model_endpoint_reports_version_metrics_schema_threshold_and_lineage(cli
     assert body["lineage"]["training_run_id"]
     assert "git_commit" in body["lineage"]
     assert {"plan", "region", "channel"} <= set(body["feature_schema"]["categorical"])
-    # Without risk_band_cutoffs in the model metadata, bands fall back to the threshold.
-    assert body["risk_bands"]["source"] == "threshold"
-    assert body["risk_bands"]["cutoffs"]["high"] == body["threshold"]
+    # Bands come from the cut points training stored, or fall back to the threshold without them.
+    stored = champion.metadata.get("risk_band_cutoffs")
+    if stored:
+        assert body["risk_bands"] == {"source": "model_metadata", "cutoffs": stored, "default": "low"}
+    else:
+        assert body["risk_bands"]["source"] == "threshold"
+        assert body["risk_bands"]["cutoffs"] == {"high": body["threshold"], "medium": body["threshold"] / 2}
     assert body["reload"]["last_error"] is None
     assert body["prediction_log"]["enabled"] is False  # no database configured for this app
 
@@ -137,13 +143,11 @@ def test_predict_returns_probability_decision_band_and_model_version(client, tra
     assert 0.0 <= body["probability"] <= 1.0
     assert body["model_version"] == trained_platform.model_version
     assert body["decision"] == (body["probability"] >= body["threshold"])
-    expected_band = (
-        "high"
-        if body["probability"] >= body["threshold"]
-        else "medium"
-        if body["probability"] >= body["threshold"] / 2
-        else "low"
-    )
+    bands = client.get("/model").json()["risk_bands"]
+    reached = [
+        name for name, cut in sorted(bands["cutoffs"].items(), key=lambda kv: -kv[1]) if body["probability"] >= cut
+    ]
+    expected_band = reached[0] if reached else bands["default"]
     assert body["risk_band"] == expected_band
     assert body["customer_id"] == example_request["customer_id"]
     assert body["feature_source"] == "request"
@@ -175,9 +179,9 @@ def test_explain_returns_the_largest_lightgbm_contributions(client, champion, ex
     explanation = body["explanation"]
     matrix = champion.schema.encode_records([example_request["features"]])
     contributions = champion.booster.predict(matrix, pred_contrib=True)[0]
-    # Base plus every feature's contribution is the model's log-odds.
-    probability = body["probability"]
-    assert contributions.sum() == pytest.approx(math.log(probability / (1 - probability)), abs=1e-9)
+    # Base plus every feature's contribution is the booster's log-odds (before any stored calibration).
+    raw = champion.booster.predict(matrix)[0]
+    assert contributions.sum() == pytest.approx(math.log(raw / (1 - raw)), abs=1e-9)
     assert explanation["base_log_odds"] == pytest.approx(contributions[-1])
     columns = champion.schema.columns
     largest = [columns[i] for i in np.argsort(-np.abs(contributions[:-1]), kind="stable")[:5]]
