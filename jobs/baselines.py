@@ -10,7 +10,8 @@ the customers and cutoffs the model is evaluated on:
   model, fitted by maximum likelihood on (frequency, recency, T) as of the evaluated cutoff. It uses no label, only
   the purchase history before the cutoff, so fitting it on the evaluation cutoff's own history is not a leak. The
   score is the model's exact probability of at least one event in the label horizon (or its complement for a churn
-  label). Checked against the published CDNOW parameters in `tests/training/test_bgnbd.py`.
+  label); `bgnbd_expected_purchases` ranks by the expected number of events instead. Checked against the
+  published CDNOW parameters in `tests/training/test_bgnbd.py`.
 
 `lifetimes` is deliberately not used: it is unmaintained, and the likelihood is a dozen lines of scipy.
 """
@@ -162,9 +163,15 @@ def has_rfm(frame: pd.DataFrame) -> bool:
     return all(c in frame.columns for c in (RECENCY_COLUMN, TENURE_COLUMN, ACTIVE_DAYS_COLUMN))
 
 
-def score_baselines(train: pd.DataFrame, evaluated: pd.DataFrame, contract: DatasetContract) -> BaselineScores:
+def score_baselines(
+    train: pd.DataFrame,
+    evaluated: pd.DataFrame,
+    contract: DatasetContract,
+    bgnbd_params: dict[str, float] | None = None,
+) -> BaselineScores:
     """Fit the recency rule on the training rows and BG/NBD on the evaluated cutoff's history; score `evaluated`.
 
+    `bgnbd_params` skips the BG/NBD fit when the caller already fitted it on the same rows.
     Scores are oriented to the label: for a churn label, BG/NBD's score is P(no event in the horizon).
     Returns no baselines for entity-level data, which has no event history.
     """
@@ -172,18 +179,25 @@ def score_baselines(train: pd.DataFrame, evaluated: pd.DataFrame, contract: Data
         return BaselineScores(scores={}, details={})
     rule = RecencyRule.fit(train)
     rfm = rfm_from_features(evaluated)
-    params = fit_bgnbd(rfm)
+    params = BGNBDParams(**bgnbd_params) if bgnbd_params else fit_bgnbd(rfm)
+    churn = contract.label.kind == "churn"
     buys = bgnbd_purchase_probability(params, rfm, contract.label.horizon_days)
-    bgnbd = 1.0 - buys if contract.label.kind == "churn" else buys
+    # The expected count ranks customers a little differently from P(>=1); 1 - exp(-E) keeps that ranking and
+    # makes it a probability (as if purchases were Poisson) so log loss and Brier apply.
+    expected = bgnbd_expected_purchases(params, rfm, contract.label.horizon_days)
     return BaselineScores(
-        scores={"recency_rule": rule.predict(evaluated), "bgnbd": bgnbd},
+        scores={
+            "recency_rule": rule.predict(evaluated),
+            "bgnbd": 1.0 - buys if churn else buys,
+            "bgnbd_expected_purchases": np.exp(-expected) if churn else 1.0 - np.exp(-expected),
+        },
         details={
             "recency_rule": {"intercept": rule.intercept, "slope": rule.slope, "fitted_on": "training cutoffs"},
             "bgnbd": {
                 **params.as_dict(),
                 "time_unit_days": DAYS_PER_PERIOD,
                 "fitted_on": "purchase history before the evaluated cutoff (no labels)",
-                "score": "P(no event in horizon)" if contract.label.kind == "churn" else "P(>=1 event in horizon)",
+                "score": "P(no event in horizon)" if churn else "P(>=1 event in horizon)",
             },
         },
     )

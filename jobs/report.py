@@ -286,7 +286,7 @@ def plot_importances(
 # Model card
 # ---------------------------------------------------------------------------------------------------------------
 
-_CARD_METRICS = (
+CARD_METRICS = (
     "roc_auc",
     "gini",
     "pr_auc",
@@ -309,9 +309,9 @@ def metrics_table(evaluation: dict[str, Any]) -> list[str]:
     if champion and champion.get("metrics"):
         rows.append((f"champion v{champion['version']}", champion["metrics"]))
     rows += [(f"baseline: {name}", m) for name, m in evaluation["baselines"].items()]
-    lines = ["| scorer | " + " | ".join(_CARD_METRICS) + " |", "|---|" + "---:|" * len(_CARD_METRICS)]
+    lines = ["| scorer | " + " | ".join(CARD_METRICS) + " |", "|---|" + "---:|" * len(CARD_METRICS)]
     for name, metrics in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{metrics[k]:.4f}" for k in _CARD_METRICS) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{metrics[k]:.4f}" for k in CARD_METRICS) + " |")
     return lines
 
 

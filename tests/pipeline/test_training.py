@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,3 +77,34 @@ def test_retraining_the_same_snapshot_and_seed_reproduces_the_model_and_does_not
     assert result.decision.promoted is False
     assert "does not beat" in result.decision.reason
     assert result.out_of_time_metrics["roc_auc"] == pytest.approx(result.decision.champion_auc, abs=1e-12)
+
+
+def test_training_run_logs_every_report_artifact_and_compares_with_baselines(trained_platform) -> None:
+    """The parent run carries the plots, the model card and evaluation.json; the report names the baselines."""
+    import json
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from churnops.registry import configure_mlflow
+
+    configure_mlflow(trained_platform.settings)
+    name = trained_platform.contract.model_name
+    run_id = mlflow.models.get_model_info(f"models:/{name}/{trained_platform.model_version}").run_id
+    artifacts = {Path(a.path).name for a in MlflowClient().list_artifacts(run_id, "report")}
+    assert {
+        "roc.png",
+        "precision_recall.png",
+        "calibration.png",
+        "gain_lift.png",
+        "shap_summary.png",
+        "importance_gain.png",
+        "model_card.md",
+        "evaluation.json",
+    } <= artifacts
+    evaluation = json.loads(
+        Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report/evaluation.json")).read_text()
+    )
+    assert set(evaluation["baselines"]) >= {"logistic_regression", "recency_rule", "bgnbd"}
+    assert evaluation["snapshot_hash"] == mlflow.get_run(run_id).data.tags["churnops.snapshot_hash"]
+    assert len(evaluation["retro_test"]["gini_by_cutoff"]) >= 3

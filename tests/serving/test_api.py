@@ -374,3 +374,10 @@ def test_auth_is_off_when_no_key_is_configured(trained_platform, example_request
     with TestClient(create_app(trained_platform.settings)) as open_client:
         assert open_client.post("/predict", json=example_request).status_code == 200
         assert open_client.post("/admin/reload").status_code == 200
+
+
+def test_single_rows_take_lightgbms_fast_path_with_the_regular_scores(client, champion, example_request) -> None:
+    served = client.app.state.model_state.current
+    assert served.single_row is not None, "the fast single-row predictor was refused at load"
+    matrix = champion.schema.encode_records([example_request["features"]])
+    assert served.score([example_request["features"]])[0] == champion.predict_matrix(matrix, num_threads=1)[0]

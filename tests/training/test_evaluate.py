@@ -1,0 +1,99 @@
+"""Evaluation measures a model the way the issue asks: metrics agree with references, the threshold follows its
+objective, calibration is kept only when it helps, and the retro-test summarises stability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from churnops.registry import apply_calibration
+from jobs.evaluate import (
+    binary_metrics,
+    choose_threshold,
+    fit_calibration,
+    ks_statistic,
+    recall_at_top,
+    select_calibration,
+    stability,
+)
+
+
+def noisy_scores(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=n)
+    labels = (latent + rng.normal(size=n) > 1.0).astype(int)
+    return labels, 1 / (1 + np.exp(-(latent - 1.5)))
+
+
+def test_metrics_agree_with_sklearn_and_scipy() -> None:
+    labels, scores = noisy_scores()
+    metrics = binary_metrics(labels, scores)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert metrics["pr_auc"] == pytest.approx(average_precision_score(labels, scores))
+    assert metrics["log_loss"] == pytest.approx(log_loss(labels, scores))
+    assert metrics["brier"] == pytest.approx(brier_score_loss(labels, scores))
+    assert metrics["ks"] == pytest.approx(stats.ks_2samp(scores[labels == 1], scores[labels == 0]).statistic)
+    assert ks_statistic(labels, scores) == metrics["ks"]
+
+
+def test_top_decile_precision_recall_and_lift_describe_the_campaign_list() -> None:
+    labels, scores = noisy_scores()
+    metrics = binary_metrics(labels, scores)
+    top = np.argsort(-scores)[: len(scores) // 10]
+    assert metrics["precision_at_10"] == pytest.approx(labels[top].mean())
+    assert metrics["recall_at_10"] == pytest.approx(labels[top].sum() / labels.sum())
+    assert metrics["lift_at_10"] == pytest.approx(labels[top].mean() / labels.mean())
+    assert recall_at_top(labels, scores, 0.05) < metrics["recall_at_10"]
+
+
+def test_threshold_for_a_top_fraction_budget_flags_that_share_of_customers() -> None:
+    labels, scores = noisy_scores()
+    threshold = choose_threshold(labels, scores, "top_fraction", top_fraction=0.05)
+    assert np.mean(scores >= threshold) == pytest.approx(0.05, abs=0.001)
+
+
+def test_threshold_for_f1_maximises_f1() -> None:
+    labels, scores = noisy_scores()
+    threshold = choose_threshold(labels, scores, "f1")
+
+    def f1(t: float) -> float:
+        flagged = scores >= t
+        tp = (flagged & (labels == 1)).sum()
+        return 2 * tp / (flagged.sum() + labels.sum())
+
+    assert f1(threshold) >= max(f1(t) for t in np.quantile(scores, np.linspace(0.5, 0.99, 50)))
+
+
+def test_calibration_is_chosen_when_scores_are_distorted_and_not_when_they_are_already_calibrated() -> None:
+    rng = np.random.default_rng(3)
+    true_probability = rng.uniform(0.02, 0.6, 6000)
+    labels = (rng.random(6000) < true_probability).astype(int)
+    calibration, briers = select_calibration(labels, true_probability, seed=0)
+    assert calibration["method"] == "none"
+    # Up-weighting positives (scale_pos_weight) inflates scores: calibration must win and fix the Brier score.
+    inflated = true_probability**0.4
+    calibration, briers = select_calibration(labels, inflated, seed=0)
+    assert calibration["method"] in {"platt", "isotonic"}
+    assert briers[calibration["method"]] < briers["none"]
+    assert brier_score_loss(labels, apply_calibration(calibration, inflated)) < brier_score_loss(labels, inflated)
+
+
+def test_calibration_maps_are_monotone_so_ranking_metrics_do_not_change() -> None:
+    labels, scores = noisy_scores()
+    for method in ("platt", "isotonic"):
+        mapped = apply_calibration(fit_calibration(labels, scores, method), scores)
+        assert np.all(np.diff(mapped[np.argsort(scores)]) >= -1e-12)
+
+
+def test_stability_reports_gini_spread_across_cutoffs() -> None:
+    summary = stability({"2024-01-01": 0.50, "2024-02-01": 0.56, "2024-03-01": 0.53})
+    assert summary["gini_spread"] == pytest.approx(0.06)
+    assert summary["gini_mean"] == pytest.approx(0.53)
+    assert summary["gini_std"] == pytest.approx(0.03)
+
+
+def test_metrics_refuse_labels_with_a_single_class() -> None:
+    with pytest.raises(ValueError, match="both classes"):
+        binary_metrics(np.zeros(10), np.linspace(0, 1, 10))

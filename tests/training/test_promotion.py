@@ -1,0 +1,222 @@
+"""The champion gate cannot be fooled, training is reproducible, and a killed training resumes its study.
+
+Each test trains small real models (LightGBM, Optuna, MLflow registry) in its own working folder on a copy of the
+session's synthetic snapshot, so the shared `trained_platform` registry is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+
+from churnops.config import Settings
+from churnops.dataset import DatasetContract
+from churnops.features import CUTOFF, LABEL
+from churnops.snapshots import DATA_DIR, describe, latest_snapshot_dir, load_snapshot, write_metadata
+
+pytestmark = pytest.mark.slow
+TRIALS = 4
+SEED = 5
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
+
+
+@dataclass(frozen=True)
+class Home:
+    settings: Settings
+    contract: DatasetContract
+    snapshot_dir: Path
+
+
+def fresh_home(root: Path, trained_platform, seed: int = SEED, **settings: object) -> Home:
+    """A new working folder holding a copy of the session's feature snapshot and nothing else."""
+    source = latest_snapshot_dir(trained_platform.settings, trained_platform.contract.name)
+    target = root / "features" / trained_platform.contract.name
+    shutil.copytree(source.parent, target)
+    return Home(
+        settings=Settings(home=root, training={"n_trials": TRIALS, "seed": seed}, **settings),
+        contract=trained_platform.contract,
+        snapshot_dir=target / source.name,
+    )
+
+
+@pytest.fixture(scope="module")
+def champion_home(tmp_path_factory: pytest.TempPathFactory, trained_platform):
+    """A folder whose registry has one champion, trained on the real (unshuffled) snapshot."""
+    from jobs.train import train
+
+    home = fresh_home(tmp_path_factory.mktemp("champion"), trained_platform)
+    result = train(home.settings, home.contract)
+    assert result.decision.promoted
+    return home, result
+
+
+def registry_state(home: Home) -> tuple[list[str], dict[str, str]]:
+    from mlflow import MlflowClient
+
+    from churnops.registry import configure_mlflow
+
+    configure_mlflow(home.settings)
+    client = MlflowClient()
+    name = home.contract.model_name
+    versions = sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
+    aliases = dict(client.get_registered_model(name).aliases)
+    return versions, aliases
+
+
+def write_shuffled_snapshot(snapshot_dir: Path, seed: int) -> Path:
+    """A valid snapshot (hashed, loadable) whose labels are shuffled within each cutoff: nothing to learn."""
+    frame, metadata = load_snapshot(snapshot_dir)
+    rng = np.random.default_rng(seed)
+    shuffled = frame.copy()
+    for _, index in shuffled.groupby(CUTOFF).groups.items():
+        shuffled.loc[index, LABEL] = rng.permutation(shuffled.loc[index, LABEL].to_numpy())
+    target = snapshot_dir.parent / "shuffled-labels"
+    (target / DATA_DIR).mkdir(parents=True)
+    shuffled.to_parquet(target / DATA_DIR / "part-0.parquet", index=False)
+    reread = pd.read_parquet(target / DATA_DIR)
+    reread[CUTOFF] = pd.to_datetime(reread[CUTOFF])
+    cutoffs = {role: [pd.Timestamp(d).date() for d in dates] for role, dates in metadata.cutoffs.items()}
+    write_metadata(
+        target,
+        describe(reread, metadata.dataset, cutoffs, metadata.feature_columns, {"shuffled": metadata.content_hash}),
+    )
+    return target
+
+
+@contextlib.contextmanager
+def throwaway_database():
+    """A fresh PostgreSQL database for one test (the platform schema is created by training's `db.migrate`)."""
+    name = f"churnops_training_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(ADMIN_URL, connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        pytest.fail(f"PostgreSQL at {ADMIN_URL} is unreachable (set CHURNOPS_TEST_POSTGRES_URL): {error}")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    dsn = psycopg2.extensions.parse_dsn(ADMIN_URL)
+    url = f"postgresql://{dsn.get('user', 'root')}@{dsn.get('host', '127.0.0.1')}:{dsn.get('port', '5432')}/{name}"
+    try:
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_model_trained_on_shuffled_labels_is_challenger_and_not_promoted(champion_home) -> None:
+    """It is registered and aliased `challenger`, the champion stays, and the reason is in MLflow, in
+    evaluation.json and in PostgreSQL."""
+    from jobs.train import train
+
+    home, champion = champion_home
+    shuffled = write_shuffled_snapshot(home.snapshot_dir, seed=1)
+    with throwaway_database() as url:
+        settings = home.settings.model_copy(update={"database_url": url})
+        result = train(settings, home.contract, snapshot_dir=shuffled)
+        with contextlib.closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT challenger_version, champion_version, promoted, reason FROM churnops.promotion_decisions"
+            )
+            rows = cur.fetchall()
+            cur.execute(
+                "SELECT count(*) FROM churnops.model_evaluations WHERE model_version = %s", (result.model_version,)
+            )
+            evaluations = cur.fetchone()[0]
+
+    assert result.decision.promoted is False
+    assert "below the floor" in result.decision.reason
+    versions, aliases = registry_state(home)
+    assert aliases == {"champion": champion.model_version, "challenger": result.model_version}
+    assert result.model_version in versions
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_model_version(home.contract.model_name, result.model_version).tags
+    assert tags["promoted"] == "false" and "below the floor" in tags["promotion_reason"]
+    report = json.loads(result.evaluation_path.read_text())
+    assert report["promotion"]["promoted"] is False
+    assert report["champion"]["version"] == champion.model_version
+    assert rows == [(result.model_version, champion.model_version, False, result.decision.reason)]
+    assert evaluations > 10
+
+
+def test_two_runs_with_the_same_snapshot_and_seed_give_identical_metrics(champion_home, tmp_path, trained_platform):
+    from jobs.train import train
+
+    _, first = champion_home
+    again = fresh_home(tmp_path, trained_platform)
+    second = train(again.settings, again.contract)
+    assert second.best_params == first.best_params
+    assert second.out_of_time_metrics == first.out_of_time_metrics
+    assert second.threshold == first.threshold
+    baselines = [json.loads(r.evaluation_path.read_text())["baselines"] for r in (first, second)]
+    assert baselines[0] == baselines[1]
+
+
+def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, tmp_path) -> None:
+    """SIGKILL after some trials: no registration, champion untouched; the retry continues the same study and
+    parent run and registers exactly one new version."""
+    import optuna
+
+    from jobs.train import PARENT_RUN_ATTR, train
+
+    home, champion = champion_home
+    total = 8
+    seed = SEED + 100  # a new study on the same snapshot
+    settings = home.settings.model_copy(update={"training": home.settings.training.model_copy(update={"seed": seed})})
+    before_versions, before_aliases = registry_state(home)
+    study_name = f"{home.contract.name}-{load_snapshot(home.snapshot_dir)[1].snapshot_id}-seed{seed}"
+    script = (
+        "import sys; from churnops.config import Settings; from churnops.dataset import load_contract; "
+        "from jobs.train import train; s = Settings(); "
+        f"train(s, load_contract({home.contract.name!r}, s), n_trials={total})"
+    )
+    env = {**os.environ, "CHURNOPS_HOME": str(settings.home), "CHURNOPS_TRAINING__SEED": str(seed)}
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env)
+    completed_before_kill = 0
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(1)
+            with contextlib.suppress(KeyError):
+                study = optuna.load_study(study_name=study_name, storage=settings.optuna_storage)
+                completed_before_kill = sum(t.state.is_finished() for t in study.trials)
+                if completed_before_kill >= 2:
+                    break
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert 2 <= completed_before_kill < total, "the training finished before it could be killed; raise `total`"
+
+    assert registry_state(home) == (before_versions, before_aliases), "a killed training must not touch the registry"
+    interrupted = optuna.load_study(study_name=study_name, storage=settings.optuna_storage)
+    parent_run = interrupted.user_attrs[PARENT_RUN_ATTR]
+
+    result = train(settings, home.contract, n_trials=total)
+
+    resumed = optuna.load_study(study_name=study_name, storage=settings.optuna_storage)
+    finished = [t for t in resumed.trials if t.state.is_finished()]
+    assert len(finished) >= total > completed_before_kill
+    assert [t.params for t in finished[:completed_before_kill]] == [
+        t.params for t in interrupted.trials if t.state.is_finished()
+    ]
+    assert result.run_id == parent_run
+    versions, aliases = registry_state(home)
+    assert len(versions) == len(before_versions) + 1
+    assert aliases["challenger"] == result.model_version
+    assert aliases["champion"] == (result.model_version if result.decision.promoted else champion.model_version)
