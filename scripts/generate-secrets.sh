@@ -61,13 +61,15 @@ for name in postgres_password airflow_db_password mlflow_db_password churnops_db
     write_secret "$name" "$(random_hex 24)"
 done
 
-# Connection URLs, one per role/database, built from the passwords above.
-db_url() { # $1 = scheme, $2 = role = database
-    printf '%s://%s:%s@%s:%s/%s' "$1" "$2" "$(read_secret "$2_db_password")" "$postgres_host" "$postgres_port" "$2"
+# Connection URLs, one per role/database, built from the passwords above. The role/database names default to
+# airflow, mlflow and churnops; AIRFLOW_DB, MLFLOW_DB and CHURNOPS_DB (the same variables postgres-init/ reads)
+# rename them, so several stacks can share one server.
+db_url() { # $1 = scheme, $2 = which password file's role, $3 = role = database name
+    printf '%s://%s:%s@%s:%s/%s' "$1" "$3" "$(read_secret "$2_db_password")" "$postgres_host" "$postgres_port" "$3"
 }
-write_secret airflow_db_url "$(db_url postgresql+psycopg2 airflow)"
-write_secret mlflow_db_url "$(db_url postgresql+psycopg2 mlflow)"
-write_secret churnops_database_url "$(db_url postgresql churnops)"
+write_secret airflow_db_url "$(db_url postgresql+psycopg2 airflow "${AIRFLOW_DB:-airflow}")"
+write_secret mlflow_db_url "$(db_url postgresql+psycopg2 mlflow "${MLFLOW_DB:-mlflow}")"
+write_secret churnops_database_url "$(db_url postgresql churnops "${CHURNOPS_DB:-churnops}")"
 
 for pair in airflow_db_url:airflow mlflow_db_url:mlflow churnops_database_url:churnops; do
     url_name="${pair%%:*}" role="${pair##*:}"

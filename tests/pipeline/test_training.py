@@ -55,7 +55,7 @@ def test_trained_model_is_champion_with_nested_trials_and_lineage(trained_platfo
     client = MlflowClient()
     name = trained_platform.contract.model_name
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.version == trained_platform.model_version
+    assert str(champion.version) == trained_platform.model_version
     assert champion.tags["promoted"] == "true"
     parent = mlflow.get_run(mlflow.models.get_model_info(f"models:/{name}/{champion.version}").run_id)
     children = mlflow.search_runs(

@@ -6,6 +6,7 @@ SQL panel run against the platform database.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,8 +17,9 @@ from typing import Any
 import httpx
 import psycopg2
 import pytest
+from psycopg2 import sql
 
-from tests.deploy.support import grafana_expr_for_prometheus, panel_targets
+from tests.deploy.support import POSTGRES_ADMIN_URL, grafana_expr_for_prometheus, panel_targets
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -34,10 +36,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native_stack.StackPaths]:
     paths = native_stack.StackPaths(tmp_path_factory.mktemp("native-stack"))
+    # Databases of its own on the machine's server, so a developer's `make stack-up` data is never touched and
+    # every run starts empty (no champion left over from an earlier run).
+    suffix = f"_stacktest_{os.getpid()}"
     env = {
         **native_stack.stack_environment(paths),
         "CHURNOPS_TRAINING__N_TRIALS": "10",
         "CHURNOPS_SERVING__RELOAD_INTERVAL_SECONDS": "3",
+        "CHURNOPS_STACK_DB_SUFFIX": suffix,
     }
     # The data the feature DAG reads, as a user would have it in place before switching the DAGs on.
     subprocess.run(
@@ -63,6 +69,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native_stack.Sta
             capture_output=True,
             timeout=180,
         )
+        _drop_databases(suffix)
+
+
+def _drop_databases(suffix: str) -> None:
+    conn = psycopg2.connect(POSTGRES_ADMIN_URL)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        for name in ("airflow", "mlflow", "churnops"):
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name + suffix)))
+            cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name + suffix)))
+    conn.close()
 
 
 def _log_tails(paths: native_stack.StackPaths) -> str:
@@ -196,4 +213,5 @@ def test_stack_environment_takes_credentials_only_from_secret_files(tmp_path: Pa
     env = native_stack.stack_environment(native_stack.StackPaths(tmp_path))
     for key in env:
         if key.startswith(("AIRFLOW__", "CHURNOPS_")) and any(w in key for w in ("PASSWORD", "SECRET", "KEY", "CONN")):
-            assert key.endswith("_CMD") or key == "CHURNOPS_SECRETS_DIR", f"{key} carries a credential inline"
+            # Only commands that read a secret file, or the paths of such files, may carry these names.
+            assert key.endswith(("_CMD", "_FILE", "_DIR")), f"{key} carries a credential inline"
