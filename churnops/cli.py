@@ -124,6 +124,8 @@ def train(
         f"{result.out_of_time_metrics['roc_auc']:.4f}; promoted={result.decision.promoted} "
         f"({result.decision.reason})"
     )
+    if result.evaluation_path is not None:
+        console.print(f"evaluation report: {result.evaluation_path}")
 
 
 @app.command()

@@ -45,6 +45,10 @@ class TrainingSettings(BaseModel):
     # A challenger replaces the champion only if its out-of-time ROC AUC is higher by more than this.
     promotion_margin: float = Field(0.002, ge=0.0)
     min_auc: float = Field(0.6, ge=0.0, le=1.0)
+    # How the decision threshold stored with the model is chosen (on the last time fold, never out of time):
+    # best F1, or the score that flags the top `threshold_top_fraction` of customers (a campaign budget).
+    threshold_objective: Literal["f1", "top_fraction"] = "f1"
+    threshold_top_fraction: float = Field(0.10, gt=0.0, lt=1.0)
 
 
 class ScoringSettings(BaseModel):

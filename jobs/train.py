@@ -125,12 +125,6 @@ def time_folds(train_cutoffs: list[pd.Timestamp], horizon_days: int, n_folds: in
     return folds
 
 
-def _option(settings: Settings, name: str, default: Any) -> Any:
-    # Selection options read from TrainingSettings when the configuration declares them (see the report to the
-    # config owner); until then the documented defaults apply.
-    return getattr(settings.training, name, default)
-
-
 def _base_params(seed: int) -> dict[str, Any]:
     return {
         "objective": "binary",
@@ -655,8 +649,8 @@ def _select_and_evaluate(
     last = folds[-1]
     last_scores = blended(last.raw, last.bgnbd)
     calibration, brier_by_method = select_calibration(last.labels, last_scores, seed)
-    objective = _option(settings, "threshold_objective", "f1")
-    top_fraction = float(_option(settings, "threshold_top_fraction", 0.10))
+    objective = settings.training.threshold_objective
+    top_fraction = float(settings.training.threshold_top_fraction)
     threshold = choose_threshold(last.labels, apply_calibration(calibration, last_scores), objective, top_fraction)
 
     booster = _fit(view, data.y_train, params, np.ones(len(data.y_train), dtype=bool), rounds)
