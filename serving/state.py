@@ -113,6 +113,28 @@ class SingleRowPredictor:
             self._lib.LGBM_FastConfigFree(self._handle)
 
 
+def _checked_single_row_predictor(model: LoadedModel, n_features: int) -> SingleRowPredictor | None:
+    """The fast single-row predictor if it reproduces `predict_matrix` exactly on probe rows, else None (the
+    regular path then serves single rows too: slower, never wrong)."""
+    # Probe rows: all missing, zeros, seeded noise.
+    probes = np.vstack([np.full(n_features, np.nan), np.zeros(n_features)])
+    probes = np.vstack([probes, np.random.default_rng(0).normal(0.0, 50.0, size=(8, n_features))])
+    try:
+        single_row = SingleRowPredictor(model.booster, n_features)
+        fast = np.array([single_row(row) for row in probes])
+        if model.postprocess is not None:
+            fast = np.concatenate(
+                [model.postprocess.apply(fast[i : i + 1], probes[i : i + 1]) for i in range(len(fast))]
+            )
+    except Exception as error:  # e.g. a LightGBM build without the fast C API
+        log.warning("model v%s: no fast single-row path (%s: %s)", model.version, type(error).__name__, error)
+        return None
+    if not np.array_equal(fast, model.predict_matrix(probes, num_threads=1), equal_nan=True):
+        log.warning("model v%s: fast single-row scores differ from predict_matrix; not using them", model.version)
+        return None
+    return single_row
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """A loaded model with everything a request needs, built once at load time (not per request)."""
@@ -132,14 +154,7 @@ class ServedModel:
         record_type = record_model(model.schema)
         request_type = predict_request_model(model.schema, record_type)
         n_features = len(model.schema.columns)
-        single_row = SingleRowPredictor(model.booster, n_features)
-        # Probe rows (all missing, zeros, seeded noise): the fast path must give the regular path's scores.
-        probes = np.vstack([np.full(n_features, np.nan), np.zeros(n_features)])
-        probes = np.vstack([probes, np.random.default_rng(0).normal(0.0, 50.0, size=(8, n_features))])
-        expected = model.predict_matrix(probes, num_threads=1)
-        if any(single_row(row) != score for row, score in zip(probes, expected, strict=True)):
-            log.warning("model v%s: fast single-row scores differ from Booster.predict; not using them", model.version)
-            single_row = None
+        single_row = _checked_single_row_predictor(model, n_features)
         served = cls(
             model=model,
             record_type=record_type,

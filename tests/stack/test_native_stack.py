@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +36,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native_stack.StackPaths]:
-    paths = native_stack.StackPaths(tmp_path_factory.mktemp("native-stack"))
+def stack() -> Iterator[native_stack.StackPaths]:
+    # Not under pytest's basetemp: other pytest sessions on the machine rotate those folders away mid-run.
+    paths = native_stack.StackPaths(Path(tempfile.mkdtemp(prefix="churnops-native-stack-")))
     # Databases of its own on the machine's server, so a developer's `make stack-up` data is never touched and
     # every run starts empty (no champion left over from an earlier run).
     suffix = f"_stacktest_{os.getpid()}"
@@ -70,6 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native_stack.Sta
             timeout=180,
         )
         _drop_databases(suffix)
+        shutil.rmtree(paths.root, ignore_errors=True)
 
 
 def _drop_databases(suffix: str) -> None:
