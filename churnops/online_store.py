@@ -166,6 +166,23 @@ def publish_online_features(
         )
 
 
+def publish_latest_snapshot(settings: Settings, dataset: str) -> int:
+    """Publish the scoring-cutoff rows of the dataset's latest feature snapshot (the feature DAG's last step)."""
+    from churnops.snapshots import latest_snapshot_dir, load_snapshot
+
+    frame, metadata = load_snapshot(latest_snapshot_dir(settings, dataset))
+    with closing(db.connect(settings, application_name="churnops-online-features")) as conn:
+        db.migrate(conn)
+    return publish_online_features(
+        settings,
+        frame,
+        dataset,
+        dt.date.fromisoformat(metadata.cutoffs["scoring"][0]),
+        feature_columns=metadata.feature_columns,
+        snapshot_hash=metadata.content_hash,
+    )
+
+
 def lookup(conn: Connection, dataset: str, customer_id: str) -> OnlineFeatures | None:
     """The published features of one customer, or None if the customer is not in the dataset's set."""
     return lookup_many(conn, dataset, [customer_id]).get(customer_id)

@@ -1,15 +1,17 @@
 """Feature DAG: submits the PySpark feature job (jobs/features.py) to the configured Spark master.
 
-The job writes a content-hashed feature snapshot; the `FEATURES` Asset it updates schedules the training DAG.
+The job writes a content-hashed feature snapshot; its scoring-cutoff rows are then published to the online feature
+table (PostgreSQL, full deployment) for `/predict` by customer_id, and the `FEATURES` Asset wakes the drift DAG.
 Locally the Spark connection is `local[*]`; in the full deployment it is the standalone master.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import dag
+from airflow.sdk import dag, task
 from common import DEFAULT_ARGS, FEATURE_JOB, FEATURES, RUN_CALLBACKS, START_DATE, dataset_param
 
 from churnops.config import Settings
@@ -30,7 +32,7 @@ _settings = Settings()
     params={"dataset": dataset_param(_settings.dataset)},
 )
 def churnops_features() -> None:
-    SparkSubmitOperator(
+    build_snapshot = SparkSubmitOperator(
         task_id="build_feature_snapshot",
         application=str(FEATURE_JOB),
         application_args=["--dataset", "{{ params.dataset }}"],
@@ -41,8 +43,20 @@ def churnops_features() -> None:
             "spark.sql.shuffle.partitions": str(_settings.spark.shuffle_partitions),
         },
         env_vars={"SPARK_SUBMITTED": "1"},
-        outlets=[FEATURES],
     )
+
+    @task(outlets=[FEATURES])
+    def publish_online_features(params: dict[str, Any] | None = None) -> int | None:
+        """The scoring cutoff's features into PostgreSQL, for `/predict` by customer_id (skipped when embedded)."""
+        settings = Settings()
+        if settings.database_url is None:
+            return None
+        from churnops.dataset import load_contract
+        from churnops.online_store import publish_latest_snapshot
+
+        return publish_latest_snapshot(settings, load_contract(params["dataset"], settings).name)
+
+    build_snapshot >> publish_online_features()
 
 
 churnops_features()

@@ -61,8 +61,13 @@ def record_run_outcome(context: dict) -> None:
         with contextlib.closing(db.connect(settings)) as conn:
             db.migrate(conn)
             db.record_dag_run(
-                conn, dag_id=run.dag_id, run_id=run.run_id, state=str(run.state), start_date=run.start_date,
-                end_date=run.end_date or dt.datetime.now(dt.UTC), run_type=str(run.run_type),
+                conn,
+                dag_id=run.dag_id,
+                run_id=run.run_id,
+                state=str(run.state),
+                start_date=run.start_date,
+                end_date=run.end_date or dt.datetime.now(dt.UTC),
+                run_type=str(run.run_type),
                 logical_date=run.logical_date,
             )
     except Exception:  # noqa: BLE001 - bookkeeping must not fail the pipeline

@@ -34,6 +34,8 @@ PLATFORM_TABLES = {
     "promotion_decisions",
     "ingestion_reports",
     "dag_runs",
+    "online_feature_sets",
+    "online_features",
 }
 
 

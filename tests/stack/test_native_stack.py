@@ -165,6 +165,20 @@ def _send_traffic(paths: native_stack.StackPaths) -> None:
         assert 0 <= answer.json()["probability"] <= 1
     bad = httpx.post(f"{API}/predict", json={"features": {}}, headers={"X-API-Key": key}, timeout=10)
     assert bad.status_code == 422
+    # By customer_id alone: the features come from the online table the feature DAG published.
+    with psycopg2.connect(paths.secret("churnops_database_url")) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT customer_id FROM churnops.online_features ORDER BY customer_id LIMIT 20")
+        published = [row[0] for row in cursor.fetchall()]
+    assert published, "the feature DAG published no online features"
+    by_id = httpx.post(f"{API}/predict", json={"customer_id": published[0]}, headers={"X-API-Key": key}, timeout=10)
+    assert by_id.status_code == 200, by_id.text
+    batch = httpx.post(
+        f"{API}/batch_predict",
+        json={"instances": [{"customer_id": c} for c in published]},
+        headers={"X-API-Key": key},
+        timeout=30,
+    )
+    assert batch.status_code == 200, batch.text
 
 
 def test_api_serves_the_champion_with_auth(pipeline_ran: native_stack.StackPaths) -> None:
