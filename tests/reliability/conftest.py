@@ -12,6 +12,7 @@ from churnops import online_store
 from churnops.config import Settings
 from churnops.snapshots import latest_snapshot_dir, load_snapshot
 from tests.serving.conftest import example_request, platform_database_url  # noqa: F401 - fixtures re-exported
+from tests.serving.test_hot_swap import restore_champion  # noqa: F401 - fixture re-exported
 
 
 @pytest.fixture(scope="session")

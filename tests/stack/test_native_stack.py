@@ -73,6 +73,10 @@ def stack() -> Iterator[native_stack.StackPaths]:
             timeout=180,
         )
         _drop_databases(suffix)
+        # The logs outlive the run (the newest run's only), for whoever reads a failure.
+        kept_logs = Path(tempfile.gettempdir()) / "churnops-native-stack-last-logs"
+        shutil.rmtree(kept_logs, ignore_errors=True)
+        shutil.copytree(paths.logs, kept_logs, dirs_exist_ok=True)
         shutil.rmtree(paths.root, ignore_errors=True)
 
 
@@ -87,7 +91,16 @@ def _drop_databases(suffix: str) -> None:
 
 
 def _log_tails(paths: native_stack.StackPaths) -> str:
+    """The last lines of every service's log, and every task failure the scheduler recorded."""
     tails = []
+    scheduler_log = paths.logs / "airflow-scheduler.log"
+    if scheduler_log.exists():
+        failures = [
+            line[:2000]
+            for line in scheduler_log.read_text(errors="replace").splitlines()
+            if "Task failed with exception" in line
+        ]
+        tails.append("--- task failures\n" + "\n".join(failures))
     for log in sorted(paths.logs.glob("*")):
         tails.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:]))
     return "\n".join(tails)
