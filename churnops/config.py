@@ -120,6 +120,9 @@ class ServingSettings(BaseModel):
     prediction_log_retry_seconds: float = Field(5.0, gt=0)
     # Bounds a hung database: connection set-up and each statement (prediction log and online look-ups).
     database_timeout_seconds: float = Field(3.0, gt=0)
+    # Start-up waits this long for the first champion load, then answers (503 on /ready) while loading goes on:
+    # a registry that does not answer must not keep the process from answering its liveness probe.
+    startup_load_timeout_seconds: float = Field(10.0, gt=0)
 
 
 class Settings(BaseSettings):

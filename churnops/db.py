@@ -53,6 +53,9 @@ class MigrationError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------
 
 
+CONNECT_TIMEOUT_SECONDS = 10
+
+
 def connect(settings: Settings, *, application_name: str = "churnops") -> Connection:
     """Open a connection to the platform database named by `Settings.database_url`.
 
@@ -60,12 +63,22 @@ def connect(settings: Settings, *, application_name: str = "churnops") -> Connec
     """
     if settings.database_url is None:
         raise RuntimeError(
-            "no platform database configured: set CHURNOPS_DATABASE_URL (or the secret file database_url), "
+            "no platform database configured: set CHURNOPS_DATABASE_URL (or the secret file churnops_database_url), "
             "e.g. postgresql://churnops:<password>@127.0.0.1:5432/churnops"
         )
     url = settings.database_url.get_secret_value()
     url = re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
-    return psycopg2.connect(url, application_name=application_name)
+    # A server that accepts the connection and then says nothing must not hang a task until Airflow's execution
+    # timeout: give up on connecting after CONNECT_TIMEOUT_SECONDS, and notice a dead peer through keepalives.
+    return psycopg2.connect(
+        url,
+        application_name=application_name,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+    )
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,7 @@ class FeatureSchema:
     _lookup: dict[str, dict[str, float]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        lookup = {
-            name: {value: float(i) for i, value in enumerate(vocab)}
-            for name, vocab in self.categorical.items()
-        }
+        lookup = {name: {value: float(i) for i, value in enumerate(vocab)} for name, vocab in self.categorical.items()}
         object.__setattr__(self, "_lookup", lookup)
 
     @property
@@ -62,9 +59,7 @@ class FeatureSchema:
         for i, name in enumerate(self.numeric):
             matrix[:, i] = frame[name].astype("float64").to_numpy()
         for j, (name, lookup) in enumerate(self._lookup.items(), start=len(self.numeric)):
-            matrix[:, j] = (
-                frame[name].map(lambda v, lookup=lookup: lookup.get(str(v), math.nan)).astype("float64")
-            )
+            matrix[:, j] = frame[name].map(lambda v, lookup=lookup: lookup.get(str(v), math.nan)).astype("float64")
         return matrix
 
     def encode_records(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:

@@ -192,7 +192,8 @@ def services(paths: StackPaths) -> list[Service]:
             [
                 "sh",
                 "-c",
-                f'exec mlflow server --backend-store-uri "$(cat {paths.secrets}/mlflow_db_url)" '
+                # The URI (it holds the password) goes through the environment, never onto a command line `ps` shows.
+                f'MLFLOW_BACKEND_STORE_URI=$(cat {paths.secrets}/mlflow_db_url) exec mlflow server '
                 f"--artifacts-destination {paths.root / 'mlflow-artifacts'} --host 127.0.0.1 --port {PORTS['mlflow']} "
                 "--workers 1 --allowed-hosts 'localhost:*,127.0.0.1:*'",
             ],
@@ -307,9 +308,16 @@ def up(paths: StackPaths) -> None:
     env["SPARK_PID_DIR"], env["SPARK_LOG_DIR"] = str(paths.pids), str(paths.logs)
     prepare(paths, env)
     for service in services(paths):
-        if service.healthy() and (service.daemonizes or _running_pid(paths, service.name)):
-            print(f"{service.name:<24} already running")  # noqa: T201
-            continue
+        if service.healthy():
+            if service.daemonizes or _running_pid(paths, service.name):
+                print(f"{service.name:<24} already running")  # noqa: T201
+                continue
+            # Something else answers on this service's port (another stack, a stray process): starting ours would
+            # fail to bind while the health check passed against the stranger.
+            raise SystemExit(
+                f"native stack: {service.name}'s port is already answered by a process this stack did not start; "
+                f"stop it (e.g. `scripts/native_stack.py down --dir <its folder>`) and run `up` again"
+            )
         log = (paths.logs / f"{service.name}.log").open("ab")
         if service.daemonizes:
             _run(service.command, env, f"starting {service.name}")

@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
@@ -204,6 +204,7 @@ _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "malformed header",
         401: "missing or invalid API key",
+        403: "missing or invalid admin token (POST /admin/reload)",
         404: "customer_id not in the online feature table",
         409: "published features do not match the served model's schema",
         413: "body over serving.max_body_bytes",
@@ -225,13 +226,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(state.refresh)
+        first_load = asyncio.create_task(asyncio.to_thread(state.refresh))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(first_load), timeout=serving.startup_load_timeout_seconds)
         prediction_log.start()
         poller = asyncio.create_task(state.poll())
         try:
             yield
         finally:
             poller.cancel()
+            first_load.cancel()
             await asyncio.to_thread(prediction_log.close)
             online.close()
 
@@ -450,11 +454,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/ready", summary="Readiness: a model is loaded (503 until then)")
+    @app.get(
+        "/ready",
+        summary="Readiness: a model is loaded (503 until then)",
+        responses={503: {"description": "no model loaded yet (the reason's kind only; details are in the logs)"}},
+    )
     async def ready() -> JSONResponse:
         current = state.current
         if current is None:
-            return JSONResponse({"ready": False, "reason": state.last_error or "loading"}, status_code=503)
+            # Only the kind of failure: the full message can name internal hosts, and /ready is unauthenticated.
+            reason = state.last_error.split(":", 1)[0] if state.last_error else "loading"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
         return JSONResponse(
             {
                 "ready": True,
@@ -502,7 +512,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "error": state.last_error,
         }
 
-    @app.get("/metrics", summary="Prometheus exposition (aggregated over workers in multiprocess mode)")
+    @app.get(
+        "/metrics",
+        summary="Prometheus exposition (aggregated over workers in multiprocess mode)",
+        response_class=PlainTextResponse,
+    )
     async def prometheus_metrics() -> Response:
         payload, content_type = metrics.render_metrics()
         return Response(payload, media_type=content_type)

@@ -357,3 +357,12 @@ def test_no_native_stack_service_gets_a_secret_on_its_command_line(native_stack_
         if argument_from_secret.search(part)
     ]
     assert on_command_line == []
+
+
+def test_no_compose_service_is_switched_to_root() -> None:
+    """Images built here run as UID 50000 (tests/deploy/test_compose.py); the third-party images (PostgreSQL,
+    Prometheus, Grafana) keep their own unprivileged users, which a `user: root` override would undo."""
+    from tests.deploy.support import compose
+
+    users = {name: str(service.get("user", "")) for name, service in compose()["services"].items()}
+    assert [name for name, user in users.items() if user.split(":")[0] in ("root", "0")] == []
