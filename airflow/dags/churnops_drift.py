@@ -15,17 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from common import (
     DEFAULT_ARGS,
-    FEATURE_JOB,
     FEATURES,
     RETRAIN_REQUEST,
     RUN_CALLBACKS,
     START_DATE,
     TRAINING_DAG_ID,
     dataset_param,
+    feature_job,
 )
 
 from churnops.config import Settings
@@ -126,18 +125,7 @@ def churnops_drift() -> None:
             "drift_run_id": fired[0].drift_run_id,
         }
 
-    recut = SparkSubmitOperator(
-        task_id="recut_training_snapshot",
-        application=str(FEATURE_JOB),
-        application_args=["--dataset", "{{ params.dataset }}"],
-        conn_id="spark_default",
-        name="churnops-features-recut",
-        conf={
-            "spark.driver.memory": _settings.spark.driver_memory,
-            "spark.sql.shuffle.partitions": str(_settings.spark.shuffle_partitions),
-        },
-        env_vars={"SPARK_SUBMITTED": "1"},
-    )
+    recut = feature_job("recut_training_snapshot", "churnops-features-recut")
 
     @task(outlets=[RETRAIN_REQUEST])
     def request_retraining(request: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:

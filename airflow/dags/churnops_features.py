@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import dag, task
-from common import DEFAULT_ARGS, FEATURE_JOB, FEATURES, RUN_CALLBACKS, START_DATE, dataset_param
+from common import DEFAULT_ARGS, FEATURES, RUN_CALLBACKS, START_DATE, dataset_param, feature_job
 
 from churnops.config import Settings
 
@@ -32,18 +31,7 @@ _settings = Settings()
     params={"dataset": dataset_param(_settings.dataset)},
 )
 def churnops_features() -> None:
-    build_snapshot = SparkSubmitOperator(
-        task_id="build_feature_snapshot",
-        application=str(FEATURE_JOB),
-        application_args=["--dataset", "{{ params.dataset }}"],
-        conn_id="spark_default",
-        name="churnops-features",
-        conf={
-            "spark.driver.memory": _settings.spark.driver_memory,
-            "spark.sql.shuffle.partitions": str(_settings.spark.shuffle_partitions),
-        },
-        env_vars={"SPARK_SUBMITTED": "1"},
-    )
+    build_snapshot = feature_job("build_feature_snapshot", "churnops-features")
 
     @task(outlets=[FEATURES])
     def publish_online_features(params: dict[str, Any] | None = None) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param
 
 START_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -29,6 +30,25 @@ TRAINING_DAG_ID = "churnops_training"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURE_JOB = REPO_ROOT / "jobs" / "features.py"
+
+
+def feature_job(task_id: str, app_name: str) -> SparkSubmitOperator:
+    """spark-submit of the feature job (jobs/features.py) to the `spark_default` master, for the dataset param."""
+    from churnops.config import Settings
+
+    spark = Settings().spark
+    return SparkSubmitOperator(
+        task_id=task_id,
+        application=str(FEATURE_JOB),
+        application_args=["--dataset", "{{ params.dataset }}"],
+        conn_id="spark_default",
+        name=app_name,
+        conf={
+            "spark.driver.memory": spark.driver_memory,
+            "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        },
+        env_vars={"SPARK_SUBMITTED": "1"},
+    )
 
 
 def dataset_param(default: str) -> Param:
