@@ -143,6 +143,8 @@ class Service:
     daemonizes: bool = False  # started by a script that forks (Spark's spark-daemon.sh) and stopped by `stop`
     stop: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # False for services with no port of their own (their health check cannot tell ours from a stranger).
+    listens: bool = True
 
 
 def services(paths: StackPaths) -> list[Service]:
@@ -193,7 +195,7 @@ def services(paths: StackPaths) -> list[Service]:
                 "sh",
                 "-c",
                 # The URI (it holds the password) goes through the environment, never onto a command line `ps` shows.
-                f'MLFLOW_BACKEND_STORE_URI=$(cat {paths.secrets}/mlflow_db_url) exec mlflow server '
+                f"MLFLOW_BACKEND_STORE_URI=$(cat {paths.secrets}/mlflow_db_url) exec mlflow server "
                 f"--artifacts-destination {paths.root / 'mlflow-artifacts'} --host 127.0.0.1 --port {PORTS['mlflow']} "
                 "--workers 1 --allowed-hosts 'localhost:*,127.0.0.1:*'",
             ],
@@ -209,8 +211,8 @@ def services(paths: StackPaths) -> list[Service]:
             ["airflow", "scheduler"],
             lambda: _http_ok(f"http://127.0.0.1:{PORTS['airflow-scheduler-health']}/health"),
         ),
-        Service("airflow-dag-processor", ["airflow", "dag-processor"], lambda: True),
-        Service("airflow-triggerer", ["airflow", "triggerer"], lambda: True),
+        Service("airflow-dag-processor", ["airflow", "dag-processor"], lambda: True, listens=False),
+        Service("airflow-triggerer", ["airflow", "triggerer"], lambda: True, listens=False),
         Service(
             "api",
             [
@@ -308,7 +310,7 @@ def up(paths: StackPaths) -> None:
     env["SPARK_PID_DIR"], env["SPARK_LOG_DIR"] = str(paths.pids), str(paths.logs)
     prepare(paths, env)
     for service in services(paths):
-        if service.healthy():
+        if service.healthy() and (service.listens or _running_pid(paths, service.name)):
             if service.daemonizes or _running_pid(paths, service.name):
                 print(f"{service.name:<24} already running")  # noqa: T201
                 continue
