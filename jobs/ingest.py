@@ -194,6 +194,10 @@ def ingest_events(
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     future_after = future_after or now
     raw = read_source(path, source.format)
+    if raw.empty:
+        # A header and no rows is a broken export, not "no customers did anything": publishing it would replace
+        # the last good bronze layer with nothing.
+        raise IngestionError(f"{path} has no rows (an empty or header-only file); the previous bronze layer is kept")
     fingerprint = file_fingerprint(path)
     accepted, quarantine = validate_events(raw, source, future_after)
 
