@@ -259,19 +259,28 @@ def _run(command: list[str], env: dict[str, str], what: str) -> None:
         raise SystemExit(f"native stack: {what} failed ({shlex.join(command)}):\n{completed.stdout}{completed.stderr}")
 
 
+def database_names() -> dict[str, str]:
+    """Role = database names on the machine's server (compose's names by default); CHURNOPS_STACK_DB_SUFFIX keeps
+    a second stack, such as the stack test's, apart from a developer's."""
+    suffix = os.environ.get("CHURNOPS_STACK_DB_SUFFIX", "")
+    return {"AIRFLOW_DB": f"airflow{suffix}", "MLFLOW_DB": f"mlflow{suffix}", "CHURNOPS_DB": f"churnops{suffix}"}
+
+
 def prepare(paths: StackPaths, env: dict[str, str]) -> None:
     """Secrets, PostgreSQL roles/databases/schema (postgres-init/), Airflow metadata and its admin user."""
     for folder in (paths.root, paths.home, paths.logs, paths.pids, paths.airflow_home):
         folder.mkdir(parents=True, exist_ok=True)
+    names = database_names()
     _run(
         ["bash", str(REPO / "scripts" / "generate-secrets.sh"), str(paths.secrets)],
-        {**env, "CHURNOPS_POSTGRES_HOST": "127.0.0.1", "CHURNOPS_POSTGRES_PORT": "5432"},
+        {**env, **names, "CHURNOPS_POSTGRES_HOST": "127.0.0.1", "CHURNOPS_POSTGRES_PORT": "5432"},
         "generating secrets",
     )
     _run(
         ["bash", str(REPO / "postgres-init" / "10-churnops-databases.sh")],
         {
             **env,
+            **names,
             "SECRETS_DIR": str(paths.secrets),
             "CHURNOPS_MIGRATIONS_DIR": str(REPO / "churnops" / "migrations"),
             "PGHOST": "127.0.0.1",
