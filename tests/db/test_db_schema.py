@@ -21,6 +21,9 @@ from tests.db.conftest import (
     write_secrets,
 )
 
+# Every migration shipped in churnops/migrations, in order (a new migration must not break these tests).
+SHIPPED = [migration.version for migration in db.discover_migrations()]
+
 PLATFORM_TABLES = {
     "schema_migrations",
     "score_runs",
@@ -110,7 +113,7 @@ def test_init_script_run_twice_changes_nothing(platform_databases: PlatformDatab
     assert result.returncode == 0, result.stderr
     assert "applied migration" not in result.stdout
     with closing(psycopg2.connect(platform_databases.churnops_url())) as conn:
-        assert db.applied_migrations(conn) == ["0001"]
+        assert db.applied_migrations(conn) == SHIPPED
 
 
 def test_init_script_without_a_secret_file_fails_and_creates_nothing(tmp_path: Path) -> None:
@@ -134,22 +137,22 @@ def test_migrate_creates_the_schema_on_an_empty_database(
     empty_database: psycopg2.extensions.connection,
 ) -> None:
     assert db.applied_migrations(empty_database) == []
-    assert db.migrate(empty_database) == ["0001"]
+    assert db.migrate(empty_database) == SHIPPED
     assert set(tables_with_comments(empty_database)) == PLATFORM_TABLES
 
 
 def test_migrate_is_idempotent(empty_database: psycopg2.extensions.connection) -> None:
     db.migrate(empty_database)
     assert db.migrate(empty_database) == []
-    assert db.applied_migrations(empty_database) == ["0001"]
+    assert db.applied_migrations(empty_database) == SHIPPED
 
 
 def test_migrate_applies_only_the_new_migration(empty_database: psycopg2.extensions.connection, tmp_path: Path) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations)
-    assert db.migrate(empty_database, migrations) == ["0001"]
-    (migrations / "0002_scores_channel.sql").write_text("ALTER TABLE churnops.scores ADD COLUMN channel text;\n")
-    assert db.migrate(empty_database, migrations) == ["0002"]
+    assert db.migrate(empty_database, migrations) == SHIPPED
+    (migrations / "9998_scores_channel.sql").write_text("ALTER TABLE churnops.scores ADD COLUMN channel text;\n")
+    assert db.migrate(empty_database, migrations) == ["9998"]
     with empty_database, empty_database.cursor() as cur:
         cur.execute(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'scores' AND column_name = 'channel'"
@@ -172,8 +175,8 @@ def test_migrate_refuses_an_applied_migration_that_was_edited(
 def test_a_failing_migration_applies_nothing(empty_database: psycopg2.extensions.connection, tmp_path: Path) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations)
-    (migrations / "0002_broken.sql").write_text("ALTER TABLE churnops.no_such_table ADD COLUMN x int;\n")
+    (migrations / "9999_broken.sql").write_text("ALTER TABLE churnops.no_such_table ADD COLUMN x int;\n")
     with pytest.raises(psycopg2.errors.UndefinedTable):
         db.migrate(empty_database, migrations)
-    # One transaction for all pending migrations: 0001 was rolled back with the broken 0002.
+    # One transaction for all pending migrations: the shipped ones were rolled back with the broken one.
     assert db.applied_migrations(empty_database) == []
