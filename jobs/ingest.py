@@ -265,6 +265,27 @@ def ensure_bronze(contract: DatasetContract, settings: Settings) -> IngestReport
     return ingest_events(contract, settings)
 
 
+def record_ingestion_report(settings: Settings, report: IngestReport) -> None:
+    """The reconciled counts into the platform database (the Pipelines dashboard reads them), once per source
+    version: the run id is the source's fingerprint, so recording the same ingestion again changes nothing."""
+    import contextlib
+
+    from churnops import db
+
+    with contextlib.closing(db.connect(settings)) as conn:
+        db.migrate(conn)
+        db.write_ingestion_report(
+            conn,
+            dataset=report.dataset,
+            source=report.source,
+            run_id=report.source_fingerprint[:16],
+            rows_read=report.rows_read,
+            rows_accepted=report.rows_accepted,
+            rows_quarantined=report.rows_quarantined,
+            quarantine_reasons=report.quarantined_by_reason,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=None, help="built-in dataset name or contract YAML path")

@@ -35,14 +35,19 @@ def churnops_features() -> None:
 
     @task(outlets=[FEATURES])
     def publish_online_features(params: dict[str, Any] | None = None) -> int | None:
-        """The scoring cutoff's features into PostgreSQL, for `/predict` by customer_id (skipped when embedded)."""
+        """Ingestion counts and the scoring cutoff's features into PostgreSQL (skipped when embedded)."""
         settings = Settings()
         if settings.database_url is None:
             return None
         from churnops.dataset import load_contract
         from churnops.online_store import publish_latest_snapshot
+        from jobs.ingest import read_report, record_ingestion_report
 
-        return publish_latest_snapshot(settings, load_contract(params["dataset"], settings).name)
+        contract = load_contract(params["dataset"], settings)
+        report = read_report(settings, contract.name) if contract.events is not None else None
+        if report is not None:
+            record_ingestion_report(settings, report)
+        return publish_latest_snapshot(settings, contract.name)
 
     build_snapshot >> publish_online_features()
 

@@ -204,17 +204,30 @@ def _prometheus_query(expr: str) -> list[dict[str, Any]]:
     return answer["data"]["result"]
 
 
+# Realized performance exists only once a scored list's label horizon has passed; a fresh stack on generated data
+# has no such list yet. These panels are not checked for data here (a known gap: see the issue notes).
+NEEDS_MATURED_OUTCOMES = ("churnops_realized_roc_auc", "churnops_realized_precision_at_10")
+
+
 def test_every_grafana_prometheus_panel_has_data(pipeline_ran: native_stack.StackPaths) -> None:
     _send_traffic(pipeline_ran)
     _wait(lambda: _prometheus_query("churnops_requests_total"), 90, "Prometheus to scrape the API")
-    time.sleep(20)  # two more scrapes, so rate() over the window has two points
+    time.sleep(35)  # two more scrapes (15 s apart), so rate() over the window has two points
+    _send_traffic(pipeline_ran)
+    time.sleep(35)
     empty = []
     for board, panel, target in panel_targets():
-        if "expr" not in target:
+        if "expr" not in target or target["expr"].strip() in NEEDS_MATURED_OUTCOMES:
             continue
         if not _prometheus_query(grafana_expr_for_prometheus(target["expr"])):
             empty.append(f"{board} / {panel.get('title')}: {target['expr']}")
-    assert not empty, "panels without data:\n" + "\n".join(empty)
+    exposed = "\n".join(
+        line
+        for url in (f"{API}/metrics", f"http://127.0.0.1:{native_stack.PORTS['monitoring-exporter']}/metrics")
+        for line in httpx.get(url, timeout=10).text.splitlines()
+        if any(word in line for word in ("lookup", "rows_", "realized"))
+    )
+    assert not empty, "panels without data:\n" + "\n".join(empty) + "\nexposed now:\n" + exposed
 
 
 def test_every_grafana_sql_panel_runs_against_the_platform_database(pipeline_ran: native_stack.StackPaths) -> None:
