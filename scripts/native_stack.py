@@ -48,6 +48,14 @@ PORTS = {
 }
 
 
+# Caller settings that do pass through: the stack test's database suffix and its faster training/reload.
+PASSED_THROUGH = (
+    "CHURNOPS_STACK_DB_SUFFIX",
+    "CHURNOPS_TRAINING__N_TRIALS",
+    "CHURNOPS_SERVING__RELOAD_INTERVAL_SECONDS",
+)
+
+
 @dataclass(frozen=True)
 class StackPaths:
     root: Path
@@ -83,8 +91,12 @@ def default_root() -> Path:
 def stack_environment(paths: StackPaths) -> dict[str, str]:
     """The environment every platform process of the stack shares (the native twin of compose's x-common env)."""
     secret_cmd = f"cat {paths.secrets}"
+    # Inherit the caller's environment but none of its Airflow or churnops settings: the stack's own come below,
+    # and a stray AIRFLOW__DATABASE__SQL_ALCHEMY_CONN would silently win over the *_CMD secret.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CHURNOPS_"))}
+    inherited.update({k: v for k, v in os.environ.items() if k in PASSED_THROUGH})
     return {
-        **os.environ,
+        **inherited,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "CHURNOPS_HOME": str(paths.home),
         "CHURNOPS_SECRETS_DIR": str(paths.secrets),

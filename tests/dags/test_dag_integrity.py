@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -17,12 +18,14 @@ EXPECTED = {"churnops_features", "churnops_drift", "churnops_training", "churnop
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory: pytest.TempPathFactory):
     settings = Settings(home=tmp_path_factory.mktemp("airflow-home"))
-    os.environ.update({k: v for k, v in settings.airflow_environment().items() if k != "PATH"})
-    # Airflow's dag-processor puts the DAG folder on sys.path (shared `common` module); do the same here.
-    sys.path.insert(0, str(DAGS_FOLDER))
-    from airflow.dag_processing.dagbag import DagBag
+    airflow_env = {k: v for k, v in settings.airflow_environment().items() if k != "PATH"}
+    # Only while parsing: later tests (the native stack) must not inherit this embedded Airflow's settings.
+    with mock.patch.dict(os.environ, airflow_env):
+        # Airflow's dag-processor puts the DAG folder on sys.path (shared `common` module); do the same here.
+        sys.path.insert(0, str(DAGS_FOLDER))
+        from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS_FOLDER))
+        return DagBag(dag_folder=str(DAGS_FOLDER))
 
 
 def test_every_dag_file_imports_without_errors(dagbag) -> None:
