@@ -7,13 +7,6 @@ customer and day (its one pass over the log), joins the day buckets to the handf
 grows with customer-days x cutoffs rather than events x cutoffs. Entity-level contracts (no event log) give one row
 per customer at `as_of` with the table's own label.
 
-Where the time goes (docs/benchmarks/features.md): the aggregate over the cutoff-joined day buckets is most of it,
-so the plan keeps that relation small and moves data once. Events are shuffled a single time, by customer; the
-day buckets, the previous-day gap and the cutoff aggregate then all run inside those partitions without another
-exchange. Day buckets are joined only to the cutoffs whose population the customer belongs to, so rows that the
-population filter would discard after aggregating are never built. Neither changes a value: each (customer,
-cutoff) group still sees the same rows in the same day order, so even floating-point sums are bit-identical.
-
 Run it through the CLI (`churnops features`), from Airflow (spark-submit of this file), or directly:
 `spark-submit jobs/features.py --dataset synthetic`.
 """
@@ -24,7 +17,6 @@ import argparse
 import datetime as dt
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +52,6 @@ from churnops.storage import publish_directory, staging_directory_for
 log = logging.getLogger(__name__)
 
 DAY = "event_day"
-# Day-bucket column: bit k set when the customer is in the population of the k-th cutoff (see eligible_cutoffs_mask).
-ELIGIBLE = "eligible_cutoffs"
-MAX_MASKED_CUTOFFS = 63  # bits in a long below the sign bit
 
 
 def _read(spark: SparkSession, path: Path, fmt: str) -> DataFrame:
@@ -99,12 +88,8 @@ def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame |
     return raw.select(*columns)
 
 
-def bucket_by_day(events: DataFrame, contract: DatasetContract, cutoffs: list[dt.date] | None = None) -> DataFrame:
-    """One row per customer and event day with the columns every feature expression reads (see churnops.features).
-
-    With `cutoffs`, each row also carries `ELIGIBLE`: a bit mask of the cutoffs whose population holds the customer
-    (see `eligible_cutoffs_mask`), which `build_features` uses to skip day buckets it would throw away.
-    """
+def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:
+    """One row per customer and event day with the columns every feature expression reads (see churnops.features)."""
     assert contract.events is not None
     label_type = contract.label.event_type
     aggregates = [
@@ -120,47 +105,13 @@ def bucket_by_day(events: DataFrame, contract: DatasetContract, cutoffs: list[dt
         F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(type_column(t))
         for t in contract.events.counted_event_types
     ]
-    # One shuffle, by customer: the day aggregate, the gap window and the cutoff aggregate all group by the customer
-    # first, so Spark adds no exchange after this one (grouping by customer and day directly costs two: one by
-    # (customer, day) for the aggregate and one by customer for the window). Ordered by event_day, which sorts like
-    # day_index, so the window reuses the order Spark needs anyway.
-    by_customer = Window.partitionBy(ENTITY_ID).orderBy(DAY)
-    daily = (
-        events.repartition(ENTITY_ID).groupBy(ENTITY_ID, DAY).agg(*aggregates).withColumn("day_index", F.unix_date(DAY))
+    by_customer = Window.partitionBy(ENTITY_ID).orderBy("day_index")
+    return (
+        events.groupBy(ENTITY_ID, DAY)
+        .agg(*aggregates)
+        .withColumn("day_index", F.unix_date(DAY))
+        .withColumn("gap_days", F.col("day_index") - F.lag("day_index").over(by_customer))
     )
-    columns = [F.col("*"), (F.col("day_index") - F.lag("day_index").over(by_customer)).alias("gap_days")]
-    mask = eligible_cutoffs_mask(contract, cutoffs) if cutoffs else None
-    if cutoffs and mask is not None:
-        # Same partitioning and order as the gap, so Spark computes both in one window pass. The metadata records
-        # which cutoff each bit stands for; build_features uses the mask only for exactly these cutoffs.
-        whole_history = by_customer.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-        bits = {"cutoffs": [c.isoformat() for c in sorted(set(cutoffs))]}
-        columns.append(F.bit_or(mask).over(whole_history).alias(ELIGIBLE, metadata=bits))
-    return daily.select(*columns)
-
-
-def eligible_cutoffs_mask(contract: DatasetContract, cutoffs: list[dt.date]) -> Column | None:
-    """Per day bucket, bit k set when that day puts the customer in the population of the k-th (sorted) cutoff.
-
-    The population of cutoff t is every customer with an event day in [t - A, t - 1] (A = the contract's
-    `active_within_days`, or unbounded): exactly the rows `build_features` keeps after aggregating
-    (`event_count_all > 0` and `days_since_last_event <= A`). OR-ed over a customer's days, the mask says which
-    cutoffs can keep them. None when there are more cutoffs than bits in a long; the job then joins every cutoff.
-    """
-    ordered = sorted(set(cutoffs))
-    if len(ordered) > MAX_MASKED_CUTOFFS:
-        return None
-    within = contract.population.active_within_days
-    mask: Column = F.lit(0).cast("long")
-    for bit, cutoff in enumerate(ordered):
-        days_before = F.lit(_day_index(cutoff)) - F.col("day_index")
-        in_population = days_before >= 1 if within is None else days_before.between(1, within)
-        mask = mask.bitwiseOR(F.when(in_population, F.lit(1 << bit)).otherwise(F.lit(0)).cast("long"))
-    return mask
-
-
-def _day_index(day: dt.date) -> int:
-    return (day - dt.date(1970, 1, 1)).days
 
 
 def build_features(
@@ -169,21 +120,11 @@ def build_features(
     contract: DatasetContract,
     cutoffs: list[dt.date],
 ) -> DataFrame:
-    """Features and labels for every (customer, cutoff) in the population, from day-bucketed events.
-
-    `daily` comes from `bucket_by_day`; given the same `cutoffs` there, its eligibility mask prunes the join.
-    """
+    """Features and labels for every (customer, cutoff) in the population, from day-bucketed events."""
     spark = daily.sparkSession
     horizon = contract.label.horizon_days
-    ordered = sorted(set(cutoffs))
-    cutoff_frame = spark.createDataFrame(
-        [(cutoff, 1 << bit) for bit, cutoff in enumerate(ordered)], f"{CUTOFF} date, cutoff_bit long"
-    )
-    joins = F.col(DAY) < F.date_add(F.col(CUTOFF), horizon)
-    if ELIGIBLE in daily.columns and daily.schema[ELIGIBLE].metadata.get("cutoffs") == [c.isoformat() for c in ordered]:
-        # Only the cutoffs whose population holds the customer: the others' rows would be filtered out below.
-        joins = joins & (F.col(ELIGIBLE).bitwiseAND(F.col("cutoff_bit")) != 0)
-    joined = daily.join(F.broadcast(cutoff_frame), joins).withColumn(
+    cutoff_frame = spark.createDataFrame([(c,) for c in cutoffs], f"{CUTOFF} date")
+    joined = daily.join(F.broadcast(cutoff_frame), F.col(DAY) < F.date_add(F.col(CUTOFF), horizon)).withColumn(
         "days_before", F.unix_date(F.col(CUTOFF)) - F.col("day_index")
     )
     specs = event_feature_specs(contract)
@@ -239,7 +180,7 @@ def compute_feature_table(
     if contract.events is None:
         assert entities is not None  # the contract validator guarantees one source
         return build_entity_features(entities, contract)
-    daily = bucket_by_day(read_events(spark, contract, settings), contract, cutoffs)
+    daily = bucket_by_day(read_events(spark, contract, settings), contract)
     return build_features(daily, entities, contract, cutoffs)
 
 
@@ -261,22 +202,14 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
     target_root = dataset_dir(settings, contract.name)
     staging = staging_directory_for(target_root / "incoming")
     try:
-        started = time.perf_counter()
         features.write.mode("overwrite").parquet(str(staging / DATA_DIR))
-        spark_seconds, started = time.perf_counter() - started, time.perf_counter()
         frame = pd.read_parquet(staging / DATA_DIR)
         frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
         numeric, categorical = model_feature_columns(contract)
         sources, ingestion = {}, {}
         if contract.events is not None:
-            source = contract.resolve(contract.events.path)
+            sources["events"] = file_fingerprint(contract.resolve(contract.events.path))
             report = read_report(settings, contract.name)
-            # The job has just checked (or rebuilt) bronze against this file, so its report holds the file's
-            # fingerprint: hashing the source a second time (a full read of it) would give the same digest.
-            if report is not None and report.source == str(source):
-                sources["events"] = report.source_fingerprint
-            else:
-                sources["events"] = file_fingerprint(source)
             ingestion = (
                 {}
                 if report is None
@@ -299,11 +232,6 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
             ingestion=ingestion,
         )
         write_metadata(staging, metadata)
-        log.info(
-            "features computed and written in %.1f s; read back and hashed in %.1f s",
-            spark_seconds,
-            time.perf_counter() - started,
-        )
         final = target_root / metadata.snapshot_id
         if final.exists():
             # Same inputs, same hash: the snapshot is already published; re-running is a no-op.
