@@ -33,5 +33,8 @@ def test_main_job_runs_every_dag_and_prints_the_summary(tmp_path: Path) -> None:
     assert len(scores) > 100
     assert scores["customer_id"].is_unique
     assert scores["score"].between(0, 1).all()
-    assert set(scores["risk_decile"]) == set(range(1, 11))
+    # Deciles rank the list (1 = highest risk); equal scores (a calibrated model has steps) share a decile.
+    assert set(scores["risk_decile"]) <= set(range(1, 11)) and 1 in set(scores["risk_decile"])
+    by_score = scores.sort_values("score", ascending=False)
+    assert by_score["risk_decile"].is_monotonic_increasing
     assert (scores["model_version"] == "1").all()
