@@ -25,7 +25,9 @@ from churnops.db import MIGRATIONS_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 INIT_SCRIPT = REPO / "postgres-init" / "10-churnops-databases.sh"
-ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
+from tests.deploy.support import POSTGRES_ADMIN_URL as ADMIN_URL  # noqa: E402
+from tests.deploy.support import admin_connection  # noqa: E402, F401
+
 SECRET_FILES = ("airflow_db_password", "mlflow_db_password", "churnops_db_password")
 
 
@@ -45,15 +47,6 @@ class PlatformDatabases:
             f"postgresql://{self.churnops}:{self.churnops_password}@{admin.get('host', '127.0.0.1')}:"
             f"{admin.get('port', '5432')}/{self.churnops}"
         )
-
-
-def admin_connection() -> psycopg2.extensions.connection:
-    try:
-        conn = psycopg2.connect(ADMIN_URL, connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        pytest.fail(f"PostgreSQL at {ADMIN_URL} is unreachable (set CHURNOPS_TEST_POSTGRES_URL): {error}")
-    conn.autocommit = True
-    return conn
 
 
 def run_init_script(names: dict[str, str], secrets_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,8 @@ from churnops.config import Settings
 from churnops.snapshots import latest_snapshot_dir
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
+from tests.deploy.support import POSTGRES_ADMIN_URL as ADMIN_URL  # noqa: E402
+from tests.deploy.support import admin_connection  # noqa: E402, F401
 
 
 def _load_example_module() -> Any:
@@ -42,15 +43,6 @@ def _load_example_module() -> Any:
 def example_request(trained_platform) -> dict[str, Any]:
     """A /predict body made from a real row of the trained platform's snapshot (same script as the example)."""
     return _load_example_module().predict_request(latest_snapshot_dir(trained_platform.settings, "synthetic"))
-
-
-def admin_connection() -> psycopg2.extensions.connection:
-    try:
-        conn = psycopg2.connect(ADMIN_URL, connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        pytest.fail(f"PostgreSQL at {ADMIN_URL} is unreachable (set CHURNOPS_TEST_POSTGRES_URL): {error}")
-    conn.autocommit = True
-    return conn
 
 
 @pytest.fixture(scope="session")
