@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -126,6 +127,7 @@ def run_size(size: int, root: Path, sample: int) -> dict:
 
     settings, contract, events = prepare(size, root)
     cutoffs = sorted(set(contract.plan().all))
+    load_before = os.getloadavg()[0]
 
     started = time.perf_counter()
     report = ingest_events(contract, settings)
@@ -140,7 +142,7 @@ def run_size(size: int, root: Path, sample: int) -> dict:
     job_seconds = []
     output = root / "spark-out"
     with PeakMemory() as memory:
-        for _ in range(2):
+        for _ in range(3):
             shutil.rmtree(output, ignore_errors=True)
             started = time.perf_counter()
             compute_feature_table(spark, contract, settings, cutoffs).write.mode("overwrite").parquet(str(output))
@@ -169,6 +171,7 @@ def run_size(size: int, root: Path, sample: int) -> dict:
         "spark_peak_rss_mb": round(memory.peak / 2**20),
         "duckdb_seconds_median": round(statistics.median(duckdb_seconds), 2),
         "duckdb_seconds": [round(s, 2) for s in duckdb_seconds],
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "agreement": compare(spark_frame, reference, [*numeric, *categorical, "label", "label_available"], sample),
     }
 
@@ -189,13 +192,14 @@ def render(results: dict[str, dict], command: str) -> str:
         "of `docs/feature-catalog.md` plus the label. Spark runs `local[2]`; DuckDB runs with 2 threads on the same "
         "bronze Parquet file. The Spark job = read bronze, bucket by customer-day, join cutoffs, aggregate, write "
         "Parquet; the SparkSession (JVM) start is reported apart, as is the pandas ingestion into bronze. Each size "
-        "runs in a fresh process. The two cores were shared with other work while this ran, so absolute times are "
-        "noisy; run 1 of Spark includes JIT warm-up, run 2 is the steady state.",
+        "runs in a fresh process. Run 1 of Spark includes JIT warm-up; the steady state is the median of runs 2 and 3. "
+        "The last column is the machine's 1-minute load average when the size started and ended (2 = both cores "
+        "busy with this benchmark alone).",
         "",
         "| events | customers | output rows | features | ingest (s) | Spark session start (s) "
-        "| Spark job, run 1 / 2 (s) | Spark peak RSS (MiB) | DuckDB median of 3 (s) | Spark run 2 / DuckDB "
-        "| engines agree on sampled customers |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| Spark job, runs 1 / 2 / 3 (s) | Spark peak RSS (MiB) | DuckDB median of 3 (s) | Spark steady / DuckDB "
+        "| engines agree on sampled customers | load average |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for result in results.values():
         agreement = result["agreement"]
@@ -206,20 +210,24 @@ def render(results: dict[str, dict], command: str) -> str:
             else f"NO: {agreement}"
         )
         job = result["spark_job_seconds"]
+        steady = statistics.median(job[1:])
+        load = result.get("load_average_1min")
         lines.append(
             f"| {result['events']:,} | {result['customers']:,} | {result['rows_out']:,} | {result['features']} "
-            f"| {result['ingest_seconds']} | {result['spark_session_seconds']} | {job[0]} / {job[1]} "
+            f"| {result['ingest_seconds']} | {result['spark_session_seconds']} | {' / '.join(map(str, job))} "
             f"| {result['spark_peak_rss_mb']:,} | {result['duckdb_seconds_median']} "
-            f"| {job[1] / result['duckdb_seconds_median']:.1f}× | {agree} |"
+            f"| {steady / result['duckdb_seconds_median']:.2f}× | {agree} "
+            f"| {'n/a' if load is None else f'{load[0]} → {load[1]}'} |"
         )
     sizes = list(results.values())
     if len(sizes) >= 2:
         small, large = sizes[0], sizes[-1]
-        growth = large["spark_job_seconds"][1] / small["spark_job_seconds"][1]
+        growth = statistics.median(large["spark_job_seconds"][1:]) / statistics.median(small["spark_job_seconds"][1:])
         lines += [
             "",
             f"Scaling: {large['events'] / small['events']:.1f}× the events took {growth:.1f}× the Spark job time "
-            f"(run 2) and {large['duckdb_seconds_median'] / small['duckdb_seconds_median']:.1f}× the DuckDB time.",
+            f"(steady state) and {large['duckdb_seconds_median'] / small['duckdb_seconds_median']:.1f}× the "
+            "DuckDB time.",
         ]
     return "\n".join(lines) + "\n"
 

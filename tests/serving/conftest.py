@@ -47,7 +47,7 @@ def example_request(trained_platform) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def platform_database_url() -> Iterator[str]:
-    """A brand-new database migrated to the platform schema (0001 + 0002), dropped at the end of the session."""
+    """A brand-new database migrated to the platform schema (every migration), dropped at the end of the session."""
     name = f"churnops_t{uuid.uuid4().hex[:8]}_serving"
     with closing(admin_connection()) as admin, admin.cursor() as cur:
         cur.execute(psycopg2.sql.SQL("CREATE DATABASE {}").format(psycopg2.sql.Identifier(name)))

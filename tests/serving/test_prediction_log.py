@@ -3,6 +3,7 @@ answering and counts what it could not log."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from contextlib import closing
 
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from serving.app import create_app
+from serving.prediction_log import copy_prediction_log, prediction_log_line
 from tests.serving.conftest import metric_value, unreachable_database_url
 
 
@@ -66,6 +68,36 @@ def test_predictions_are_logged_with_inputs_score_and_model_version(
     assert rows[0][5] == example_request["features"]
     assert rows[0][6] == marker and rows[-1][6] is None
     assert all(r[7] is not None and r[7] >= 0 for r in rows)
+
+
+def test_any_text_a_client_sends_is_logged_verbatim(platform_database_url) -> None:
+    """Request ids and customer ids are the client's strings: COPY's separators and escapes must survive."""
+    hostile = ["tab\there", "new\nline", "back\\slash", "\\N", 'quote "and" comma,', "carriage\rreturn", "ünï"]
+    records = [
+        {
+            "logged_at": dt.datetime(2026, 11, 24, 8, 0, i, tzinfo=dt.UTC),
+            "request_id": text,
+            "endpoint": "/predict",
+            "customer_id": text,
+            "model_name": "m",
+            "model_version": "1",
+            "score": 0.5,
+            "decision": i % 2 == 0,
+            "risk_band": None,
+            "latency_seconds": None,
+            "features": {"plan": text, "amount": 1.5, "missing": None},
+        }
+        for i, text in enumerate(hostile)
+    ]
+    with closing(psycopg2.connect(platform_database_url)) as conn:
+        assert copy_prediction_log(conn, [prediction_log_line(r) for r in records]) == len(records)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT request_id, customer_id, features, decision, risk_band, latency_seconds"
+                " FROM churnops.prediction_log WHERE model_name = 'm' ORDER BY logged_at"
+            )
+            rows = cur.fetchall()
+    assert rows == [(r["request_id"], r["customer_id"], r["features"], r["decision"], None, None) for r in records]
 
 
 def test_with_the_database_unreachable_predict_still_answers_and_counts_the_dropped(
