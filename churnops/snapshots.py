@@ -44,6 +44,8 @@ class SnapshotMetadata:
     validation: str = "out_of_time"
     # The bronze layer's reconciled counts (read = accepted + quarantined) for the events this snapshot used.
     ingestion: dict[str, Any] = field(default_factory=dict)
+    # What the feature job's leakage probes checked and found (jobs/features.py `probe_source_timestamps`).
+    leakage_probes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def snapshot_id(self) -> str:
@@ -85,6 +87,7 @@ def describe(
     source_fingerprints: dict[str, str],
     validation: str = "out_of_time",
     ingestion: dict[str, Any] | None = None,
+    leakage_probes: dict[str, Any] | None = None,
 ) -> SnapshotMetadata:
     counts = frame.groupby(CUTOFF).size()
     return SnapshotMetadata(
@@ -97,6 +100,7 @@ def describe(
         source_fingerprints=source_fingerprints,
         validation=validation,
         ingestion=ingestion or {},
+        leakage_probes=leakage_probes or {},
     )
 
 

@@ -24,6 +24,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -57,6 +58,8 @@ from churnops.storage import publish_directory, staging_directory_for
 log = logging.getLogger(__name__)
 
 DAY = "event_day"
+# The source-timestamp leakage probe looks at about one customer in this many.
+PROBE_SAMPLE_ONE_IN = 20
 
 
 def _read(spark: SparkSession, path: Path, fmt: str) -> DataFrame:
@@ -143,18 +146,12 @@ def _population_bits(cutoffs: list[dt.date], contract: DatasetContract) -> Colum
     return bits
 
 
-def build_features(
-    daily: DataFrame,
-    entities: DataFrame | None,
-    contract: DatasetContract,
-    cutoffs: list[dt.date],
-) -> DataFrame:
-    """Features and labels for every (customer, cutoff) in the population, from day-bucketed events."""
-    spark = daily.sparkSession
-    horizon = contract.label.horizon_days
+def join_cutoffs(daily: DataFrame, contract: DatasetContract, cutoffs: list[dt.date]) -> DataFrame:
+    """Each day bucket joined to every cutoff it can inform: its features (before the cutoff) or its label
+    (within the horizon after it), for the cutoffs whose population the customer belongs to; with `days_before`."""
     if len(cutoffs) > 62:
         raise ValueError(f"{len(cutoffs)} cutoffs in one run: the population bit mask holds at most 62")
-    cutoff_frame = spark.createDataFrame(
+    cutoff_frame = daily.sparkSession.createDataFrame(
         [(c, 1 << i) for i, c in enumerate(cutoffs)], f"{CUTOFF} date, cutoff_bit long"
     )
     # Which cutoffs each customer belongs to, over all their day buckets (same window spec as the gap: no shuffle,
@@ -165,15 +162,68 @@ def build_features(
         .rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     )
     daily = daily.withColumn("population_bits", F.bit_or(_population_bits(cutoffs, contract)).over(whole_history))
-    joined = daily.join(
+    return daily.join(
         F.broadcast(cutoff_frame),
-        (F.col(DAY) < F.date_add(F.col(CUTOFF), horizon))
+        (F.col(DAY) < F.date_add(F.col(CUTOFF), contract.label.horizon_days))
         & (F.col("population_bits").bitwiseAND(F.col("cutoff_bit")) != 0),
     ).withColumn("days_before", F.unix_date(F.col(CUTOFF)) - F.col("day_index"))
+
+
+def features_reading_past_the_cutoff(
+    daily: DataFrame,
+    contract: DatasetContract,
+    cutoffs: list[dt.date],
+    specs: list[FeatureSpec],
+    sample_one_in: int = PROBE_SAMPLE_ONE_IN,
+) -> dict[str, int]:
+    """Leakage probe: for each feature, on how many sampled (customer, cutoff) rows its value changes when every
+    source row dated at or after the cutoff is removed. Any count above 0 means the feature reads the future.
+
+    The join hands each aggregate the label window too (days_before <= 0), so a feature definition that forgets its
+    lower bound would silently read it; this probe evaluates every definition both ways on a hash sample of
+    customers (one in `sample_one_in`) and compares, independently of how the definition is written.
+    """
+    sample = daily.where(F.pmod(F.xxhash64(ENTITY_ID), F.lit(sample_one_in)) == 0)
+    joined = join_cutoffs(sample, contract, cutoffs)
+
+    def evaluated(rows: DataFrame, suffix: str) -> DataFrame:
+        return rows.groupBy(ENTITY_ID, CUTOFF).agg(
+            *[_rounded(F.expr(s.expression), s).alias(f"{s.name}{suffix}") for s in specs]
+        )
+
+    # Only (customer, cutoff) pairs with history before the cutoff: the others are outside every population.
+    both = evaluated(joined, "").join(evaluated(joined.where(F.col("days_before") >= 1), "_past"), [ENTITY_ID, CUTOFF])
+    differs = []
+    for spec in specs:
+        value, past = F.col(spec.name), F.col(f"{spec.name}_past")
+        changed = ~value.eqNullSafe(past)
+        if spec.kind == "numeric":
+            # Sums over the same rows in another order may differ in the last bits.
+            changed = (value.isNull() != past.isNull()) | (
+                F.abs(value - past) > 1e-6 * F.greatest(F.lit(1.0), F.abs(past))
+            )
+        differs.append(F.sum(F.when(changed, 1).otherwise(0)).alias(spec.name))
+    counts = both.agg(F.count(F.lit(1)).alias("_rows"), *differs).first()
+    assert counts is not None
+    return {spec.name: int(counts[spec.name] or 0) for spec in specs} | {"_rows_compared": int(counts["_rows"])}
+
+
+def build_features(
+    daily: DataFrame,
+    entities: DataFrame | None,
+    contract: DatasetContract,
+    cutoffs: list[dt.date],
+) -> DataFrame:
+    """Features and labels for every (customer, cutoff) in the population, from day-bucketed events."""
+    horizon = contract.label.horizon_days
     specs = event_feature_specs(contract)
-    features = joined.groupBy(ENTITY_ID, CUTOFF).agg(
-        *[_rounded(F.expr(s.expression), s).alias(s.name) for s in specs],
-        F.expr(label_expression(contract)).alias("_label"),
+    features = (
+        join_cutoffs(daily, contract, cutoffs)
+        .groupBy(ENTITY_ID, CUTOFF)
+        .agg(
+            *[_rounded(F.expr(s.expression), s).alias(s.name) for s in specs],
+            F.expr(label_expression(contract)).alias("_label"),
+        )
     )
 
     # Population: seen before the cutoff (and recently active, if the contract asks). The bit mask above already
@@ -228,6 +278,37 @@ def compute_feature_table(
     return build_features(daily, entities, contract, cutoffs)
 
 
+class FeatureLeakageError(ValueError):
+    """A feature definition reads source rows dated at or after the cutoff."""
+
+
+def probe_source_timestamps(
+    spark: SparkSession, contract: DatasetContract, settings: Settings, cutoffs: list[dt.date]
+) -> dict[str, Any]:
+    """Run `features_reading_past_the_cutoff` on the contract's event features; fail on a finding the contract
+    does not allow. Returns what the snapshot metadata records about the probe."""
+    daily = bucket_by_day(read_events(spark, contract, settings), contract)
+    counts = features_reading_past_the_cutoff(daily, contract, cutoffs, event_feature_specs(contract))
+    compared = counts.pop("_rows_compared")
+    findings = {name: n for name, n in counts.items() if n > 0}
+    refused = sorted(set(findings) - set(contract.leakage.allowed_features))
+    if refused:
+        raise FeatureLeakageError(
+            "leakage: "
+            + ", ".join(f"feature {name!r} changes on {findings[name]} of {compared} sampled rows" for name in refused)
+            + " when the source rows at or after the cutoff are removed: its definition reads the future. Fix it in "
+            "churnops/features.py, or list it under `leakage.allowed_features` in the dataset contract if that is "
+            "intended"
+        )
+    return {
+        "source_timestamps": {
+            "rows_compared": compared,
+            "sample": f"one customer in {PROBE_SAMPLE_ONE_IN}",
+            "features_reading_past_cutoff": findings,
+        }
+    }
+
+
 @dataclass(frozen=True)
 class FeatureRun:
     snapshot_dir: Path
@@ -241,7 +322,10 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
     from jobs.ingest import read_report
 
     plan = contract.plan()
-    features = compute_feature_table(spark, contract, settings, sorted(set(plan.all)))
+    cutoffs = sorted(set(plan.all))
+    # The probe runs first: a leaking definition fails the run before anything is written.
+    leakage_probes = probe_source_timestamps(spark, contract, settings, cutoffs) if contract.events else {}
+    features = compute_feature_table(spark, contract, settings, cutoffs)
 
     target_root = dataset_dir(settings, contract.name)
     staging = staging_directory_for(target_root / "incoming")
@@ -274,6 +358,7 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
             sources,
             validation=contract.validation,
             ingestion=ingestion,
+            leakage_probes=leakage_probes,
         )
         write_metadata(staging, metadata)
         final = target_root / metadata.snapshot_id
