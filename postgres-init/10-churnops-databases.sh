@@ -7,7 +7,8 @@
 # their password reset from the secret file, existing databases are kept, applied migrations are skipped).
 #
 # Passwords come from Docker secret files, never from the environment or this repository:
-#   $SECRETS_DIR/airflow_db_password, $SECRETS_DIR/mlflow_db_password, $SECRETS_DIR/churnops_db_password
+#   $SECRETS_DIR/airflow_db_password, $SECRETS_DIR/mlflow_db_password, $SECRETS_DIR/churnops_db_password,
+#   $SECRETS_DIR/grafana_db_password (Grafana's read-only role on the churnops database)
 # The platform schema is the versioned SQL in churnops/migrations (the same files churnops.db.migrate applies),
 # mounted into the container at $CHURNOPS_MIGRATIONS_DIR.
 set -euo pipefail
@@ -18,6 +19,7 @@ CHURNOPS_MIGRATIONS_DIR="${CHURNOPS_MIGRATIONS_DIR:-/churnops-migrations}"
 AIRFLOW_DB="${AIRFLOW_DB:-airflow}"
 MLFLOW_DB="${MLFLOW_DB:-mlflow}"
 CHURNOPS_DB="${CHURNOPS_DB:-churnops}"
+GRAFANA_DB_ROLE="${GRAFANA_DB_ROLE:-grafana_reader}"
 ADMIN_USER="${POSTGRES_USER:-postgres}"
 ADMIN_DB="${POSTGRES_DB:-$ADMIN_USER}"
 
@@ -64,6 +66,7 @@ SQL
 airflow_password="$(read_secret airflow_db_password)"
 mlflow_password="$(read_secret mlflow_db_password)"
 churnops_password="$(read_secret churnops_db_password)"
+grafana_password="$(read_secret grafana_db_password)"
 
 create_role_and_database "$AIRFLOW_DB" "$airflow_password"
 create_role_and_database "$MLFLOW_DB" "$mlflow_password"
@@ -108,3 +111,23 @@ INSERT INTO churnops.schema_migrations (version, name, checksum) VALUES ('$versi
 
 apply_migrations
 echo "postgres-init: churnops schema up to date in database '$CHURNOPS_DB'"
+
+# Grafana's dashboards only read: a login role that may connect to the churnops database and SELECT from the
+# platform schema, nothing else. The default privileges cover tables that later migrations create (they run as
+# the churnops role, from here or from churnops.db.migrate).
+ROLE_NAME="$GRAFANA_DB_ROLE" ROLE_PASSWORD="$grafana_password" OWNER_NAME="$CHURNOPS_DB" \
+    psql_admin --dbname "$CHURNOPS_DB" <<'SQL'
+\getenv role_name ROLE_NAME
+\getenv role_password ROLE_PASSWORD
+\getenv owner_name OWNER_NAME
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role_name', :'role_password')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role_name') \gexec
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', :'role_name', :'role_password') \gexec
+SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'role_name') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'owner_name', :'role_name') \gexec
+SELECT format('GRANT USAGE ON SCHEMA churnops TO %I', :'role_name') \gexec
+SELECT format('GRANT SELECT ON ALL TABLES IN SCHEMA churnops TO %I', :'role_name') \gexec
+SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA churnops GRANT SELECT ON TABLES TO %I',
+              :'owner_name', :'role_name') \gexec
+SQL
+echo "postgres-init: read-only role '$GRAFANA_DB_ROLE' on database '$CHURNOPS_DB' ready"

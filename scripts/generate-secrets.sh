@@ -57,7 +57,7 @@ read_secret() {
 }
 
 # Database role passwords (read by postgres-init when the data directory is first created).
-for name in postgres_password airflow_db_password mlflow_db_password churnops_db_password; do
+for name in postgres_password airflow_db_password mlflow_db_password churnops_db_password grafana_db_password; do
     write_secret "$name" "$(random_hex 24)"
 done
 

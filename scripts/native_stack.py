@@ -275,7 +275,12 @@ def database_names() -> dict[str, str]:
     """Role = database names on the machine's server (compose's names by default); CHURNOPS_STACK_DB_SUFFIX keeps
     a second stack, such as the stack test's, apart from a developer's."""
     suffix = os.environ.get("CHURNOPS_STACK_DB_SUFFIX", "")
-    return {"AIRFLOW_DB": f"airflow{suffix}", "MLFLOW_DB": f"mlflow{suffix}", "CHURNOPS_DB": f"churnops{suffix}"}
+    return {
+        "AIRFLOW_DB": f"airflow{suffix}",
+        "MLFLOW_DB": f"mlflow{suffix}",
+        "CHURNOPS_DB": f"churnops{suffix}",
+        "GRAFANA_DB_ROLE": f"grafana_reader{suffix}",
+    }
 
 
 def prepare(paths: StackPaths, env: dict[str, str]) -> None:
