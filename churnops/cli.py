@@ -6,6 +6,7 @@ DAG tasks call. Heavy libraries are imported inside each command so `churnops --
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import subprocess
 import sys
@@ -129,12 +130,25 @@ def train(
 
 
 @app.command()
-def score(dataset: DatasetOption = None) -> None:
-    """Score every customer at the latest cutoff with the champion."""
+def score(
+    dataset: DatasetOption = None,
+    cutoff: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            help="Backfill: score this past cutoff of the latest snapshot instead of the scoring cutoff.",
+        ),
+    ] = None,
+) -> None:
+    """Score every customer at the latest cutoff with the champion (or at a past cutoff, as a backtest)."""
     settings, contract = _setup(dataset)
+    from jobs.score import UnknownCutoffError
     from jobs.score import score as score_customers
 
-    run = score_customers(settings, contract)
+    try:
+        run = score_customers(settings, contract, cutoff=cutoff.date() if cutoff else None)
+    except UnknownCutoffError as error:
+        raise typer.BadParameter(str(error), param_hint="--cutoff") from error
     console.print(f"{run.rows:,} customers scored at {run.cutoff} by v{run.model_version} -> {run.path}")
 
 
@@ -280,8 +294,6 @@ def drift(
     force_retrain: Annotated[bool, typer.Option(help="Record a `manual` retraining request.")] = False,
 ) -> None:
     """Realized performance, PSI drift of the champion's inputs (Evidently report), and the retraining decision."""
-    import datetime as dt
-
     settings, contract = _setup(dataset)
     from churnops.registry import configure_mlflow
     from monitoring.drift import NoChampionError, drift_summary, run_drift_check
@@ -328,8 +340,6 @@ def inject_drift(
     since: Annotated[str | None, typer.Option(help="Date event drift starts (default: first training cutoff).")] = None,
 ) -> None:
     """Write a drifted copy of a dataset (shifted columns, new categories, changed label rate) for demos and tests."""
-    import datetime as dt
-
     settings, contract = _setup(dataset)
     from jobs.inject_drift import write_drifted_dataset
 

@@ -75,8 +75,8 @@ def prediction_log_line(record: Mapping[str, Any]) -> str:
                 "t" if record["decision"] else "f",
                 _text_field(record["risk_band"]),
                 "\\N" if latency is None else repr(float(latency)),
-                # JSON text never holds a raw tab or newline; its backslashes are escaped like any other field's. orjson:
-                # the stdlib's json.dumps took half of this function's time.
+                # JSON text never holds a raw tab or newline; its backslashes are escaped like any other field's.
+                # orjson: the stdlib's json.dumps took half of this function's time.
                 _text_field(orjson.dumps(record["features"], option=orjson.OPT_SERIALIZE_NUMPY).decode()),
             )
         )

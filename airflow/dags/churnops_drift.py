@@ -23,6 +23,7 @@ from common import (
     RUN_CALLBACKS,
     START_DATE,
     TRAINING_DAG_ID,
+    dataset_of_run,
     dataset_param,
     feature_job,
 )
@@ -54,12 +55,15 @@ _settings = Settings()
 )
 def churnops_drift() -> None:
     @task
-    def realized_performance(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def realized_performance(
+        params: dict[str, Any] | None = None, triggering_asset_events: Any = None
+    ) -> list[dict[str, Any]]:
         from churnops.dataset import load_contract
         from monitoring.realized import compute_realized_performance
 
         settings = Settings()
-        rows = compute_realized_performance(settings, load_contract(params["dataset"], settings))
+        dataset = dataset_of_run(params, triggering_asset_events, FEATURES)
+        rows = compute_realized_performance(settings, load_contract(dataset, settings))
         return [
             {
                 "logical_date": r.logical_date.isoformat(),
@@ -72,12 +76,12 @@ def churnops_drift() -> None:
         ]
 
     @task
-    def check_drift(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def check_drift(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> dict[str, Any]:
         from churnops.dataset import load_contract
         from monitoring.drift import NoChampionError, drift_summary, run_drift_check
 
         settings = Settings()
-        contract = load_contract(params["dataset"], settings)
+        contract = load_contract(dataset_of_run(params, triggering_asset_events, FEATURES), settings)
         try:
             runs = run_drift_check(settings, contract)
         except NoChampionError as error:
@@ -90,7 +94,7 @@ def churnops_drift() -> None:
 
     @task.short_circuit
     def decide_retraining(
-        drift: dict[str, Any], params: dict[str, Any] | None = None, ti: Any = None
+        drift: dict[str, Any], params: dict[str, Any] | None = None, ti: Any = None, triggering_asset_events: Any = None
     ) -> dict[str, Any] | bool:
         import datetime as dt
 
@@ -100,7 +104,8 @@ def churnops_drift() -> None:
         from monitoring.store import open_store
 
         settings = Settings()
-        contract = load_contract(params["dataset"], settings)
+        dataset = dataset_of_run(params, triggering_asset_events, FEATURES)
+        contract = load_contract(dataset, settings)
         # The drift runs themselves are read back from the store; the summary only says what this run saw.
         print(f"drift check: {drift}")  # noqa: T201
         configure_mlflow(settings)
@@ -118,14 +123,19 @@ def churnops_drift() -> None:
         fired = [d for d in decisions if d.fired]
         if not fired:
             return False
+        # `dataset` as given (a drifted copy's YAML path stays a path): the re-cut and the training read it.
         return {
-            "dataset": contract.name,
+            "dataset": dataset,
             "reason": fired[0].trigger,
             "detail": fired[0].reason,
             "drift_run_id": fired[0].drift_run_id,
         }
 
-    recut = feature_job("recut_training_snapshot", "churnops-features-recut")
+    recut = feature_job(
+        "recut_training_snapshot",
+        "churnops-features-recut",
+        dataset="{{ ti.xcom_pull(task_ids='decide_retraining')['dataset'] }}",
+    )
 
     @task(outlets=[RETRAIN_REQUEST])
     def request_retraining(request: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Feature DAG: submits the PySpark feature job (jobs/features.py) to the configured Spark master.
 
 The job writes a content-hashed feature snapshot; its scoring-cutoff rows are then published to the online feature
-table (PostgreSQL, full deployment) for `/predict` by customer_id, and the `FEATURES` Asset wakes the drift DAG.
+table (PostgreSQL, full deployment) for `/predict` by customer_id, and the `FEATURES` Asset (its extra names
+the dataset) wakes the drift DAG.
 Locally the Spark connection is `local[*]`; in the full deployment it is the standalone master.
 """
 
@@ -34,8 +35,10 @@ def churnops_features() -> None:
     build_snapshot = feature_job("build_feature_snapshot", "churnops-features")
 
     @task(outlets=[FEATURES])
-    def publish_online_features(params: dict[str, Any] | None = None) -> int | None:
+    def publish_online_features(params: dict[str, Any] | None = None, outlet_events: Any = None) -> int | None:
         """Ingestion counts and the scoring cutoff's features into PostgreSQL (skipped when embedded)."""
+        # The drift DAG this event starts works on the same dataset (a contract YAML path travels as given).
+        outlet_events[FEATURES].extra = {"dataset": params["dataset"]}
         settings = Settings()
         if settings.database_url is None:
             return None

@@ -2,6 +2,9 @@
 
 Writes the risk-banded list to Parquet and, when the platform database is configured, to PostgreSQL, replacing
 the same logical date's rows in one transaction (safe to retry).
+
+Backfill (backtest): trigger it by hand with `cutoff` = a past cutoff of the latest snapshot; the list is dated by
+that cutoff, and once its label horizon has passed the drift DAG's realized-performance task evaluates it.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from common import DEFAULT_ARGS, MODEL, RUN_CALLBACKS, START_DATE, dataset_param
 
 from churnops.config import Settings
@@ -25,13 +28,25 @@ from churnops.config import Settings
     tags=["churnops", "scoring"],
     default_args=DEFAULT_ARGS,
     **RUN_CALLBACKS,
-    params={"dataset": dataset_param(Settings().dataset)},
+    params={
+        "dataset": dataset_param(Settings().dataset),
+        "cutoff": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Backfill cutoff",
+            description="Empty: score the scoring cutoff. A past cutoff of the latest snapshot (YYYY-MM-DD): "
+            "score that one instead, as a backtest whose realized performance can be measured.",
+        ),
+    },
 )
 def churnops_scoring() -> None:
     @task
     def score_customers(
         params: dict[str, Any] | None = None, run_id: str | None = None, logical_date: Any = None
     ) -> dict[str, Any]:
+        import datetime as dt
+
         from churnops.dataset import load_contract
         from jobs.score import score
 
@@ -41,6 +56,7 @@ def churnops_scoring() -> None:
             load_contract(params["dataset"], settings),
             run_id=run_id or "manual",
             logical_date=logical_date.date() if logical_date else None,
+            cutoff=dt.date.fromisoformat(params["cutoff"]) if params["cutoff"] else None,
         )
         return {
             "path": str(run.path),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Param, dag, task
-from common import DEFAULT_ARGS, MODEL, RETRAIN_REQUEST, RUN_CALLBACKS, START_DATE, dataset_param
+from common import DEFAULT_ARGS, MODEL, RETRAIN_REQUEST, RUN_CALLBACKS, START_DATE, dataset_of_run, dataset_param
 
 from churnops.config import Settings
 
@@ -39,14 +39,17 @@ from churnops.config import Settings
 )
 def churnops_training() -> None:
     @task(outlets=[MODEL])
-    def train_and_gate(params: dict[str, Any] | None = None, outlet_events: Any = None) -> dict[str, Any]:
+    def train_and_gate(
+        params: dict[str, Any] | None = None, outlet_events: Any = None, triggering_asset_events: Any = None
+    ) -> dict[str, Any]:
         from churnops.dataset import load_contract
         from jobs.train import train
 
         settings = Settings()
-        result = train(settings, load_contract(params["dataset"], settings))
+        dataset = dataset_of_run(params, triggering_asset_events, RETRAIN_REQUEST)
+        result = train(settings, load_contract(dataset, settings))
         summary = {
-            "dataset": params["dataset"],
+            "dataset": dataset,
             "model_name": result.model_name,
             "model_version": result.model_version,
             "promoted": result.decision.promoted,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param
@@ -32,15 +33,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURE_JOB = REPO_ROOT / "jobs" / "features.py"
 
 
-def feature_job(task_id: str, app_name: str) -> SparkSubmitOperator:
-    """spark-submit of the feature job (jobs/features.py) to the `spark_default` master, for the dataset param."""
+def feature_job(task_id: str, app_name: str, dataset: str = "{{ params.dataset }}") -> SparkSubmitOperator:
+    """spark-submit of the feature job (jobs/features.py) to the `spark_default` master, for `dataset` (a template;
+    by default the run's dataset param)."""
     from churnops.config import Settings
 
     spark = Settings().spark
     return SparkSubmitOperator(
         task_id=task_id,
         application=str(FEATURE_JOB),
-        application_args=["--dataset", "{{ params.dataset }}"],
+        application_args=["--dataset", dataset],
         conn_id="spark_default",
         name=app_name,
         conf={
@@ -58,6 +60,17 @@ def dataset_param(default: str) -> Param:
         title="Dataset",
         description="Built-in dataset name (synthetic, cdnow) or the path of a dataset contract YAML.",
     )
+
+
+def dataset_of_run(params: dict[str, Any], triggering_asset_events: Any, asset: Asset) -> str:
+    """The dataset a run works on: the one named by the newest `asset` event that triggered it, else its param.
+
+    An asset-triggered run gets no conf, so its param is the default: the dataset chosen upstream (e.g. a drifted
+    copy's contract YAML given to the feature DAG) travels in the events' `extra` instead.
+    """
+    events = list(triggering_asset_events.get(asset, [])) if triggering_asset_events else []
+    named = [e for e in events if (e.extra or {}).get("dataset")]
+    return max(named, key=lambda e: e.timestamp).extra["dataset"] if named else params["dataset"]
 
 
 def record_run_outcome(context: dict) -> None:

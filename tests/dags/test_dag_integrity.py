@@ -73,3 +73,15 @@ def test_dag_files_hold_no_heavy_imports_at_parse_time() -> None:
     for path in DAGS_FOLDER.glob("*.py"):
         top_level = [line for line in path.read_text().splitlines() if not line.startswith((" ", "\t"))]
         assert not [line for line in top_level if line.startswith(heavy)], path.name
+
+
+def test_scoring_backfill_cutoff_is_optional_and_refused_unless_an_iso_date(dagbag) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    cutoff = dagbag.dags["churnops_scoring"].params.get_param("cutoff")
+    assert cutoff.resolve() is None  # the daily and asset-triggered runs score the scoring cutoff
+    assert cutoff.resolve("2024-11-01") == "2024-11-01"
+    # Refused when the run is created (Param schema), not deep inside the task after the model has loaded.
+    for bad in ("2024-13-01", "01/11/2024", 20241101):
+        with pytest.raises(ParamValidationError):
+            cutoff.resolve(bad)
