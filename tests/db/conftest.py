@@ -28,7 +28,7 @@ INIT_SCRIPT = REPO / "postgres-init" / "10-churnops-databases.sh"
 from tests.deploy.support import POSTGRES_ADMIN_URL as ADMIN_URL  # noqa: E402
 from tests.deploy.support import admin_connection  # noqa: E402, F401
 
-SECRET_FILES = ("airflow_db_password", "mlflow_db_password", "churnops_db_password")
+SECRET_FILES = ("airflow_db_password", "mlflow_db_password", "churnops_db_password", "grafana_db_password")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class PlatformDatabases:
     airflow: str
     mlflow: str
     churnops: str
+    grafana: str
     churnops_password: str
     secrets_dir: Path
 
@@ -63,6 +64,7 @@ def run_init_script(names: dict[str, str], secrets_dir: Path) -> subprocess.Comp
         "AIRFLOW_DB": names["airflow"],
         "MLFLOW_DB": names["mlflow"],
         "CHURNOPS_DB": names["churnops"],
+        "GRAFANA_DB_ROLE": names["grafana"],
     }
     if "password" in admin:
         env["PGPASSWORD"] = admin["password"]
@@ -79,7 +81,7 @@ def drop_databases_and_roles(names: list[str]) -> None:
 
 def unique_names() -> dict[str, str]:
     prefix = f"churnops_t{uuid.uuid4().hex[:8]}"
-    return {kind: f"{prefix}_{kind}" for kind in ("airflow", "mlflow", "churnops")}
+    return {kind: f"{prefix}_{kind}" for kind in ("airflow", "mlflow", "churnops", "grafana")}
 
 
 def write_secrets(directory: Path) -> dict[str, str]:
@@ -107,6 +109,7 @@ def platform_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pla
             airflow=names["airflow"],
             mlflow=names["mlflow"],
             churnops=names["churnops"],
+            grafana=names["grafana"],
             churnops_password=passwords["churnops_db_password"],
             secrets_dir=secrets_dir,
         )

@@ -108,6 +108,7 @@ def test_init_script_run_twice_changes_nothing(platform_databases: PlatformDatab
         "airflow": platform_databases.airflow,
         "mlflow": platform_databases.mlflow,
         "churnops": platform_databases.churnops,
+        "grafana": platform_databases.grafana,
     }
     result = run_init_script(names, platform_databases.secrets_dir)
     assert result.returncode == 0, result.stderr
