@@ -228,13 +228,21 @@ def _home_with_a_champion(home: Path, trained_platform: Any) -> Settings:
     Only the data is copied: MLflow runs record absolute artifact paths, so a copied registry would keep writing
     into the session's home.
     """
-    from jobs.train import train
-
     source = trained_platform.settings.home
     for layer in ("data", "bronze", "features"):
         shutil.copytree(source / layer, home / layer)
     settings = Settings(home=home, training={"n_trials": 3, "seed": 3}, spark={"master": "local[2]"})
-    train(settings, load_contract("synthetic", settings))
+    # In a process of its own, as a user would: training in this process would leave MLflow state behind that
+    # later tests of the session (retraining the session's champion) tripped over.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "MLFLOW_", "AIRFLOW"))}
+    env |= {"CHURNOPS_HOME": str(home), "CHURNOPS_TRAINING__N_TRIALS": "3", "CHURNOPS_TRAINING__SEED": "3"}
+    trained = subprocess.run(
+        [sys.executable, "-m", "churnops.cli", "train", "--dataset", "synthetic"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     return settings
 
 
@@ -325,7 +333,7 @@ def airflow(request: pytest.FixtureRequest, trained_platform: Any) -> Iterator[E
         print(platform.timeline())  # noqa: T201 - shown with -s: where the minutes went
         client.close()
         _stop(process)
-        # Training here pointed this process's MLflow at the private home; later tests expect the session's.
+        # The test's own MLflow reads pointed this process at the private home; later tests expect the session's.
         from churnops.registry import configure_mlflow
 
         configure_mlflow(trained_platform.settings)
