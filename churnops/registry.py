@@ -92,7 +92,7 @@ class ScorePostprocess:
     """What a registered model does after the booster: blend with BG/NBD, then calibrate. Both optional.
 
     Stored as JSON in the model metadata: `{"blend": {"weight", "bgnbd": {r, alpha, a, b}, "horizon_days", "label"},
-    "calibration": {"method": "platt", "slope", "intercept"} | {"method": "isotonic", "x", "y"}}`.
+    "calibration": {"method": "platt", "slope", "intercept"} | {"method": "isotonic", "x", "y", "tie_break_weight"}}`.
     """
 
     blend_weight: float = 0.0
@@ -152,7 +152,11 @@ def apply_calibration(calibration: Mapping[str, Any] | None, scores: np.ndarray)
         z = calibration["slope"] * np.log(clipped / (1 - clipped)) + calibration["intercept"]
         return 1.0 / (1.0 + np.exp(-z))
     if calibration["method"] == "isotonic":
-        return np.interp(scores, np.asarray(calibration["x"]), np.asarray(calibration["y"]))
+        stepped = np.interp(scores, np.asarray(calibration["x"]), np.asarray(calibration["y"]))
+        # Isotonic steps are flat (and flat beyond the fitted range), so on their own they tie every score inside a
+        # step and change the ranking; mixing in a sliver of the raw score makes the map strictly increasing.
+        weight = float(calibration.get("tie_break_weight", 0.0))
+        return stepped if weight == 0 else (1.0 - weight) * stepped + weight * np.clip(scores, 0.0, 1.0)
     raise ValueError(f"unknown calibration method {calibration['method']!r}")
 
 
