@@ -269,3 +269,22 @@ def admin_connection() -> psycopg2.extensions.connection:
         pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable (set CHURNOPS_TEST_POSTGRES_URL): {error}")
     conn.autocommit = True
     return conn
+
+
+def run_sql_panels(conn: psycopg2.extensions.connection, who: str = "") -> int:
+    """Run every Grafana SQL panel's query on `conn` (rolled back after each); fail naming the first that errors.
+    Returns how many ran."""
+    ran = 0
+    for name, panel, target in panel_targets():
+        if "rawSql" not in target:
+            continue
+        with conn.cursor() as cursor:
+            try:
+                cursor.execute(target["rawSql"])
+                cursor.fetchall()
+            except psycopg2.Error as error:
+                conn.rollback()
+                pytest.fail(f"{name} / {panel['title']}{who}: {error.pgerror or error}")
+        conn.rollback()
+        ran += 1
+    return ran

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from tests.deploy.support import MIGRATIONS_DIR, POSTGRES_ADMIN_URL, REPO, admin_connection, panel_targets
+from tests.deploy.support import MIGRATIONS_DIR, POSTGRES_ADMIN_URL, REPO, admin_connection, run_sql_panels
 
 ADMIN = psycopg2.extensions.parse_dsn(POSTGRES_ADMIN_URL)
 
@@ -84,20 +84,9 @@ def _connect_as(initialised: dict, role: str) -> psycopg2.extensions.connection:
 
 
 def test_every_sql_panel_runs_as_grafanas_read_only_role(initialised) -> None:
-    with closing(_connect_as(initialised, initialised["GRAFANA_DB_ROLE"])) as conn:
-        ran = 0
-        for name, panel, target in panel_targets():
-            if "rawSql" not in target:
-                continue
-            with conn.cursor() as cursor:
-                try:
-                    cursor.execute(target["rawSql"])
-                    cursor.fetchall()
-                except psycopg2.Error as error:
-                    pytest.fail(f"{name} / {panel['title']} as {initialised['GRAFANA_DB_ROLE']}: {error}")
-            conn.rollback()
-            ran += 1
-    assert ran > 5
+    role = initialised["GRAFANA_DB_ROLE"]
+    with closing(_connect_as(initialised, role)) as conn:
+        assert run_sql_panels(conn, who=f" as {role}") > 5
 
 
 @pytest.mark.parametrize(
