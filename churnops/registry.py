@@ -199,7 +199,8 @@ def load_model_version(name: str, version: str) -> LoadedModel:
             f"model {name} v{version} has no feature schema in its metadata; it was not trained by churnops"
         )
     booster = mlflow.lightgbm.load_model(uri)
-    schema = FeatureSchema.from_dict(metadata["feature_schema"])
+    # The booster's feature names are the order it was trained in: encode rows in exactly that order.
+    schema = FeatureSchema.from_dict(metadata["feature_schema"]).in_column_order(booster.feature_name())
     model = LoadedModel(
         name=name,
         version=version,

@@ -15,15 +15,24 @@ from typing import Any
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FeatureSchema:
     numeric: tuple[str, ...]
+    # Insertion order is the model's column order: it matters (see `columns`), so equality compares it too.
     categorical: dict[str, tuple[str, ...]]
     _lookup: dict[str, dict[str, float]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lookup = {name: {value: float(i) for i, value in enumerate(vocab)} for name, vocab in self.categorical.items()}
         object.__setattr__(self, "_lookup", lookup)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FeatureSchema):
+            return NotImplemented
+        return self.columns == other.columns and self.categorical == other.categorical
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.columns))
 
     @property
     def columns(self) -> list[str]:
@@ -35,17 +44,36 @@ class FeatureSchema:
         return list(range(len(self.numeric), len(self.numeric) + len(self.categorical)))
 
     def to_dict(self) -> dict[str, Any]:
+        # `columns` carries the order: the model metadata is stored as YAML with sorted keys, so the order of the
+        # `categorical` mapping does not survive a round trip through the registry.
         return {
             "numeric": list(self.numeric),
             "categorical": {k: list(v) for k, v in self.categorical.items()},
+            "columns": self.columns,
         }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> FeatureSchema:
-        return cls(
+        schema = cls(
             numeric=tuple(raw["numeric"]),
             categorical={name: tuple(vocab) for name, vocab in raw["categorical"].items()},
         )
+        # Schemas stored before `columns` existed have their categorical order only in the booster's feature names
+        # (see `in_column_order`).
+        return schema.in_column_order(raw["columns"]) if "columns" in raw else schema
+
+    def in_column_order(self, columns: Iterable[str]) -> FeatureSchema:
+        """The same schema with its columns in the given order (e.g. the booster's feature names, the order it was
+        trained in); numeric columns must still come first. Refuses a different set of columns."""
+        columns = list(columns)
+        if sorted(columns) != sorted(self.columns):
+            raise ValueError(
+                f"the model's columns {columns} are not the schema's {self.columns}: schema and model do not match"
+            )
+        numeric = tuple(c for c in columns if c not in self.categorical)
+        if columns[: len(numeric)] != list(numeric):
+            raise ValueError(f"numeric columns must precede categorical ones in {columns}")
+        return FeatureSchema(numeric=numeric, categorical={c: self.categorical[c] for c in columns[len(numeric) :]})
 
     @classmethod
     def fit(cls, frame: Any, numeric: Iterable[str], categorical: Iterable[str]) -> FeatureSchema:

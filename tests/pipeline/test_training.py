@@ -67,6 +67,31 @@ def test_trained_model_is_champion_with_nested_trials_and_lineage(trained_platfo
     assert len(parent.data.tags["churnops.snapshot_hash"]) == 64
 
 
+def test_the_registered_model_scores_the_evaluation_customers_exactly_as_training_evaluated_them(
+    trained_platform,
+) -> None:
+    """What serving and batch scoring load (booster + schema + post-processing from the registry) is what was
+    measured: same out-of-time ROC AUC to the last digit (a schema whose columns come back in another order would
+    feed categories into the wrong columns)."""
+    import mlflow
+
+    from churnops.features import CUTOFF, LABEL, LABEL_AVAILABLE
+    from churnops.registry import configure_mlflow, load_model_version
+    from churnops.snapshots import latest_snapshot_dir, load_snapshot
+
+    settings, contract = trained_platform.settings, trained_platform.contract
+    configure_mlflow(settings)
+    model = load_model_version(contract.model_name, trained_platform.model_version)
+    assert model.schema.columns == model.booster.feature_name()
+    frame, metadata = load_snapshot(latest_snapshot_dir(settings, contract.name))
+    evaluated = frame[frame[LABEL_AVAILABLE] & frame[CUTOFF].isin(pd.to_datetime(metadata.cutoffs["out_of_time"]))]
+    scores = model.predict_matrix(model.schema.encode_frame(evaluated))
+    run = mlflow.get_run(mlflow.models.get_model_info(f"models:/{contract.model_name}/{model.version}").run_id)
+    assert binary_metrics(evaluated[LABEL].to_numpy(), scores)["roc_auc"] == pytest.approx(
+        run.data.metrics["oot_roc_auc"], abs=1e-12
+    )
+
+
 def test_retraining_the_same_snapshot_and_seed_reproduces_the_model_and_does_not_promote(
     trained_platform,
 ) -> None:
