@@ -97,10 +97,11 @@ def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame |
 
 
 def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:
-    """One row per customer and event day with the columns every feature expression reads (see churnops.features).
+    """One row per customer and event day with the per-day columns the feature expressions read (see
+    churnops.features; `join_cutoffs` adds the gap to the previous event day).
 
-    The result is hash-partitioned by customer and sorted by day within each customer: `build_features` relies on
-    that to aggregate per (customer, cutoff) without another shuffle.
+    The result is hash-partitioned by customer: `join_cutoffs` and `build_features` rely on that to window per
+    customer and aggregate per (customer, cutoff) without another shuffle.
     """
     assert contract.events is not None
     label_type = contract.label.event_type
@@ -117,15 +118,13 @@ def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:
         F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(type_column(t))
         for t in contract.events.counted_event_types
     ]
-    by_customer = Window.partitionBy(ENTITY_ID).orderBy("day_index")
     return (
-        # The job's one shuffle: Spark sees that grouping by (customer, day), the window by customer and the
+        # The job's one shuffle: Spark sees that grouping by (customer, day), the windows by customer and the
         # later grouping by (customer, cutoff) are all satisfied by this partitioning and adds no exchange.
         events.repartition(ENTITY_ID)
         .groupBy(ENTITY_ID, DAY)
         .agg(*aggregates)
         .withColumn("day_index", F.unix_date(DAY))
-        .withColumn("gap_days", F.col("day_index") - F.lag("day_index").over(by_customer))
     )
 
 
@@ -154,14 +153,15 @@ def join_cutoffs(daily: DataFrame, contract: DatasetContract, cutoffs: list[dt.d
     cutoff_frame = daily.sparkSession.createDataFrame(
         [(c, 1 << i) for i, c in enumerate(cutoffs)], f"{CUTOFF} date, cutoff_bit long"
     )
-    # Which cutoffs each customer belongs to, over all their day buckets (same window spec as the gap: no shuffle,
-    # no extra sort).
-    whole_history = (
-        Window.partitionBy(ENTITY_ID)
-        .orderBy("day_index")
-        .rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    # Both per-customer windows in one select, so that Spark evaluates them in one pass over one sort: the gap to
+    # the customer's previous event day, and which cutoffs the customer belongs to over their whole history.
+    by_day = Window.partitionBy(ENTITY_ID).orderBy("day_index")
+    whole_history = by_day.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    daily = daily.select(
+        "*",
+        (F.col("day_index") - F.lag("day_index").over(by_day)).alias("gap_days"),
+        F.bit_or(_population_bits(cutoffs, contract)).over(whole_history).alias("population_bits"),
     )
-    daily = daily.withColumn("population_bits", F.bit_or(_population_bits(cutoffs, contract)).over(whole_history))
     return daily.join(
         F.broadcast(cutoff_frame),
         (F.col(DAY) < F.date_add(F.col(CUTOFF), contract.label.horizon_days))
