@@ -1,5 +1,8 @@
 """Scoring DAG: scores every active customer at the latest cutoff with the champion, daily and after each training.
 
+After a training it scores the dataset that training named in its MODEL event (a training of another dataset than
+the default, or of a drifted copy's contract, is scored as that dataset); otherwise the `dataset` param.
+
 Writes the risk-banded list to Parquet and, when the platform database is configured, to PostgreSQL, replacing
 the same logical date's rows in one transaction (safe to retry).
 
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from common import DEFAULT_ARGS, MODEL, RUN_CALLBACKS, START_DATE, dataset_param
+from common import DEFAULT_ARGS, MODEL, RUN_CALLBACKS, START_DATE, dataset_of_run, dataset_param
 
 from churnops.config import Settings
 
@@ -43,7 +46,10 @@ from churnops.config import Settings
 def churnops_scoring() -> None:
     @task
     def score_customers(
-        params: dict[str, Any] | None = None, run_id: str | None = None, logical_date: Any = None
+        params: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        logical_date: Any = None,
+        triggering_asset_events: Any = None,
     ) -> dict[str, Any]:
         import datetime as dt
 
@@ -51,14 +57,16 @@ def churnops_scoring() -> None:
         from jobs.score import score
 
         settings = Settings()
+        dataset = dataset_of_run(params, triggering_asset_events, MODEL)
         run = score(
             settings,
-            load_contract(params["dataset"], settings),
+            load_contract(dataset, settings),
             run_id=run_id or "manual",
             logical_date=logical_date.date() if logical_date else None,
             cutoff=dt.date.fromisoformat(params["cutoff"]) if params["cutoff"] else None,
         )
         return {
+            "dataset": dataset,
             "path": str(run.path),
             "rows": run.rows,
             "cutoff": run.cutoff.isoformat(),

@@ -427,9 +427,8 @@ def test_injected_drift_is_confirmed_then_retrains_through_the_assets_and_the_ga
         assert any(f.startswith("amount_") for f in flagged), flagged
         assert not (flagged & untouched), flagged & untouched
         assert {"plan", "channel", "visit_count_30d", "days_since_last_event"} <= untouched
-        assert first_comparison["important_drifted"], (
-            "no feature that matters to the champion drifted: "
-            + str({f.feature: round(f.importance, 4) for f in first_recorded.features if f.drifted})
+        assert first_comparison["important_drifted"], "no feature that matters to the champion drifted: " + str(
+            {f.feature: round(f.importance, 4) for f in first_recorded.features if f.drifted}
         )
         (not_confirmed,) = _decisions_of(airflow, first_comparison["drift_run_id"])
         assert (not_confirmed.trigger, not_confirmed.fired) == ("drift_detected", False)
@@ -482,3 +481,6 @@ def test_injected_drift_is_confirmed_then_retrains_through_the_assets_and_the_ga
         model_event = airflow.event_of(MODEL_URI, TRAINING_DAG, training_run["dag_run_id"])
         scoring_run = airflow.consumer_of(SCORING_DAG, model_event)
         airflow.wait_for_success(SCORING_DAG, scoring_run["dag_run_id"])
+        # ... and it scores the dataset that training named (the drifted copy), not its param's default.
+        scored = airflow.xcom(SCORING_DAG, scoring_run["dag_run_id"], "score_customers")
+        assert scored["dataset"] == summary["dataset"] == str(drifted.contract_path)
