@@ -31,9 +31,6 @@ class FeatureSchema:
             return NotImplemented
         return self.columns == other.columns and self.categorical == other.categorical
 
-    def __hash__(self) -> int:
-        return hash(tuple(self.columns))
-
     @property
     def columns(self) -> list[str]:
         """Model input columns in order: numeric first, then categorical."""
