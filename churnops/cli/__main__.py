@@ -1,0 +1,3 @@
+from churnops.cli import app
+
+app()

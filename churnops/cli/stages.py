@@ -1,0 +1,191 @@
+"""The stage commands: one per batch stage (generate, features, train, score, export) and the API (serve)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from churnops.cli.common import DatasetOption, app, console, setup
+
+# Datasets whose source files come from a preparer rather than the synthetic generator.
+REAL_DATA_PREPARERS = {"cdnow": "jobs.cdnow:prepare_cdnow", "crm_example": "jobs.crm_example:prepare_crm_example"}
+
+
+def _trial_progress(progress: Progress) -> tuple[object, object]:
+    task_id = progress.add_task("Optuna trials", total=None)
+
+    def on_trial(done: int, total: int, value: float | None) -> None:
+        label = f"Optuna trials (last CV ROC AUC {value:.4f})" if value is not None else "Optuna trials (pruned)"
+        progress.update(task_id, completed=done, total=total, description=label)
+
+    return task_id, on_trial
+
+
+@app.command()
+def generate(
+    dataset: DatasetOption = None,
+    customers: Annotated[int, typer.Option(help="Number of synthetic customers.", min=10)] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 7,
+) -> None:
+    """Write a dataset's source files: the seeded synthetic generator, or the real CDNOW log."""
+    settings, contract = setup(dataset)
+    if contract.name in REAL_DATA_PREPARERS:
+        import importlib
+
+        module, function = REAL_DATA_PREPARERS[contract.name].split(":")
+        path = getattr(importlib.import_module(module), function)(settings)
+        console.print(f"{contract.name} source written to {path}")
+        return
+    from jobs.generate import generate as generate_data
+    from jobs.generate import write_generated
+
+    if contract.events is None or contract.entities is None:
+        raise typer.BadParameter(f"dataset {contract.name!r} has no generator; its files come from elsewhere")
+    with console.status(f"generating {customers:,} customers"):
+        data = generate_data(customers, seed=seed)
+        write_generated(data, contract.resolve(contract.events.path), contract.resolve(contract.entities.path))
+    console.print(
+        f"{len(data.customers):,} customers and {len(data.events):,} events written to "
+        f"{contract.resolve(contract.events.path).parent}"
+    )
+
+
+@app.command()
+def features(dataset: DatasetOption = None) -> None:
+    """Compute point-in-time features and labels with Spark and publish a hashed snapshot."""
+    settings, contract = setup(dataset)
+    from jobs.features import build_feature_snapshot
+    from jobs.spark import spark_session
+
+    with console.status("starting Spark"):
+        spark = spark_session(settings, f"churnops-features-{contract.name}")
+    try:
+        with console.status("computing features"):
+            run = build_feature_snapshot(spark, contract, settings)
+    finally:
+        spark.stop()
+    console.print(
+        f"snapshot {run.metadata.snapshot_id}: {sum(run.metadata.rows_per_cutoff.values()):,} rows "
+        f"over {len(run.metadata.rows_per_cutoff)} cutoffs at {run.snapshot_dir}"
+    )
+
+
+@app.command()
+def train(
+    dataset: DatasetOption = None,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials (default from settings).", min=1)] = None,
+) -> None:
+    """Tune LightGBM with Optuna (trials tracked in MLflow), evaluate out of time, register, gate the champion."""
+    settings, contract = setup(dataset)
+    from jobs.train import train as train_model
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        _, on_trial = _trial_progress(progress)
+        result = train_model(settings, contract, n_trials=trials, on_trial=on_trial)
+    console.print(
+        f"{result.model_name} v{result.model_version}: out-of-time ROC AUC "
+        f"{result.out_of_time_metrics['roc_auc']:.4f}; promoted={result.decision.promoted} "
+        f"({result.decision.reason})"
+    )
+    if result.evaluation_path is not None:
+        console.print(f"evaluation report: {result.evaluation_path}")
+
+
+@app.command()
+def score(
+    dataset: DatasetOption = None,
+    cutoff: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            help="Backfill: score this past cutoff of the latest snapshot instead of the scoring cutoff.",
+        ),
+    ] = None,
+) -> None:
+    """Score every customer at the latest cutoff with the champion (or at a past cutoff, as a backtest)."""
+    settings, contract = setup(dataset)
+    from jobs.score import UnknownCutoffError
+    from jobs.score import score as score_customers
+
+    try:
+        run = score_customers(settings, contract, cutoff=cutoff.date() if cutoff else None)
+    except UnknownCutoffError as error:
+        raise typer.BadParameter(str(error), param_hint="--cutoff") from error
+    console.print(f"{run.rows:,} customers scored at {run.cutoff} by v{run.model_version} -> {run.path}")
+
+
+@app.command()
+def export(
+    dataset: DatasetOption = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Customers to export (default from settings).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default .churnops/exports).")] = None,
+) -> None:
+    """Export the top-K customers of the latest scoring list for a campaign (CSV and Parquet)."""
+    import contextlib
+
+    settings, contract = setup(dataset)
+    if settings.database_url is None:
+        raise typer.BadParameter(
+            "the campaign export reads the scoring list from PostgreSQL: set CHURNOPS_DATABASE_URL"
+        )
+    from churnops import db
+    from jobs.export import export_top_k
+
+    with contextlib.closing(db.connect(settings)) as conn:
+        result = export_top_k(
+            conn,
+            dataset=contract.name,
+            top_k=top_k or settings.scoring.export_top_k,
+            out_dir=out or settings.exports_dir,
+        )
+    for fmt, path in result.paths.items():
+        console.print(f"{result.rows:,} customers ({fmt}) -> {path}")
+
+
+@app.command()
+def serve(
+    dataset: DatasetOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.", min=1)] = 1,
+) -> None:
+    """Serve the champion over HTTP (uvicorn)."""
+    import os
+    import shutil
+    import tempfile
+
+    settings, _ = setup(dataset)  # loads the contract: a broken one fails here, not in every worker
+    # The dataset as given (a contract path stays a path: the API loads the same contract).
+    env = {**os.environ, "CHURNOPS_DATASET": dataset or settings.dataset, "OMP_NUM_THREADS": "1"}
+    if workers > 1:
+        # Each worker writes its metrics here and /metrics adds them up; it must be empty at start.
+        metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="churnops-metrics-"))
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.app:app",
+        "--host",
+        host or settings.serving.host,
+        "--port",
+        str(port or settings.serving.port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+    ]
+    raise typer.Exit(subprocess.call(command, env=env))
