@@ -83,6 +83,7 @@ def prepare(size: int, root: Path) -> tuple[Settings, object, int]:
     raw["name"] = f"bench-{size}"
     raw["events"]["path"] = str(data_dir / "events.parquet")
     raw["entities"]["path"] = str(data_dir / "customers.parquet")
+    raw["cutoffs"]["as_of"] = "2025-01-01"  # the generated data ends the day before: one fixed run date
     (root / "contract.yaml").write_text(yaml.safe_dump(raw))
     settings = Settings(home=root / "home", spark=SparkSettings(master="local[2]", driver_memory="4g"))
     contract = load_contract(str(root / "contract.yaml"), settings)
@@ -122,7 +123,7 @@ def compare(spark_frame: pd.DataFrame, reference: pd.DataFrame, columns: list[st
 
 
 def run_size(size: int, root: Path, sample: int) -> dict:
-    from jobs.features import compute_feature_table
+    from jobs.feature_frames import compute_feature_table
     from jobs.spark import spark_session
 
     settings, contract, events = prepare(size, root)
@@ -145,7 +146,9 @@ def run_size(size: int, root: Path, sample: int) -> dict:
         for _ in range(3):
             shutil.rmtree(output, ignore_errors=True)
             started = time.perf_counter()
-            compute_feature_table(spark, contract, settings, cutoffs).write.mode("overwrite").parquet(str(output))
+            compute_feature_table(spark, contract, settings, cutoffs, contract.cutoffs.as_of).write.mode(
+                "overwrite"
+            ).parquet(str(output))
             job_seconds.append(time.perf_counter() - started)
     spark.stop()
     spark_frame = pd.read_parquet(output)
@@ -154,7 +157,7 @@ def run_size(size: int, root: Path, sample: int) -> dict:
     duckdb_seconds, reference = [], None
     for _ in range(3):
         started = time.perf_counter()
-        reference = compute_reference_features(contract, bronze, cutoffs, threads=2)
+        reference = compute_reference_features(contract, bronze, cutoffs, contract.cutoffs.as_of, threads=2)
         duckdb_seconds.append(time.perf_counter() - started)
 
     numeric, categorical = model_feature_columns(contract)

@@ -51,6 +51,18 @@ class TrainingSettings(BaseModel):
     threshold_top_fraction: float = Field(0.10, gt=0.0, lt=1.0)
 
 
+class WatermarkSettings(BaseModel):
+    """How a run waits for its data (`CHURNOPS_WATERMARK__*`): a run on date D needs events through D - 1."""
+
+    # Days the latest event may lag behind D - 1 and the run still goes ahead (a late source system).
+    tolerance_days: int = Field(0, ge=0)
+    # The feature DAG's sensor: how often it looks, how long it waits before failing, and whether it holds a worker
+    # slot while waiting (`poke`, what `airflow dags test` needs) or frees it between looks (`reschedule`).
+    poke_interval_seconds: float = Field(300.0, gt=0)
+    timeout_seconds: float = Field(6 * 3600.0, gt=0)
+    sensor_mode: Literal["poke", "reschedule"] = "poke"
+
+
 class ScoringSettings(BaseModel):
     # Named risk bands as score-quantile cut points of each scoring list: top 10 % "high", next 20 % "medium".
     risk_bands: dict[str, float] = {"high": 0.9, "medium": 0.7}
@@ -85,8 +97,11 @@ class MonitoringSettings(BaseModel):
     cooldown_hours: float = Field(24.0, ge=0)
     # A realized ROC AUC this far below the champion's out-of-time ROC AUC is a performance drop.
     performance_drop_margin: float = Field(0.05, ge=0)
-    # Retrain anyway when the champion's training is older than this (None = no scheduled retraining).
+    # Retrain anyway when the champion's training data is older than this (None = no scheduled retraining).
     retrain_every_days: int | None = Field(30, ge=1)
+    # Which triggers may retrain: `drift` (drift, realized-performance drop, `retrain_every_days`), `schedule:<N>d`
+    # (only every N days of data) or `never` (only an operator, and the first training of a dataset).
+    retrain_policy: str = Field("drift", pattern=r"^(drift|never|schedule:[1-9][0-9]*d)$")
 
     exporter_host: str = "127.0.0.1"
     exporter_port: int = 9108
@@ -141,6 +156,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     airflow_dags_folder: Path = _CHECKOUT / "airflow" / "dags"
     spark: SparkSettings = SparkSettings()
+    watermark: WatermarkSettings = WatermarkSettings()
     training: TrainingSettings = TrainingSettings()
     scoring: ScoringSettings = ScoringSettings()
     serving: ServingSettings = ServingSettings()

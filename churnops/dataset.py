@@ -71,27 +71,30 @@ class LabelDefinition(_Strict):
 
 
 class CutoffSchedule(_Strict):
-    """Cutoffs every `every_months` months (or every `every_days` days) from `first` up to `as_of`.
+    """The shape of the cutoff schedule: cutoffs every `every_months` months (or every `every_days` days) from
+    `first`, a label horizon's worth of them fully observed for training.
 
-    `as_of` is the scoring cutoff: the day after the last observed data. The out-of-time cutoff is the latest
-    scheduled cutoff whose label is fully observed, unless `out_of_time` pins it (it need not lie on the schedule).
+    A run's own date is its scoring cutoff (see `plan`); `as_of` pins the scoring cutoff for one-off exports and
+    fixed protocols, and `out_of_time` pins the out-of-time cutoff (it need not lie on the schedule). Entity-level
+    datasets need neither.
     """
 
     first: dt.date | None = None
-    as_of: dt.date
     every_months: int = Field(1, ge=1)
     # Weekly (7) or fortnightly (14) schedules; overrides `every_months` when set.
     every_days: int | None = Field(None, ge=1)
-    out_of_time: dt.date | None = None
     # How many matured cutoffs (labels fully observed before the out-of-time cutoff) to train on.
     train_cutoffs: int = Field(6, ge=1)
+    out_of_time: dt.date | None = None
+    as_of: dt.date | None = None
 
-    def all_cutoffs(self) -> list[dt.date]:
+    def cutoffs_before(self, end: dt.date) -> list[dt.date]:
+        """Every scheduled cutoff from `first` up to, not including, `end`."""
         if self.first is None:
             return []
         step = dt.timedelta(days=self.every_days) if self.every_days else relativedelta(months=self.every_months)
         cutoffs, current = [], self.first
-        while current < self.as_of:
+        while current < end:
             cutoffs.append(current)
             current += step
         return cutoffs
@@ -108,6 +111,8 @@ class CutoffPlan(_Strict):
     train: tuple[dt.date, ...]
     out_of_time: dt.date
     scoring: dt.date
+    # Labels whose horizon ends after this day are not observed (event data; the scoring cutoff at most).
+    observed_until: dt.date | None = None
 
     @property
     def all(self) -> tuple[dt.date, ...]:
@@ -128,7 +133,7 @@ class DatasetContract(_Strict):
     events: EventSource | None = None
     entities: EntitySource | None = None
     label: LabelDefinition
-    cutoffs: CutoffSchedule
+    cutoffs: CutoffSchedule = CutoffSchedule()
     population: Population = Population()
     leakage: LeakagePolicy = LeakagePolicy()
     # The directory relative source paths resolve against; set when loading.
@@ -164,7 +169,13 @@ class DatasetContract(_Strict):
             )
         if self.events is not None and self.label.event_type is not None and self.events.event_type is None:
             raise ValueError(f"dataset {self.name!r}: label.event_type needs events.event_type (the type column)")
-        self.plan()  # raises with a clear message when the schedule cannot hold train + out-of-time cutoffs
+        if self.events is not None and self.cutoffs.first is None:
+            raise ValueError(
+                f"dataset {self.name!r}: event data needs `cutoffs.first`, the first training cutoff (e.g. the first "
+                "month with a few hundred customers)"
+            )
+        if self.cutoffs.as_of is not None:
+            self.plan()  # a pinned date: refuse a schedule that cannot hold train + out-of-time cutoffs right away
         return self
 
     def resolve(self, path: str) -> Path:
@@ -173,42 +184,54 @@ class DatasetContract(_Strict):
             return candidate
         return self.base_dir / candidate
 
-    def plan(self) -> CutoffPlan:
-        """The cutoffs to train on, to evaluate out of time, and to score.
+    def plan(self, run_date: dt.date | None = None, observed_until: dt.date | None = None) -> CutoffPlan:
+        """The cutoffs a run on `run_date` trains on, evaluates out of time, and scores.
 
-        Entity-level data has one snapshot date (`as_of`) for all three roles; training then splits it with a
-        stratified holdout (see `validation`).
+        The scoring cutoff is the run's date (or the pinned `as_of`). A cutoff's label counts as observed when its
+        horizon has passed by the scoring cutoff and by `observed_until` (the day after the last day of data, when
+        known): data that has not arrived yet is never read as "no purchase". The out-of-time cutoff is the latest
+        observed cutoff (or the pinned one); training uses the cutoffs whose labels end before it.
+        Entity-level data has one date for all three roles; training then splits it with a stratified holdout.
         """
+        scoring = self.cutoffs.as_of or run_date
         if self.label.horizon_days is None:
-            as_of = self.cutoffs.as_of
-            return CutoffPlan(train=(as_of,), out_of_time=as_of, scoring=as_of)
+            day = scoring or dt.datetime.now(dt.UTC).date()
+            return CutoffPlan(train=(day,), out_of_time=day, scoring=day)
+        if scoring is None:
+            raise ValueError(
+                f"dataset {self.name!r}: a run of event data needs a run date (its scoring cutoff), or a pinned "
+                "`cutoffs.as_of`"
+            )
+        observed = min(scoring, observed_until) if observed_until else scoring
         horizon = dt.timedelta(days=self.label.horizon_days)
         if self.cutoffs.out_of_time is not None:
             out_of_time = self.cutoffs.out_of_time
-            if out_of_time + horizon > self.cutoffs.as_of:
+            if out_of_time + horizon > observed:
                 raise ValueError(
                     f"dataset {self.name!r}: the out-of-time cutoff {out_of_time} plus the {self.label.horizon_days}-"
-                    f"day horizon ends after the data ({self.cutoffs.as_of}); its labels would be incomplete"
+                    f"day horizon ends after the observed data ({observed}); its labels would be incomplete"
                 )
-            matured = [c for c in self.cutoffs.all_cutoffs() if c < out_of_time]
+            matured = [c for c in self.cutoffs.cutoffs_before(scoring) if c < out_of_time]
         else:
-            matured = [c for c in self.cutoffs.all_cutoffs() if c + horizon <= self.cutoffs.as_of]
+            matured = [c for c in self.cutoffs.cutoffs_before(scoring) if c + horizon <= observed]
             if not matured:
                 raise ValueError(
-                    f"dataset {self.name!r}: no cutoff between {self.cutoffs.first} and {self.cutoffs.as_of} has a "
-                    f"fully observed {self.label.horizon_days}-day label; move `cutoffs.first` earlier"
+                    f"dataset {self.name!r}: no cutoff between {self.cutoffs.first} and {observed} has a fully "
+                    f"observed {self.label.horizon_days}-day label yet; run on a later date or move "
+                    "`cutoffs.first` earlier"
                 )
             out_of_time = matured[-1]
         trainable = [c for c in matured if c + horizon <= out_of_time]
         if not trainable:
             raise ValueError(
                 f"dataset {self.name!r}: no training cutoff has labels that end before the out-of-time cutoff "
-                f"{out_of_time}; move `cutoffs.first` earlier or shorten the horizon"
+                f"{out_of_time}; run on a later date, move `cutoffs.first` earlier or shorten the horizon"
             )
         return CutoffPlan(
             train=tuple(trainable[-self.cutoffs.train_cutoffs :]),
             out_of_time=out_of_time,
-            scoring=self.cutoffs.as_of,
+            scoring=scoring,
+            observed_until=observed,
         )
 
 

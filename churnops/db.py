@@ -224,8 +224,20 @@ class _CsvStream(io.RawIOBase):
         return data
 
 
-def write_scores(conn: Connection, scores: pd.DataFrame, *, dataset: str, run_id: str, logical_date: dt.date) -> int:
-    """Replace the scoring list of (dataset, logical_date) with `scores`, atomically; return the rows written.
+LIST_KINDS = ("regular", "backfill")
+
+
+def write_scores(
+    conn: Connection,
+    scores: pd.DataFrame,
+    *,
+    dataset: str,
+    run_id: str,
+    logical_date: dt.date,
+    list_kind: str = "regular",
+) -> int:
+    """Replace the scoring list of (dataset, logical_date, list_kind) with `scores`, atomically; return the rows
+    written. A `backfill` list never replaces the `regular` list of the same date, nor the other way round.
 
     In ONE transaction: record the list in churnops.score_runs (its row lock also serialises two writers of
     the same list), delete the list's old rows, COPY the new ones in. Readers see the old complete list until
@@ -234,31 +246,39 @@ def write_scores(conn: Connection, scores: pd.DataFrame, *, dataset: str, run_id
     `scores` has the columns of SCORE_COLUMNS (see churnops.banding.build_score_frame); one model and one
     cutoff per list.
     """
+    if list_kind not in LIST_KINDS:
+        raise ValueError(f"list_kind must be one of {LIST_KINDS}, got {list_kind!r}")
     frame = _validated_score_frame(scores)
     model_name, model_version = _single_value(frame, "model_name"), _single_value(frame, "model_version")
     cutoff = pd.Timestamp(_single_value(frame, "cutoff")).date()
     copy_sql = sql.SQL("COPY churnops.scores ({columns}) FROM STDIN WITH (FORMAT csv)").format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, ("dataset", "logical_date", "run_id", *SCORE_COLUMNS)))
+        columns=sql.SQL(", ").join(
+            map(sql.Identifier, ("dataset", "logical_date", "list_kind", "run_id", *SCORE_COLUMNS))
+        )
     )
     # The list's key columns are the same on every row: prepend them once rather than per row in Python.
     keyed = frame.copy()
     keyed.insert(0, "run_id", run_id)
+    keyed.insert(0, "list_kind", list_kind)
     keyed.insert(0, "logical_date", pd.Timestamp(logical_date))
     keyed.insert(0, "dataset", dataset)
     with conn, conn.cursor() as cur:
         cur.execute(
             """
             INSERT INTO churnops.score_runs
-                (dataset, logical_date, run_id, model_name, model_version, cutoff, row_count)
-            VALUES (%s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (dataset, logical_date) DO UPDATE SET
+                (dataset, logical_date, list_kind, run_id, model_name, model_version, cutoff, row_count)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (dataset, logical_date, list_kind) DO UPDATE SET
                 run_id = EXCLUDED.run_id, model_name = EXCLUDED.model_name,
                 model_version = EXCLUDED.model_version, cutoff = EXCLUDED.cutoff,
                 row_count = EXCLUDED.row_count, written_at = now()
             """,
-            (dataset, logical_date, run_id, model_name, model_version, cutoff, len(frame)),
+            (dataset, logical_date, list_kind, run_id, model_name, model_version, cutoff, len(frame)),
         )
-        cur.execute("DELETE FROM churnops.scores WHERE dataset = %s AND logical_date = %s", (dataset, logical_date))
+        cur.execute(
+            "DELETE FROM churnops.scores WHERE dataset = %s AND logical_date = %s AND list_kind = %s",
+            (dataset, logical_date, list_kind),
+        )
         cur.copy_expert(copy_sql.as_string(conn), _CsvStream(keyed), size=1 << 20)
         written = cur.rowcount
     return written
@@ -274,7 +294,7 @@ _SCORE_READ_COLUMNS = (
 
 
 def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -> pd.DataFrame:
-    """The newest complete scoring list of `dataset`, highest score first (ties by customer_id).
+    """The newest complete regular scoring list of `dataset`, highest score first (ties by customer_id).
 
     `limit` keeps the top rows only (a top-K list reads K rows through the score index). An empty frame with
     the same columns means the dataset was never scored.
@@ -287,8 +307,10 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
                s.decision::int AS decision, s.risk_decile, s.risk_band, s.model_name, s.model_version,
                s.scored_at
         FROM churnops.scores s
-        WHERE s.dataset = {dataset}
-          AND s.logical_date = (SELECT max(logical_date) FROM churnops.score_runs WHERE dataset = {dataset})
+        WHERE s.dataset = {dataset} AND s.list_kind = 'regular'
+          AND s.logical_date = (
+              SELECT max(logical_date) FROM churnops.score_runs WHERE dataset = {dataset} AND list_kind = 'regular'
+          )
         ORDER BY s.score DESC, s.customer_id
         {limit}
         """
@@ -560,6 +582,8 @@ def write_drift_run(
     current_snapshot: str | None = None,
     started_at: dt.datetime | None = None,
     report_path: str | None = None,
+    current_source: str = "snapshot",
+    run_date: dt.date | None = None,
 ) -> None:
     """Record one drift run and its per-feature rows in one transaction (re-running an id replaces them).
 
@@ -584,6 +608,8 @@ def write_drift_run(
         "warn_threshold": warn_threshold,
         "drift_threshold": drift_threshold,
         "report_path": report_path,
+        "current_source": current_source,
+        "run_date": run_date,
     }
     metric_rows = [{"drift_run_id": drift_run_id, **row} for row in features]
     with conn, conn.cursor() as cur:
@@ -616,24 +642,49 @@ def write_retrain_decision(
     drift_run_id: str | None = None,
     training_run_id: str | None = None,
     details: Mapping[str, Any] | None = None,
+    decided_at: dt.datetime | None = None,
+    run_date: dt.date | None = None,
+    advisory: bool = False,
 ) -> int:
     """Record a retraining trigger that fired or was suppressed, with its cause and reason; return its id.
 
-    trigger is one of drift_detected, performance_drop, scheduled, manual.
+    trigger is one of drift_detected, performance_drop, scheduled, manual. With a `run_date`, the decision of the
+    same (dataset, run date, trigger, advisory) is replaced, so re-running a date records it once.
     """
-    return _insert_returning_id(
-        conn,
-        "retrain_decisions",
-        {
-            "dataset": dataset,
-            "trigger": trigger,
-            "fired": fired,
-            "reason": reason,
-            "drift_run_id": drift_run_id,
-            "training_run_id": training_run_id,
-            "details": dict(details or {}),
-        },
+    row = {
+        "dataset": dataset,
+        "trigger": trigger,
+        "fired": fired,
+        "reason": reason,
+        "drift_run_id": drift_run_id,
+        "training_run_id": training_run_id,
+        "details": dict(details or {}),
+        "decided_at": decided_at or dt.datetime.now(dt.UTC),
+        "run_date": run_date,
+        "advisory": advisory,
+    }
+    if run_date is None:
+        return _insert_returning_id(conn, "retrain_decisions", row)
+    columns = list(row)
+    statement = sql.SQL(
+        """
+        INSERT INTO churnops.retrain_decisions ({columns}) VALUES ({values})
+        ON CONFLICT (dataset, run_date, trigger, advisory) WHERE run_date IS NOT NULL
+        DO UPDATE SET {updates}
+        RETURNING id
+        """
+    ).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        updates=sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+            for c in columns
+            if c not in ("dataset", "run_date", "trigger", "advisory")
+        ),
     )
+    with conn, conn.cursor() as cur:
+        cur.execute(statement, [_adapt(row[c]) for c in columns])
+        return int(cur.fetchone()[0])
 
 
 def write_realized_performance(
@@ -651,8 +702,10 @@ def write_realized_performance(
     mean_score: float | None = None,
     observed_rate: float | None = None,
     calibration_error: float | None = None,
+    list_kind: str = "regular",
 ) -> None:
-    """Record the realized performance of the scoring list of `logical_date` (recomputing overwrites)."""
+    """Record the realized performance of the scoring list of (`logical_date`, `list_kind`) (recomputing
+    overwrites)."""
     _insert_rows(
         conn,
         "realized_performance",
@@ -660,6 +713,7 @@ def write_realized_performance(
             {
                 "dataset": dataset,
                 "logical_date": logical_date,
+                "list_kind": list_kind,
                 "model_name": model_name,
                 "model_version": str(model_version),
                 "horizon_days": horizon_days,
@@ -673,5 +727,5 @@ def write_realized_performance(
                 "computed_at": dt.datetime.now(dt.UTC),
             }
         ],
-        conflict_key=("dataset", "logical_date", "model_version"),
+        conflict_key=("dataset", "logical_date", "list_kind", "model_version"),
     )

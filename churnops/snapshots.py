@@ -1,9 +1,12 @@
-"""Feature snapshots: versioned, content-hashed, published atomically, verified on load.
+"""Feature snapshots: versioned, content-hashed, published atomically, verified on load, one per run date.
 
 Layout under `<home>/features/<dataset>/`: one folder per snapshot, named by its content hash, holding `data/`
-(Parquet) and `snapshot.json` (metadata: cutoffs, row counts, features, hash); `latest.json` names the newest.
-The hash covers the rows sorted by (cutoff, customer) so the same inputs always give the same hash, however Spark
-split the files.
+(Parquet) and `snapshot.json` (metadata: cutoffs, row counts, features, hashes); `runs/<run date>.json` names the
+snapshot of each run date, `inputs/<inputs key>.json` the snapshot built from each set of inputs (so unchanged data
+and definitions reuse a snapshot instead of rebuilding it), and `latest.json` the snapshot of the newest run date.
+The content hash covers the rows sorted by (cutoff, customer) so the same inputs always give the same hash, however
+Spark split the files. The training hash covers only the labelled rows training reads (training and out-of-time
+cutoffs): two run dates with the same training hash have nothing new to learn from.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from churnops.storage import write_json_atomically
 DATA_DIR = "data"
 METADATA_FILE = "snapshot.json"
 LATEST_FILE = "latest.json"
+RUNS_DIR = "runs"
+INPUTS_DIR = "inputs"
 
 
 class SnapshotIntegrityError(RuntimeError):
@@ -46,6 +51,12 @@ class SnapshotMetadata:
     ingestion: dict[str, Any] = field(default_factory=dict)
     # What the feature job's leakage probes checked and found (jobs/features.py `probe_source_timestamps`).
     leakage_probes: dict[str, Any] = field(default_factory=dict)
+    # The run date the snapshot was built for, the last observed day + 1, and the hash of what training reads.
+    run_date: str | None = None
+    observed_until: str | None = None
+    training_hash: str = ""
+    # Digest of everything the snapshot was computed from (definitions, inputs, plan): see `find_by_inputs`.
+    inputs_key: str = ""
 
     @property
     def snapshot_id(self) -> str:
@@ -53,8 +64,9 @@ class SnapshotMetadata:
 
 
 def content_hash(frame: pd.DataFrame) -> str:
-    """SHA-256 over the column names and the rows, in (cutoff, customer) order."""
-    ordered = frame.sort_values([CUTOFF, ENTITY_ID], kind="stable", ignore_index=True)
+    """SHA-256 over the column names and the rows, in (cutoff, customer) order (customer only without cutoffs)."""
+    keys = [CUTOFF, ENTITY_ID] if CUTOFF in frame.columns else [ENTITY_ID]
+    ordered = frame.sort_values(keys, kind="stable", ignore_index=True)
     ordered = ordered[sorted(ordered.columns)]
     row_hashes = pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype=np.uint64)
     digest = hashlib.sha256()
@@ -79,6 +91,21 @@ def dataset_dir(settings: Settings, dataset: str) -> Path:
     return settings.features_dir / dataset
 
 
+def training_hash(frame: pd.DataFrame, cutoffs: dict[str, list[dt.date]], validation: str) -> str:
+    """Content hash of the rows training reads: the labelled rows of the training and out-of-time cutoffs.
+
+    Entity-level snapshots carry the run date as their one cutoff; it is left out, so the same table on another
+    day has the same training hash.
+    """
+    from churnops.features import LABEL_AVAILABLE
+
+    labelled = frame[frame[LABEL_AVAILABLE]] if LABEL_AVAILABLE in frame.columns else frame
+    if validation != "out_of_time":
+        return content_hash(labelled.drop(columns=[CUTOFF]))
+    training_days = [pd.Timestamp(d) for role in ("train", "out_of_time") for d in cutoffs.get(role, [])]
+    return content_hash(labelled[labelled[CUTOFF].isin(training_days)])
+
+
 def describe(
     frame: pd.DataFrame,
     dataset: str,
@@ -88,6 +115,9 @@ def describe(
     validation: str = "out_of_time",
     ingestion: dict[str, Any] | None = None,
     leakage_probes: dict[str, Any] | None = None,
+    run_date: dt.date | None = None,
+    observed_until: dt.date | None = None,
+    inputs_key: str = "",
 ) -> SnapshotMetadata:
     counts = frame.groupby(CUTOFF).size()
     return SnapshotMetadata(
@@ -101,6 +131,10 @@ def describe(
         validation=validation,
         ingestion=ingestion or {},
         leakage_probes=leakage_probes or {},
+        run_date=run_date.isoformat() if run_date else None,
+        observed_until=observed_until.isoformat() if observed_until else None,
+        training_hash=training_hash(frame, cutoffs, validation),
+        inputs_key=inputs_key,
     )
 
 
@@ -108,8 +142,48 @@ def write_metadata(snapshot_dir: Path, metadata: SnapshotMetadata) -> None:
     write_json_atomically(asdict(metadata), snapshot_dir / METADATA_FILE)
 
 
-def point_latest(settings: Settings, metadata: SnapshotMetadata) -> None:
-    write_json_atomically({"snapshot_id": metadata.snapshot_id}, dataset_dir(settings, metadata.dataset) / LATEST_FILE)
+def record_run(settings: Settings, metadata: SnapshotMetadata, run_date: dt.date | None = None) -> None:
+    """Name `metadata`'s snapshot as the one of `run_date` (default: the date it was built for) and of its inputs;
+    move `latest.json` forward only (a backfill of an earlier date never makes an older snapshot the latest)."""
+    root = dataset_dir(settings, metadata.dataset)
+    day = run_date.isoformat() if run_date else metadata.run_date
+    pointer = {"snapshot_id": metadata.snapshot_id, "run_date": day, "inputs_key": metadata.inputs_key}
+    if metadata.inputs_key:
+        write_json_atomically(pointer, root / INPUTS_DIR / f"{metadata.inputs_key}.json")
+    if day is None:
+        write_json_atomically(pointer, root / LATEST_FILE)
+        return
+    write_json_atomically(pointer, root / RUNS_DIR / f"{day}.json")
+    latest = root / LATEST_FILE
+    current = json.loads(latest.read_text()).get("run_date") if latest.exists() else None
+    if current is None or current <= day:
+        write_json_atomically(pointer, latest)
+
+
+def find_by_inputs(settings: Settings, dataset: str, inputs_key: str) -> Path | None:
+    """The published snapshot built from exactly these inputs, if any (its folder still holds its data)."""
+    pointer = dataset_dir(settings, dataset) / INPUTS_DIR / f"{inputs_key}.json"
+    if not pointer.exists():
+        return None
+    folder = dataset_dir(settings, dataset) / json.loads(pointer.read_text())["snapshot_id"]
+    return folder if (folder / METADATA_FILE).exists() else None
+
+
+def snapshot_dir_for(settings: Settings, dataset: str, run_date: dt.date | None = None) -> Path:
+    """The snapshot of `run_date` (the newest run date's when None)."""
+    if run_date is None:
+        return latest_snapshot_dir(settings, dataset)
+    pointer = dataset_dir(settings, dataset) / RUNS_DIR / f"{run_date.isoformat()}.json"
+    if not pointer.exists():
+        raise FileNotFoundError(
+            f"no feature snapshot of dataset {dataset!r} for run date {run_date}: the feature job has not run for "
+            f"that date (`churnops features --run-date {run_date}` or the feature DAG)"
+        )
+    return pointer.parent.parent / json.loads(pointer.read_text())["snapshot_id"]
+
+
+def read_metadata(snapshot_dir: Path) -> SnapshotMetadata:
+    return SnapshotMetadata(**json.loads((snapshot_dir / METADATA_FILE).read_text()))
 
 
 def latest_snapshot_dir(settings: Settings, dataset: str) -> Path:
@@ -123,7 +197,7 @@ def latest_snapshot_dir(settings: Settings, dataset: str) -> Path:
 
 def load_snapshot(snapshot_dir: Path, verify: bool = True) -> tuple[pd.DataFrame, SnapshotMetadata]:
     """Read a snapshot's rows and metadata; refuse it if its content does not match its recorded hash."""
-    metadata = SnapshotMetadata(**json.loads((snapshot_dir / METADATA_FILE).read_text()))
+    metadata = read_metadata(snapshot_dir)
     frame = pd.read_parquet(snapshot_dir / DATA_DIR)
     frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
     if verify:

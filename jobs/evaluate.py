@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from churnops.metrics import precision_at_top, recall_at_top, top_indices
 from churnops.registry import apply_calibration
 
 TOP_FRACTIONS = ((0.05, "5"), (0.10, "10"))
@@ -21,22 +22,6 @@ CalibrationMethod = Literal["none", "platt", "isotonic"]
 # this much. Without it, every score above the last fold's highest one maps to the same value: on CDNOW (weekly
 # cutoffs), whose evaluation customers are older and more predictable than any training one, that cost 0.01 ROC AUC.
 ISOTONIC_TIE_BREAK_WEIGHT = 1e-4
-
-
-def _top(scores: np.ndarray, fraction: float) -> np.ndarray:
-    k = max(1, int(round(len(scores) * fraction)))
-    return np.argsort(-scores, kind="stable")[:k]
-
-
-def precision_at_top(labels: np.ndarray, scores: np.ndarray, fraction: float) -> float:
-    """Share of positives among the top `fraction` of customers by score (the list a campaign would target)."""
-    return float(np.asarray(labels)[_top(np.asarray(scores), fraction)].mean())
-
-
-def recall_at_top(labels: np.ndarray, scores: np.ndarray, fraction: float) -> float:
-    """Share of all positives that the top `fraction` of customers by score catches."""
-    labels = np.asarray(labels)
-    return float(labels[_top(np.asarray(scores), fraction)].sum() / labels.sum())
 
 
 def ks_statistic(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -96,7 +81,7 @@ def choose_threshold(
         return f1_threshold(np.asarray(labels), np.asarray(scores))
     if objective == "top_fraction":
         scores = np.asarray(scores)
-        return float(scores[_top(scores, top_fraction)[-1]])
+        return float(scores[top_indices(scores, top_fraction)[-1]])
     raise ValueError(f"unknown threshold objective {objective!r}; use 'f1' or 'top_fraction'")
 
 

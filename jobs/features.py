@@ -1,331 +1,146 @@
-"""The PySpark feature job: point-in-time features and labels per customer and cutoff, written as a snapshot.
+"""The feature job: one run date's point-in-time features and labels, published as a content-hashed snapshot.
 
-For each cutoff t, every feature uses only events strictly before t; the label looks only at [t, t + H). The job
-reads the validated bronze layer (`jobs/ingest.py`, re-run first when the source file changed), buckets events per
-customer and day, joins the day buckets to the handful of cutoffs, and evaluates every `FeatureSpec.expression` from
-`churnops.features` with `F.expr` - the same SQL the DuckDB reference runs. The work grows with customer-days x
-cutoffs rather than events x cutoffs. Entity-level contracts (no event log) give one row per customer at `as_of`
-with the table's own label.
-
-Two things keep it fast (issue 3's target is within 2x of DuckDB at 10M events): the events are shuffled once, by
-customer, and every later step (the day buckets, the gap window, the per-cutoff aggregation) runs inside those
-partitions with no further exchange; and a day bucket is joined only to the cutoffs at which its customer belongs
-to the population, so churned customers' long histories are not aggregated for cutoffs they are filtered out of.
+A run works for one run date (`churnops.run_dates`): its scoring cutoff, and the cutoffs of the contract's schedule
+whose labels are observed by then (`DatasetContract.plan`). Before Spark starts, the job brings the bronze layer up
+to date, refuses a run date the data does not reach, and digests everything the snapshot depends on (feature
+definitions, contract, plan, source fingerprints); when a published snapshot has the same digest it is reused and
+Spark never starts. Otherwise the frames of `jobs.feature_frames` are computed, checked by the leakage probe, and
+published atomically.
 
 Run it through the CLI (`churnops features`), from Airflow (spark-submit of this file), or directly:
-`spark-submit jobs/features.py --dataset synthetic`.
+`spark-submit jobs/features.py --dataset synthetic [--run-date YYYY-MM-DD]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 
+from churnops.bronze import latest_event_day
 from churnops.config import Settings
-from churnops.dataset import DatasetContract, bronze_dir, load_contract
-from churnops.features import (
-    CUTOFF,
-    ENTITY_ID,
-    FLOAT_DECIMALS,
-    LABEL,
-    LABEL_AVAILABLE,
-    FeatureSpec,
-    entity_feature_names,
-    event_feature_specs,
-    label_expression,
-    model_feature_columns,
-    type_column,
-)
+from churnops.dataset import CutoffPlan, DatasetContract, load_contract
+from churnops.features import CUTOFF, model_feature_columns
+from churnops.run_dates import DataNotReady, parse_date, require_watermark, run_date_from_data
 from churnops.snapshots import (
     DATA_DIR,
     SnapshotMetadata,
     dataset_dir,
     describe,
     file_fingerprint,
-    point_latest,
+    find_by_inputs,
+    read_metadata,
+    record_run,
     write_metadata,
 )
 from churnops.storage import publish_directory, staging_directory_for
+from jobs.feature_frames import compute_feature_table, probe_source_timestamps
 
 log = logging.getLogger(__name__)
 
-DAY = "event_day"
-# The source-timestamp leakage probe looks at about one customer in this many.
-PROBE_SAMPLE_ONE_IN = 20
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """What the job decides before Spark starts: the run date, its cutoffs, and the digest of its inputs."""
 
-def _read(spark: SparkSession, path: Path, fmt: str) -> DataFrame:
-    if not path.exists():
-        raise FileNotFoundError(f"source {path} does not exist; for generated data run `churnops generate` first")
-    if fmt == "csv":
-        return spark.read.csv(str(path), header=True, inferSchema=True)
-    return spark.read.parquet(str(path))
-
-
-def read_events(spark: SparkSession, contract: DatasetContract, settings: Settings) -> DataFrame:
-    """The validated (bronze) event log: customer_id, event_time, event_day, event_type, amount.
-
-    Ingests the contract's source first when the bronze layer is missing or older than the source file.
-    """
-    from jobs.ingest import EVENTS_FILE, ensure_bronze
-
-    ensure_bronze(contract, settings)
-    return spark.read.parquet(str(bronze_dir(settings, contract.name) / EVENTS_FILE))
-
-
-def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame | None:
-    source = contract.entities
-    if source is None:
-        return None
-    raw = _read(spark, contract.resolve(source.path), source.format)
-    columns = [F.col(source.key).cast("string").alias(ENTITY_ID)]
-    if source.signup:
-        columns.append(F.col(source.signup).cast("date").alias("signup_date"))
-    columns += [F.col(c).cast("string").alias(c) for c in source.categorical]
-    columns += [F.col(c).cast("double").alias(c) for c in source.numeric]
-    if contract.label.kind == "column":
-        columns.append(F.col(contract.label.column).cast("int").alias(LABEL))
-    return raw.select(*columns)
-
-
-def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:
-    """One row per customer and event day with the per-day columns the feature expressions read (see
-    churnops.features; `join_cutoffs` adds the gap to the previous event day).
-
-    The result is hash-partitioned by customer: `join_cutoffs` and `build_features` rely on that to window per
-    customer and aggregate per (customer, cutoff) without another shuffle.
-    """
-    assert contract.events is not None
-    label_type = contract.label.event_type
-    aggregates = [
-        F.count(F.lit(1)).alias("n"),
-        F.sum("amount").alias("amount_sum"),
-        F.sum(F.col("amount") * F.col("amount")).alias("amount_sumsq"),
-        F.max("amount").alias("amount_max"),
-        (F.sum(F.when(F.col("event_type") == label_type, 1).otherwise(0)) if label_type else F.count(F.lit(1))).alias(
-            "n_label"
-        ),
-    ]
-    aggregates += [
-        F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(type_column(t))
-        for t in contract.events.counted_event_types
-    ]
-    return (
-        # The job's one shuffle: Spark sees that grouping by (customer, day), the windows by customer and the
-        # later grouping by (customer, cutoff) are all satisfied by this partitioning and adds no exchange.
-        events.repartition(ENTITY_ID)
-        .groupBy(ENTITY_ID, DAY)
-        .agg(*aggregates)
-        .withColumn("day_index", F.unix_date(DAY))
-    )
-
-
-def _population_bits(cutoffs: list[dt.date], contract: DatasetContract) -> Column:
-    """Per day bucket: bit i set when an event that day puts the customer in cutoff i's population.
-
-    The population at cutoff t is everyone with an event before t (and, if the contract says so, within the
-    `active_within_days` before t): exactly the rows the population filter below keeps.
-    """
-    active_within = contract.population.active_within_days
-    bits: Column = F.lit(0).cast("long")
-    for i, cutoff in enumerate(cutoffs):
-        cutoff_index = (cutoff - dt.date(1970, 1, 1)).days
-        in_population = F.col("day_index") < cutoff_index
-        if active_within is not None:
-            in_population &= F.col("day_index") >= cutoff_index - active_within
-        bits = bits.bitwiseOR(F.when(in_population, F.lit(1 << i).cast("long")).otherwise(F.lit(0).cast("long")))
-    return bits
-
-
-def join_cutoffs(daily: DataFrame, contract: DatasetContract, cutoffs: list[dt.date]) -> DataFrame:
-    """Each day bucket joined to every cutoff it can inform: its features (before the cutoff) or its label
-    (within the horizon after it), for the cutoffs whose population the customer belongs to; with `days_before`."""
-    if len(cutoffs) > 62:
-        raise ValueError(f"{len(cutoffs)} cutoffs in one run: the population bit mask holds at most 62")
-    cutoff_frame = daily.sparkSession.createDataFrame(
-        [(c, 1 << i) for i, c in enumerate(cutoffs)], f"{CUTOFF} date, cutoff_bit long"
-    )
-    # Both per-customer windows in one select, so that Spark evaluates them in one pass over one sort: the gap to
-    # the customer's previous event day, and which cutoffs the customer belongs to over their whole history.
-    by_day = Window.partitionBy(ENTITY_ID).orderBy("day_index")
-    whole_history = by_day.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    daily = daily.select(
-        "*",
-        (F.col("day_index") - F.lag("day_index").over(by_day)).alias("gap_days"),
-        F.bit_or(_population_bits(cutoffs, contract)).over(whole_history).alias("population_bits"),
-    )
-    return daily.join(
-        F.broadcast(cutoff_frame),
-        (F.col(DAY) < F.date_add(F.col(CUTOFF), contract.label.horizon_days))
-        & (F.col("population_bits").bitwiseAND(F.col("cutoff_bit")) != 0),
-    ).withColumn("days_before", F.unix_date(F.col(CUTOFF)) - F.col("day_index"))
-
-
-def features_reading_past_the_cutoff(
-    daily: DataFrame,
-    contract: DatasetContract,
-    cutoffs: list[dt.date],
-    specs: list[FeatureSpec],
-    sample_one_in: int = PROBE_SAMPLE_ONE_IN,
-) -> dict[str, int]:
-    """Leakage probe: for each feature, on how many sampled (customer, cutoff) rows its value changes when every
-    source row dated at or after the cutoff is removed. Any count above 0 means the feature reads the future.
-
-    The join hands each aggregate the label window too (days_before <= 0), so a feature definition that forgets its
-    lower bound would silently read it; this probe evaluates every definition both ways on a hash sample of
-    customers (one in `sample_one_in`) and compares, independently of how the definition is written.
-    """
-    sample = daily.where(F.pmod(F.xxhash64(ENTITY_ID), F.lit(sample_one_in)) == 0)
-    joined = join_cutoffs(sample, contract, cutoffs)
-
-    def evaluated(rows: DataFrame, suffix: str) -> DataFrame:
-        return rows.groupBy(ENTITY_ID, CUTOFF).agg(
-            *[_rounded(F.expr(s.expression), s).alias(f"{s.name}{suffix}") for s in specs]
-        )
-
-    # Only (customer, cutoff) pairs with history before the cutoff: the others are outside every population.
-    both = evaluated(joined, "").join(evaluated(joined.where(F.col("days_before") >= 1), "_past"), [ENTITY_ID, CUTOFF])
-    differs = []
-    for spec in specs:
-        value, past = F.col(spec.name), F.col(f"{spec.name}_past")
-        changed = ~value.eqNullSafe(past)
-        if spec.kind == "numeric":
-            # Sums over the same rows in another order may differ in the last bits.
-            changed = (value.isNull() != past.isNull()) | (
-                F.abs(value - past) > 1e-6 * F.greatest(F.lit(1.0), F.abs(past))
-            )
-        differs.append(F.sum(F.when(changed, 1).otherwise(0)).alias(spec.name))
-    counts = both.agg(F.count(F.lit(1)).alias("_rows"), *differs).first()
-    assert counts is not None
-    return {spec.name: int(counts[spec.name] or 0) for spec in specs} | {"_rows_compared": int(counts["_rows"])}
-
-
-def build_features(
-    daily: DataFrame,
-    entities: DataFrame | None,
-    contract: DatasetContract,
-    cutoffs: list[dt.date],
-) -> DataFrame:
-    """Features and labels for every (customer, cutoff) in the population, from day-bucketed events."""
-    horizon = contract.label.horizon_days
-    specs = event_feature_specs(contract)
-    features = (
-        join_cutoffs(daily, contract, cutoffs)
-        .groupBy(ENTITY_ID, CUTOFF)
-        .agg(
-            *[_rounded(F.expr(s.expression), s).alias(s.name) for s in specs],
-            F.expr(label_expression(contract)).alias("_label"),
-        )
-    )
-
-    # Population: seen before the cutoff (and recently active, if the contract asks). The bit mask above already
-    # pruned everything else; the filter states the rule and keeps the result right if the mask ever were not.
-    features = features.where(F.col("event_count_all") > 0)
-    if contract.population.active_within_days is not None:
-        features = features.where(F.col("days_since_last_event") <= contract.population.active_within_days)
-
-    label_available = F.date_add(F.col(CUTOFF), horizon) <= F.lit(contract.cutoffs.as_of)
-    features = (
-        features.withColumn(LABEL_AVAILABLE, label_available)
-        .withColumn(LABEL, F.when(label_available, F.col("_label").cast("int")))
-        .drop("_label")
-    )
-    if entities is not None:
-        features = _with_entity_attributes(features.join(entities, ENTITY_ID, "left"), contract)
-    numeric, categorical = model_feature_columns(contract)
-    return features.select(ENTITY_ID, CUTOFF, *numeric, *categorical, LABEL, LABEL_AVAILABLE)
-
-
-def build_entity_features(entities: DataFrame, contract: DatasetContract) -> DataFrame:
-    """Entity-level data: one row per customer at the export date `as_of`, labelled by the table's own column."""
-    rows = entities.withColumn(CUTOFF, F.lit(contract.cutoffs.as_of).cast("date"))
-    rows = _with_entity_attributes(rows, contract).withColumn(LABEL_AVAILABLE, F.col(LABEL).isNotNull())
-    numeric, categorical = model_feature_columns(contract)
-    return rows.select(ENTITY_ID, CUTOFF, *numeric, *categorical, LABEL, LABEL_AVAILABLE)
-
-
-def _with_entity_attributes(rows: DataFrame, contract: DatasetContract) -> DataFrame:
-    numeric_attrs, _ = entity_feature_names(contract)
-    if "days_since_signup" in numeric_attrs:
-        # Customers who signed up after the cutoff did not exist yet: they are not in that cutoff's population.
-        rows = rows.withColumn(
-            "days_since_signup", F.datediff(F.col(CUTOFF), F.col("signup_date")).cast("double")
-        ).where(F.col("days_since_signup").isNull() | (F.col("days_since_signup") >= 0))
-    return rows
-
-
-def _rounded(expression: Column, spec: FeatureSpec) -> Column:
-    return F.round(expression, FLOAT_DECIMALS) if spec.kind == "numeric" else expression
-
-
-def compute_feature_table(
-    spark: SparkSession, contract: DatasetContract, settings: Settings, cutoffs: list[dt.date]
-) -> DataFrame:
-    """The lazy Spark frame of every (customer, cutoff) row for the given cutoffs."""
-    entities = read_entities(spark, contract)
-    if contract.events is None:
-        assert entities is not None  # the contract validator guarantees one source
-        return build_entity_features(entities, contract)
-    daily = bucket_by_day(read_events(spark, contract, settings), contract)
-    return build_features(daily, entities, contract, cutoffs)
-
-
-class FeatureLeakageError(ValueError):
-    """A feature definition reads source rows dated at or after the cutoff."""
-
-
-def probe_source_timestamps(
-    spark: SparkSession, contract: DatasetContract, settings: Settings, cutoffs: list[dt.date]
-) -> dict[str, Any]:
-    """Run `features_reading_past_the_cutoff` on the contract's event features; fail on a finding the contract
-    does not allow. Returns what the snapshot metadata records about the probe."""
-    daily = bucket_by_day(read_events(spark, contract, settings), contract)
-    counts = features_reading_past_the_cutoff(daily, contract, cutoffs, event_feature_specs(contract))
-    compared = counts.pop("_rows_compared")
-    findings = {name: n for name, n in counts.items() if n > 0}
-    refused = sorted(set(findings) - set(contract.leakage.allowed_features))
-    if refused:
-        raise FeatureLeakageError(
-            "leakage: "
-            + ", ".join(f"feature {name!r} changes on {findings[name]} of {compared} sampled rows" for name in refused)
-            + " when the source rows at or after the cutoff are removed: its definition reads the future. Fix it in "
-            "churnops/features.py, or list it under `leakage.allowed_features` in the dataset contract if that is "
-            "intended"
-        )
-    return {
-        "source_timestamps": {
-            "rows_compared": compared,
-            "sample": f"one customer in {PROBE_SAMPLE_ONE_IN}",
-            "features_reading_past_cutoff": findings,
-        }
-    }
+    run_date: dt.date
+    plan: CutoffPlan
+    source_fingerprints: dict[str, str]
+    inputs_key: str
+    latest_event_day: dt.date | None
 
 
 @dataclass(frozen=True)
 class FeatureRun:
     snapshot_dir: Path
     metadata: SnapshotMetadata
+    # True when a published snapshot with the same inputs was reused and no Spark work was done.
+    reused: bool = False
 
 
-def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, settings: Settings) -> FeatureRun:
-    """Compute features for every cutoff of the contract's plan and publish them as a hashed snapshot."""
+def _definitions_digest() -> str:
+    """Digest of the code that defines the features (the declarations and this job), so a changed definition
+    never reuses a snapshot computed by the old one."""
+    from churnops import features as definitions
+
+    digest = hashlib.sha256()
+    for module_file in (Path(definitions.__file__), Path(__file__)):
+        digest.update(module_file.read_bytes())
+    return digest.hexdigest()
+
+
+def inputs_key(contract: DatasetContract, plan: CutoffPlan, source_fingerprints: dict[str, str]) -> str:
+    """Digest of everything a snapshot depends on: feature definitions, the contract, the plan, the sources."""
+    contract_fields = contract.model_dump(mode="json", exclude={"description", "base_dir"})
+    payload = {
+        "definitions": _definitions_digest(),
+        "contract": contract_fields,
+        "plan": plan.model_dump(mode="json"),
+        "sources": source_fingerprints,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def prepare_run(contract: DatasetContract, settings: Settings, run_date: dt.date | None = None) -> PreparedRun:
+    """Bring the bronze layer up to date, fix the run date and its plan, and digest the inputs (no Spark).
+
+    Without a `run_date` the run takes the day after the latest day of data. A run date the data does not reach
+    (within `settings.watermark.tolerance_days`) is refused with the last day seen.
+    """
+    from jobs.ingest import ensure_bronze
+
+    sources: dict[str, str] = {}
+    latest = None
+    if contract.events is not None:
+        report = ensure_bronze(contract, settings)
+        sources["events"] = report.source_fingerprint
+        latest = latest_event_day(settings, contract.name)
+        run_date = run_date or (run_date_from_data(latest) if latest else None)
+        if run_date is None:
+            raise DataNotReady(f"dataset {contract.name!r} has no accepted events yet; nothing to compute")
+        if contract.cutoffs.as_of is None:
+            require_watermark(contract.name, run_date, latest, settings.watermark.tolerance_days)
+    if contract.entities is not None:
+        sources["entities"] = file_fingerprint(contract.resolve(contract.entities.path))
+    run_date = run_date or dt.datetime.now(dt.UTC).date()
+    observed_until = latest + dt.timedelta(days=1) if latest is not None else None
+    plan = contract.plan(run_date, observed_until=observed_until)
+    return PreparedRun(run_date, plan, sources, inputs_key(contract, plan, sources), latest)
+
+
+def reuse_snapshot(settings: Settings, contract: DatasetContract, prepared: PreparedRun) -> FeatureRun | None:
+    """The published snapshot with the same inputs, now also named as this run date's; None when there is none."""
+    existing = find_by_inputs(settings, contract.name, prepared.inputs_key)
+    if existing is None:
+        return None
+    metadata = read_metadata(existing)
+    record_run(settings, metadata, run_date=prepared.run_date)
+    log.info("feature snapshot %s reused for run date %s (same inputs)", metadata.snapshot_id, prepared.run_date)
+    return FeatureRun(snapshot_dir=existing, metadata=metadata, reused=True)
+
+
+def build_feature_snapshot(
+    spark: SparkSession, contract: DatasetContract, settings: Settings, prepared: PreparedRun | None = None
+) -> FeatureRun:
+    """Compute features for every cutoff of the run's plan and publish them as a hashed snapshot."""
     import pandas as pd
 
     from jobs.ingest import read_report
 
-    plan = contract.plan()
+    prepared = prepared or prepare_run(contract, settings)
+    plan = prepared.plan
     cutoffs = sorted(set(plan.all))
     # The probe runs first: a leaking definition fails the run before anything is written.
     leakage_probes = probe_source_timestamps(spark, contract, settings, cutoffs) if contract.events else {}
-    features = compute_feature_table(spark, contract, settings, cutoffs)
+    observed_until = plan.observed_until or plan.scoring
+    features = compute_feature_table(spark, contract, settings, cutoffs, observed_until)
 
     target_root = dataset_dir(settings, contract.name)
     staging = staging_directory_for(target_root / "incoming")
@@ -334,63 +149,74 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
         frame = pd.read_parquet(staging / DATA_DIR)
         frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
         numeric, categorical = model_feature_columns(contract)
-        sources, ingestion = {}, {}
-        if contract.events is not None:
-            sources["events"] = file_fingerprint(contract.resolve(contract.events.path))
-            report = read_report(settings, contract.name)
-            ingestion = (
-                {}
-                if report is None
-                else {
-                    "rows_read": report.rows_read,
-                    "rows_accepted": report.rows_accepted,
-                    "rows_quarantined": report.rows_quarantined,
-                    "quarantined_by_reason": report.quarantined_by_reason,
-                }
-            )
-        if contract.entities is not None:
-            sources["entities"] = file_fingerprint(contract.resolve(contract.entities.path))
+        report = read_report(settings, contract.name) if contract.events is not None else None
+        ingestion = (
+            {}
+            if report is None
+            else {
+                "rows_read": report.rows_read,
+                "rows_accepted": report.rows_accepted,
+                "rows_quarantined": report.rows_quarantined,
+                "quarantined_by_reason": report.quarantined_by_reason,
+            }
+        )
         metadata = describe(
             frame,
             contract.name,
             {"train": list(plan.train), "out_of_time": [plan.out_of_time], "scoring": [plan.scoring]},
             numeric + categorical,
-            sources,
+            prepared.source_fingerprints,
             validation=contract.validation,
             ingestion=ingestion,
             leakage_probes=leakage_probes,
+            run_date=prepared.run_date,
+            observed_until=plan.observed_until,
+            inputs_key=prepared.inputs_key,
         )
         write_metadata(staging, metadata)
         final = target_root / metadata.snapshot_id
         if final.exists():
-            # Same inputs, same hash: the snapshot is already published; re-running is a no-op.
+            # Same rows, same hash: the snapshot is already published; re-running is a no-op.
             shutil.rmtree(staging)
         else:
             publish_directory(staging, final)
-        point_latest(settings, metadata)
+        record_run(settings, metadata)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    log.info("feature snapshot %s: %s rows", final, len(frame))
+    log.info("feature snapshot %s for run date %s: %s rows", final, prepared.run_date, len(frame))
     return FeatureRun(snapshot_dir=final, metadata=metadata)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point for `spark-submit jobs/features.py --dataset NAME`."""
+def run_feature_job(
+    contract: DatasetContract, settings: Settings, run_date: dt.date | None = None, app_name: str | None = None
+) -> FeatureRun:
+    """The whole job: prepare, reuse a snapshot with the same inputs, or start Spark and build one."""
     from jobs.spark import spark_session
 
+    prepared = prepare_run(contract, settings, run_date)
+    reused = reuse_snapshot(settings, contract, prepared)
+    if reused is not None:
+        return reused
+    spark = spark_session(settings, app_name or f"churnops-features-{contract.name}")
+    try:
+        return build_feature_snapshot(spark, contract, settings, prepared)
+    finally:
+        spark.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for `spark-submit jobs/features.py --dataset NAME [--run-date YYYY-MM-DD]`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=None, help="built-in dataset name or contract YAML path")
+    parser.add_argument("--run-date", default=None, help="the run's date (default: the day after the latest data)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     contract = load_contract(args.dataset or settings.dataset, settings)
-    spark = spark_session(settings, f"churnops-features-{contract.name}")
-    try:
-        run = build_feature_snapshot(spark, contract, settings)
-    finally:
-        spark.stop()
-    print(f"feature snapshot {run.metadata.snapshot_id} at {run.snapshot_dir}")  # noqa: T201
+    run = run_feature_job(contract, settings, parse_date(args.run_date))
+    verb = "reused" if run.reused else "built"
+    print(f"feature snapshot {run.metadata.snapshot_id} {verb} at {run.snapshot_dir}")  # noqa: T201
 
 
 if __name__ == "__main__":

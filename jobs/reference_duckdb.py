@@ -70,7 +70,11 @@ GROUP BY {ENTITY_ID}, {CUTOFF}
 
 
 def compute_reference_features(
-    contract: DatasetContract, events_path: Path, cutoffs: list[dt.date], threads: int | None = None
+    contract: DatasetContract,
+    events_path: Path,
+    cutoffs: list[dt.date],
+    observed_until: dt.date,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Features, labels and entity attributes as the Spark job writes them, computed by DuckDB from bronze events."""
     import duckdb
@@ -85,7 +89,7 @@ def compute_reference_features(
     if contract.population.active_within_days is not None:
         features = features[features["days_since_last_event"] <= contract.population.active_within_days]
     cutoff_dates = pd.to_datetime(features[CUTOFF])
-    available = cutoff_dates + pd.Timedelta(days=contract.label.horizon_days) <= pd.Timestamp(contract.cutoffs.as_of)
+    available = cutoff_dates + pd.Timedelta(days=contract.label.horizon_days) <= pd.Timestamp(observed_until)
     features = features.assign(
         **{CUTOFF: cutoff_dates, LABEL_AVAILABLE: available, LABEL: features["_label"].where(available)}
     ).drop(columns="_label")

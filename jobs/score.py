@@ -1,11 +1,14 @@
-"""Batch scoring: every customer in the population at the latest cutoff, scored by the champion, ranked and banded.
+"""Batch scoring: every customer in the population at a run date's scoring cutoff, scored by the champion, ranked
+and banded.
 
-The list is written as Parquet (one file per dataset and cutoff, replaced atomically) and, when a platform
-database is configured, into PostgreSQL in one transaction per logical date, so a re-run replaces instead of
+A run scores the snapshot of its run date (the newest snapshot when no date is given). The list is written as
+Parquet (one file per dataset, list kind and date, replaced atomically) and, when a platform database is
+configured, into PostgreSQL in one transaction per (dataset, date, list kind), so a re-run replaces instead of
 duplicating and a crash leaves the previous complete list visible.
 
-A backfill scores a past cutoff of the same snapshot instead (a backtest): its list is dated by that cutoff, so
-once the cutoff's label horizon has passed, realized performance (monitoring/realized.py) can evaluate it.
+List kinds: `regular` is the list a run writes for its own date; `backfill` is a list written later for a past
+date (an Airflow backfill run) or a past cutoff of the snapshot (a backtest). A backfill never replaces the regular
+list of the same date, so realized performance can judge what was really sent.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from churnops.banding import build_score_frame
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import CUTOFF, ENTITY_ID
+from churnops.paths import scores_path
 from churnops.registry import LoadedModel, configure_mlflow, load_alias
-from churnops.snapshots import latest_snapshot_dir, load_snapshot
+from churnops.snapshots import load_snapshot, snapshot_dir_for
 from churnops.storage import write_parquet_atomically
 
 log = logging.getLogger(__name__)
@@ -40,10 +44,8 @@ class ScoringRun:
     cutoff: dt.date
     model_version: str
     rows_in_database: int | None
-
-
-def scores_path(settings: Settings, dataset: str, cutoff: dt.date) -> Path:
-    return settings.scores_dir / dataset / f"scores_{cutoff.isoformat()}.parquet"
+    list_date: dt.date | None = None
+    list_kind: str = "regular"
 
 
 def score_frame(
@@ -67,22 +69,21 @@ def score(
     settings: Settings,
     contract: DatasetContract,
     run_id: str = "manual",
-    logical_date: dt.date | None = None,
+    run_date: dt.date | None = None,
     cutoff: dt.date | None = None,
+    list_kind: str = "regular",
 ) -> ScoringRun:
-    """Score the scoring cutoff of the latest snapshot — or, for a backfill, its past `cutoff` — with the champion
-    and publish the list.
+    """Score the scoring cutoff of the run date's snapshot — or, for a backtest, its past `cutoff` — with the
+    champion and publish the list.
 
-    The database keys a regular list by `logical_date` (default: the scoring cutoff). A backfill's list is keyed
-    by the cutoff it scored, whatever run produced it: re-running the backfill replaces it, and realized
-    performance dates it by that cutoff.
+    The list is dated by the cutoff it scored and keyed by `list_kind`; a backtest of a past cutoff is always a
+    `backfill` list.
     """
     configure_mlflow(settings)
     model = load_alias(contract.model_name)
-    frame, metadata = load_snapshot(latest_snapshot_dir(settings, contract.name))
+    frame, metadata = load_snapshot(snapshot_dir_for(settings, contract.name, run_date))
     if cutoff is None:
         cutoff = dt.date.fromisoformat(metadata.cutoffs["scoring"][0])
-        list_date = logical_date or cutoff
     else:
         available = sorted(pd.Timestamp(c).date() for c in frame[CUTOFF].unique())
         if cutoff not in available:
@@ -91,7 +92,7 @@ def score(
                 f"holds the cutoffs {', '.join(c.isoformat() for c in available)}; pick one of them, or re-cut the "
                 "snapshot with `churnops features`"
             )
-        list_date = cutoff
+        list_kind = "backfill"
         evaluated_at = model.metadata.get("out_of_time_cutoff")
         if evaluated_at and cutoff < dt.date.fromisoformat(evaluated_at):
             log.warning(
@@ -105,7 +106,7 @@ def score(
     if features.empty:
         raise ValueError(f"snapshot {metadata.snapshot_id} has no rows at the scoring cutoff {cutoff}")
     scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)
-    path = scores_path(settings, contract.name, cutoff)
+    path = scores_path(settings, contract.name, cutoff, list_kind)
     write_parquet_atomically(scored, path)
     in_database = None
     if settings.database_url is not None:
@@ -113,8 +114,16 @@ def score(
 
         with contextlib.closing(db.connect(settings)) as conn:
             db.migrate(conn)
-            in_database = db.write_scores(conn, scored, dataset=contract.name, run_id=run_id, logical_date=list_date)
+            in_database = db.write_scores(
+                conn, scored, dataset=contract.name, run_id=run_id, logical_date=cutoff, list_kind=list_kind
+            )
     log.info("scored %s customers at %s with %s v%s -> %s", len(scored), cutoff, model.name, model.version, path)
     return ScoringRun(
-        path=path, rows=len(scored), cutoff=cutoff, model_version=model.version, rows_in_database=in_database
+        path=path,
+        rows=len(scored),
+        cutoff=cutoff,
+        model_version=model.version,
+        rows_in_database=in_database,
+        list_date=cutoff,
+        list_kind=list_kind,
     )

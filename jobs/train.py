@@ -63,6 +63,8 @@ TrialCallback = Callable[[int, int, float | None], None]
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 REGISTERED_ATTR = "registered_version"
 GATED_ATTR = "gated_version"
+# The registered version's tag naming the training rows it learned from (SnapshotMetadata.training_hash).
+TRAINING_HASH_TAG = "training_hash"
 BLEND_WEIGHTS = tuple(round(w, 1) for w in np.arange(0.0, 1.0, 0.1))
 # Features of the compact candidate set (besides entity attributes): recency, frequency, monetary, tenure.
 RFM_FAMILIES = ("recency", "frequency")
@@ -106,6 +108,9 @@ class TrainingResult:
     snapshot_id: str
     evaluation_path: Path | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)
+    # True when the snapshot's training rows are those a registered version already learned from: nothing ran.
+    skipped: bool = False
+    skip_reason: str = ""
 
 
 def time_folds(train_cutoffs: list[pd.Timestamp], horizon_days: int, n_folds: int) -> list[Fold]:
@@ -408,8 +413,9 @@ def _open_study(settings: Settings, contract: DatasetContract, metadata: Snapsho
     settings.home.mkdir(parents=True, exist_ok=True)
     # Heartbeats let a resumed study mark the trial a killed process left RUNNING as FAILED (after the grace period).
     storage = optuna.storages.RDBStorage(settings.optuna_storage, heartbeat_interval=10, grace_period=60)
+    # Keyed by the rows training reads: a new run date with the same training rows would be skipped before this.
     return optuna.create_study(
-        study_name=f"{contract.name}-{metadata.snapshot_id}-seed{seed}",
+        study_name=f"{contract.name}-{(metadata.training_hash or metadata.content_hash)[:16]}-seed{seed}",
         storage=storage,
         load_if_exists=True,
         direction="maximize",
@@ -438,12 +444,20 @@ def train(
     snapshot_dir: Path | None = None,
     n_trials: int | None = None,
     on_trial: TrialCallback | None = None,
+    reason: str | None = None,
 ) -> TrainingResult:
-    """Search, fit, evaluate against champion and baselines, register, and run the champion gate for one dataset."""
+    """Search, fit, evaluate against champion and baselines, register, and run the champion gate for one dataset.
+
+    Skips (and records the skip in MLflow) when a registered version was trained on the same training rows.
+    """
     import mlflow
 
     snapshot_dir = snapshot_dir or latest_snapshot_dir(settings, contract.name)
     frame, metadata = load_snapshot(snapshot_dir)
+    configure_mlflow(settings)
+    same_data = _version_trained_on(contract.model_name, metadata.training_hash)
+    if same_data is not None:
+        return _record_skip(settings, contract, metadata, same_data, reason)
     seed = settings.training.seed
     data = _Data(frame, metadata, contract, settings.training.cv_folds, seed)
     if data.validation != "out_of_time":
@@ -455,7 +469,6 @@ def train(
     total_trials = n_trials or settings.training.n_trials
     leakage = _leakage_findings(data, contract)
 
-    configure_mlflow(settings)
     experiment_id = ensure_experiment(settings, contract)
     study = _open_study(settings, contract, metadata, seed)
     parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
@@ -473,6 +486,8 @@ def train(
             {
                 "churnops.dataset": contract.name,
                 "churnops.snapshot_hash": metadata.content_hash,
+                "churnops.training_hash": metadata.training_hash,
+                "churnops.run_date": metadata.run_date or "",
                 "churnops.git_commit": git_commit,
                 "churnops.kind": "training",
                 "churnops.validation": data.validation,
@@ -556,6 +571,58 @@ def train(
         snapshot_id=metadata.snapshot_id,
         evaluation_path=evaluation_path,
         evaluation=evaluation,
+    )
+
+
+def _version_trained_on(model_name: str, training_hash: str) -> str | None:
+    """The registered version that learned from exactly these training rows, if any."""
+    from mlflow import MlflowClient
+
+    if not training_hash:
+        return None
+    for version in MlflowClient().search_model_versions(f"name = '{model_name}'"):
+        if version.tags.get(TRAINING_HASH_TAG) == training_hash:
+            return str(version.version)
+    return None
+
+
+def _record_skip(
+    settings: Settings, contract: DatasetContract, metadata: SnapshotMetadata, version: str, reason: str | None
+) -> TrainingResult:
+    """A training that had nothing new to learn, as an MLflow run of its own (tagged, no model)."""
+    import mlflow
+
+    why = (
+        f"no new data: the training rows of snapshot {metadata.snapshot_id} (run date {metadata.run_date}) are "
+        f"those v{version} learned from"
+    )
+    experiment_id = ensure_experiment(settings, contract)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"skip-{contract.name}") as run:
+        mlflow.set_tags(
+            {
+                "churnops.dataset": contract.name,
+                "churnops.kind": "training",
+                "churnops.outcome": "skipped",
+                "churnops.skip_reason": why,
+                "churnops.training_hash": metadata.training_hash,
+                "churnops.run_date": metadata.run_date or "",
+                "churnops.retrain_reason": reason or "",
+            }
+        )
+    log.info("training of %s skipped: %s", contract.name, why)
+    decision = PromotionDecision(False, why, version, None)
+    return TrainingResult(
+        model_name=contract.model_name,
+        model_version=version,
+        run_id=run.info.run_id,
+        best_params={},
+        out_of_time_metrics={},
+        threshold=float("nan"),
+        n_trials=0,
+        decision=decision,
+        snapshot_id=metadata.snapshot_id,
+        skipped=True,
+        skip_reason=why,
     )
 
 
@@ -752,6 +819,7 @@ def _register(
     """Log and register the model once: a retry after a crash between registration and gate reuses the version."""
     import lightgbm
     import mlflow
+    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     from churnops.banding import band_score_cutoffs
@@ -769,6 +837,8 @@ def _register(
         "risk_band_cutoffs": band_score_cutoffs(selected["scores"]),
         "dataset": contract.name,
         "snapshot_hash": metadata.content_hash,
+        "training_hash": metadata.training_hash,
+        "run_date": metadata.run_date,
         "validation": data.validation,
         "out_of_time_cutoff": data.eval_cutoff,
         "out_of_time_metrics": selected["metrics"],
@@ -788,6 +858,7 @@ def _register(
         pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
     )
     version = str(info.registered_model_version)
+    MlflowClient().set_model_version_tag(contract.model_name, version, TRAINING_HASH_TAG, metadata.training_hash)
     study.set_user_attr(REGISTERED_ATTR, version)
     return version
 

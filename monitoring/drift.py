@@ -20,13 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churnops.config import Settings
+from churnops.config import MonitoringSettings, Settings
 from churnops.dataset import DatasetContract
 from churnops.features import CUTOFF
 from churnops.registry import LoadedModel
-from churnops.snapshots import SnapshotMetadata, dataset_dir, latest_snapshot_dir, load_snapshot
+from churnops.snapshots import SnapshotMetadata, dataset_dir, load_snapshot, snapshot_dir_for
 from monitoring.psi import missing_share
-from monitoring.settings import MonitoringSettings
 from monitoring.store import DriftRun, FeatureDrift, MonitoringStore, monitoring_dir, open_store
 
 log = logging.getLogger(__name__)
@@ -234,6 +233,7 @@ def _drift_run(
     report_path: Path,
     rows: tuple[int, int],
     source: str,
+    run_date: dt.date | None,
 ) -> DriftRun:
     return DriftRun(
         drift_run_id=drift_run_id,
@@ -254,6 +254,7 @@ def _drift_run(
         rows_reference=rows[0],
         rows_current=rows[1],
         current_source=source,
+        run_date=run_date.isoformat() if run_date else None,
     )
 
 
@@ -265,8 +266,10 @@ def run_drift_check(
     store: MonitoringStore | None = None,
     drift_run_id: str | None = None,
     now: dt.datetime | None = None,
+    run_date: dt.date | None = None,
 ) -> list[DriftRun]:
-    """Compare the champion's reference data with the latest snapshot (and the prediction log); record the runs.
+    """Compare the champion's reference data with the snapshot of `run_date` (the newest when None) and the
+    prediction log; record the runs.
 
     Returns the snapshot comparison first, then the prediction-log comparison when there was enough traffic.
     Raises NoChampionError when the dataset has no champion yet.
@@ -276,7 +279,12 @@ def run_drift_check(
     monitoring = monitoring or settings.monitoring
     store = store or open_store(settings)
     started_at = now or dt.datetime.now(dt.UTC)
-    drift_run_id = drift_run_id or f"{contract.name}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    # A run date's drift run keeps one id, so re-running that date replaces it instead of adding another.
+    drift_run_id = drift_run_id or (
+        f"{contract.name}-{run_date.isoformat()}"
+        if run_date is not None
+        else f"{contract.name}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    )
     configure_mlflow(settings)
     try:
         model = load_alias(contract.model_name)
@@ -286,7 +294,7 @@ def run_drift_check(
         raise
 
     ref_frame, ref_meta = load_snapshot(reference_snapshot_dir(settings, contract, model))
-    cur_frame, cur_meta = load_snapshot(latest_snapshot_dir(settings, contract.name))
+    cur_frame, cur_meta = load_snapshot(snapshot_dir_for(settings, contract.name, run_date))
     reference = _sample(reference_rows(ref_frame, ref_meta, monitoring.reference_cutoffs), monitoring.max_rows)
     current = _sample(scoring_rows(cur_frame, cur_meta), monitoring.max_rows)
     if reference.empty or current.empty:
@@ -326,6 +334,7 @@ def run_drift_check(
             report_path,
             (len(reference), len(current)),
             "snapshot",
+            run_date,
         )
     )
     online = load_prediction_log(settings, model.name, monitoring.prediction_log_days, started_at)
@@ -356,6 +365,7 @@ def run_drift_check(
                 online_path,
                 (len(reference), len(online)),
                 "prediction_log",
+                run_date,
             )
         )
     for run in runs:

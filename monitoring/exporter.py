@@ -17,8 +17,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from churnops.config import Settings
-from monitoring.settings import MonitoringSettings
+from churnops.config import MonitoringSettings, Settings
 from monitoring.store import MonitoringStore, open_store
 
 log = logging.getLogger(__name__)

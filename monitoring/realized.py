@@ -1,23 +1,29 @@
-"""Realized performance: once the horizon of a past scoring list has passed, how good were its scores?
+"""Realized performance per cohort: once the horizon of a past scoring list has passed, how good were its scores?
 
-For each scoring list (Parquet files of `jobs.score`, or the PostgreSQL score lists when the database is
-configured) whose cutoff + horizon lies within the observed data, the outcome of every scored customer is derived
-from the validated (bronze) event log with the dataset's own label rule — churn: no event in [cutoff, cutoff + H);
+Each scoring list (Parquet files of `jobs.score`, or the PostgreSQL score lists when the database is configured)
+is evaluated once, on the first monitoring run whose date and data cover its whole horizon (cutoff + horizon on or
+before both the run date and the day after the latest event): the outcome of every scored customer is derived from
+the validated (bronze) event log with the dataset's own label rule — churn: no event in [cutoff, cutoff + H);
 propensity: at least one — and compared with the scores: ROC AUC, precision in the top 10 %, and calibration
-(mean score vs observed rate, expected calibration error over ten equal-width score bins).
+(mean score vs observed rate, expected calibration error over ten equal-width score bins). Lists already evaluated
+are not evaluated again, so the series over time is one point per cohort.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from churnops.bronze import latest_event_day, read_bronze_events
 from churnops.config import Settings
-from churnops.dataset import DatasetContract, bronze_dir
+from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
+from churnops.metrics import precision_at_top
+from churnops.paths import scores_folder
 from monitoring.store import MonitoringStore, RealizedPerformance, open_store
 
 log = logging.getLogger(__name__)
@@ -65,11 +71,13 @@ def realized_outcomes(
 
 
 def evaluate_list(
-    scores: pd.DataFrame, outcomes: np.ndarray, contract: DatasetContract, logical_date: dt.date
+    scores: pd.DataFrame,
+    outcomes: np.ndarray,
+    contract: DatasetContract,
+    logical_date: dt.date,
+    list_kind: str = "regular",
 ) -> RealizedPerformance:
     """Realized metrics of one scoring list (columns customer_id, score, model_name, model_version)."""
-    from jobs.evaluate import precision_at_top
-
     values = scores["score"].to_numpy(dtype=np.float64)
     both_classes = outcomes.min() != outcomes.max()
     error, bins = calibration(outcomes, values)
@@ -92,62 +100,84 @@ def evaluate_list(
         observed_rate=float(outcomes.mean()),
         calibration_error=error,
         calibration_bins=bins,
+        list_kind=list_kind,
     )
 
 
-def scoring_lists(settings: Settings, contract: DatasetContract) -> list[tuple[dt.date, pd.DataFrame]]:
-    """(logical date, list) of every stored scoring list: PostgreSQL when configured, else the Parquet files
-    (whose logical date is their cutoff)."""
+@dataclass(frozen=True)
+class StoredList:
+    logical_date: dt.date
+    list_kind: str
+    cutoff: dt.date
+    frame: pd.DataFrame
+
+
+def scoring_lists(settings: Settings, contract: DatasetContract) -> list[StoredList]:
+    """Every stored scoring list: PostgreSQL when configured, else the Parquet files (dated by their cutoff)."""
     if settings.database_url is not None:
         from churnops import db
 
         conn = db.connect(settings, application_name="churnops-realized")
         try:
             frame = pd.read_sql_query(
-                "SELECT logical_date, customer_id, cutoff, score, model_name, model_version "
+                "SELECT logical_date, list_kind, customer_id, cutoff, score, model_name, model_version "
                 "FROM churnops.scores WHERE dataset = %(dataset)s",
                 conn,
                 params={"dataset": contract.name},
             )
         finally:
             conn.close()
-        return [(pd.Timestamp(day).date(), group) for day, group in frame.groupby("logical_date")]
-    from jobs.score import scores_path
-
-    folder = scores_path(settings, contract.name, dt.date(2000, 1, 1)).parent
+        return [
+            StoredList(pd.Timestamp(day).date(), kind, pd.Timestamp(group["cutoff"].iloc[0]).date(), group)
+            for (day, kind), group in frame.groupby(["logical_date", "list_kind"])
+        ]
     lists = []
-    for path in sorted(folder.glob("scores_*.parquet")):
+    for path in sorted(scores_folder(settings, contract.name).glob("scores_*.parquet")):
         frame = pd.read_parquet(path)
-        lists.append((pd.Timestamp(frame["cutoff"].iloc[0]).date(), frame))
+        cutoff = pd.Timestamp(frame["cutoff"].iloc[0]).date()
+        kind = "backfill" if path.stem.endswith("_backfill") else "regular"
+        lists.append(StoredList(cutoff, kind, cutoff, frame))
     return lists
 
 
 def compute_realized_performance(
-    settings: Settings, contract: DatasetContract, store: MonitoringStore | None = None
+    settings: Settings,
+    contract: DatasetContract,
+    run_date: dt.date | None = None,
+    store: MonitoringStore | None = None,
 ) -> list[RealizedPerformance]:
-    """Evaluate every scoring list whose horizon has passed within the observed data; record and return them."""
+    """Evaluate every stored list whose horizon has passed by `run_date` and in the data, and that has not been
+    evaluated yet; record and return the new evaluations."""
     if contract.label.horizon_days is None or contract.events is None:
         log.info("dataset %s has no event horizon: realized performance does not apply", contract.name)
         return []
-    from jobs.ingest import EVENTS_FILE, ensure_bronze
-
-    observed_until = contract.cutoffs.as_of
-    horizon = dt.timedelta(days=contract.label.horizon_days)
-    matured = [
-        (day, frame)
-        for day, frame in scoring_lists(settings, contract)
-        if pd.Timestamp(frame["cutoff"].iloc[0]).date() + horizon <= observed_until
-    ]
-    if not matured:
+    latest = latest_event_day(settings, contract.name)
+    if latest is None:
         return []
-    ensure_bronze(contract, settings)
-    events = pd.read_parquet(
-        bronze_dir(settings, contract.name) / EVENTS_FILE, columns=[ENTITY_ID, "event_day", "event_type"]
+    observed_until = latest + dt.timedelta(days=1)
+    if run_date is not None:
+        observed_until = min(observed_until, run_date)
+    store = store or open_store(settings)
+    horizon = dt.timedelta(days=contract.label.horizon_days)
+    evaluated = {row.key for row in store.realized(contract.name)}
+    pending = [
+        stored
+        for stored in scoring_lists(settings, contract)
+        if stored.cutoff + horizon <= observed_until
+        and (stored.logical_date, stored.list_kind, str(stored.frame["model_version"].iloc[0])) not in evaluated
+    ]
+    if not pending:
+        return []
+    first_cutoff = min(stored.cutoff for stored in pending)
+    events = read_bronze_events(
+        settings,
+        contract.name,
+        columns=[ENTITY_ID, "event_day", "event_type"],
+        days=(first_cutoff, max(stored.cutoff for stored in pending) + horizon),
     )
     results = []
-    for logical_date, frame in matured:
-        cutoff = pd.Timestamp(frame["cutoff"].iloc[0]).date()
-        outcomes = realized_outcomes(events, contract, frame[ENTITY_ID], cutoff)
-        results.append(evaluate_list(frame, outcomes, contract, logical_date))
-    (store or open_store(settings)).record_realized(results)
+    for stored in pending:
+        outcomes = realized_outcomes(events, contract, stored.frame[ENTITY_ID], stored.cutoff)
+        results.append(evaluate_list(stored.frame, outcomes, contract, stored.logical_date, stored.list_kind))
+    store.record_realized(results)
     return results

@@ -1,30 +1,57 @@
 """Retraining control: which trigger may start the training DAG now, and why every other one may not.
 
-Four triggers, checked in this order (at most one fires per decision; the others are recorded as suppressed):
+Time is the run's: `now` is the run date's midnight (UTC) and the champion's age is counted from the run date of
+its training data, so a replay of past months decides exactly as the live platform would have.
 
+The policy (`MonitoringSettings.retrain_policy`) chooses the triggers that may fire:
+- `drift` (the default): every trigger below;
+- `schedule:<N>d`: only the age of the champion (retrain every N days of data), plus `manual` and the bootstrap;
+- `never`: only `manual` and the bootstrap.
+
+Triggers, checked in this order (at most one fires per decision; the others are recorded as suppressed):
 - `manual`: an operator asked (drift DAG param `force_retrain`); skips the cooldown, not the running guard.
 - `drift_detected`: features that matter to the champion (gain importance above a floor) drifted, and the drift
   is confirmed — either the importance-weighted drifted share reaches `min_weighted_drift_share` in this run, or
-  important features drifted in each of the last `confirm_runs` consecutive runs of the same champion version.
-- `performance_drop`: the realized ROC AUC of the champion's latest matured scoring date fell more than
+  important features drifted on each of the last `confirm_runs` *different* current snapshots of the same champion
+  version (checking one snapshot twice confirms nothing).
+- `performance_drop`: the realized ROC AUC of the champion's latest evaluated list fell more than
   `performance_drop_margin` below its out-of-time ROC AUC.
-- `scheduled`: the champion is older than `retrain_every_days`, or there is no champion yet.
+- `scheduled`: the champion is older than the schedule, or there is no champion yet (the bootstrap).
 
 Guards, applied to every trigger that wants to fire: a training run already queued or running suppresses it; a
-retraining fired less than `cooldown_hours` ago suppresses it (except `manual` and the no-champion bootstrap).
-Every trigger that wanted to fire is recorded, fired or suppressed, with the reason.
+retraining fired less than `cooldown_hours` ago suppresses it (except `manual`, and the very first bootstrap).
+Every trigger that wanted to fire is recorded, fired or suppressed, with the reason. A fired decision is recorded
+by whoever actually emits the request (`record_decision`), so a request that failed to go out starts no cooldown;
+an advisory decision (the CLI without --trigger-training) is recorded but starts no cooldown either.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from churnops.config import MonitoringSettings, Settings
 from monitoring.store import DriftRun, MonitoringStore, RealizedPerformance, RetrainDecision
 
 TRIGGERS = ("manual", "drift_detected", "performance_drop", "scheduled")
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    kind: str  # drift | schedule | never
+    every_days: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> RetrainPolicy:
+        """`drift`, `never` or `schedule:<N>d`."""
+        if text in ("drift", "never"):
+            return cls(text)
+        if text.startswith("schedule:") and text.endswith("d") and text[len("schedule:") : -1].isdigit():
+            days = int(text[len("schedule:") : -1])
+            if days >= 1:
+                return cls("schedule", days)
+        raise ValueError(f"unknown retraining policy {text!r}: use `drift`, `never` or `schedule:<N>d` (e.g. 28d)")
 
 
 @dataclass(frozen=True)
@@ -56,6 +83,7 @@ def drift_candidate(runs: list[DriftRun], monitoring: MonitoringSettings) -> Can
         "important_drifted": latest.important_drifted,
         "weighted_drifted_share": round(latest.weighted_drifted_share, 4),
         "drifted_share": round(latest.drifted_share, 4),
+        "current_snapshot": latest.current_snapshot,
     }
     if latest.weighted_drifted_share >= monitoring.min_weighted_drift_share:
         return Candidate(
@@ -64,22 +92,24 @@ def drift_candidate(runs: list[DriftRun], monitoring: MonitoringSettings) -> Can
             f"{monitoring.min_weighted_drift_share} (drifted: {', '.join(latest.important_drifted)})",
             details=details,
         )
-    streak = 0
+    # Consecutive runs of this champion with important drift, counting each current snapshot once.
+    snapshots: list[str] = []
     for run in runs:
         if run.model_version != latest.model_version or not run.important_drifted:
             break
-        streak += 1
-    if streak >= monitoring.confirm_runs:
+        if run.current_snapshot not in snapshots:
+            snapshots.append(run.current_snapshot)
+    if len(snapshots) >= monitoring.confirm_runs:
         return Candidate(
             "drift_detected",
-            f"drift on important features confirmed over {streak} consecutive runs "
+            f"drift on important features confirmed over {len(snapshots)} consecutive snapshots "
             f"(drifted: {', '.join(latest.important_drifted)})",
             details=details,
         )
     return Candidate(
         "drift_detected",
-        f"drift not confirmed: important features drifted in {streak} of the last {monitoring.confirm_runs} runs "
-        f"and the weighted share {latest.weighted_drifted_share:.3f} < {monitoring.min_weighted_drift_share}",
+        f"drift not confirmed: important features drifted on {len(snapshots)} of the last {monitoring.confirm_runs} "
+        f"snapshots and the weighted share {latest.weighted_drifted_share:.3f} < {monitoring.min_weighted_drift_share}",
         wants_to_fire=False,
         details=details,
     )
@@ -103,18 +133,22 @@ def performance_candidate(
     )
 
 
-def scheduled_candidate(champion: ChampionState, monitoring: MonitoringSettings, now: dt.datetime) -> Candidate | None:
+def scheduled_candidate(
+    champion: ChampionState, every_days: int | None, now: dt.datetime, first_training: bool
+) -> Candidate | None:
+    """Retrain when the champion is `every_days` old (in data time), or bootstrap when there is none yet."""
     if champion.version is None:
-        return Candidate("scheduled", "no champion yet: bootstrap training", skips_cooldown=True)
-    if monitoring.retrain_every_days is None or champion.trained_at is None:
+        # The very first training skips the cooldown; a bootstrap that keeps failing the gate does not retry on
+        # every drift run.
+        return Candidate("scheduled", "no champion yet: bootstrap training", skips_cooldown=first_training)
+    if every_days is None or champion.trained_at is None:
         return None
     age = now - champion.trained_at
-    if age < dt.timedelta(days=monitoring.retrain_every_days):
+    if age < dt.timedelta(days=every_days):
         return None
     return Candidate(
         "scheduled",
-        f"champion v{champion.version} was trained {age.days} days ago (schedule: every "
-        f"{monitoring.retrain_every_days} days)",
+        f"champion v{champion.version} was trained on data of {age.days} days ago (schedule: every {every_days} days)",
     )
 
 
@@ -179,42 +213,69 @@ def decide_and_record(
     champion: ChampionState,
     now: dt.datetime,
     retrain_running: bool,
+    monitoring: MonitoringSettings,
     manual: bool = False,
-    monitoring: MonitoringSettings | None = None,
+    run_date: dt.date | None = None,
+    advisory: bool = False,
+    record_fired: bool = True,
 ) -> list[RetrainDecision]:
-    """Gather the candidates from the store, decide, record every decision; return them (fired first)."""
-    monitoring = monitoring or Settings().monitoring
+    """Gather the candidates the policy allows from the store, decide, record; return the decisions, fired first.
+
+    `record_fired=False` leaves the fired decision to the caller, who records it (`record_decision`) once the
+    request is really out. `advisory` decisions are recorded as such and start no cooldown.
+    """
+    policy = RetrainPolicy.parse(monitoring.retrain_policy)
     runs = [
         r
         for r in store.recent_drift_runs(dataset, limit=10 * monitoring.confirm_runs)
-        if r.current_source == "snapshot" and not r.drift_run_id.endswith("-online")
+        if r.current_source == "snapshot"
     ]
+    history = [d for d in store.retrain_decisions(dataset) if not d.advisory]
+    watch = policy.kind == "drift" and champion.version is not None
+    every_days = {"drift": monitoring.retrain_every_days, "schedule": policy.every_days}.get(policy.kind)
     candidates = [
         c
         for c in (
             Candidate("manual", "retraining requested by an operator", skips_cooldown=True) if manual else None,
-            drift_candidate(runs, monitoring) if champion.version is not None else None,
-            performance_candidate(store.realized(dataset), champion, monitoring) if champion.version else None,
-            scheduled_candidate(champion, monitoring, now),
+            drift_candidate(runs, monitoring) if watch else None,
+            performance_candidate(store.realized(dataset), champion, monitoring) if watch else None,
+            scheduled_candidate(champion, every_days, now, first_training=not any(d.fired for d in history)),
         )
         if c is not None
     ]
     decisions = decide(
         candidates,
-        store.retrain_decisions(dataset),
+        history,
         dataset=dataset,
         now=now,
         retrain_running=retrain_running,
         monitoring=monitoring,
         drift_run_id=runs[0].drift_run_id if runs and champion.version is not None else None,
     )
-    for decision in decisions:
-        store.record_retrain_decision(decision)
-    return sorted(decisions, key=lambda d: not d.fired)
+    stamped = [replace(d, run_date=run_date.isoformat() if run_date else None, advisory=advisory) for d in decisions]
+    for decision in stamped:
+        if record_fired or not decision.fired or advisory:
+            store.record_retrain_decision(decision)
+    return sorted(stamped, key=lambda d: not d.fired)
 
 
-def champion_state(model_name: str) -> ChampionState:
-    """The registry's champion: version, out-of-time ROC AUC and when its training run started."""
+def record_decision(store: MonitoringStore, decision: RetrainDecision) -> None:
+    """Record a fired decision once its request is out (re-recording the same run date's decision replaces it)."""
+    store.record_retrain_decision(decision)
+
+
+def decision_to_dict(decision: RetrainDecision) -> dict[str, Any]:
+    """A JSON-able form (XCom) that `decision_from_dict` turns back into the decision."""
+    return {**asdict(decision), "decided_at": decision.decided_at.isoformat()}
+
+
+def decision_from_dict(raw: dict[str, Any]) -> RetrainDecision:
+    return RetrainDecision(**{**raw, "decided_at": dt.datetime.fromisoformat(raw["decided_at"])})
+
+
+def champion_state(settings: Settings, model_name: str, dataset: str) -> ChampionState:
+    """The registry's champion: version, out-of-time ROC AUC and the data time it was trained at (the run date of
+    its training snapshot; the registration time for models that record none)."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -228,8 +289,27 @@ def champion_state(model_name: str) -> ChampionState:
 
     metadata = mlflow.models.get_model_info(f"models:/{model_name}/{version.version}").metadata or {}
     auc = metadata.get("out_of_time_metrics", {}).get("roc_auc")
-    trained_at = dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC)
+    run_date = _training_run_date(settings, dataset, metadata)
+    trained_at = (
+        dt.datetime.combine(run_date, dt.time(), tzinfo=dt.UTC)
+        if run_date is not None
+        else dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC)
+    )
     return ChampionState(version=str(version.version), out_of_time_roc_auc=auc, trained_at=trained_at)
+
+
+def _training_run_date(settings: Settings, dataset: str, metadata: dict[str, Any]) -> dt.date | None:
+    """The run date of the snapshot a model was trained on, from its metadata or the snapshot it names."""
+    from churnops.snapshots import METADATA_FILE, dataset_dir, read_metadata
+
+    if metadata.get("run_date"):
+        return dt.date.fromisoformat(metadata["run_date"])
+    snapshot_hash = metadata.get("snapshot_hash")
+    folder = dataset_dir(settings, dataset) / str(snapshot_hash)[:16] if snapshot_hash else None
+    if folder is None or not (folder / METADATA_FILE).exists():
+        return None
+    run_date = read_metadata(folder).run_date
+    return dt.date.fromisoformat(run_date) if run_date else None
 
 
 def record_training_reason(training_run_id: str, reason: str, request: dict[str, Any] | None = None) -> None:
@@ -242,3 +322,36 @@ def record_training_reason(training_run_id: str, reason: str, request: dict[str,
     client.set_tag(training_run_id, "churnops.retrain_reason", reason)
     if request and request.get("detail"):
         client.set_tag(training_run_id, "churnops.retrain_detail", str(request["detail"])[:5000])
+
+
+def decide_for_run(
+    settings: Settings,
+    contract: Any,
+    run_date: str | dt.date,
+    *,
+    retrain_running: bool,
+    manual: bool = False,
+    advisory: bool = False,
+) -> list[RetrainDecision]:
+    """The retraining decision of one run date of a dataset, at that date's midnight (UTC).
+
+    Records every decision that did not fire (and, when `advisory`, the fired one as advice); a fired decision is
+    left to whoever emits the request, through `record_decision`.
+    """
+    from churnops.registry import configure_mlflow
+    from monitoring.store import open_store
+
+    day = run_date if isinstance(run_date, dt.date) else dt.date.fromisoformat(run_date)
+    configure_mlflow(settings)
+    return decide_and_record(
+        open_store(settings),
+        dataset=contract.name,
+        champion=champion_state(settings, contract.model_name, contract.name),
+        now=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC),
+        retrain_running=retrain_running,
+        monitoring=settings.monitoring,
+        manual=manual,
+        run_date=day,
+        advisory=advisory,
+        record_fired=advisory,
+    )

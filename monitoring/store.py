@@ -61,6 +61,7 @@ class DriftRun:
     rows_reference: int = 0
     rows_current: int = 0
     current_source: str = "snapshot"
+    run_date: str | None = None
 
     @property
     def drifted_features(self) -> list[str]:
@@ -96,6 +97,10 @@ class RetrainDecision:
     drift_run_id: str | None = None
     training_run_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # The run date the decision belongs to (a re-run of the date replaces it) and whether it is only advice:
+    # an advisory decision (the CLI without --trigger-training) starts no training and no cooldown.
+    run_date: str | None = None
+    advisory: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,12 @@ class RealizedPerformance:
     observed_rate: float | None
     calibration_error: float | None
     calibration_bins: list[dict[str, float]] = field(default_factory=list)
+    list_kind: str = "regular"
+
+    @property
+    def key(self) -> tuple[dt.date, str, str]:
+        """One evaluation per list (date and kind) and model version."""
+        return (self.logical_date, self.list_kind, self.model_version)
 
 
 def _timestamp(value: Any) -> dt.datetime:
@@ -145,7 +156,7 @@ class LocalStore:
         if key is not None:
             # Re-running the same id replaces its record, as the PostgreSQL writers do.
             replaced = {row[key] for row in rows}
-            existing = [row for row in existing if row[key] not in replaced]
+            existing = [row for row in existing if row.get(key) not in replaced]
         write_json_atomically(existing + rows, self.root / dataset / name)
 
     def record_drift_run(self, run: DriftRun) -> None:
@@ -156,16 +167,21 @@ class LocalStore:
         return sorted(runs, key=lambda r: r.finished_at, reverse=True)[:limit]
 
     def record_retrain_decision(self, decision: RetrainDecision) -> None:
-        self._append(decision.dataset, RETRAIN_DECISIONS_FILE, [asdict(decision)])
+        raw = asdict(decision)
+        if decision.run_date is None:
+            self._append(decision.dataset, RETRAIN_DECISIONS_FILE, [raw])
+            return
+        raw["key"] = f"{decision.run_date}/{decision.trigger}/{decision.advisory}"
+        self._append(decision.dataset, RETRAIN_DECISIONS_FILE, [raw], key="key")
 
     def retrain_decisions(self, dataset: str) -> list[RetrainDecision]:
-        rows = self._read(dataset, RETRAIN_DECISIONS_FILE)
+        rows = [{k: v for k, v in row.items() if k != "key"} for row in self._read(dataset, RETRAIN_DECISIONS_FILE)]
         return [RetrainDecision(**{**row, "decided_at": _timestamp(row["decided_at"])}) for row in rows]
 
     def record_realized(self, rows: list[RealizedPerformance]) -> None:
         for dataset in {row.dataset for row in rows}:
             raws = [
-                {**asdict(r), "key": f"{r.logical_date.isoformat()}/{r.model_version}"}
+                {**asdict(r), "key": f"{r.logical_date.isoformat()}/{r.list_kind}/{r.model_version}"}
                 for r in rows
                 if r.dataset == dataset
             ]
@@ -189,6 +205,8 @@ class PostgresStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The table keeps each feature's importance; which count for retraining is today's setting.
+        self._min_importance = settings.monitoring.min_feature_importance
 
     def _connect(self) -> Any:
         from churnops import db
@@ -235,6 +253,8 @@ class PostgresStore:
                 current_snapshot=run.current_snapshot,
                 started_at=run.started_at,
                 report_path=run.report_path,
+                current_source=run.current_source,
+                run_date=dt.date.fromisoformat(run.run_date) if run.run_date else None,
             )
         finally:
             conn.close()
@@ -244,7 +264,7 @@ class PostgresStore:
             """
             SELECT drift_run_id, model_name, model_version, started_at, finished_at, reference_snapshot,
                    current_snapshot, score_psi, coalesce(weighted_drifted_share, 0), warn_threshold,
-                   drift_threshold, report_path
+                   drift_threshold, report_path, current_source, run_date
             FROM churnops.drift_runs WHERE dataset = %s ORDER BY finished_at DESC NULLS LAST LIMIT %s
             """,
             (dataset, limit),
@@ -259,7 +279,6 @@ class PostgresStore:
             """,
             ([row[0] for row in runs],),
         )
-        settings_min_importance = _min_importance()
         result = []
         for row in runs:
             features = [
@@ -294,8 +313,10 @@ class PostgresStore:
                     drift_threshold=row[10],
                     report_path=row[11],
                     important_drifted=[
-                        f.feature for f in features if f.drifted and f.importance >= settings_min_importance
+                        f.feature for f in features if f.drifted and f.importance >= self._min_importance
                     ],
+                    current_source=row[12],
+                    run_date=row[13].isoformat() if row[13] else None,
                 )
             )
         return result
@@ -313,7 +334,10 @@ class PostgresStore:
                 reason=decision.reason,
                 drift_run_id=decision.drift_run_id,
                 training_run_id=decision.training_run_id,
-                details={**decision.details, "decided_at": decision.decided_at.isoformat()},
+                details=decision.details,
+                decided_at=decision.decided_at,
+                run_date=dt.date.fromisoformat(decision.run_date) if decision.run_date else None,
+                advisory=decision.advisory,
             )
         finally:
             conn.close()
@@ -321,7 +345,7 @@ class PostgresStore:
     def retrain_decisions(self, dataset: str) -> list[RetrainDecision]:
         rows = self._query(
             """
-            SELECT trigger, fired, reason, decided_at, drift_run_id, training_run_id, details
+            SELECT trigger, fired, reason, decided_at, drift_run_id, training_run_id, details, run_date, advisory
             FROM churnops.retrain_decisions WHERE dataset = %s ORDER BY decided_at, id
             """,
             (dataset,),
@@ -332,11 +356,12 @@ class PostgresStore:
                 trigger=r[0],
                 fired=r[1],
                 reason=r[2],
-                # The decision time the control logic used (it may run with an explicit clock in tests).
-                decided_at=_timestamp(r[6].get("decided_at", r[3])),
+                decided_at=_timestamp(r[3]),
                 drift_run_id=r[4],
                 training_run_id=r[5],
                 details=r[6],
+                run_date=r[7].isoformat() if r[7] else None,
+                advisory=r[8],
             )
             for r in rows
         ]
@@ -361,6 +386,7 @@ class PostgresStore:
                     mean_score=row.mean_score,
                     observed_rate=row.observed_rate,
                     calibration_error=row.calibration_error,
+                    list_kind=row.list_kind,
                 )
         finally:
             conn.close()
@@ -369,12 +395,12 @@ class PostgresStore:
         rows = self._query(
             """
             SELECT logical_date, model_name, model_version, horizon_days, n_scored, n_positive, roc_auc,
-                   precision_at_10, mean_score, observed_rate, calibration_error
+                   precision_at_10, mean_score, observed_rate, calibration_error, list_kind
             FROM churnops.realized_performance WHERE dataset = %s ORDER BY logical_date, computed_at
             """,
             (dataset,),
         )
-        return [RealizedPerformance(dataset, *row) for row in rows]
+        return [RealizedPerformance(dataset, *row[:-1], list_kind=row[-1]) for row in rows]
 
     def datasets(self) -> list[str]:
         rows = self._query(
@@ -384,10 +410,6 @@ class PostgresStore:
             """
         )
         return [row[0] for row in rows]
-
-
-def _min_importance() -> float:
-    return Settings().monitoring.min_feature_importance
 
 
 def monitoring_dir(settings: Settings) -> Path:

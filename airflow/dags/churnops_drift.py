@@ -1,13 +1,15 @@
 """Drift DAG: is the data the champion sees still like the data it learned from — and should it retrain?
 
-Daily, and after every new feature snapshot (the `FEATURES` Asset), and by hand with params:
-1. realized performance of past scoring lists whose horizon has passed (ROC AUC, precision@10 %, calibration);
-2. per-feature PSI with Evidently, reference = the champion's training snapshot, current = the latest snapshot's
-   scoring cutoff and the recent prediction log; missing-share drift, score PSI, drifted shares; HTML report on
-   disk and in MLflow;
-3. the retraining control (confirmation, cooldown, running guard) records every trigger, fired or suppressed;
-4. only if one fired: re-cut the feature snapshot at the newest matured cutoff (the Spark feature job), then
-   publish `RETRAIN_REQUEST` with the reason, which starts the training DAG (and its champion gate).
+Daily, after every new feature snapshot (the `FEATURES` Asset: its extra names the dataset and run date), and by
+hand with params:
+1. realized performance of every past scoring list whose horizon has passed by the run date (once per list);
+2. per-feature PSI with Evidently, reference = the champion's training snapshot, current = the run date's snapshot
+   and the recent prediction log; missing-share drift, score PSI, drifted shares; HTML report on disk and in MLflow;
+3. the retraining control (policy, confirmation over different snapshots, cooldown, running guard) records every
+   trigger that did not fire, with its reason;
+4. only if one fired: publish `RETRAIN_REQUEST` with the dataset, run date and reason (which starts the training DAG
+   and its champion gate), and only then record the fired decision — a request that never went out starts no
+   cooldown.
 """
 
 from __future__ import annotations
@@ -23,14 +25,10 @@ from common import (
     RUN_CALLBACKS,
     START_DATE,
     TRAINING_DAG_ID,
-    dataset_of_run,
     dataset_param,
-    feature_job,
+    run_date_param,
+    run_target,
 )
-
-from churnops.config import Settings
-
-_settings = Settings()
 
 
 @dag(
@@ -44,7 +42,8 @@ _settings = Settings()
     default_args=DEFAULT_ARGS,
     **RUN_CALLBACKS,
     params={
-        "dataset": dataset_param(_settings.dataset),
+        "dataset": dataset_param(),
+        "run_date": run_date_param(),
         "force_retrain": Param(
             False,
             type="boolean",
@@ -55,96 +54,92 @@ _settings = Settings()
 )
 def churnops_drift() -> None:
     @task
-    def realized_performance(
-        params: dict[str, Any] | None = None, triggering_asset_events: Any = None
-    ) -> list[dict[str, Any]]:
+    def resolve_run(params: dict[str, Any] | None = None, dag_run: Any = None, triggering_asset_events: Any = None):
+        return run_target(params, dag_run, triggering_asset_events, FEATURES)
+
+    @task
+    def realized_performance(target: dict[str, Any]) -> list[dict[str, Any]]:
+        import datetime as dt
+
+        from churnops.config import Settings
         from churnops.dataset import load_contract
         from monitoring.realized import compute_realized_performance
 
         settings = Settings()
-        dataset = dataset_of_run(params, triggering_asset_events, FEATURES)
-        rows = compute_realized_performance(settings, load_contract(dataset, settings))
+        contract = load_contract(target["dataset"], settings)
+        rows = compute_realized_performance(settings, contract, dt.date.fromisoformat(target["run_date"]))
         return [
             {
                 "logical_date": r.logical_date.isoformat(),
+                "list_kind": r.list_kind,
                 "model_version": r.model_version,
                 "roc_auc": r.roc_auc,
                 "precision_at_10": r.precision_at_10,
-                "calibration_error": r.calibration_error,
             }
             for r in rows
         ]
 
     @task
-    def check_drift(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> dict[str, Any]:
+    def check_drift(target: dict[str, Any]) -> dict[str, Any]:
+        import datetime as dt
+
+        from churnops.config import Settings
         from churnops.dataset import load_contract
         from monitoring.drift import NoChampionError, drift_summary, run_drift_check
 
         settings = Settings()
-        contract = load_contract(dataset_of_run(params, triggering_asset_events, FEATURES), settings)
+        contract = load_contract(target["dataset"], settings)
+        run_date = dt.date.fromisoformat(target["run_date"])
         try:
-            runs = run_drift_check(settings, contract)
+            runs = run_drift_check(settings, contract, run_date=run_date)
         except NoChampionError as error:
-            return {"dataset": contract.name, "champion": None, "message": str(error)}
-        return {
-            "dataset": contract.name,
-            "champion": runs[0].model_version,
-            "runs": [drift_summary(r) for r in runs],
-        }
+            return {**target, "champion": None, "message": str(error)}
+        return {**target, "champion": runs[0].model_version, "runs": [drift_summary(r) for r in runs]}
 
     @task.short_circuit
-    def decide_retraining(
-        drift: dict[str, Any], params: dict[str, Any] | None = None, ti: Any = None, triggering_asset_events: Any = None
-    ) -> dict[str, Any] | bool:
-        import datetime as dt
-
+    def decide_retraining(drift: dict[str, Any], params: dict[str, Any] | None = None, ti: Any = None) -> Any:
+        from churnops.config import Settings
         from churnops.dataset import load_contract
-        from churnops.registry import configure_mlflow
-        from monitoring.retrain import champion_state, decide_and_record
-        from monitoring.store import open_store
+        from monitoring.retrain import decide_for_run, decision_to_dict
 
-        settings = Settings()
-        dataset = dataset_of_run(params, triggering_asset_events, FEATURES)
-        contract = load_contract(dataset, settings)
-        # The drift runs themselves are read back from the store; the summary only says what this run saw.
         print(f"drift check: {drift}")  # noqa: T201
-        configure_mlflow(settings)
+        settings = Settings()
+        contract = load_contract(drift["dataset"], settings)
         active = ti.get_dr_count(dag_id=TRAINING_DAG_ID, states=["queued", "running"])
-        decisions = decide_and_record(
-            open_store(settings),
-            dataset=contract.name,
-            champion=champion_state(contract.model_name),
-            now=dt.datetime.now(dt.UTC),
-            retrain_running=active > 0,
-            manual=bool(params["force_retrain"]),
+        decisions = decide_for_run(
+            settings, contract, drift["run_date"], retrain_running=active > 0, manual=bool(params["force_retrain"])
         )
         for decision in decisions:
-            print(f"{decision.trigger}: {'FIRED' if decision.fired else 'suppressed'} - {decision.reason}")  # noqa: T201
+            print(f"{decision.trigger}: {'FIRES' if decision.fired else 'suppressed'} - {decision.reason}")  # noqa: T201
         fired = [d for d in decisions if d.fired]
-        if not fired:
-            return False
-        # `dataset` as given (a drifted copy's YAML path stays a path): the re-cut and the training read it.
-        return {
-            "dataset": dataset,
-            "reason": fired[0].trigger,
-            "detail": fired[0].reason,
-            "drift_run_id": fired[0].drift_run_id,
-        }
-
-    recut = feature_job(
-        "recut_training_snapshot",
-        "churnops-features-recut",
-        dataset="{{ ti.xcom_pull(task_ids='decide_retraining')['dataset'] }}",
-    )
+        return (
+            {"dataset": drift["dataset"], "run_date": drift["run_date"], "decision": decision_to_dict(fired[0])}
+            if fired
+            else False
+        )
 
     @task(outlets=[RETRAIN_REQUEST])
     def request_retraining(request: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
-        outlet_events[RETRAIN_REQUEST].extra = request
-        return request
+        from churnops.config import Settings
+        from monitoring.retrain import decision_from_dict, record_decision
+        from monitoring.store import open_store
 
-    decision = decide_retraining(check_drift())
-    realized_performance() >> decision
-    decision >> recut >> request_retraining(decision)
+        decision = decision_from_dict(request["decision"])
+        extra = {
+            "dataset": request["dataset"],
+            "run_date": request["run_date"],
+            "reason": decision.trigger,
+            "detail": decision.reason,
+            "drift_run_id": decision.drift_run_id,
+        }
+        outlet_events[RETRAIN_REQUEST].extra = extra
+        record_decision(open_store(Settings()), decision)
+        return extra
+
+    target = resolve_run()
+    decision = decide_retraining(check_drift(target))
+    realized_performance(target) >> decision
+    request_retraining(decision)
 
 
 churnops_drift()

@@ -1,13 +1,15 @@
-"""Scoring DAG: scores every active customer at the latest cutoff with the champion, daily and after each training.
+"""Scoring DAG: scores every active customer at the run date's cutoff with the champion, daily and after each
+training.
 
-After a training it scores the dataset that training named in its MODEL event (a training of another dataset than
-the default, or of a drifted copy's contract, is scored as that dataset); otherwise the `dataset` param.
+After a training it scores the dataset and run date named in the MODEL event; otherwise the params, the schedule
+(a daily 06:00 run scores that day's snapshot), or for a run started by hand the newest data.
 
 Writes the risk-banded list to Parquet and, when the platform database is configured, to PostgreSQL, replacing
-the same logical date's rows in one transaction (safe to retry).
+the same date's list of the same kind in one transaction (safe to retry). A backfill run writes a `backfill` list,
+which never replaces the regular list of its date.
 
-Backfill (backtest): trigger it by hand with `cutoff` = a past cutoff of the latest snapshot; the list is dated by
-that cutoff, and once its label horizon has passed the drift DAG's realized-performance task evaluates it.
+Backtest: trigger it by hand with `cutoff` = a past cutoff of the run date's snapshot; the list is dated by that
+cutoff, kept as a `backfill` list, and once its label horizon has passed the drift DAG evaluates it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from common import DEFAULT_ARGS, MODEL, RUN_CALLBACKS, START_DATE, dataset_of_run, dataset_param
-
-from churnops.config import Settings
+from common import (
+    DEFAULT_ARGS,
+    MODEL,
+    RUN_CALLBACKS,
+    START_DATE,
+    dataset_param,
+    is_backfill,
+    run_date_param,
+    run_target,
+)
 
 
 @dag(
@@ -32,14 +41,15 @@ from churnops.config import Settings
     default_args=DEFAULT_ARGS,
     **RUN_CALLBACKS,
     params={
-        "dataset": dataset_param(Settings().dataset),
+        "dataset": dataset_param(),
+        "run_date": run_date_param(),
         "cutoff": Param(
             None,
             type=["null", "string"],
             format="date",
-            title="Backfill cutoff",
-            description="Empty: score the scoring cutoff. A past cutoff of the latest snapshot (YYYY-MM-DD): "
-            "score that one instead, as a backtest whose realized performance can be measured.",
+            title="Backtest cutoff",
+            description="Empty: score the run date's scoring cutoff. A past cutoff of the run date's snapshot "
+            "(YYYY-MM-DD): score that one instead, as a backtest whose realized performance can be measured.",
         ),
     },
 )
@@ -48,28 +58,31 @@ def churnops_scoring() -> None:
     def score_customers(
         params: dict[str, Any] | None = None,
         run_id: str | None = None,
-        logical_date: Any = None,
+        dag_run: Any = None,
         triggering_asset_events: Any = None,
     ) -> dict[str, Any]:
         import datetime as dt
 
+        from churnops.config import Settings
         from churnops.dataset import load_contract
         from jobs.score import score
 
+        target = run_target(params, dag_run, triggering_asset_events, MODEL)
         settings = Settings()
-        dataset = dataset_of_run(params, triggering_asset_events, MODEL)
         run = score(
             settings,
-            load_contract(dataset, settings),
+            load_contract(target["dataset"], settings),
             run_id=run_id or "manual",
-            logical_date=logical_date.date() if logical_date else None,
+            run_date=dt.date.fromisoformat(target["run_date"]),
             cutoff=dt.date.fromisoformat(params["cutoff"]) if params["cutoff"] else None,
+            list_kind="backfill" if is_backfill(dag_run) else "regular",
         )
         return {
-            "dataset": dataset,
+            **target,
             "path": str(run.path),
             "rows": run.rows,
             "cutoff": run.cutoff.isoformat(),
+            "list_kind": run.list_kind,
             "model_version": run.model_version,
             "rows_in_database": run.rows_in_database,
         }

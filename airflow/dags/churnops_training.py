@@ -1,9 +1,11 @@
-"""Training DAG: Optuna over LightGBM on the latest feature snapshot, each trial a nested MLflow run; the best model
-is evaluated out of time, registered, and promoted to `champion` only if it beats the current one.
+"""Training DAG: Optuna over LightGBM on the run date's feature snapshot, each trial a nested MLflow run; the best
+model is evaluated out of time, registered, and promoted to `champion` only if it beats the current one.
 
-Runs when the drift DAG requests a retraining (the `RETRAIN_REQUEST` Asset: drift confirmed, a realized-performance
-drop, the schedule, an operator, or no champion yet) — not on every feature snapshot — or when triggered by hand.
-The reason is tagged on the MLflow training run. Retries resume the same Optuna study.
+Runs when the drift DAG requests a retraining (the `RETRAIN_REQUEST` Asset: its extra names the dataset, the run
+date and the reason — drift confirmed, a realized-performance drop, the schedule, an operator, or no champion yet)
+— not on every feature snapshot — or when triggered by hand. A snapshot whose training rows are the ones a
+registered version already learned from is not trained again: the run records "no new data" and emits no MODEL
+event. The reason is tagged on the MLflow training run. Retries resume the same Optuna study.
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Param, dag, task
-from common import DEFAULT_ARGS, MODEL, RETRAIN_REQUEST, RUN_CALLBACKS, START_DATE, dataset_of_run, dataset_param
-
-from churnops.config import Settings
+from common import (
+    DEFAULT_ARGS,
+    MODEL,
+    RETRAIN_REQUEST,
+    RUN_CALLBACKS,
+    START_DATE,
+    dataset_param,
+    run_date_param,
+    run_target,
+)
 
 
 @dag(
@@ -28,7 +37,8 @@ from churnops.config import Settings
     default_args=DEFAULT_ARGS,
     **RUN_CALLBACKS,
     params={
-        "dataset": dataset_param(Settings().dataset),
+        "dataset": dataset_param(),
+        "run_date": run_date_param(),
         "retrain_reason": Param(
             "manual",
             enum=["manual", "drift_detected", "performance_drop", "scheduled"],
@@ -40,39 +50,55 @@ from churnops.config import Settings
 def churnops_training() -> None:
     @task(outlets=[MODEL])
     def train_and_gate(
-        params: dict[str, Any] | None = None, outlet_events: Any = None, triggering_asset_events: Any = None
+        params: dict[str, Any] | None = None,
+        dag_run: Any = None,
+        outlet_events: Any = None,
+        triggering_asset_events: Any = None,
     ) -> dict[str, Any]:
+        import datetime as dt
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from churnops.config import Settings
         from churnops.dataset import load_contract
+        from churnops.snapshots import snapshot_dir_for
         from jobs.train import train
 
+        target = run_target(params, dag_run, triggering_asset_events, RETRAIN_REQUEST)
+        requests = list(triggering_asset_events[RETRAIN_REQUEST]) if triggering_asset_events else []
+        request = dict(requests[-1].extra) if requests else {}
         settings = Settings()
-        dataset = dataset_of_run(params, triggering_asset_events, RETRAIN_REQUEST)
-        result = train(settings, load_contract(dataset, settings))
+        contract = load_contract(target["dataset"], settings)
+        snapshot = snapshot_dir_for(settings, contract.name, dt.date.fromisoformat(target["run_date"]))
+        result = train(
+            settings, contract, snapshot_dir=snapshot, reason=request.get("reason", params["retrain_reason"])
+        )
+        if result.skipped:
+            # Nothing new to learn: no version, no MODEL event (scoring keeps its own schedule).
+            raise AirflowSkipException(result.skip_reason)
         summary = {
-            "dataset": dataset,
+            **target,
             "model_name": result.model_name,
             "model_version": result.model_version,
             "promoted": result.decision.promoted,
             "reason": result.decision.reason,
             "out_of_time_roc_auc": result.out_of_time_metrics["roc_auc"],
             "run_id": result.run_id,
+            "retrain_reason": request.get("reason", params["retrain_reason"]),
+            "retrain_detail": request.get("detail"),
         }
         outlet_events[MODEL].extra = summary
         return summary
 
     @task
-    def record_retrain_reason(
-        summary: dict[str, Any], params: dict[str, Any] | None = None, triggering_asset_events: Any = None
-    ) -> dict[str, Any]:
+    def record_retrain_reason(summary: dict[str, Any]) -> dict[str, Any]:
+        from churnops.config import Settings
         from churnops.registry import configure_mlflow
         from monitoring.retrain import record_training_reason
 
-        requests = list(triggering_asset_events[RETRAIN_REQUEST]) if triggering_asset_events else []
-        request = dict(requests[-1].extra) if requests else {}
-        reason = request.get("reason", params["retrain_reason"])
         configure_mlflow(Settings())
-        record_training_reason(summary["run_id"], reason, request)
-        return {**summary, "retrain_reason": reason}
+        record_training_reason(summary["run_id"], summary["retrain_reason"], {"detail": summary["retrain_detail"]})
+        return summary
 
     record_retrain_reason(train_and_gate())
 

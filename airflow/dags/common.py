@@ -1,6 +1,8 @@
-"""What every churnops DAG shares: default retries, the Assets that chain the DAGs, and the dataset parameter.
+"""What every churnops DAG shares: default retries, the Assets that chain the DAGs, the dataset and run-date
+parameters, how a task finds its dataset and run date, the feature job's spark-submit and the data sensor.
 
-Kept free of heavy imports: the dag-processor imports this on every parse.
+Kept free of heavy imports and of configuration: the dag-processor imports this on every parse, and the Settings
+are built inside each task, in the worker's own environment.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param
+from airflow.sdk.bases.sensor import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSensorTimeout
 
 START_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
@@ -23,7 +27,8 @@ DEFAULT_ARGS = {
 }
 
 # feature DAG -> FEATURES -> drift DAG -> RETRAIN_REQUEST (only when a retraining trigger fires) -> training DAG
-# -> MODEL -> scoring DAG. The drift DAG also runs daily on its own.
+# -> MODEL -> scoring DAG. Every event's extra names the dataset and the run date, so each DAG downstream works on
+# the same data as the run that woke it.
 FEATURES = Asset("churnops://features/customer_features")
 MODEL = Asset("churnops://models/champion")
 RETRAIN_REQUEST = Asset("churnops://drift/retrain-request")
@@ -33,44 +38,138 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURE_JOB = REPO_ROOT / "jobs" / "features.py"
 
 
-def feature_job(task_id: str, app_name: str, dataset: str = "{{ params.dataset }}") -> SparkSubmitOperator:
-    """spark-submit of the feature job (jobs/features.py) to the `spark_default` master, for `dataset` (a template;
-    by default the run's dataset param)."""
-    from churnops.config import Settings
+def dataset_param() -> Param:
+    return Param(
+        None,
+        type=["null", "string"],
+        title="Dataset",
+        description="Built-in dataset name (synthetic, cdnow) or the path of a dataset contract YAML; empty: the "
+        "configured default (CHURNOPS_DATASET).",
+    )
 
-    spark = Settings().spark
-    return SparkSubmitOperator(
-        task_id=task_id,
-        application=str(FEATURE_JOB),
-        application_args=["--dataset", dataset],
-        conn_id="spark_default",
-        name=app_name,
-        conf={
+
+def run_date_param() -> Param:
+    return Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        title="Run date",
+        description="The date this run acts on (its scoring cutoff; it needs events through the day before). "
+        "Empty: from the triggering run or the schedule, or for a run started by hand the day after the latest "
+        "day of data.",
+    )
+
+
+def run_target(params: dict[str, Any], dag_run: Any, triggering_asset_events: Any, asset: Asset | None) -> dict:
+    """The dataset and run date of a task: `{"dataset": ..., "run_date": "YYYY-MM-DD", "run_date_source": ...}`.
+
+    The dataset comes from the newest triggering `asset` event that names one, else the param, else the
+    configuration; the run date by `churnops.run_dates.resolve_run_date`.
+    """
+    from churnops.bronze import latest_event_day
+    from churnops.config import Settings
+    from churnops.dataset import load_contract
+    from churnops.run_dates import newest_upstream_run_date, resolve_run_date
+
+    settings = Settings()
+    events = list(triggering_asset_events.get(asset, [])) if (triggering_asset_events and asset) else []
+    named = [e for e in events if (e.extra or {}).get("dataset")]
+    dataset = max(named, key=lambda e: e.timestamp).extra["dataset"] if named else None
+    dataset = dataset or params.get("dataset") or settings.dataset
+    contract = load_contract(dataset, settings)
+    run_date = resolve_run_date(
+        requested=params.get("run_date"),
+        upstream=newest_upstream_run_date(events),
+        run_type=str(getattr(dag_run, "run_type", "") or ""),
+        data_interval_end=getattr(dag_run, "data_interval_end", None),
+        latest_event_day=lambda: latest_event_day(settings, contract.name),
+    )
+    return {"dataset": dataset, "run_date": run_date.date.isoformat(), "run_date_source": run_date.source}
+
+
+def is_backfill(dag_run: Any) -> bool:
+    return str(getattr(dag_run, "run_type", "")) == "backfill"  # DagRunType's str() is its value
+
+
+class DataWatermarkSensor(BaseSensorOperator):
+    """Waits until the dataset's events reach the run's last data day (ingesting new files at every look), then
+    returns the run's target; on timeout, fails naming the last day seen.
+
+    How often it looks, how long it waits and its mode come from `Settings.watermark`, read when it runs.
+    """
+
+    def __init__(self, *, asset: Asset | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.asset = asset
+        self._last_seen: str | None = None
+
+    def execute(self, context: Any) -> Any:
+        from churnops.config import Settings
+
+        watermark = Settings().watermark
+        self.poke_interval, self.timeout, self.mode = (
+            watermark.poke_interval_seconds,
+            watermark.timeout_seconds,
+            watermark.sensor_mode,
+        )
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as timeout:
+            raise AirflowSensorTimeout(
+                f"{timeout}: the events still end on {self._last_seen or 'no day at all'}; deliver the missing "
+                "files, then clear this task to retry"
+            ) from timeout
+
+    def poke(self, context: Any) -> Any:
+        from airflow.sdk.bases.sensor import PokeReturnValue
+
+        from churnops.bronze import latest_event_day
+        from churnops.config import Settings
+        from churnops.dataset import load_contract
+        from churnops.run_dates import watermark_reached
+        from jobs.ingest import ensure_bronze
+
+        target = run_target(context["params"], context["dag_run"], context.get("triggering_asset_events"), self.asset)
+        settings = Settings()
+        contract = load_contract(target["dataset"], settings)
+        if contract.events is None or contract.cutoffs.as_of is not None:
+            return PokeReturnValue(is_done=True, xcom_value=target)  # no event time, or a pinned date: no wait
+        ensure_bronze(contract, settings)
+        latest = latest_event_day(settings, contract.name)
+        self._last_seen = latest.isoformat() if latest else None
+        run_date = dt.date.fromisoformat(target["run_date"])
+        reached = watermark_reached(run_date, latest, settings.watermark.tolerance_days)
+        self.log.info(
+            "run %s needs events through %s; the last day seen is %s", run_date, run_date - dt.timedelta(days=1), latest
+        )
+        return PokeReturnValue(is_done=reached, xcom_value={**target, "latest_event_day": self._last_seen})
+
+
+class FeatureJobOperator(SparkSubmitOperator):
+    """spark-submit of the feature job (jobs/features.py) to the `spark_default` master, for the dataset and run date
+    that `target_task_id` returned; the Spark settings are read when it runs."""
+
+    def __init__(self, *, target_task_id: str, **kwargs: Any) -> None:
+        super().__init__(
+            application=str(FEATURE_JOB),
+            conn_id="spark_default",
+            env_vars={"SPARK_SUBMITTED": "1"},
+            **kwargs,
+        )
+        self.target_task_id = target_task_id
+
+    def execute(self, context: Any) -> None:
+        from churnops.config import Settings
+
+        spark = Settings().spark
+        target = context["ti"].xcom_pull(task_ids=self.target_task_id)
+        self.application_args = ["--dataset", target["dataset"], "--run-date", target["run_date"]]
+        self.conf = {
+            **(self.conf or {}),
             "spark.driver.memory": spark.driver_memory,
             "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
-        },
-        env_vars={"SPARK_SUBMITTED": "1"},
-    )
-
-
-def dataset_param(default: str) -> Param:
-    return Param(
-        default,
-        type="string",
-        title="Dataset",
-        description="Built-in dataset name (synthetic, cdnow) or the path of a dataset contract YAML.",
-    )
-
-
-def dataset_of_run(params: dict[str, Any], triggering_asset_events: Any, asset: Asset) -> str:
-    """The dataset a run works on: the one named by the newest `asset` event that triggered it, else its param.
-
-    An asset-triggered run gets no conf, so its param is the default: the dataset chosen upstream (e.g. a drifted
-    copy's contract YAML given to the feature DAG) travels in the events' `extra` instead.
-    """
-    events = list(triggering_asset_events.get(asset, [])) if triggering_asset_events else []
-    named = [e for e in events if (e.extra or {}).get("dataset")]
-    return max(named, key=lambda e: e.timestamp).extra["dataset"] if named else params["dataset"]
+        }
+        return super().execute(context)
 
 
 def record_run_outcome(context: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Annotated
 
@@ -22,6 +23,19 @@ DatasetOption = Annotated[
     str | None,
     typer.Option("--dataset", "-d", help="Built-in dataset (synthetic, cdnow) or a dataset contract YAML path."),
 ]
+RunDateOption = Annotated[
+    dt.datetime | None,
+    typer.Option(
+        "--run-date",
+        formats=["%Y-%m-%d"],
+        help="The date to act as of (the scoring cutoff; it needs events through the day before). "
+        "Default: the newest (features: the day after the latest day of data).",
+    ),
+]
+
+
+def day(value: dt.datetime | None) -> dt.date | None:
+    return value.date() if value is not None else None
 
 
 def setup(dataset: str | None) -> tuple[Settings, DatasetContract]:

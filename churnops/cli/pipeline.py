@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-from churnops.cli.common import DatasetOption, app, console, setup
+from churnops.cli.common import DatasetOption, RunDateOption, app, console, day, setup
 from churnops.cli.stages import generate
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
@@ -75,13 +75,15 @@ def run(
 
 
 def _print_summary(settings: Settings, contract: DatasetContract, timings: dict[str, float]) -> None:
+    from churnops.paths import scores_path
     from churnops.registry import configure_mlflow, load_alias
-    from jobs.score import scores_path
+    from churnops.snapshots import latest_snapshot_dir, read_metadata
 
     configure_mlflow(settings)
     champion = load_alias(contract.model_name)
     metrics = champion.metadata.get("out_of_time_metrics", {})
-    plan = contract.plan()
+    snapshot = read_metadata(latest_snapshot_dir(settings, contract.name))
+    scoring_cutoff = dt.date.fromisoformat(snapshot.cutoffs["scoring"][0])
     out = Console(soft_wrap=True)
     out.rule("churnops main job finished")
     for stage, seconds in timings.items():
@@ -92,7 +94,8 @@ def _print_summary(settings: Settings, contract: DatasetContract, timings: dict[
         f"at cutoff {champion.metadata.get('out_of_time_cutoff')} "
         f"(precision at top 10 %: {metrics.get('precision_at_10', float('nan')):.3f})"
     )
-    out.print(f"Scores:   {scores_path(settings, contract.name, plan.scoring)}")
+    out.print(f"Run date: {snapshot.run_date} (features and scores as of this day; data through the day before)")
+    out.print(f"Scores:   {scores_path(settings, contract.name, scoring_cutoff)}")
     out.print(f"MLflow:   {settings.tracking_uri}  (artifacts under {settings.mlflow_dir / 'artifacts'})")
     out.print("Open the UIs:")
     out.print(f"  MLflow   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
@@ -103,40 +106,58 @@ def _print_summary(settings: Settings, contract: DatasetContract, timings: dict[
 @app.command()
 def drift(
     dataset: DatasetOption = None,
-    force_retrain: Annotated[bool, typer.Option(help="Record a `manual` retraining request.")] = False,
+    run_date: RunDateOption = None,
+    force_retrain: Annotated[bool, typer.Option(help="Ask for a `manual` retraining.")] = False,
+    trigger_training: Annotated[
+        bool,
+        typer.Option(
+            "--trigger-training/--advisory",
+            help="When a trigger fires, run the training DAG on the embedded Airflow (its decision then starts the "
+            "cooldown); by default the decision is only recorded as advice and starts nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Realized performance, PSI drift of the champion's inputs (Evidently report), and the retraining decision."""
     settings, contract = setup(dataset)
-    from churnops.registry import configure_mlflow
+    from churnops.snapshots import read_metadata, snapshot_dir_for
     from monitoring.drift import NoChampionError, drift_summary, run_drift_check
     from monitoring.realized import compute_realized_performance
-    from monitoring.retrain import champion_state, decide_and_record
+    from monitoring.retrain import decide_for_run, record_decision
     from monitoring.store import open_store
 
-    for row in compute_realized_performance(settings, contract):
+    snapshot = read_metadata(snapshot_dir_for(settings, contract.name, day(run_date)))
+    when = day(run_date) or dt.date.fromisoformat(snapshot.run_date or snapshot.cutoffs["scoring"][0])
+    for row in compute_realized_performance(settings, contract, when):
         console.print(
-            f"realized {row.logical_date} v{row.model_version}: ROC AUC {row.roc_auc} p@10 {row.precision_at_10}"
+            f"realized {row.logical_date} ({row.list_kind}) v{row.model_version}: ROC AUC {row.roc_auc} "
+            f"p@10 {row.precision_at_10}"
         )
     with console.status("measuring drift (Evidently)"):
         try:
-            for run in run_drift_check(settings, contract):
+            for run in run_drift_check(settings, contract, run_date=when):
                 console.print(drift_summary(run))
         except NoChampionError as error:
             console.print(str(error))
-    configure_mlflow(settings)
-    decisions = decide_and_record(
-        open_store(settings),
-        dataset=contract.name,
-        champion=champion_state(contract.model_name),
-        now=dt.datetime.now(dt.UTC),
-        retrain_running=False,
-        manual=force_retrain,
+    decisions = decide_for_run(
+        settings, contract, when, retrain_running=False, manual=force_retrain, advisory=not trigger_training
     )
-    for decision in decisions or []:
-        verdict = "FIRED" if decision.fired else "suppressed"
+    for decision in decisions:
+        verdict = ("FIRES" if trigger_training else "would fire (advisory)") if decision.fired else "suppressed"
         console.print(f"{decision.trigger}: {verdict} - {decision.reason}")
     if not decisions:
         console.print("no retraining trigger")
+    fired = [d for d in decisions if d.fired]
+    if fired and trigger_training:
+        conf = {
+            "dataset": dataset or settings.dataset,
+            "run_date": when.isoformat(),
+            "retrain_reason": fired[0].trigger,
+        }
+        with console.status("running the training DAG"):
+            airflow_command(settings, "db", "migrate")
+            airflow_command(settings, "dags", "test", "churnops_training", "-c", json.dumps(conf))
+        record_decision(open_store(settings), fired[0])
+        console.print(f"training DAG ran for {when} ({fired[0].trigger})")
 
 
 @app.command("inject-drift")

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from churnops.cli.common import DatasetOption, app, console, setup
+from churnops.cli.common import DatasetOption, RunDateOption, app, console, day, setup
 
 # Datasets whose source files come from a preparer rather than the synthetic generator.
 REAL_DATA_PREPARERS = {"cdnow": "jobs.cdnow:prepare_cdnow", "crm_example": "jobs.crm_example:prepare_crm_example"}
@@ -57,33 +57,34 @@ def generate(
 
 
 @app.command()
-def features(dataset: DatasetOption = None) -> None:
-    """Compute point-in-time features and labels with Spark and publish a hashed snapshot."""
+def features(dataset: DatasetOption = None, run_date: RunDateOption = None) -> None:
+    """Compute a run date's point-in-time features and labels with Spark and publish a hashed snapshot (reused
+    without starting Spark when its inputs are unchanged)."""
     settings, contract = setup(dataset)
-    from jobs.features import build_feature_snapshot
-    from jobs.spark import spark_session
+    from jobs.features import run_feature_job
 
-    with console.status("starting Spark"):
-        spark = spark_session(settings, f"churnops-features-{contract.name}")
-    try:
-        with console.status("computing features"):
-            run = build_feature_snapshot(spark, contract, settings)
-    finally:
-        spark.stop()
+    with console.status("computing features"):
+        run = run_feature_job(contract, settings, day(run_date))
+    verb = "reused" if run.reused else "built"
     console.print(
-        f"snapshot {run.metadata.snapshot_id}: {sum(run.metadata.rows_per_cutoff.values()):,} rows "
-        f"over {len(run.metadata.rows_per_cutoff)} cutoffs at {run.snapshot_dir}"
+        f"snapshot {run.metadata.snapshot_id} {verb} for run date {run.metadata.run_date}: "
+        f"{sum(run.metadata.rows_per_cutoff.values()):,} rows over {len(run.metadata.rows_per_cutoff)} cutoffs "
+        f"at {run.snapshot_dir}"
     )
 
 
 @app.command()
 def train(
     dataset: DatasetOption = None,
+    run_date: RunDateOption = None,
     trials: Annotated[int | None, typer.Option(help="Optuna trials (default from settings).", min=1)] = None,
 ) -> None:
     """Tune LightGBM with Optuna (trials tracked in MLflow), evaluate out of time, register, gate the champion."""
     settings, contract = setup(dataset)
+    from churnops.snapshots import snapshot_dir_for
     from jobs.train import train as train_model
+
+    snapshot = snapshot_dir_for(settings, contract.name, day(run_date))
 
     with Progress(
         TextColumn("{task.description}"),
@@ -93,7 +94,10 @@ def train(
         console=console,
     ) as progress:
         _, on_trial = _trial_progress(progress)
-        result = train_model(settings, contract, n_trials=trials, on_trial=on_trial)
+        result = train_model(settings, contract, snapshot_dir=snapshot, n_trials=trials, on_trial=on_trial)
+    if result.skipped:
+        console.print(f"training skipped: {result.skip_reason}")
+        return
     console.print(
         f"{result.model_name} v{result.model_version}: out-of-time ROC AUC "
         f"{result.out_of_time_metrics['roc_auc']:.4f}; promoted={result.decision.promoted} "
@@ -106,21 +110,23 @@ def train(
 @app.command()
 def score(
     dataset: DatasetOption = None,
+    run_date: RunDateOption = None,
     cutoff: Annotated[
         dt.datetime | None,
         typer.Option(
             formats=["%Y-%m-%d"],
-            help="Backfill: score this past cutoff of the latest snapshot instead of the scoring cutoff.",
+            help="Backtest: score this past cutoff of the run date's snapshot instead of its scoring cutoff "
+            "(kept as a `backfill` list).",
         ),
     ] = None,
 ) -> None:
-    """Score every customer at the latest cutoff with the champion (or at a past cutoff, as a backtest)."""
+    """Score every customer at the run date's cutoff with the champion (or at a past cutoff, as a backtest)."""
     settings, contract = setup(dataset)
     from jobs.score import UnknownCutoffError
     from jobs.score import score as score_customers
 
     try:
-        run = score_customers(settings, contract, cutoff=cutoff.date() if cutoff else None)
+        run = score_customers(settings, contract, run_date=day(run_date), cutoff=day(cutoff))
     except UnknownCutoffError as error:
         raise typer.BadParameter(str(error), param_hint="--cutoff") from error
     console.print(f"{run.rows:,} customers scored at {run.cutoff} by v{run.model_version} -> {run.path}")

@@ -33,19 +33,40 @@ def test_cdnow_plan_follows_the_published_protocol(settings):
     assert contract.validation == "out_of_time"
 
 
-def test_synthetic_plan_is_unchanged(settings):
-    plan = load_contract("synthetic", settings).plan()
+def test_synthetic_plan_follows_the_run_date(settings):
+    contract = load_contract("synthetic", settings)
+    plan = contract.plan(D(2025, 1, 1))
 
     assert plan.train == tuple(D(2024, m, 1) for m in range(4, 10))
     assert plan.out_of_time == D(2024, 11, 1)
     assert plan.scoring == D(2025, 1, 1)
+    # A month later the schedule moves forward by one cutoff.
+    later = contract.plan(D(2025, 2, 1))
+    assert later.out_of_time == D(2024, 12, 1) and later.train[-1] == D(2024, 10, 1) and later.scoring == D(2025, 2, 1)
 
 
-def test_entity_level_contract_has_one_cutoff_and_a_stratified_holdout(settings):
+def test_a_run_of_event_data_needs_a_date_unless_one_is_pinned(settings):
+    with pytest.raises(ValueError, match="needs a run date"):
+        load_contract("synthetic", settings).plan()
+    assert load_contract("cdnow", settings).plan(D(2030, 1, 1)).scoring == D(1998, 7, 1)
+
+
+def test_labels_whose_horizon_passes_the_last_day_of_data_are_not_observed(settings):
+    contract = load_contract("synthetic", settings)
+    # The run is on 2025-01-01 but the events stop on 2024-12-15: the 2024-11-01 cutoff's 60 days are not all
+    # there, so it cannot be the out-of-time cutoff, and missing days are never read as churn.
+    plan = contract.plan(D(2025, 1, 1), observed_until=D(2024, 12, 16))
+    assert plan.observed_until == D(2024, 12, 16)
+    assert plan.out_of_time == D(2024, 10, 1)
+    assert all(c + dt.timedelta(days=60) <= plan.out_of_time for c in plan.train)
+
+
+def test_entity_level_contract_needs_no_date(settings):
     contract = load_contract("crm_example", settings)
     plan = contract.plan()
 
-    assert plan.train == (plan.out_of_time,) and plan.out_of_time == plan.scoring == D(2024, 7, 1)
+    assert plan.train == (plan.out_of_time,) and plan.out_of_time == plan.scoring
+    assert contract.plan(D(2024, 7, 1)).scoring == D(2024, 7, 1)
     assert contract.validation == "stratified_holdout" and not contract.has_event_time
     assert event_feature_specs(contract) == []
     assert model_feature_columns(contract) == (
@@ -89,6 +110,7 @@ def test_weekly_schedule_with_a_pinned_out_of_time_cutoff():
         ({"label": {"kind": "churn", "horizon_days": 30, "event_type": "buy"}}, "needs events.event_type"),
         ({"cutoffs": {"first": "2024-01-01", "out_of_time": "2024-11-15", "as_of": "2024-12-01"}}, "incomplete"),
         ({"cutoffs": {"first": "2024-11-01", "as_of": "2024-12-01"}}, "move `cutoffs.first` earlier"),
+        ({"cutoffs": {"as_of": "2024-12-01"}}, "needs `cutoffs.first`"),
         ({"events": None, "label": {"kind": "churn", "horizon_days": 30}}, "give `events`, `entities` or both"),
     ],
 )
@@ -99,9 +121,9 @@ def test_contracts_that_cannot_work_are_refused_with_a_reason(overrides, message
 
 def test_horizon_is_configurable_within_a_year():
     for days in (7, 14, 30, 60, 90, 180):
-        long_history = {"first": "2023-01-01", "as_of": "2024-12-01"}
+        long_history = {"first": "2023-01-01"}
         label = {"kind": "propensity", "horizon_days": days}
-        plan = DatasetContract.model_validate(base(label=label, cutoffs=long_history)).plan()
+        plan = DatasetContract.model_validate(base(label=label, cutoffs=long_history)).plan(D(2024, 12, 1))
         assert plan.out_of_time + dt.timedelta(days=days) <= D(2024, 12, 1)
     with pytest.raises(ValueError):
         DatasetContract.model_validate(base(label={"kind": "churn", "horizon_days": 400}))

@@ -17,15 +17,19 @@ import yaml
 from churnops.dataset import bronze_dir
 from churnops.features import CUTOFF, ENTITY_ID, LABEL, LABEL_AVAILABLE, event_feature_specs, model_feature_columns
 from jobs.cdnow import cdnow_source_file, read_cdnow
-from jobs.features import compute_feature_table
+from jobs.feature_frames import compute_feature_table
 from jobs.ingest import EVENTS_FILE
 from jobs.reference_duckdb import compute_reference_features
 from tests.features.brute_force import brute_force_row
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
 
+# The generated data ends on 2024-12-31: a run on 2025-01-01 observes everything before it.
+OBSERVED_UNTIL = dt.date(2025, 1, 1)
+
 
 def spark_features(spark, contract, home: Path, cutoffs: list[dt.date]) -> pd.DataFrame:
-    frame = compute_feature_table(spark, contract, make_settings(home), cutoffs).toPandas()
+    observed_until = contract.cutoffs.as_of or OBSERVED_UNTIL
+    frame = compute_feature_table(spark, contract, make_settings(home), cutoffs, observed_until).toPandas()
     frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
     return frame.sort_values([CUTOFF, ENTITY_ID], ignore_index=True)
 
@@ -172,7 +176,7 @@ def test_population_is_customers_active_within_the_contract_window(synthetic_run
 def test_duckdb_reference_agrees_with_spark_on_every_customer(synthetic_run):
     contract, home, features = synthetic_run
     reference = compute_reference_features(
-        contract, bronze_dir(make_settings(home), contract.name) / EVENTS_FILE, VALUE_CUTOFFS
+        contract, bronze_dir(make_settings(home), contract.name) / EVENTS_FILE, VALUE_CUTOFFS, OBSERVED_UNTIL
     )
     numeric, categorical = model_feature_columns(contract)
     assert len(reference) == len(features)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from churnops.config import MonitoringSettings
 from jobs.inject_drift import shift_columns
 from monitoring.drift import SCORE_COLUMN, measure_drift
-from monitoring.settings import MonitoringSettings
 from tests.monitoring.conftest import CATEGORICAL, NUMERIC, customer_frame
 
 IMPORTANCES = {

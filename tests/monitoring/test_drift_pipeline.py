@@ -11,11 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from churnops.config import Settings
+from churnops.config import MonitoringSettings, Settings
 from churnops.dataset import load_contract
 from monitoring.drift import run_drift_check
 from monitoring.retrain import champion_state, decide_and_record
-from monitoring.settings import MonitoringSettings
 from monitoring.store import LocalStore
 
 pytestmark = pytest.mark.slow

@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnops.config import Settings
+from churnops.config import MonitoringSettings, Settings
 from churnops.dataset import load_contract
 from monitoring.exporter import build_registry
 from monitoring.realized import calibration, realized_outcomes
-from monitoring.settings import MonitoringSettings
 from monitoring.store import LocalStore, RealizedPerformance, RetrainDecision
 from tests.monitoring.test_retrain import T0, drift_run
 

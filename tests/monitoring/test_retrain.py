@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from churnops.config import Settings
+from churnops.config import MonitoringSettings, Settings
 from monitoring.retrain import ChampionState, decide_and_record
-from monitoring.settings import MonitoringSettings
 from monitoring.store import DriftRun, FeatureDrift, LocalStore, PostgresStore
 
 T0 = dt.datetime(2025, 3, 1, 4, 0, tzinfo=dt.UTC)
@@ -19,8 +18,11 @@ CHAMPION = ChampionState(version="3", out_of_time_roc_auc=0.82, trained_at=T0 - 
 MONITORING = MonitoringSettings(cooldown_hours=24, confirm_runs=2, min_weighted_drift_share=0.3)
 
 
-def drift_run(run_id: str, at: dt.datetime, drifted: dict[str, float], version: str = "3") -> DriftRun:
-    """A drift run over four features with the given {feature: importance} drifted."""
+def drift_run(
+    run_id: str, at: dt.datetime, drifted: dict[str, float], version: str = "3", snapshot: str | None = None
+) -> DriftRun:
+    """A drift run over four features with the given {feature: importance} drifted (of its own snapshot, unless
+    `snapshot` names one)."""
     importances = {"spend_30d": 0.5, "visits_30d": 0.3, "age": 0.15, "region": 0.05}
     features = [
         FeatureDrift(
@@ -43,7 +45,7 @@ def drift_run(run_id: str, at: dt.datetime, drifted: dict[str, float], version: 
         started_at=at,
         finished_at=at,
         reference_snapshot="ref",
-        current_snapshot="cur",
+        current_snapshot=snapshot or f"snapshot-of-{run_id}",
         features=features,
         score_psi=0.05,
         weighted_drifted_share=sum(importances[n] for n in drifted),
@@ -53,15 +55,16 @@ def drift_run(run_id: str, at: dt.datetime, drifted: dict[str, float], version: 
     )
 
 
-def decide(store, at: dt.datetime, running: bool = False, manual: bool = False):
+def decide(store, at: dt.datetime, running: bool = False, manual: bool = False, **options):
     return decide_and_record(
         store,
         dataset="synthetic",
-        champion=CHAMPION,
+        champion=options.pop("champion", CHAMPION),
         now=at,
         retrain_running=running,
         manual=manual,
-        monitoring=MONITORING,
+        monitoring=options.pop("monitoring", MONITORING),
+        **options,
     )
 
 
@@ -103,7 +106,7 @@ def test_weak_drift_is_suppressed_until_confirmed_by_a_second_run(store) -> None
 
     store.record_drift_run(drift_run("r2", T0 + dt.timedelta(days=1), {"age": 0.15}))
     (second,) = decide(store, T0 + dt.timedelta(days=1))
-    assert second.fired and "confirmed over 2 consecutive runs" in second.reason
+    assert second.fired and "confirmed over 2 consecutive snapshots" in second.reason
 
     recorded = store.retrain_decisions("synthetic")
     assert [(d.trigger, d.fired) for d in recorded] == [("drift_detected", False), ("drift_detected", True)]
@@ -180,3 +183,81 @@ def test_a_realized_auc_drop_beyond_the_margin_fires_performance_drop(store) -> 
     store.record_realized([realized(2, 0.74)])
     (decision,) = decide(store, T0)
     assert decision.fired and decision.trigger == "performance_drop" and "0.7400" in decision.reason
+
+
+def test_drift_confirmation_needs_two_different_snapshots(store) -> None:
+    store.record_drift_run(drift_run("r1", T0, {"age": 0.15}, snapshot="same"))
+    decide(store, T0)
+    # The same snapshot checked again hours later (a second drift run on unchanged data) confirms nothing.
+    store.record_drift_run(drift_run("r2", T0 + dt.timedelta(hours=6), {"age": 0.15}, snapshot="same"))
+    (again,) = decide(store, T0 + dt.timedelta(hours=6))
+    assert not again.fired and "1 of the last 2 snapshots" in again.reason
+
+    store.record_drift_run(drift_run("r3", T0 + dt.timedelta(days=1), {"age": 0.15}, snapshot="next-day"))
+    (confirmed,) = decide(store, T0 + dt.timedelta(days=1))
+    assert confirmed.fired
+
+
+def test_the_never_policy_ignores_drift_but_still_bootstraps_a_dataset(store) -> None:
+    never = MONITORING.model_copy(update={"retrain_policy": "never"})
+    store.record_drift_run(drift_run("r1", T0, {"spend_30d": 0.5}))
+    assert decide(store, T0, monitoring=never) == []
+    (bootstrap,) = decide(store, T0, monitoring=never, champion=ChampionState(version=None))
+    assert bootstrap.fired and "no champion" in bootstrap.reason
+
+
+def test_the_schedule_policy_retrains_on_the_age_of_the_champions_data_only(store) -> None:
+    every_28 = MONITORING.model_copy(update={"retrain_policy": "schedule:28d"})
+    store.record_drift_run(drift_run("r1", T0, {"spend_30d": 0.5}))
+    assert decide(store, T0, monitoring=every_28) == []  # five days old, drift ignored
+    old = ChampionState(version="3", out_of_time_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=28))
+    (decision,) = decide(store, T0, monitoring=every_28, champion=old)
+    assert decision.fired and decision.trigger == "scheduled" and "every 28 days" in decision.reason
+
+
+def test_an_unknown_policy_is_refused_with_the_accepted_forms() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="retrain_policy"):
+        MonitoringSettings(retrain_policy="weekly")
+
+
+def test_a_fired_decision_left_to_the_requester_starts_no_cooldown_until_recorded(store) -> None:
+    from monitoring.retrain import record_decision
+
+    store.record_drift_run(drift_run("r1", T0, {"spend_30d": 0.5}))
+    (fired,) = decide(store, T0, record_fired=False, run_date=T0.date())
+    assert fired.fired and store.retrain_decisions("synthetic") == []
+    # The request never went out (say the task failed): an hour later the drift fires again, no cooldown.
+    store.record_drift_run(drift_run("r2", T0 + dt.timedelta(hours=1), {"spend_30d": 0.5}))
+    (again,) = decide(store, T0 + dt.timedelta(hours=1), record_fired=False, run_date=T0.date())
+    assert again.fired
+    record_decision(store, again)
+    store.record_drift_run(drift_run("r3", T0 + dt.timedelta(hours=2), {"spend_30d": 0.5}))
+    (cooled,) = decide(store, T0 + dt.timedelta(hours=2))
+    assert not cooled.fired and "cooldown" in cooled.reason
+
+
+def test_an_advisory_decision_is_recorded_but_starts_no_cooldown(store) -> None:
+    store.record_drift_run(drift_run("r1", T0, {"spend_30d": 0.5}))
+    (advice,) = decide(store, T0, advisory=True, run_date=T0.date())
+    assert advice.fired and advice.advisory
+    assert [d.advisory for d in store.retrain_decisions("synthetic")] == [True]
+    store.record_drift_run(drift_run("r2", T0 + dt.timedelta(hours=1), {"spend_30d": 0.5}))
+    (real,) = decide(store, T0 + dt.timedelta(hours=1))
+    assert real.fired
+
+
+def test_re_deciding_a_run_date_replaces_its_decisions(store) -> None:
+    store.record_drift_run(drift_run("r1", T0, {"age": 0.15}))
+    decide(store, T0, run_date=T0.date())
+    decide(store, T0, run_date=T0.date())
+    assert len(store.retrain_decisions("synthetic")) == 1
+
+
+def test_a_bootstrap_that_keeps_failing_waits_for_the_cooldown(store) -> None:
+    nobody = ChampionState(version=None)
+    (first,) = decide(store, T0, champion=nobody)
+    assert first.fired
+    (second,) = decide(store, T0 + dt.timedelta(hours=2), champion=nobody)
+    assert not second.fired and "cooldown" in second.reason

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from jobs.evaluate import binary_metrics, f1_threshold, precision_at_top
+from churnops.metrics import precision_at_top
+from jobs.evaluate import binary_metrics, f1_threshold
 from jobs.train import time_folds
 
 

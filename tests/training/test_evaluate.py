@@ -8,14 +8,13 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from churnops.metrics import precision_at_top, recall_at_top
 from churnops.registry import apply_calibration
 from jobs.evaluate import (
     binary_metrics,
     choose_threshold,
     fit_calibration,
     ks_statistic,
-    precision_at_top,
-    recall_at_top,
     select_calibration,
     stability,
 )

@@ -1,0 +1,23 @@
+"""Ranking metrics that several rooms share: training's evaluation and monitoring's realized performance measure a
+list the way a campaign uses it — by its top customers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def top_indices(scores: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices of the top `fraction` of customers by score (at least one), highest first, ties by position."""
+    k = max(1, int(round(len(scores) * fraction)))
+    return np.argsort(-np.asarray(scores), kind="stable")[:k]
+
+
+def precision_at_top(labels: np.ndarray, scores: np.ndarray, fraction: float) -> float:
+    """Share of positives among the top `fraction` of customers by score (the list a campaign would target)."""
+    return float(np.asarray(labels)[top_indices(np.asarray(scores), fraction)].mean())
+
+
+def recall_at_top(labels: np.ndarray, scores: np.ndarray, fraction: float) -> float:
+    """Share of all positives that the top `fraction` of customers by score catches."""
+    labels = np.asarray(labels)
+    return float(labels[top_indices(np.asarray(scores), fraction)].sum() / labels.sum())

@@ -1,0 +1,295 @@
+"""The Spark side of the feature job: point-in-time features and labels per customer and cutoff, as lazy frames.
+
+For each cutoff t, every feature uses only events strictly before t; the label looks only at [t, t + H). The
+events are bucketed per customer and day, the day buckets joined to the handful of cutoffs, and every
+`FeatureSpec.expression` from `churnops.features` evaluated with `F.expr` - the same SQL the DuckDB reference runs.
+The work grows with customer-days x cutoffs rather than events x cutoffs.
+
+Two things keep it fast: the events are shuffled once, by customer, and every later step (the day buckets, the gap
+window, the per-cutoff aggregation) runs inside those partitions with no further exchange; and a day bucket is
+joined only to the cutoffs at which its customer belongs to the population, so churned customers' long histories
+are not aggregated for cutoffs they are filtered out of.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from churnops.config import Settings
+from churnops.dataset import DatasetContract, bronze_dir
+from churnops.features import (
+    CUTOFF,
+    ENTITY_ID,
+    FLOAT_DECIMALS,
+    LABEL,
+    LABEL_AVAILABLE,
+    FeatureSpec,
+    entity_feature_names,
+    event_feature_specs,
+    label_expression,
+    model_feature_columns,
+    type_column,
+)
+
+log = logging.getLogger(__name__)
+
+DAY = "event_day"
+# The source-timestamp leakage probe looks at about one customer in this many.
+PROBE_SAMPLE_ONE_IN = 20
+
+
+def _read(spark: SparkSession, path: Path, fmt: str) -> DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"source {path} does not exist; for generated data run `churnops generate` first")
+    if fmt == "csv":
+        return spark.read.csv(str(path), header=True, inferSchema=True)
+    return spark.read.parquet(str(path))
+
+
+def read_events(spark: SparkSession, contract: DatasetContract, settings: Settings) -> DataFrame:
+    """The validated (bronze) event log: customer_id, event_time, event_day, event_type, amount.
+
+    Ingests the contract's source first when the bronze layer is missing or older than the source file.
+    """
+    from jobs.ingest import EVENTS_FILE, ensure_bronze
+
+    ensure_bronze(contract, settings)
+    return spark.read.parquet(str(bronze_dir(settings, contract.name) / EVENTS_FILE))
+
+
+def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame | None:
+    source = contract.entities
+    if source is None:
+        return None
+    raw = _read(spark, contract.resolve(source.path), source.format)
+    columns = [F.col(source.key).cast("string").alias(ENTITY_ID)]
+    if source.signup:
+        columns.append(F.col(source.signup).cast("date").alias("signup_date"))
+    columns += [F.col(c).cast("string").alias(c) for c in source.categorical]
+    columns += [F.col(c).cast("double").alias(c) for c in source.numeric]
+    if contract.label.kind == "column":
+        columns.append(F.col(contract.label.column).cast("int").alias(LABEL))
+    return raw.select(*columns)
+
+
+def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:
+    """One row per customer and event day with the per-day columns the feature expressions read (see
+    churnops.features; `join_cutoffs` adds the gap to the previous event day).
+
+    The result is hash-partitioned by customer: `join_cutoffs` and `build_features` rely on that to window per
+    customer and aggregate per (customer, cutoff) without another shuffle.
+    """
+    assert contract.events is not None
+    label_type = contract.label.event_type
+    aggregates = [
+        F.count(F.lit(1)).alias("n"),
+        F.sum("amount").alias("amount_sum"),
+        F.sum(F.col("amount") * F.col("amount")).alias("amount_sumsq"),
+        F.max("amount").alias("amount_max"),
+        (F.sum(F.when(F.col("event_type") == label_type, 1).otherwise(0)) if label_type else F.count(F.lit(1))).alias(
+            "n_label"
+        ),
+    ]
+    aggregates += [
+        F.sum(F.when(F.col("event_type") == t, 1).otherwise(0)).alias(type_column(t))
+        for t in contract.events.counted_event_types
+    ]
+    return (
+        # The job's one shuffle: Spark sees that grouping by (customer, day), the windows by customer and the
+        # later grouping by (customer, cutoff) are all satisfied by this partitioning and adds no exchange.
+        events.repartition(ENTITY_ID).groupBy(ENTITY_ID, DAY).agg(*aggregates).withColumn("day_index", F.unix_date(DAY))
+    )
+
+
+def _population_bits(cutoffs: list[dt.date], contract: DatasetContract) -> Column:
+    """Per day bucket: bit i set when an event that day puts the customer in cutoff i's population.
+
+    The population at cutoff t is everyone with an event before t (and, if the contract says so, within the
+    `active_within_days` before t): exactly the rows the population filter below keeps.
+    """
+    active_within = contract.population.active_within_days
+    bits: Column = F.lit(0).cast("long")
+    for i, cutoff in enumerate(cutoffs):
+        cutoff_index = (cutoff - dt.date(1970, 1, 1)).days
+        in_population = F.col("day_index") < cutoff_index
+        if active_within is not None:
+            in_population &= F.col("day_index") >= cutoff_index - active_within
+        bits = bits.bitwiseOR(F.when(in_population, F.lit(1 << i).cast("long")).otherwise(F.lit(0).cast("long")))
+    return bits
+
+
+def join_cutoffs(daily: DataFrame, contract: DatasetContract, cutoffs: list[dt.date]) -> DataFrame:
+    """Each day bucket joined to every cutoff it can inform: its features (before the cutoff) or its label
+    (within the horizon after it), for the cutoffs whose population the customer belongs to; with `days_before`."""
+    if len(cutoffs) > 62:
+        raise ValueError(f"{len(cutoffs)} cutoffs in one run: the population bit mask holds at most 62")
+    cutoff_frame = daily.sparkSession.createDataFrame(
+        [(c, 1 << i) for i, c in enumerate(cutoffs)], f"{CUTOFF} date, cutoff_bit long"
+    )
+    # Both per-customer windows in one select, so that Spark evaluates them in one pass over one sort: the gap to
+    # the customer's previous event day, and which cutoffs the customer belongs to over their whole history.
+    by_day = Window.partitionBy(ENTITY_ID).orderBy("day_index")
+    whole_history = by_day.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    daily = daily.select(
+        "*",
+        (F.col("day_index") - F.lag("day_index").over(by_day)).alias("gap_days"),
+        F.bit_or(_population_bits(cutoffs, contract)).over(whole_history).alias("population_bits"),
+    )
+    return daily.join(
+        F.broadcast(cutoff_frame),
+        (F.col(DAY) < F.date_add(F.col(CUTOFF), contract.label.horizon_days))
+        & (F.col("population_bits").bitwiseAND(F.col("cutoff_bit")) != 0),
+    ).withColumn("days_before", F.unix_date(F.col(CUTOFF)) - F.col("day_index"))
+
+
+def features_reading_past_the_cutoff(
+    daily: DataFrame,
+    contract: DatasetContract,
+    cutoffs: list[dt.date],
+    specs: list[FeatureSpec],
+    sample_one_in: int = PROBE_SAMPLE_ONE_IN,
+) -> dict[str, int]:
+    """Leakage probe: for each feature, on how many sampled (customer, cutoff) rows its value changes when every
+    source row dated at or after the cutoff is removed. Any count above 0 means the feature reads the future.
+
+    The join hands each aggregate the label window too (days_before <= 0), so a feature definition that forgets its
+    lower bound would silently read it; this probe evaluates every definition both ways on a hash sample of
+    customers (one in `sample_one_in`) and compares, independently of how the definition is written.
+    """
+    sample = daily.where(F.pmod(F.xxhash64(ENTITY_ID), F.lit(sample_one_in)) == 0)
+    joined = join_cutoffs(sample, contract, cutoffs)
+
+    def evaluated(rows: DataFrame, suffix: str) -> DataFrame:
+        return rows.groupBy(ENTITY_ID, CUTOFF).agg(
+            *[_rounded(F.expr(s.expression), s).alias(f"{s.name}{suffix}") for s in specs]
+        )
+
+    # Only (customer, cutoff) pairs with history before the cutoff: the others are outside every population.
+    both = evaluated(joined, "").join(evaluated(joined.where(F.col("days_before") >= 1), "_past"), [ENTITY_ID, CUTOFF])
+    differs = []
+    for spec in specs:
+        value, past = F.col(spec.name), F.col(f"{spec.name}_past")
+        changed = ~value.eqNullSafe(past)
+        if spec.kind == "numeric":
+            # Sums over the same rows in another order may differ in the last bits.
+            changed = (value.isNull() != past.isNull()) | (
+                F.abs(value - past) > 1e-6 * F.greatest(F.lit(1.0), F.abs(past))
+            )
+        differs.append(F.sum(F.when(changed, 1).otherwise(0)).alias(spec.name))
+    counts = both.agg(F.count(F.lit(1)).alias("_rows"), *differs).first()
+    assert counts is not None
+    return {spec.name: int(counts[spec.name] or 0) for spec in specs} | {"_rows_compared": int(counts["_rows"])}
+
+
+def build_features(
+    daily: DataFrame,
+    entities: DataFrame | None,
+    contract: DatasetContract,
+    cutoffs: list[dt.date],
+    observed_until: dt.date,
+) -> DataFrame:
+    """Features and labels for every (customer, cutoff) in the population, from day-bucketed events; a label is
+    available only when its whole horizon lies before `observed_until`."""
+    horizon = contract.label.horizon_days
+    specs = event_feature_specs(contract)
+    features = (
+        join_cutoffs(daily, contract, cutoffs)
+        .groupBy(ENTITY_ID, CUTOFF)
+        .agg(
+            *[_rounded(F.expr(s.expression), s).alias(s.name) for s in specs],
+            F.expr(label_expression(contract)).alias("_label"),
+        )
+    )
+
+    # Population: seen before the cutoff (and recently active, if the contract asks). The bit mask above already
+    # pruned everything else; the filter states the rule and keeps the result right if the mask ever were not.
+    features = features.where(F.col("event_count_all") > 0)
+    if contract.population.active_within_days is not None:
+        features = features.where(F.col("days_since_last_event") <= contract.population.active_within_days)
+
+    label_available = F.date_add(F.col(CUTOFF), horizon) <= F.lit(observed_until)
+    features = (
+        features.withColumn(LABEL_AVAILABLE, label_available)
+        .withColumn(LABEL, F.when(label_available, F.col("_label").cast("int")))
+        .drop("_label")
+    )
+    if entities is not None:
+        features = _with_entity_attributes(features.join(entities, ENTITY_ID, "left"), contract)
+    numeric, categorical = model_feature_columns(contract)
+    return features.select(ENTITY_ID, CUTOFF, *numeric, *categorical, LABEL, LABEL_AVAILABLE)
+
+
+def build_entity_features(entities: DataFrame, contract: DatasetContract, day: dt.date) -> DataFrame:
+    """Entity-level data: one row per customer, dated `day` (the run date), labelled by the table's own column."""
+    rows = entities.withColumn(CUTOFF, F.lit(day).cast("date"))
+    rows = _with_entity_attributes(rows, contract).withColumn(LABEL_AVAILABLE, F.col(LABEL).isNotNull())
+    numeric, categorical = model_feature_columns(contract)
+    return rows.select(ENTITY_ID, CUTOFF, *numeric, *categorical, LABEL, LABEL_AVAILABLE)
+
+
+def _with_entity_attributes(rows: DataFrame, contract: DatasetContract) -> DataFrame:
+    numeric_attrs, _ = entity_feature_names(contract)
+    if "days_since_signup" in numeric_attrs:
+        # Customers who signed up after the cutoff did not exist yet: they are not in that cutoff's population.
+        rows = rows.withColumn(
+            "days_since_signup", F.datediff(F.col(CUTOFF), F.col("signup_date")).cast("double")
+        ).where(F.col("days_since_signup").isNull() | (F.col("days_since_signup") >= 0))
+    return rows
+
+
+def _rounded(expression: Column, spec: FeatureSpec) -> Column:
+    return F.round(expression, FLOAT_DECIMALS) if spec.kind == "numeric" else expression
+
+
+def compute_feature_table(
+    spark: SparkSession,
+    contract: DatasetContract,
+    settings: Settings,
+    cutoffs: list[dt.date],
+    observed_until: dt.date,
+) -> DataFrame:
+    """The lazy Spark frame of every (customer, cutoff) row; labels count only when their horizon ends by
+    `observed_until`. Entity-level data gives one row per customer, dated `observed_until` (the run date)."""
+    entities = read_entities(spark, contract)
+    if contract.events is None:
+        assert entities is not None  # the contract validator guarantees one source
+        return build_entity_features(entities, contract, observed_until)
+    daily = bucket_by_day(read_events(spark, contract, settings), contract)
+    return build_features(daily, entities, contract, cutoffs, observed_until)
+
+
+class FeatureLeakageError(ValueError):
+    """A feature definition reads source rows dated at or after the cutoff."""
+
+
+def probe_source_timestamps(
+    spark: SparkSession, contract: DatasetContract, settings: Settings, cutoffs: list[dt.date]
+) -> dict[str, Any]:
+    """Run `features_reading_past_the_cutoff` on the contract's event features; fail on a finding the contract
+    does not allow. Returns what the snapshot metadata records about the probe."""
+    daily = bucket_by_day(read_events(spark, contract, settings), contract)
+    counts = features_reading_past_the_cutoff(daily, contract, cutoffs, event_feature_specs(contract))
+    compared = counts.pop("_rows_compared")
+    findings = {name: n for name, n in counts.items() if n > 0}
+    refused = sorted(set(findings) - set(contract.leakage.allowed_features))
+    if refused:
+        raise FeatureLeakageError(
+            "leakage: "
+            + ", ".join(f"feature {name!r} changes on {findings[name]} of {compared} sampled rows" for name in refused)
+            + " when the source rows at or after the cutoff are removed: its definition reads the future. Fix it in "
+            "churnops/features.py, or list it under `leakage.allowed_features` in the dataset contract if that is "
+            "intended"
+        )
+    return {
+        "source_timestamps": {
+            "rows_compared": compared,
+            "sample": f"one customer in {PROBE_SAMPLE_ONE_IN}",
+            "features_reading_past_cutoff": findings,
+        }
+    }
