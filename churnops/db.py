@@ -729,3 +729,13 @@ def write_realized_performance(
         ],
         conflict_key=("dataset", "logical_date", "list_kind", "model_version"),
     )
+
+
+def write_replay_step(conn: Connection, step: Mapping[str, Any]) -> None:
+    """Record (or replace) one replayed run date's row of `churnops.replay_timeline`."""
+    _insert_rows(
+        conn,
+        "replay_timeline",
+        [{**step, "recorded_at": dt.datetime.now(dt.UTC)}],
+        conflict_key=("replay_id", "run_date"),
+    )

@@ -5,7 +5,7 @@ this package; it is the only part of `churnops/` that imports the stages (`jobs`
 it imports them inside each command so `churnops --help` stays instant.
 """
 
-from churnops.cli import pipeline, stages  # noqa: F401 - importing them registers their commands
+from churnops.cli import pipeline, replay, stages  # noqa: F401 - importing them registers their commands
 from churnops.cli.common import app
 
 __all__ = ["app"]

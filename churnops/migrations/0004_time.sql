@@ -37,3 +37,37 @@ ALTER TABLE churnops.retrain_decisions
     ADD COLUMN advisory boolean NOT NULL DEFAULT false;
 CREATE UNIQUE INDEX retrain_decisions_per_run_idx
     ON churnops.retrain_decisions (dataset, run_date, trigger, advisory) WHERE run_date IS NOT NULL;
+
+-- ---------------------------------------------------------------------------------------------------------------
+-- Replays: what the platform did at each replayed run date (churnops replay; monitoring/timeline.py).
+-- ---------------------------------------------------------------------------------------------------------------
+CREATE TABLE churnops.replay_timeline (
+    replay_id                text             NOT NULL,
+    run_date                 date             NOT NULL,
+    dataset                  text             NOT NULL,
+    policy                   text             NOT NULL,
+    step                     integer          NOT NULL CHECK (step >= 0),
+    watermark                date,
+    snapshot_id              text,
+    champion_version         text,
+    decision_trigger         text,
+    decision_reason          text             NOT NULL,
+    training_outcome         text CHECK (training_outcome IN ('registered', 'promoted', 'skipped')),
+    trained_version          text,
+    training_reason          text,
+    weighted_drifted_share   double precision,
+    important_drifted        text[]           NOT NULL DEFAULT '{}',
+    psi                      jsonb            NOT NULL DEFAULT '{}'::jsonb,
+    realized_cohort          date,
+    realized_roc_auc         double precision CHECK (realized_roc_auc BETWEEN 0 AND 1),
+    realized_precision_at_10 double precision CHECK (realized_precision_at_10 BETWEEN 0 AND 1),
+    realized_model_version   text,
+    scored_rows              bigint,
+    seconds                  jsonb            NOT NULL DEFAULT '{}'::jsonb,
+    recorded_at              timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (replay_id, run_date)
+);
+COMMENT ON TABLE churnops.replay_timeline IS
+    'One row per replayed run date: watermark, snapshot, champion, the retraining decision and the training it '
+    'started, drift, the realized performance of the newest matured list, and each DAG''s seconds. Re-running a '
+    'step replaces its row.';

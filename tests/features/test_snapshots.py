@@ -16,7 +16,9 @@ import pytest
 
 from churnops.snapshots import (
     DATA_DIR,
+    INPUTS_DIR,
     LATEST_FILE,
+    RUNS_DIR,
     SnapshotIntegrityError,
     dataset_dir,
     latest_snapshot_dir,
@@ -41,7 +43,10 @@ def tiny(tmp_path_factory):
 
 def visible_snapshots(settings, dataset: str) -> set[str]:
     root = dataset_dir(settings, dataset)
-    return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.exists() else set()
+    pointers = {RUNS_DIR, INPUTS_DIR}
+    if not root.exists():
+        return set()
+    return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in pointers}
 
 
 @pytest.mark.slow

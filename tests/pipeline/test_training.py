@@ -93,16 +93,47 @@ def test_the_registered_model_scores_the_evaluation_customers_exactly_as_trainin
     )
 
 
-def test_retraining_the_same_snapshot_and_seed_reproduces_the_model_and_does_not_promote(
-    trained_platform,
-) -> None:
-    """It resumes the finished study, refits the same best model, and the gate keeps the champion."""
+def test_retraining_an_unchanged_snapshot_is_skipped_and_registers_no_version(trained_platform) -> None:
+    """The training rows are those the champion learned from: nothing runs, the skip is recorded in MLflow."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from churnops.registry import configure_mlflow
     from jobs.train import train
 
-    result = train(trained_platform.settings, trained_platform.contract)
-    assert result.decision.promoted is False
-    assert "does not beat" in result.decision.reason
-    assert result.out_of_time_metrics["roc_auc"] == pytest.approx(result.decision.champion_auc, abs=1e-12)
+    settings, contract = trained_platform.settings, trained_platform.contract
+    configure_mlflow(settings)
+    before = MlflowClient().search_model_versions(f"name = '{contract.model_name}'")
+    result = train(settings, contract, reason="drift_detected")
+
+    assert result.skipped and "no new data" in result.skip_reason
+    assert result.model_version == trained_platform.model_version
+    assert len(MlflowClient().search_model_versions(f"name = '{contract.model_name}'")) == len(before)
+    skip = mlflow.get_run(result.run_id).data.tags
+    assert skip["churnops.outcome"] == "skipped" and skip["churnops.retrain_reason"] == "drift_detected"
+
+
+@pytest.mark.slow
+def test_the_same_training_rows_and_seed_reproduce_the_model(trained_platform, tmp_path) -> None:
+    """A fresh registry trained on a copy of the same snapshot gets the same out-of-time ROC AUC to the last digit."""
+    import shutil
+
+    import mlflow
+
+    from churnops.config import Settings
+    from churnops.registry import configure_mlflow
+    from jobs.train import train
+
+    original = trained_platform.settings
+    copy = Settings(home=tmp_path / "home", training=original.training, spark=original.spark)
+    shutil.copytree(original.features_dir, copy.features_dir)
+    result = train(copy, trained_platform.contract)
+
+    configure_mlflow(original)
+    name = trained_platform.contract.model_name
+    logged = mlflow.get_run(mlflow.models.get_model_info(f"models:/{name}/{trained_platform.model_version}").run_id)
+    assert not result.skipped
+    assert result.out_of_time_metrics["roc_auc"] == pytest.approx(logged.data.metrics["oot_roc_auc"], abs=1e-12)
 
 
 def test_training_run_logs_every_report_artifact_and_compares_with_baselines(trained_platform) -> None:

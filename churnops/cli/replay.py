@@ -1,0 +1,255 @@
+"""`churnops replay` and `churnops timeline`: history replayed through the real DAGs, and what it showed.
+
+A replay gets a folder of its own (`<home>/replays/<name>/`: working folder, embedded Airflow and MLflow, landing
+folder, timeline) and a copy of the dataset's contract whose events come from the landing folder and whose dates are
+not pinned. For each run date, a feeder releases the events up to the day before, as a source system would, and the
+feature, drift, (training, when the drift DAG asked for it) and scoring DAGs run for that date through
+`airflow dags test` — the path `make run` takes. The timeline gets one row per run date; a killed replay resumes at
+the first run date without one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from churnops.cli.common import DatasetOption, app, console, setup
+from churnops.cli.pipeline import airflow_command
+from churnops.config import Settings
+from churnops.dataset import DatasetContract, load_contract
+
+DateOption = Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"])]
+REPLAY_FILE = "replay.json"
+
+
+def _every_days(text: str) -> int:
+    match = re.fullmatch(r"([1-9][0-9]*)d", text)
+    if match is None:
+        raise typer.BadParameter(f"expected a number of days such as 7d, got {text!r}", param_hint="--every")
+    return int(match.group(1))
+
+
+def replay_dates(start: dt.date, end: dt.date, every_days: int) -> list[dt.date]:
+    """The run dates of a replay: `start`, then every `every_days` days, up to and including `end`."""
+    return [start + dt.timedelta(days=i) for i in range(0, (end - start).days + 1, every_days)]
+
+
+def _replay_contract(source: DatasetContract, name: str, landing: Path, folder: Path) -> Path:
+    """The dataset's contract for the replay: its own name, events from the landing folder, no pinned dates."""
+    assert source.events is not None
+    raw: dict[str, Any] = source.model_dump(mode="json", exclude={"base_dir"}, exclude_none=True)
+    raw["name"] = name
+    raw["events"] = {**raw["events"], "path": str(landing), "format": "parquet"}
+    if source.entities is not None:
+        raw["entities"] = {**raw["entities"], "path": str(source.resolve(source.entities.path))}
+    raw["cutoffs"] = {k: v for k, v in raw["cutoffs"].items() if k not in ("as_of", "out_of_time")}
+    path = folder / "contract.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _remember(folder: Path, parameters: dict[str, Any]) -> None:
+    """Refuse to resume a replay folder with other parameters; record them on the first run."""
+    record = folder / REPLAY_FILE
+    if record.exists():
+        before = json.loads(record.read_text())
+        if before != parameters:
+            raise typer.BadParameter(
+                f"replay {folder.name!r} already ran with {before}; resume it with the same options or pick another "
+                "--name"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(parameters, indent=2))
+
+
+@app.command()
+def replay(
+    start: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="First run date.")],
+    end: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="Last run date (included).")],
+    dataset: DatasetOption = None,
+    every: Annotated[str, typer.Option(help="Days between run dates, e.g. 7d.")] = "7d",
+    policy: Annotated[str, typer.Option(help="Retraining policy: drift, never or schedule:<N>d.")] = "drift",
+    trials: Annotated[int | None, typer.Option(help="Optuna trials per training.", min=1)] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Replay name (folder and model name); default from the options.")
+    ] = None,
+) -> None:
+    """Replay a dataset's history through the real DAGs, one run date at a time, and record the timeline."""
+    from monitoring.retrain import RetrainPolicy
+
+    settings, source = setup(dataset)
+    try:
+        RetrainPolicy.parse(policy)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--policy") from error
+    dates = replay_dates(start.date(), end.date(), _every_days(every))
+    name = name or f"{source.name}-replay-{policy.replace(':', '-')}"
+    folder = settings.home / "replays" / name
+    _remember(
+        folder,
+        {
+            "dataset": dataset or settings.dataset,
+            "start": dates[0].isoformat(),
+            "end": end.date().isoformat(),
+            "every": every,
+            "policy": policy,
+            "trials": trials,
+        },
+    )
+    replay_settings = Settings(home=folder / "home", spark=settings.spark)
+    contract_path = _replay_contract(source, name, folder / "landing", folder)
+    contract = load_contract(str(contract_path), replay_settings)
+    overrides = {"CHURNOPS_MONITORING__RETRAIN_POLICY": policy, "CHURNOPS_DATASET": str(contract_path)}
+    if trials is not None:
+        overrides["CHURNOPS_TRAINING__N_TRIALS"] = str(trials)
+    run_replay(replay_settings, source, contract, contract_path, folder, dates, policy, overrides)
+
+
+def run_replay(
+    settings: Settings,
+    source: DatasetContract,
+    contract: DatasetContract,
+    contract_path: Path,
+    folder: Path,
+    dates: list[dt.date],
+    policy: str,
+    overrides: dict[str, str],
+) -> None:
+    from jobs.feeder import EventFeeder
+    from monitoring.timeline import append_step, observe_step, read_timeline
+
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    feeder = EventFeeder.for_contract(source, folder / "landing")
+    feeder.release_history(dates[0] - dt.timedelta(days=1))
+    done = set(read_timeline(folder).get("run_date", []))
+    airflow_command(settings, "db", "migrate", overrides=overrides)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"replay {contract.name}", total=len(dates), completed=len(done))
+        for step, run_date in enumerate(dates):
+            if run_date in done:
+                continue
+            progress.update(task, description=f"replay {contract.name}: {run_date}")
+            feeder.release_until(run_date)
+            seconds, scored = _run_step(settings, contract, contract_path, run_date, overrides)
+            from churnops.registry import configure_mlflow
+
+            configure_mlflow(settings)
+            row = observe_step(
+                settings,
+                contract,
+                replay_id=folder.name,
+                policy=policy,
+                step=step,
+                run_date=run_date,
+                seconds=seconds,
+                scored_rows=scored,
+            )
+            append_step(settings, folder, row)
+            progress.advance(task)
+            console.print(_step_line(row))
+    console.print(f"timeline: {folder / 'timeline.parquet'}  (churnops timeline --replay {folder})")
+
+
+def _run_step(
+    settings: Settings, contract: DatasetContract, contract_path: Path, run_date: dt.date, overrides: dict[str, str]
+) -> tuple[dict[str, float], int | None]:
+    """The DAGs of one run date: features, drift, training if requested, scoring if there is a champion."""
+    from churnops.registry import configure_mlflow
+    from monitoring.store import open_store
+
+    conf = {"dataset": str(contract_path), "run_date": run_date.isoformat()}
+    seconds: dict[str, float] = {}
+
+    def dag(dag_id: str, extra: dict[str, Any] | None = None) -> None:
+        started = time.perf_counter()
+        airflow_command(
+            settings,
+            "dags",
+            "test",
+            dag_id,
+            run_date.isoformat(),
+            "-c",
+            json.dumps({**conf, **(extra or {})}),
+            overrides=overrides,
+        )
+        seconds[dag_id.removeprefix("churnops_")] = time.perf_counter() - started
+
+    dag("churnops_features")
+    dag("churnops_drift")
+    requested = [
+        d
+        for d in open_store(settings).retrain_decisions(contract.name)
+        if d.run_date == run_date.isoformat() and d.fired and not d.advisory
+    ]
+    if requested:
+        dag("churnops_training", {"retrain_reason": requested[0].trigger})
+    configure_mlflow(settings)
+    from monitoring.timeline import champion_version
+
+    if champion_version(contract) is None:
+        return seconds, None
+    dag("churnops_scoring")
+    from churnops.paths import scores_path
+
+    scored = scores_path(settings, contract.name, run_date)
+    import pandas as pd
+
+    return seconds, len(pd.read_parquet(scored, columns=["customer_id"])) if scored.exists() else None
+
+
+def _step_line(row: Any) -> str:
+    realized = (
+        f"realized AUC {row.realized_roc_auc:.3f} (cohort {row.realized_cohort}, v{row.realized_model_version})"
+        if row.realized_roc_auc is not None
+        else "no matured list yet"
+    )
+    training = f"training {row.training_outcome} v{row.trained_version}" if row.training_outcome else "no training"
+    drift = f"drift {row.weighted_drifted_share:.2f}" if row.weighted_drifted_share is not None else "no drift check"
+    took = sum(row.seconds.values())
+    return f"{row.run_date}: champion v{row.champion_version} | {drift} | {training} | {realized} | {took:.0f} s"
+
+
+@app.command()
+def timeline(
+    replay_dirs: Annotated[list[Path], typer.Option("--replay", help="A replay folder (repeat to compare).")],
+    out: Annotated[Path | None, typer.Option(help="PNG to draw (default: timeline.png in the first replay).")] = None,
+    mark: Annotated[list[str] | None, typer.Option(help="NAME=YYYY-MM-DD lines on the plot.")] = None,
+) -> None:
+    """Print a replay's timeline and draw it as a PNG (realized ROC AUC and drift over time, trainings marked)."""
+    from monitoring.timeline import read_timeline
+    from monitoring.timeline_plot import plot_timelines
+
+    frames = {}
+    for folder in replay_dirs:
+        frame = read_timeline(folder)
+        if frame.empty:
+            raise typer.BadParameter(f"no timeline in {folder}: run `churnops replay` first", param_hint="--replay")
+        frames[folder.name] = frame
+        shown = frame[
+            [
+                "run_date",
+                "champion_version",
+                "weighted_drifted_share",
+                "decision_trigger",
+                "training_outcome",
+                "trained_version",
+                "realized_cohort",
+                "realized_roc_auc",
+            ]
+        ]
+        console.print(f"[bold]{folder.name}[/bold]")
+        console.print(shown.to_string(index=False))
+    marks = {k: dt.date.fromisoformat(v) for k, v in (m.split("=", 1) for m in mark or [])}
+    path = plot_timelines(frames, out or replay_dirs[0] / "timeline.png", ", ".join(frames), marks)
+    console.print(f"drawn: {path}")

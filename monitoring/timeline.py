@@ -1,0 +1,179 @@
+"""A replay's timeline: what the platform saw and did at each run date, read back from its own stores.
+
+One row per replayed run date: the data watermark, the feature snapshot (built or reused), the champion after the
+step, the retraining decision and the training it started (registered, promoted, or skipped for lack of new data),
+drift per feature, the realized performance of the newest list whose horizon had passed, and the seconds each DAG
+took. Written as Parquet beside the replay (and into `churnops.replay_timeline` when the platform database is
+configured); `plot_timeline` draws it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from churnops.bronze import latest_event_day
+from churnops.config import Settings
+from churnops.dataset import DatasetContract
+from churnops.snapshots import read_metadata, snapshot_dir_for
+from churnops.storage import write_parquet_atomically
+from monitoring.store import open_store
+
+TIMELINE_FILE = "timeline.parquet"
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    replay_id: str
+    dataset: str
+    policy: str
+    step: int
+    run_date: dt.date
+    watermark: dt.date | None
+    snapshot_id: str | None
+    champion_version: str | None
+    decision_trigger: str | None  # the trigger that fired at this run date, if any
+    decision_reason: str
+    training_outcome: str | None  # registered | promoted | skipped | None (no training)
+    trained_version: str | None
+    training_reason: str | None
+    weighted_drifted_share: float | None
+    important_drifted: list[str] = field(default_factory=list)
+    psi: dict[str, float] = field(default_factory=dict)
+    realized_cohort: dt.date | None = None
+    realized_roc_auc: float | None = None
+    realized_precision_at_10: float | None = None
+    realized_model_version: str | None = None
+    scored_rows: int | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def observe_step(
+    settings: Settings,
+    contract: DatasetContract,
+    *,
+    replay_id: str,
+    policy: str,
+    step: int,
+    run_date: dt.date,
+    seconds: dict[str, float],
+    scored_rows: int | None,
+) -> TimelineStep:
+    """The timeline row of one replayed run date, from the snapshot pointers, the monitoring store and MLflow."""
+    store = open_store(settings)
+    day = run_date.isoformat()
+    snapshot = read_metadata(snapshot_dir_for(settings, contract.name, run_date))
+    decisions = [d for d in store.retrain_decisions(contract.name) if d.run_date == day and not d.advisory]
+    fired = next((d for d in decisions if d.fired), None)
+    drift = next(
+        (
+            r
+            for r in store.recent_drift_runs(contract.name, limit=50)
+            if r.run_date == day and r.current_source == "snapshot"
+        ),
+        None,
+    )
+    realized = [r for r in store.realized(contract.name) if r.list_kind == "regular" and r.logical_date < run_date]
+    newest = max(realized, key=lambda r: r.logical_date) if realized else None
+    training = _training_of(contract, day)
+    return TimelineStep(
+        replay_id=replay_id,
+        dataset=contract.name,
+        policy=policy,
+        step=step,
+        run_date=run_date,
+        watermark=latest_event_day(settings, contract.name),
+        snapshot_id=snapshot.snapshot_id,
+        champion_version=champion_version(contract),
+        decision_trigger=fired.trigger if fired else None,
+        decision_reason=(fired or (decisions[0] if decisions else None)).reason if decisions else "no trigger",
+        training_outcome=training.get("outcome"),
+        trained_version=training.get("version"),
+        training_reason=training.get("reason"),
+        weighted_drifted_share=drift.weighted_drifted_share if drift else None,
+        important_drifted=list(drift.important_drifted) if drift else [],
+        psi={f.feature: round(f.psi, 4) for f in drift.features if f.psi is not None} if drift else {},
+        realized_cohort=newest.logical_date if newest else None,
+        realized_roc_auc=newest.roc_auc if newest else None,
+        realized_precision_at_10=newest.precision_at_10 if newest else None,
+        realized_model_version=newest.model_version if newest else None,
+        scored_rows=scored_rows,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+
+
+def champion_version(contract: DatasetContract) -> str | None:
+    from mlflow import MlflowClient
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(contract.model_name, "champion").version)
+    except Exception as error:  # only "no champion yet" is expected here
+        if "RESOURCE_DOES_NOT_EXIST" in str(error) or "not found" in str(error).lower():
+            return None
+        raise
+
+
+def _training_of(contract: DatasetContract, day: str) -> dict[str, Any]:
+    """The training run of a run date in MLflow: outcome, version, reason (empty when none ran)."""
+    import mlflow
+
+    from churnops.registry import experiment_name
+
+    experiment = mlflow.get_experiment_by_name(experiment_name(contract))
+    if experiment is None:
+        return {}
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=f"tags.`churnops.kind` = 'training' and tags.`churnops.run_date` = '{day}'",
+        output_format="list",
+    )
+    if not runs:
+        return {}
+    tags = max(runs, key=lambda r: r.info.start_time).data.tags
+    if tags.get("churnops.outcome") == "skipped":
+        outcome = "skipped"
+    else:
+        outcome = "promoted" if tags.get("churnops.promoted") == "true" else "registered"
+    return {
+        "outcome": outcome,
+        "version": tags.get("churnops.model_version"),
+        "reason": tags.get("churnops.retrain_reason") or None,
+    }
+
+
+def timeline_path(replay_dir: Path) -> Path:
+    return replay_dir / TIMELINE_FILE
+
+
+def read_timeline(replay_dir: Path) -> pd.DataFrame:
+    path = timeline_path(replay_dir)
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
+def append_step(settings: Settings, replay_dir: Path, step: TimelineStep) -> pd.DataFrame:
+    """Add (or replace) the step's row in the replay's timeline; PostgreSQL too when configured."""
+    row = {**asdict(step), "psi": json.dumps(step.psi), "seconds": json.dumps(step.seconds)}
+    row["important_drifted"] = ",".join(step.important_drifted)
+    frame = read_timeline(replay_dir)
+    if not frame.empty:
+        frame = frame[frame["run_date"] != step.run_date]
+    frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True).sort_values("run_date", ignore_index=True)
+    write_parquet_atomically(frame, timeline_path(replay_dir))
+    if settings.database_url is not None:
+        _write_to_database(settings, step)
+    return frame
+
+
+def _write_to_database(settings: Settings, step: TimelineStep) -> None:
+    import contextlib
+
+    from churnops import db
+
+    with contextlib.closing(db.connect(settings, application_name="churnops-replay")) as conn:
+        db.migrate(conn)
+        db.write_replay_step(conn, {**asdict(step), "psi": step.psi, "seconds": step.seconds})
