@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from churnops.dataset import DatasetContract
+from churnops.run_dates import run_date_from_data
 from churnops.storage import write_parquet_atomically
 
 DRIFT_SEED = 2024
@@ -89,7 +90,6 @@ def write_drifted_dataset(
         raise ValueError("silence_share and category_share are shares between 0 and 1")
     shifts, new_categories = dict(shifts or {}), dict(new_categories or {})
     requested = dict(shifts)
-    since = since or contract.plan().train[0]
     source = contract.events
     entity_columns = set(contract.entities.numeric + contract.entities.categorical) if contract.entities else set()
     unknown = [c for c in [*shifts, *new_categories] if c not in entity_columns | {source.amount}]
@@ -100,7 +100,11 @@ def write_drifted_dataset(
         )
 
     events = _read(contract.resolve(source.path), source.format)
-    after = (pd.to_datetime(events[source.timestamp]) >= pd.Timestamp(since)).to_numpy()
+    timestamps = pd.to_datetime(events[source.timestamp])
+    if since is None:
+        # A run on the day after the data's last day trains from this cutoff on.
+        since = contract.plan(run_date_from_data(timestamps.max().date())).train[0]
+    after = (timestamps >= pd.Timestamp(since)).to_numpy()
     if source.amount in shifts:
         events = shift_columns(events, {source.amount: shifts.pop(source.amount)}, rows=after, seed=seed)
         # The contract forbids negative amounts unless allowed: keep a downward shift a valid event.

@@ -1,11 +1,12 @@
-"""Feature and score drift of the champion's inputs, measured with Evidently's PSI.
+"""Feature and score drift of the champion's inputs: PSI on reference-quantile bins, reported with Evidently.
 
 reference = rows of the champion's own training snapshot (found by the `snapshot_hash` stored with the model);
-current = the scoring cutoff of the latest feature snapshot and, when the prediction log has enough rows, the
-online traffic of the last N days (a second comparison). Per feature: PSI (Evidently, missing values dropped, see
-`monitoring.psi`), the share of missing values on each side (its own drift signal), the champion's gain importance;
-plus the PSI of the champion's score distribution and the plain and importance-weighted share of drifted features.
-The Evidently HTML report is written to disk and logged as an artifact of the champion's training run in MLflow.
+current = the scoring cutoff of the run date's feature snapshot and, when the prediction log has enough rows, a
+sample of the online traffic of the last N days drawn in SQL (a second comparison). Per feature: PSI
+(`monitoring.psi`, missing values dropped), the share of missing values on each side (its own drift signal), the
+champion's gain importance; plus the PSI of the champion's score distribution and the plain and importance-weighted
+share of drifted features. The Evidently HTML report (the two distributions of every column) is written to disk and
+logged as an artifact of the champion's training run in MLflow.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from churnops.dataset import DatasetContract
 from churnops.features import CUTOFF
 from churnops.registry import LoadedModel
 from churnops.snapshots import SnapshotMetadata, dataset_dir, load_snapshot, snapshot_dir_for
-from monitoring.psi import missing_share
+from monitoring.psi import missing_share, psi
 from monitoring.store import DriftRun, FeatureDrift, MonitoringStore, monitoring_dir, open_store
 
 log = logging.getLogger(__name__)
@@ -48,35 +49,32 @@ class DriftMeasurement:
     important_drifted: list[str]
 
 
-def _evidently_psi(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    numeric: list[str],
-    categorical: list[str],
-    threshold: float,
-    report_path: Path | None,
-) -> dict[str, float]:
-    """PSI per column from an Evidently DataDriftPreset run (method psi); saves the HTML report if asked."""
+def _evidently_report(
+    reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str], report_path: Path
+) -> None:
+    """Evidently's HTML report of the two samples (distributions per column) — for people to look at; the PSI
+    values the platform acts on are `monitoring.psi`'s, on reference-quantile bins."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     columns = [*numeric, *categorical]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    report = Report([DataDriftPreset(columns=columns, method="psi", threshold=threshold)], include_tests=True)
+    report = Report([DataDriftPreset(columns=columns, method="psi")], include_tests=True)
     # Evidently's argument order: current first, then reference.
     snapshot = report.run(
         Dataset.from_pandas(current[columns], data_definition=definition),
         Dataset.from_pandas(reference[columns], data_definition=definition),
     )
-    if report_path is not None:
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        snapshot.save_html(str(report_path))
-    values = {}
-    for metric in snapshot.dict()["metrics"]:
-        config = metric["config"]
-        if config.get("type", "").endswith(":ValueDrift"):
-            values[config["column"]] = float(metric["value"])
-    return values
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(report_path))
+
+
+def platform_psi(
+    reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> dict[str, float]:
+    """PSI per column (`monitoring.psi`: reference-decile bins for continuous columns, per value otherwise)."""
+    values = {column: psi(reference[column], current[column], numeric=True) for column in numeric}
+    return values | {column: psi(reference[column], current[column], numeric=False) for column in categorical}
 
 
 def _has_values(frame: pd.DataFrame, column: str) -> bool:
@@ -94,7 +92,8 @@ def measure_drift(
     reference_scores: np.ndarray | None = None,
     current_scores: np.ndarray | None = None,
 ) -> DriftMeasurement:
-    """Per-feature PSI (Evidently) and missing-share drift, score PSI and drifted shares of two frames.
+    """Per-feature PSI and missing-share drift, score PSI and drifted shares of two frames (and the Evidently
+    report when `report_path` is given).
 
     `importances` are shares of the champion's total gain; a feature counts for the weighted share (and for
     retraining) only with at least `monitoring.min_feature_importance`. A column absent from `current` is treated
@@ -115,7 +114,9 @@ def measure_drift(
     if score_included:
         reference[SCORE_COLUMN], current[SCORE_COLUMN] = reference_scores, current_scores
         psi_numeric.append(SCORE_COLUMN)
-    psi_values = _evidently_psi(reference, current, psi_numeric, psi_categorical, monitoring.psi_drift, report_path)
+    psi_values = platform_psi(reference, current, psi_numeric, psi_categorical)
+    if report_path is not None:
+        _evidently_report(reference, current, psi_numeric, psi_categorical, report_path)
 
     features = []
     for column in [*numeric, *categorical]:
@@ -184,9 +185,11 @@ def _sample(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
     return frame.sample(n=max_rows, random_state=SAMPLE_SEED) if len(frame) > max_rows else frame
 
 
-def load_prediction_log(settings: Settings, model_name: str, days: int, now: dt.datetime) -> pd.DataFrame:
-    """The logged online inputs (one column per feature) and scores of the last `days` days; empty without a
-    database."""
+def load_prediction_log(
+    settings: Settings, model_name: str, days: int, now: dt.datetime, max_rows: int
+) -> pd.DataFrame:
+    """A seeded random sample of at most `max_rows` logged online inputs (one column per feature) and scores of the
+    last `days` days, drawn by the database (only the sample crosses the network); empty without a database."""
     if settings.database_url is None:
         return pd.DataFrame()
     from churnops import db
@@ -194,9 +197,11 @@ def load_prediction_log(settings: Settings, model_name: str, days: int, now: dt.
     conn = db.connect(settings, application_name="churnops-drift")
     try:
         with conn, conn.cursor() as cur:
+            cur.execute("SELECT setseed(%s)", (SAMPLE_SEED / 100,))
             cur.execute(
-                "SELECT features, score FROM churnops.prediction_log WHERE model_name = %s AND logged_at >= %s",
-                (model_name, now - dt.timedelta(days=days)),
+                "SELECT features, score FROM churnops.prediction_log WHERE model_name = %s AND logged_at >= %s "
+                "ORDER BY random() LIMIT %s",
+                (model_name, now - dt.timedelta(days=days), max_rows),
             )
             rows = cur.fetchall()
     finally:
@@ -337,9 +342,8 @@ def run_drift_check(
             run_date,
         )
     )
-    online = load_prediction_log(settings, model.name, monitoring.prediction_log_days, started_at)
+    online = load_prediction_log(settings, model.name, monitoring.prediction_log_days, started_at, monitoring.max_rows)
     if len(online) >= monitoring.prediction_log_min_rows:
-        online = _sample(online, monitoring.max_rows)
         online_id, online_path = f"{drift_run_id}-online", reports / f"{drift_run_id}-online.html"
         measurement = measure_drift(
             reference,

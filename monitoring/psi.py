@@ -1,29 +1,29 @@
-"""The Population Stability Index exactly as the platform reports it: Evidently's PSI, re-implemented in numpy.
+"""The Population Stability Index as the platform reports it: bins fixed by the reference's quantiles.
 
-The drift DAG takes its PSI values from Evidently (`ValueDrift(method="psi")`). This module is the small, readable
-reference the tests hold Evidently to, and the one place that says what those numbers mean:
+PSI = sum over bins of (current share - reference share) * ln(current share / reference share). The common rules of
+thumb — below 0.1 stable, 0.1 to 0.2 worth a look, above 0.2 shifted — were made for this form: bins are the
+reference's deciles, so every bin holds a tenth of the reference and a value counts the same wherever it lies.
+(Evidently's PSI cuts equal-width bins over reference and current together, so its values cannot be read against
+those thresholds; the platform uses Evidently only for the HTML report.)
 
-- missing values (NaN, ±inf) are dropped from both samples first; the platform tracks the share of missing values
-  as its own signal (`missing_share`), because PSI cannot see it;
-- a numeric column with more than 20 distinct reference values is cut into equal-width **Sturges** bins
-  (ceil(log2 n) + 1 bins, n = reference + current rows) spanning reference and current together — not reference
-  deciles, so PSI values are not comparable with a decile-based PSI;
-- any other column (categorical, or numeric with at most 20 distinct reference values) uses one bin per value seen
-  in either sample;
-- a bin share of 0 is replaced by 1e-4 (or, when the smallest non-zero share is itself <= 1e-4, by that share
-  divided by 10^6), so a category that appears only in the current data adds a large but finite term;
-- PSI = sum over bins of (reference share - current share) * ln(reference share / current share).
+- Missing values (NaN, ±inf) are dropped from both samples; the share of missing values is its own signal
+  (`missing_share`), because PSI cannot see it.
+- A numeric column with more than `MAX_DISTINCT_FOR_VALUE_BINS` distinct reference values gets up to
+  `QUANTILE_BINS` bins whose inner edges are the reference's quantiles (repeated edges merge, so a column with a
+  mass point keeps it in one bin); the outer bins are open, so current values beyond the reference range count.
+- Any other column (categorical, or numeric with few distinct values) uses one bin per value seen in either sample.
+- An empty bin's share is floored at `EMPTY_BIN_SHARE`, so a category that appears on one side only adds a large but
+  finite term.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-# Evidently bins a numeric column only when its reference has more distinct values than this.
+QUANTILE_BINS = 10
 MAX_DISTINCT_FOR_VALUE_BINS = 20
 EMPTY_BIN_SHARE = 1e-4
 
@@ -34,7 +34,7 @@ class BinnedShares:
 
     reference: np.ndarray
     current: np.ndarray
-    # Bin edges for numeric binning, or the values for per-value bins.
+    # Inner bin edges for numeric binning, or the values for per-value bins.
     bins: list[float] | list[str]
     numeric_bins: bool
 
@@ -44,31 +44,27 @@ def drop_missing(values: pd.Series) -> pd.Series:
     return values.replace([np.inf, -np.inf], np.nan).dropna()
 
 
-def sturges_edges(values: np.ndarray) -> np.ndarray:
-    """Equal-width bin edges over `values`: ceil(log2 n) + 1 bins (Sturges' rule, as numpy's `bins="sturges"`)."""
-    low, high = float(values.min()), float(values.max())
-    if low == high:
-        return np.array([low - 0.5, high + 0.5])
-    n_bins = math.ceil(math.log2(values.size)) + 1
-    return np.linspace(low, high, n_bins + 1)
+def quantile_edges(reference: np.ndarray, bins: int = QUANTILE_BINS) -> np.ndarray:
+    """The inner edges of up to `bins` reference-quantile bins (repeated quantiles merged)."""
+    inner = np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1], method="linear")
+    return np.unique(inner)
 
 
-def _shares_in_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    # Half-open bins [e_i, e_i+1), the last one closed: a value equal to the maximum belongs to the last bin.
-    index = np.searchsorted(edges, values, side="right") - 1
-    index = np.clip(index, 0, len(edges) - 2)
-    return np.bincount(index, minlength=len(edges) - 1) / values.size
+def _shares_in_bins(values: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
+    # Bin i holds edge[i-1] < v <= edge[i]; the first and last bins are open-ended.
+    index = np.searchsorted(inner_edges, values, side="left")
+    return np.bincount(index, minlength=len(inner_edges) + 1) / values.size
 
 
 def binned_shares(reference: pd.Series, current: pd.Series, numeric: bool) -> BinnedShares:
-    """Shares of reference and current (missing values dropped) in the bins Evidently's PSI uses."""
+    """Shares of reference and current (missing values dropped) in the bins PSI uses."""
     reference, current = drop_missing(reference), drop_missing(current)
     if reference.empty or current.empty:
         raise ValueError("PSI needs at least one non-missing value in both the reference and the current data")
     if numeric and reference.nunique() > MAX_DISTINCT_FOR_VALUE_BINS:
         ref_values = reference.to_numpy(dtype=np.float64)
         cur_values = current.to_numpy(dtype=np.float64)
-        edges = sturges_edges(np.concatenate([ref_values, cur_values]))
+        edges = quantile_edges(ref_values)
         return BinnedShares(
             _shares_in_bins(ref_values, edges), _shares_in_bins(cur_values, edges), edges.tolist(), True
         )
@@ -82,20 +78,14 @@ def binned_shares(reference: pd.Series, current: pd.Series, numeric: bool) -> Bi
     )
 
 
-def _floor_empty_bins(shares: np.ndarray) -> np.ndarray:
-    smallest = shares[shares > 0].min()
-    floor = smallest / 10**6 if smallest <= EMPTY_BIN_SHARE else EMPTY_BIN_SHARE
-    return np.where(shares == 0, floor, shares)
-
-
 def psi_from_shares(reference: np.ndarray, current: np.ndarray) -> float:
     """PSI of two share vectors over the same bins, after flooring empty bins."""
-    ref, cur = _floor_empty_bins(reference), _floor_empty_bins(current)
-    return float(np.sum((ref - cur) * np.log(ref / cur)))
+    ref, cur = np.maximum(reference, EMPTY_BIN_SHARE), np.maximum(current, EMPTY_BIN_SHARE)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
 def psi(reference: pd.Series, current: pd.Series, numeric: bool) -> float:
-    """PSI of one column between reference and current, as Evidently computes it (see the module docstring)."""
+    """PSI of one column between reference and current (see the module docstring)."""
     shares = binned_shares(reference, current, numeric)
     return psi_from_shares(shares.reference, shares.current)
 
