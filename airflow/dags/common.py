@@ -60,23 +60,30 @@ def run_date_param() -> Param:
     )
 
 
-def run_target(params: dict[str, Any], dag_run: Any, triggering_asset_events: Any, asset: Asset | None) -> dict:
-    """The dataset and run date of a task: `{"dataset": ..., "run_date": "YYYY-MM-DD", "run_date_source": ...}`.
+def dataset_of_run(params: dict[str, Any], triggering_asset_events: Any, asset: Asset | None) -> str:
+    """The dataset of a run: the one named by the newest triggering `asset` event, else the param, else the
+    configuration (`CHURNOPS_DATASET`). A contract YAML path travels as given."""
+    from churnops.config import Settings
 
-    The dataset comes from the newest triggering `asset` event that names one, else the param, else the
-    configuration; the run date by `churnops.run_dates.resolve_run_date`.
-    """
+    events = list(triggering_asset_events.get(asset, [])) if (triggering_asset_events and asset) else []
+    named = [e for e in events if (e.extra or {}).get("dataset")]
+    if named:
+        return max(named, key=lambda e: e.timestamp).extra["dataset"]
+    return params.get("dataset") or Settings().dataset
+
+
+def run_target(params: dict[str, Any], dag_run: Any, triggering_asset_events: Any, asset: Asset | None) -> dict:
+    """The dataset and run date of a task: `{"dataset": ..., "run_date": "YYYY-MM-DD", "run_date_source": ...}`,
+    the run date by `churnops.run_dates.resolve_run_date`."""
     from churnops.bronze import latest_event_day
     from churnops.config import Settings
     from churnops.dataset import load_contract
     from churnops.run_dates import newest_upstream_run_date, resolve_run_date
 
     settings = Settings()
-    events = list(triggering_asset_events.get(asset, [])) if (triggering_asset_events and asset) else []
-    named = [e for e in events if (e.extra or {}).get("dataset")]
-    dataset = max(named, key=lambda e: e.timestamp).extra["dataset"] if named else None
-    dataset = dataset or params.get("dataset") or settings.dataset
+    dataset = dataset_of_run(params, triggering_asset_events, asset)
     contract = load_contract(dataset, settings)
+    events = list(triggering_asset_events.get(asset, [])) if (triggering_asset_events and asset) else []
     run_date = resolve_run_date(
         requested=params.get("run_date"),
         upstream=newest_upstream_run_date(events),
@@ -129,12 +136,14 @@ class DataWatermarkSensor(BaseSensorOperator):
         from churnops.run_dates import watermark_reached
         from jobs.ingest import ensure_bronze
 
-        target = run_target(context["params"], context["dag_run"], context.get("triggering_asset_events"), self.asset)
+        params, events = context["params"], context.get("triggering_asset_events")
         settings = Settings()
-        contract = load_contract(target["dataset"], settings)
+        contract = load_contract(dataset_of_run(params, events, self.asset), settings)
+        if contract.events is not None:
+            ensure_bronze(contract, settings)  # new files first: a run without a date takes it from the data
+        target = run_target(params, context["dag_run"], events, self.asset)
         if contract.events is None or contract.cutoffs.as_of is not None:
             return PokeReturnValue(is_done=True, xcom_value=target)  # no event time, or a pinned date: no wait
-        ensure_bronze(contract, settings)
         latest = latest_event_day(settings, contract.name)
         self._last_seen = latest.isoformat() if latest else None
         run_date = dt.date.fromisoformat(target["run_date"])

@@ -4,9 +4,11 @@ LocalExecutor on SQLite), chained only by Airflow's asset scheduling:
     churnops_features -> FEATURES -> churnops_drift -> RETRAIN_REQUEST -> churnops_training -> MODEL -> churnops_scoring
 
 The test triggers only the feature DAG (REST API); every later run must be created by the scheduler from an asset
-event. Without injected drift no retraining starts; with drift injected into the raw data the drift DAG flags the
-shifted features (not the untouched ones), needs the drift confirmed over two runs, then requests a retraining whose
-reason reaches the training run, and the champion gate's decision agrees with the metrics it reports.
+event, and works on the dataset and run date that event names. Without injected drift no retraining starts; with
+drift injected into the raw data the drift DAG flags the shifted features (not the untouched ones), needs the drift
+confirmed on two different snapshots (two run dates a week apart), then requests a retraining whose reason reaches
+the training run, which learns from that run date's snapshot, and the champion gate's decision agrees with the
+metrics it reports.
 """
 
 from __future__ import annotations
@@ -347,12 +349,16 @@ def airflow(request: pytest.FixtureRequest, trained_platform: Any) -> Iterator[E
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _drift_round(airflow: EmbeddedAirflow, dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Trigger the feature DAG; wait for the drift run the scheduler starts from its FEATURES event.
+def _drift_round(
+    airflow: EmbeddedAirflow, dataset: str, run_date: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Trigger the feature DAG (for `run_date`, or the day after the latest data); wait for the drift run the
+    scheduler starts from its FEATURES event.
 
     Returns the drift run and what its check_drift task measured.
     """
-    features_run = airflow.trigger(FEATURES_DAG, {"dataset": dataset})
+    conf = {"dataset": dataset} | ({"run_date": run_date} if run_date else {})
+    features_run = airflow.trigger(FEATURES_DAG, conf)
     airflow.wait_for_success(FEATURES_DAG, features_run)
     features_event = airflow.event_of(FEATURES_URI, FEATURES_DAG, features_run)
     drift_run = airflow.consumer_of(DRIFT_DAG, features_event)
@@ -389,10 +395,11 @@ def test_without_injected_drift_the_drift_dag_runs_from_features_and_no_retraini
         recorded = _recorded_drift_run(airflow, drift_run_id)
         assert recorded.important_drifted == [], [(f.feature, f.psi) for f in recorded.features if f.drifted]
         assert Path(recorded.report_path).exists()
-        # No trigger wanted to fire, so the short-circuit stopped the run before the re-cut and the request.
+        # No trigger wanted to fire, so the short-circuit stopped the run before the request.
         states = airflow.task_states(DRIFT_DAG, drift_run["dag_run_id"])
         assert states["decide_retraining"] == "success"
-        assert states["recut_training_snapshot"] == states["request_retraining"] == "skipped"
+        assert states["request_retraining"] == "skipped"
+        assert measured["run_date"] == "2025-01-01"  # started by hand without a date: the day after the data
         assert _decisions_of(airflow, drift_run_id) == []
         airflow.wait_idle(FEATURES_DAG, DRIFT_DAG, TRAINING_DAG)
         assert airflow.asset_events(source_dag_id=DRIFT_DAG) == []
@@ -418,7 +425,8 @@ def test_injected_drift_is_confirmed_then_retrains_through_the_assets_and_the_ga
         )
 
         # First drifted snapshot: flagged, but not confirmed yet -> recorded as suppressed, no training.
-        first_run, first = _drift_round(airflow, str(drifted.contract_path))
+        first_run, first = _drift_round(airflow, str(drifted.contract_path), "2024-12-24")
+        assert first["run_date"] == "2024-12-24"
         (first_comparison,) = first["runs"]
         flagged = set(first_comparison["drifted_features"])
         first_recorded = _recorded_drift_run(airflow, first_comparison["drift_run_id"])
@@ -437,15 +445,16 @@ def test_injected_drift_is_confirmed_then_retrains_through_the_assets_and_the_ga
         airflow.wait_idle(FEATURES_DAG, DRIFT_DAG, TRAINING_DAG)
         assert airflow.runs(TRAINING_DAG) == []
 
-        # Second consecutive drifted run: confirmed -> the re-cut, then RETRAIN_REQUEST with the reason.
-        second_run, second = _drift_round(airflow, str(drifted.contract_path))
+        # A week later, a second, different drifted snapshot: confirmed -> RETRAIN_REQUEST with the reason and date.
+        second_run, second = _drift_round(airflow, str(drifted.contract_path), "2024-12-31")
         (second_comparison,) = second["runs"]
         assert set(second_comparison["drifted_features"]) == flagged
         (fired,) = _decisions_of(airflow, second_comparison["drift_run_id"])
-        assert (fired.trigger, fired.fired) == ("drift_detected", True)
-        assert "confirmed over 2 consecutive runs" in fired.reason, fired.reason
+        assert (fired.trigger, fired.fired, fired.run_date) == ("drift_detected", True, "2024-12-31")
+        assert "confirmed over 2 consecutive snapshots" in fired.reason, fired.reason
         request = airflow.event_of(RETRAIN_REQUEST_URI, DRIFT_DAG, second_run["dag_run_id"])
         assert request["extra"]["reason"] == "drift_detected"
+        assert request["extra"]["run_date"] == "2024-12-31"
         assert request["extra"]["drift_run_id"] == second_comparison["drift_run_id"]
 
         # The training DAG runs because of that request (not by hand) and records why.
@@ -456,8 +465,9 @@ def test_injected_drift_is_confirmed_then_retrains_through_the_assets_and_the_ga
         tags = mlflow.get_run(summary["run_id"]).data.tags
         assert tags["churnops.retrain_reason"] == "drift_detected"
         assert tags["churnops.retrain_detail"] == fired.reason
-        # It learned from the drifted data: the snapshot the drift DAG re-cut from the drifted dataset.
+        # It learned from the drifted data: the run date's snapshot, the one the drift DAG compared.
         assert tags["churnops.snapshot_hash"][:16] == _recorded_drift_run(airflow, fired.drift_run_id).current_snapshot
+        assert tags["churnops.run_date"] == "2024-12-31"
         new_version = mlflow.get_model_version(contract.model_name, summary["model_version"])
 
         # The champion gate: promoted only if the new model beats the champion on the same customers by the margin.
@@ -481,6 +491,7 @@ def test_injected_drift_is_confirmed_then_retrains_through_the_assets_and_the_ga
         model_event = airflow.event_of(MODEL_URI, TRAINING_DAG, training_run["dag_run_id"])
         scoring_run = airflow.consumer_of(SCORING_DAG, model_event)
         airflow.wait_for_success(SCORING_DAG, scoring_run["dag_run_id"])
-        # ... and it scores the dataset that training named (the drifted copy), not its param's default.
+        # ... and it scores the dataset and run date that training named (the drifted copy), not its params' defaults.
         scored = airflow.xcom(SCORING_DAG, scoring_run["dag_run_id"], "score_customers")
         assert scored["dataset"] == summary["dataset"] == str(drifted.contract_path)
+        assert scored["run_date"] == scored["cutoff"] == "2024-12-31"

@@ -38,3 +38,13 @@ def test_main_job_runs_every_dag_and_prints_the_summary(tmp_path: Path) -> None:
     by_score = scores.sort_values("score", ascending=False)
     assert by_score["risk_decile"].is_monotonic_increasing
     assert (scores["model_version"] == "1").all()
+
+    # `--trials 10` reached the training task in the Airflow child (the default is 20). A client of its own: this
+    # process's MLflow must keep pointing at the session's store for the other tests.
+    from mlflow import MlflowClient
+
+    from churnops.config import Settings
+
+    client = MlflowClient(tracking_uri=Settings(home=tmp_path).tracking_uri)
+    version = client.get_model_version("churnops-synthetic", "1")
+    assert client.get_run(version.run_id).data.metrics["n_trials"] == 10
