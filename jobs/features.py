@@ -1,11 +1,11 @@
 """The PySpark feature job: point-in-time features and labels per customer and cutoff, written as a snapshot.
 
 For each cutoff t, every feature uses only events strictly before t; the label looks only at [t, t + H). The job
-reads the validated bronze layer (`jobs/ingest.py`, re-run first when the source file changed), buckets events per
-customer and day, joins the day buckets to the handful of cutoffs, and evaluates every `FeatureSpec.expression` from
-`churnops.features` with `F.expr` - the same SQL the DuckDB reference runs. The work grows with customer-days x
-cutoffs rather than events x cutoffs. Entity-level contracts (no event log) give one row per customer at `as_of`
-with the table's own label.
+ingests what landed since the last run (`jobs/ingest.py`), reads the bronze part files its manifest lists, buckets
+events per customer and day, joins the day buckets to the handful of cutoffs, and evaluates every
+`FeatureSpec.expression` from `churnops.features` with `F.expr` - the same SQL the DuckDB reference runs. The work
+grows with customer-days x cutoffs rather than events x cutoffs. Entity-level contracts (no event log) give one row
+per customer at `as_of` with the table's own label.
 
 Two things keep it fast (issue 3's target is within 2x of DuckDB at 10M events): the events are shuffled once, by
 customer, and every later step (the day buckets, the gap window, the per-cutoff aggregation) runs inside those
@@ -29,8 +29,9 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from churnops.bronze import BronzeManifest, event_part_paths
 from churnops.config import Settings
-from churnops.dataset import DatasetContract, bronze_dir, load_contract
+from churnops.dataset import DatasetContract, load_contract
 from churnops.features import (
     CUTOFF,
     ENTITY_ID,
@@ -70,15 +71,26 @@ def _read(spark: SparkSession, path: Path, fmt: str) -> DataFrame:
     return spark.read.parquet(str(path))
 
 
-def read_events(spark: SparkSession, contract: DatasetContract, settings: Settings) -> DataFrame:
+# The Spark type of every bronze event part (churnops.bronze.event_schema: naive microsecond timestamps).
+BRONZE_EVENTS_DDL = "customer_id string, event_time timestamp_ntz, event_day date, event_type string, amount double"
+
+
+def read_events(
+    spark: SparkSession, contract: DatasetContract, settings: Settings, manifest: BronzeManifest | None = None
+) -> DataFrame:
     """The validated (bronze) event log: customer_id, event_time, event_day, event_type, amount.
 
-    Ingests the contract's source first when the bronze layer is missing or older than the source file.
+    Reads exactly the part files `manifest` lists, never a folder: a crashed ingestion's leftovers stay invisible.
+    Without a manifest, first ingests whatever landed since the last run (`jobs.ingest.ensure_bronze`).
     """
-    from jobs.ingest import EVENTS_FILE, ensure_bronze
+    if manifest is None:
+        from jobs.ingest import ensure_bronze
 
-    ensure_bronze(contract, settings)
-    return spark.read.parquet(str(bronze_dir(settings, contract.name) / EVENTS_FILE))
+        manifest = ensure_bronze(contract, settings)
+    paths = [str(path) for path in event_part_paths(settings, contract.name, manifest)]
+    if not paths:
+        return spark.createDataFrame([], BRONZE_EVENTS_DDL)
+    return spark.read.schema(BRONZE_EVENTS_DDL).parquet(*paths)
 
 
 def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame | None:
@@ -121,10 +133,7 @@ def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:
     return (
         # The job's one shuffle: Spark sees that grouping by (customer, day), the windows by customer and the
         # later grouping by (customer, cutoff) are all satisfied by this partitioning and adds no exchange.
-        events.repartition(ENTITY_ID)
-        .groupBy(ENTITY_ID, DAY)
-        .agg(*aggregates)
-        .withColumn("day_index", F.unix_date(DAY))
+        events.repartition(ENTITY_ID).groupBy(ENTITY_ID, DAY).agg(*aggregates).withColumn("day_index", F.unix_date(DAY))
     )
 
 
@@ -267,14 +276,18 @@ def _rounded(expression: Column, spec: FeatureSpec) -> Column:
 
 
 def compute_feature_table(
-    spark: SparkSession, contract: DatasetContract, settings: Settings, cutoffs: list[dt.date]
+    spark: SparkSession,
+    contract: DatasetContract,
+    settings: Settings,
+    cutoffs: list[dt.date],
+    manifest: BronzeManifest | None = None,
 ) -> DataFrame:
-    """The lazy Spark frame of every (customer, cutoff) row for the given cutoffs."""
+    """The lazy Spark frame of every (customer, cutoff) row for the given cutoffs (events: `read_events`)."""
     entities = read_entities(spark, contract)
     if contract.events is None:
         assert entities is not None  # the contract validator guarantees one source
         return build_entity_features(entities, contract)
-    daily = bucket_by_day(read_events(spark, contract, settings), contract)
+    daily = bucket_by_day(read_events(spark, contract, settings, manifest), contract)
     return build_features(daily, entities, contract, cutoffs)
 
 
@@ -283,11 +296,15 @@ class FeatureLeakageError(ValueError):
 
 
 def probe_source_timestamps(
-    spark: SparkSession, contract: DatasetContract, settings: Settings, cutoffs: list[dt.date]
+    spark: SparkSession,
+    contract: DatasetContract,
+    settings: Settings,
+    cutoffs: list[dt.date],
+    manifest: BronzeManifest | None = None,
 ) -> dict[str, Any]:
     """Run `features_reading_past_the_cutoff` on the contract's event features; fail on a finding the contract
     does not allow. Returns what the snapshot metadata records about the probe."""
-    daily = bucket_by_day(read_events(spark, contract, settings), contract)
+    daily = bucket_by_day(read_events(spark, contract, settings, manifest), contract)
     counts = features_reading_past_the_cutoff(daily, contract, cutoffs, event_feature_specs(contract))
     compared = counts.pop("_rows_compared")
     findings = {name: n for name, n in counts.items() if n > 0}
@@ -319,13 +336,17 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
     """Compute features for every cutoff of the contract's plan and publish them as a hashed snapshot."""
     import pandas as pd
 
-    from jobs.ingest import read_report
+    from jobs.ingest import ensure_bronze
 
     plan = contract.plan()
     cutoffs = sorted(set(plan.all))
+    # One ingestion, one manifest: the probe, the features and the fingerprint all see the same bronze files.
+    manifest = ensure_bronze(contract, settings) if contract.events is not None else None
     # The probe runs first: a leaking definition fails the run before anything is written.
-    leakage_probes = probe_source_timestamps(spark, contract, settings, cutoffs) if contract.events else {}
-    features = compute_feature_table(spark, contract, settings, cutoffs)
+    leakage_probes = {}
+    if manifest is not None:
+        leakage_probes = probe_source_timestamps(spark, contract, settings, cutoffs, manifest)
+    features = compute_feature_table(spark, contract, settings, cutoffs, manifest)
 
     target_root = dataset_dir(settings, contract.name)
     staging = staging_directory_for(target_root / "incoming")
@@ -335,19 +356,10 @@ def build_feature_snapshot(spark: SparkSession, contract: DatasetContract, setti
         frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
         numeric, categorical = model_feature_columns(contract)
         sources, ingestion = {}, {}
-        if contract.events is not None:
-            sources["events"] = file_fingerprint(contract.resolve(contract.events.path))
-            report = read_report(settings, contract.name)
-            ingestion = (
-                {}
-                if report is None
-                else {
-                    "rows_read": report.rows_read,
-                    "rows_accepted": report.rows_accepted,
-                    "rows_quarantined": report.rows_quarantined,
-                    "quarantined_by_reason": report.quarantined_by_reason,
-                }
-            )
+        if manifest is not None:
+            # The manifest's (path, SHA-256) list: no source byte is read again to fingerprint the events.
+            sources["events"] = manifest.fingerprint()
+            ingestion = manifest.totals() | {"latest_event_day": str(manifest.latest_event_day)}
         if contract.entities is not None:
             sources["entities"] = file_fingerprint(contract.resolve(contract.entities.path))
         metadata = describe(

@@ -2,9 +2,10 @@
 
 For each scoring list (Parquet files of `jobs.score`, or the PostgreSQL score lists when the database is
 configured) whose cutoff + horizon lies within the observed data, the outcome of every scored customer is derived
-from the validated (bronze) event log with the dataset's own label rule — churn: no event in [cutoff, cutoff + H);
-propensity: at least one — and compared with the scores: ROC AUC, precision in the top 10 %, and calibration
-(mean score vs observed rate, expected calibration error over ten equal-width score bins).
+from the committed bronze event log (`churnops.bronze`; the feature job ingests it, this reads only the label
+windows' days) with the dataset's own label rule — churn: no event in [cutoff, cutoff + H); propensity: at least
+one — and compared with the scores: ROC AUC, precision in the top 10 %, and calibration (mean score vs observed
+rate, expected calibration error over ten equal-width score bins).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import logging
 import numpy as np
 import pandas as pd
 
+from churnops.bronze import EVENT_DAY, EVENT_TYPE, read_bronze_events
 from churnops.config import Settings
-from churnops.dataset import DatasetContract, bronze_dir
+from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
 from monitoring.store import MonitoringStore, RealizedPerformance, open_store
 
@@ -55,10 +57,10 @@ def realized_outcomes(
     """0/1 outcomes of `customers` at `cutoff` from the bronze events (columns customer_id, event_day,
     event_type), by the contract's label rule."""
     horizon = dt.timedelta(days=contract.label.horizon_days)
-    days = pd.to_datetime(events["event_day"])
+    days = pd.to_datetime(events[EVENT_DAY])
     window = (days >= pd.Timestamp(cutoff)) & (days < pd.Timestamp(cutoff + horizon))
     if contract.label.event_type is not None:
-        window &= events["event_type"] == contract.label.event_type
+        window &= events[EVENT_TYPE] == contract.label.event_type
     active = set(events.loc[window, ENTITY_ID].astype(str))
     had_event = customers.astype(str).isin(active).to_numpy()
     return (~had_event if contract.label.kind == "churn" else had_event).astype(np.int64)
@@ -129,8 +131,6 @@ def compute_realized_performance(
     if contract.label.horizon_days is None or contract.events is None:
         log.info("dataset %s has no event horizon: realized performance does not apply", contract.name)
         return []
-    from jobs.ingest import EVENTS_FILE, ensure_bronze
-
     observed_until = contract.cutoffs.as_of
     horizon = dt.timedelta(days=contract.label.horizon_days)
     matured = [
@@ -140,9 +140,14 @@ def compute_realized_performance(
     ]
     if not matured:
         return []
-    ensure_bronze(contract, settings)
-    events = pd.read_parquet(
-        bronze_dir(settings, contract.name) / EVENTS_FILE, columns=[ENTITY_ID, "event_day", "event_type"]
+    # Only the label windows' days and the columns the label rule reads, from the committed bronze layer.
+    cutoffs = [pd.Timestamp(frame["cutoff"].iloc[0]).date() for _, frame in matured]
+    events = read_bronze_events(
+        settings,
+        contract.name,
+        columns=[ENTITY_ID, EVENT_DAY, EVENT_TYPE],
+        first_day=min(cutoffs),
+        last_day=max(cutoffs) + horizon - dt.timedelta(days=1),
     )
     results = []
     for logical_date, frame in matured:

@@ -36,20 +36,22 @@ def churnops_features() -> None:
 
     @task(outlets=[FEATURES])
     def publish_online_features(params: dict[str, Any] | None = None, outlet_events: Any = None) -> int | None:
-        """Ingestion counts and the scoring cutoff's features into PostgreSQL (skipped when embedded)."""
+        """Per-file ingestion counts and the scoring cutoff's features into PostgreSQL (skipped when embedded)."""
         # The drift DAG this event starts works on the same dataset (a contract YAML path travels as given).
         outlet_events[FEATURES].extra = {"dataset": params["dataset"]}
         settings = Settings()
         if settings.database_url is None:
             return None
+        from churnops.bronze import read_manifest
         from churnops.dataset import load_contract
         from churnops.online_store import publish_latest_snapshot
-        from jobs.ingest import read_report, record_ingestion_report
+        from jobs.ingest import record_ingestion_reports
 
         contract = load_contract(params["dataset"], settings)
-        report = read_report(settings, contract.name) if contract.events is not None else None
-        if report is not None:
-            record_ingestion_report(settings, report)
+        manifest = read_manifest(settings, contract.name) if contract.events is not None else None
+        if manifest is not None:
+            # One row per source file version, keyed by its fingerprint: recording them again changes nothing.
+            record_ingestion_reports(settings, manifest)
         return publish_latest_snapshot(settings, contract.name)
 
     build_snapshot >> publish_online_features()
