@@ -2,10 +2,10 @@
 
 Layout under `<home>/bronze/<dataset>/`:
 
-    manifest.json                          the commit point: every source file ingested, its counts and its parts
-    events/day=YYYY-MM-DD/<file>.<run>.parquet   accepted rows of one source file on one event day
-    quarantine/<file>.<run>.parquet        rejected rows of one source file (raw values, source row, reasons)
-    .lock                                  held by the one ingestion writing here (jobs/ingest.py)
+    manifest.json                                       the commit point: every source file, its counts, its parts
+    events/day=YYYY-MM-DD/<file>-<hash>.<run>.parquet   accepted rows of one source file on one event day
+    quarantine/<file>-<hash>.<run>.parquet              rejected rows of one source file (raw values, row, reasons)
+    .lock                                               held by the one ingestion writing here (jobs/ingest.py)
 
 Readers read only the part files the manifest lists: a part written by a run that crashed before its commit, or
 one a later delivery superseded, is invisible, and the next ingestion deletes it. Part names carry the ingestion
