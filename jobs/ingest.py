@@ -43,7 +43,7 @@ from churnops.dataset import DatasetContract, EventSource, bronze_dir, load_cont
 from churnops.storage import write_json_atomically
 from jobs.bronze_writer import LOCK_TIMEOUT_SECONDS, bronze_lock, part_stem, remove_unlisted_files, write_day_parts
 from jobs.event_rules import EVENT_IDENTITY, IngestionError, validate_file
-from jobs.landing import SourceFile, detect_changes, list_source_files, source_root
+from jobs.landing import SourceFile, detect_changes, is_glob, list_source_files, source_root
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,20 @@ def _starting_manifest(committed: BronzeManifest | None, contract: DatasetContra
     return committed
 
 
+def _nothing_to_ingest(contract: DatasetContract) -> IngestionError:
+    assert contract.events is not None
+    source = contract.events
+    target = contract.resolve(source.path)
+    if not is_glob(source.path) and not target.is_dir():
+        return IngestionError(
+            f"cannot ingest {target}: the file does not exist (for built-in data run `churnops generate`)"
+        )
+    return IngestionError(
+        f"cannot ingest {target}: no {source.format} source file found there (names starting with `.` or `_` are "
+        f"skipped; root {source_root(contract)})"
+    )
+
+
 def ingest_events(
     contract: DatasetContract,
     settings: Settings,
@@ -214,10 +228,7 @@ def ingest_events(
         base = _starting_manifest(committed, contract)
         files = list_source_files(contract)
         if not files and not base.files:
-            raise IngestionError(
-                f"cannot ingest {contract.resolve(source.path)}: no {source.format} source file found there "
-                f"(root {source_root(contract)}; for built-in data run `churnops generate`)"
-            )
+            raise _nothing_to_ingest(contract)
         changes = detect_changes(files, base, now)
         working = dict(base.files) | changes.records
         ingested, failed = [], []

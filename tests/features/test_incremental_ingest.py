@@ -308,7 +308,9 @@ def test_the_source_fingerprint_follows_the_files_not_where_bronze_lives(landing
     assert ingest_events(contract, settings, future_after=NOW).manifest.fingerprint() != fingerprint
 
 
-def test_a_folder_with_no_source_file_and_nothing_ingested_is_refused(landing):
+def test_a_folder_with_no_source_file_and_nothing_ingested_is_refused(landing, tmp_path):
     _, contract, settings = landing
-    with pytest.raises(IngestionError, match=r"no csv source file found"):
+    with pytest.raises(IngestionError, match=r"landing: no csv source file found there"):
         ingest_events(contract, settings, future_after=NOW)
+    with pytest.raises(IngestionError, match=r"missing\.csv: the file does not exist"):
+        ingest_events(contract_for(tmp_path, "missing.csv"), settings, future_after=NOW)
