@@ -31,11 +31,12 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from churnops.bronze import event_part_paths
 from churnops.config import PACKAGE_DIR, Settings, SparkSettings
-from churnops.dataset import bronze_dir, load_contract
+from churnops.dataset import load_contract
 from churnops.features import CUTOFF, ENTITY_ID, model_feature_columns
 from jobs.generate import generate, write_generated
-from jobs.ingest import EVENTS_FILE, ingest_events
+from jobs.ingest import ingest_events
 from jobs.reference_duckdb import compute_reference_features
 
 # The generator averages about 166 events per customer over its three years (seed 2024).
@@ -133,7 +134,7 @@ def run_size(size: int, root: Path, sample: int) -> dict:
     started = time.perf_counter()
     report = ingest_events(contract, settings)
     ingest_seconds = time.perf_counter() - started
-    bronze = bronze_dir(settings, contract.name) / EVENTS_FILE
+    bronze = event_part_paths(settings, contract.name, report.manifest)
 
     started = time.perf_counter()
     spark = spark_session(settings, f"bench-{size}")
@@ -146,9 +147,8 @@ def run_size(size: int, root: Path, sample: int) -> dict:
         for _ in range(3):
             shutil.rmtree(output, ignore_errors=True)
             started = time.perf_counter()
-            compute_feature_table(spark, contract, settings, cutoffs, contract.cutoffs.as_of).write.mode(
-                "overwrite"
-            ).parquet(str(output))
+            table = compute_feature_table(spark, contract, settings, cutoffs, contract.cutoffs.as_of, report.manifest)
+            table.write.mode("overwrite").parquet(str(output))
             job_seconds.append(time.perf_counter() - started)
     spark.stop()
     spark_frame = pd.read_parquet(output)
@@ -191,12 +191,13 @@ def render(results: dict[str, dict], command: str) -> str:
         f"{platform.platform()}; run on {dt.date.today().isoformat()}.",
         "",
         "Workload: the seeded synthetic generator (customers with visits, purchases and support calls over three "
-        "years), the built-in `synthetic` contract's cutoffs (6 training, 1 out-of-time, 1 scoring), every feature "
-        "of `docs/feature-catalog.md` plus the label. Spark runs `local[2]`; DuckDB runs with 2 threads on the same "
-        "bronze Parquet file. The Spark job = read bronze, bucket by customer-day, join cutoffs, aggregate, write "
-        "Parquet; the SparkSession (JVM) start is reported apart, as is the pandas ingestion into bronze. Each size "
-        "runs in a fresh process. Run 1 of Spark includes JIT warm-up; the steady state is the median of runs 2 and 3. "
-        "The last column is the machine's 1-minute load average when the size started and ended (2 = both cores "
+        "years), the built-in `synthetic` contract's cutoffs (6 training, 1 out-of-time, 1 scoring), every "
+        "feature of `docs/feature-catalog.md` plus the label. Spark runs `local[2]`; DuckDB runs with 2 threads "
+        "on the same bronze Parquet parts (one file per event day). The Spark job = read bronze, bucket by "
+        "customer-day, join cutoffs, aggregate, write Parquet; the SparkSession (JVM) start is reported apart, "
+        "as is the pandas ingestion into bronze. Each size runs in a fresh process. Run 1 of Spark includes JIT "
+        "warm-up; the steady state is the median of runs 2 and 3. The last column is the machine's 1-minute load "
+        "average when the size started and ended (2 = both cores "
         "busy with this benchmark alone).",
         "",
         "| events | customers | output rows | features | ingest (s) | Spark session start (s) "

@@ -500,32 +500,43 @@ def write_promotion_decision(
     )
 
 
-def write_ingestion_report(
-    conn: Connection,
-    *,
-    dataset: str,
-    source: str,
-    run_id: str,
-    rows_read: int,
-    rows_accepted: int,
-    rows_quarantined: int,
-    quarantine_reasons: Mapping[str, int] | None = None,
-) -> None:
-    """Record the reconciled counts of one source's ingestion run (rows_read = accepted + quarantined)."""
-    _insert_rows(
+@dataclass(frozen=True)
+class IngestionReport:
+    """The reconciled counts of one source file version (rows_read = accepted + quarantined)."""
+
+    source: str
+    # The file version: its SHA-256 prefix, so recording the same file again is a no-op.
+    run_id: str
+    rows_read: int
+    rows_accepted: int
+    rows_quarantined: int
+    quarantine_reasons: Mapping[str, int]
+    first_event_day: dt.date | None = None
+    last_event_day: dt.date | None = None
+    # When the file was ingested (not when it was recorded), so a repeated record rewrites identical values.
+    reported_at: dt.datetime | None = None
+
+
+def write_ingestion_reports(conn: Connection, *, dataset: str, reports: Sequence[IngestionReport]) -> int:
+    """Record the counts of source file versions in one transaction; a version already recorded is overwritten
+    with the same values."""
+    return _insert_rows(
         conn,
         "ingestion_reports",
         [
             {
                 "dataset": dataset,
-                "source": source,
-                "run_id": run_id,
-                "rows_read": rows_read,
-                "rows_accepted": rows_accepted,
-                "rows_quarantined": rows_quarantined,
-                "quarantine_reasons": dict(quarantine_reasons or {}),
-                "reported_at": dt.datetime.now(dt.UTC),
+                "source": report.source,
+                "run_id": report.run_id,
+                "rows_read": report.rows_read,
+                "rows_accepted": report.rows_accepted,
+                "rows_quarantined": report.rows_quarantined,
+                "quarantine_reasons": dict(report.quarantine_reasons),
+                "first_event_day": report.first_event_day,
+                "last_event_day": report.last_event_day,
+                "reported_at": report.reported_at or dt.datetime.now(dt.UTC),
             }
+            for report in reports
         ],
         conflict_key=("dataset", "source", "run_id"),
     )

@@ -21,8 +21,9 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from churnops.bronze import BronzeManifest, event_part_paths
 from churnops.config import Settings
-from churnops.dataset import DatasetContract, bronze_dir
+from churnops.dataset import DatasetContract
 from churnops.features import (
     CUTOFF,
     ENTITY_ID,
@@ -52,15 +53,26 @@ def _read(spark: SparkSession, path: Path, fmt: str) -> DataFrame:
     return spark.read.parquet(str(path))
 
 
-def read_events(spark: SparkSession, contract: DatasetContract, settings: Settings) -> DataFrame:
+# The Spark type of every bronze event part (churnops.bronze.event_schema: naive microsecond timestamps).
+BRONZE_EVENTS_DDL = "customer_id string, event_time timestamp_ntz, event_day date, event_type string, amount double"
+
+
+def read_events(
+    spark: SparkSession, contract: DatasetContract, settings: Settings, manifest: BronzeManifest | None = None
+) -> DataFrame:
     """The validated (bronze) event log: customer_id, event_time, event_day, event_type, amount.
 
-    Ingests the contract's source first when the bronze layer is missing or older than the source file.
+    Reads exactly the part files `manifest` lists, never a folder: a crashed ingestion's leftovers stay invisible.
+    Without a manifest, first ingests whatever landed since the last run (`jobs.ingest.ensure_bronze`).
     """
-    from jobs.ingest import EVENTS_FILE, ensure_bronze
+    if manifest is None:
+        from jobs.ingest import ensure_bronze
 
-    ensure_bronze(contract, settings)
-    return spark.read.parquet(str(bronze_dir(settings, contract.name) / EVENTS_FILE))
+        manifest = ensure_bronze(contract, settings)
+    paths = [str(path) for path in event_part_paths(settings, contract.name, manifest)]
+    if not paths:
+        return spark.createDataFrame([], BRONZE_EVENTS_DDL)
+    return spark.read.schema(BRONZE_EVENTS_DDL).parquet(*paths)
 
 
 def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame | None:
@@ -253,14 +265,16 @@ def compute_feature_table(
     settings: Settings,
     cutoffs: list[dt.date],
     observed_until: dt.date,
+    manifest: BronzeManifest | None = None,
 ) -> DataFrame:
     """The lazy Spark frame of every (customer, cutoff) row; labels count only when their horizon ends by
-    `observed_until`. Entity-level data gives one row per customer, dated `observed_until` (the run date)."""
+    `observed_until`. Entity-level data gives one row per customer, dated `observed_until` (the run date).
+    Events: `read_events` (the parts `manifest` lists)."""
     entities = read_entities(spark, contract)
     if contract.events is None:
         assert entities is not None  # the contract validator guarantees one source
         return build_entity_features(entities, contract, observed_until)
-    daily = bucket_by_day(read_events(spark, contract, settings), contract)
+    daily = bucket_by_day(read_events(spark, contract, settings, manifest), contract)
     return build_features(daily, entities, contract, cutoffs, observed_until)
 
 
@@ -269,11 +283,15 @@ class FeatureLeakageError(ValueError):
 
 
 def probe_source_timestamps(
-    spark: SparkSession, contract: DatasetContract, settings: Settings, cutoffs: list[dt.date]
+    spark: SparkSession,
+    contract: DatasetContract,
+    settings: Settings,
+    cutoffs: list[dt.date],
+    manifest: BronzeManifest | None = None,
 ) -> dict[str, Any]:
     """Run `features_reading_past_the_cutoff` on the contract's event features; fail on a finding the contract
     does not allow. Returns what the snapshot metadata records about the probe."""
-    daily = bucket_by_day(read_events(spark, contract, settings), contract)
+    daily = bucket_by_day(read_events(spark, contract, settings, manifest), contract)
     counts = features_reading_past_the_cutoff(daily, contract, cutoffs, event_feature_specs(contract))
     compared = counts.pop("_rows_compared")
     findings = {name: n for name, n in counts.items() if n > 0}

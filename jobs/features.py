@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from churnops.bronze import latest_event_day
+from churnops.bronze import BronzeManifest
 from churnops.config import Settings
 from churnops.dataset import CutoffPlan, DatasetContract, load_contract
 from churnops.features import CUTOFF, model_feature_columns
@@ -48,13 +48,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """What the job decides before Spark starts: the run date, its cutoffs, and the digest of its inputs."""
+    """What the job decides before Spark starts: the run date, its cutoffs, the bronze files it reads (one
+    ingestion, one manifest: the probe, the features and the fingerprint all see the same files) and the digest of
+    its inputs."""
 
     run_date: dt.date
     plan: CutoffPlan
     source_fingerprints: dict[str, str]
     inputs_key: str
-    latest_event_day: dt.date | None
+    manifest: BronzeManifest | None
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,12 @@ def prepare_run(contract: DatasetContract, settings: Settings, run_date: dt.date
     from jobs.ingest import ensure_bronze
 
     sources: dict[str, str] = {}
-    latest = None
+    latest, manifest = None, None
     if contract.events is not None:
-        report = ensure_bronze(contract, settings)
-        sources["events"] = report.source_fingerprint
-        latest = latest_event_day(settings, contract.name)
+        manifest = ensure_bronze(contract, settings)
+        # The manifest's (path, SHA-256) list: no source byte is read again to fingerprint the events.
+        sources["events"] = manifest.fingerprint()
+        latest = manifest.latest_event_day
         run_date = run_date or (run_date_from_data(latest) if latest else None)
         if run_date is None:
             raise DataNotReady(f"dataset {contract.name!r} has no accepted events yet; nothing to compute")
@@ -112,7 +115,7 @@ def prepare_run(contract: DatasetContract, settings: Settings, run_date: dt.date
     run_date = run_date or dt.datetime.now(dt.UTC).date()
     observed_until = latest + dt.timedelta(days=1) if latest is not None else None
     plan = contract.plan(run_date, observed_until=observed_until)
-    return PreparedRun(run_date, plan, sources, inputs_key(contract, plan, sources), latest)
+    return PreparedRun(run_date, plan, sources, inputs_key(contract, plan, sources), manifest)
 
 
 def reuse_snapshot(settings: Settings, contract: DatasetContract, prepared: PreparedRun) -> FeatureRun | None:
@@ -132,15 +135,14 @@ def build_feature_snapshot(
     """Compute features for every cutoff of the run's plan and publish them as a hashed snapshot."""
     import pandas as pd
 
-    from jobs.ingest import read_report
-
     prepared = prepared or prepare_run(contract, settings)
     plan = prepared.plan
     cutoffs = sorted(set(plan.all))
     # The probe runs first: a leaking definition fails the run before anything is written.
-    leakage_probes = probe_source_timestamps(spark, contract, settings, cutoffs) if contract.events else {}
+    manifest = prepared.manifest
+    leakage_probes = probe_source_timestamps(spark, contract, settings, cutoffs, manifest) if manifest else {}
     observed_until = plan.observed_until or plan.scoring
-    features = compute_feature_table(spark, contract, settings, cutoffs, observed_until)
+    features = compute_feature_table(spark, contract, settings, cutoffs, observed_until, manifest)
 
     target_root = dataset_dir(settings, contract.name)
     staging = staging_directory_for(target_root / "incoming")
@@ -149,16 +151,10 @@ def build_feature_snapshot(
         frame = pd.read_parquet(staging / DATA_DIR)
         frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
         numeric, categorical = model_feature_columns(contract)
-        report = read_report(settings, contract.name) if contract.events is not None else None
         ingestion = (
             {}
-            if report is None
-            else {
-                "rows_read": report.rows_read,
-                "rows_accepted": report.rows_accepted,
-                "rows_quarantined": report.rows_quarantined,
-                "quarantined_by_reason": report.quarantined_by_reason,
-            }
+            if manifest is None
+            else manifest.totals() | {"latest_event_day": str(manifest.latest_event_day)}
         )
         metadata = describe(
             frame,

@@ -1,15 +1,15 @@
-"""Validated ingestion: a dataset's raw event file becomes a clean bronze Parquet table plus a quarantine.
+"""Incremental ingestion: the new files of a dataset's landing source become day-partitioned bronze, file by file.
 
-Every row read ends up in exactly one place: the bronze table (in the platform's column names, ready for the
-feature job) or the quarantine (the raw values as read, the source row number and every rule the row broke), and
-the report says how many went where (read = accepted + quarantined, checked before anything is written). A file
-that cannot be read at all raises `IngestionError` naming the file and the cause, and writes nothing. The three
-outputs are published together, atomically, under `<home>/bronze/<dataset>/`.
+One run, under the bronze folder's lock: delete what no manifest lists (a crashed run's parts, superseded
+deliveries), list the source files (`jobs/landing.py`), read only the new and re-delivered ones, split each by the
+row rules (`jobs/event_rules.py`) into one Parquet part per event day plus a quarantine file, check its counts
+reconcile, and commit everything by writing the manifest (`churnops/bronze.py`) last, atomically. A re-delivered
+file's record replaces its old one, so its new rows replace exactly its old rows; other files are untouched. With
+nothing new, nothing is written. A file that cannot be ingested (unreadable, empty, missing a column) is left out
+and named: the good files are committed first, then the run fails, so an operator sees it and the next run reads
+just that file again.
 
-Rules, in the order they are reported: `missing_entity_key`, `missing_timestamp`, `unparseable_timestamp`,
-`future_timestamp`, `missing_amount`, `non_numeric_amount`, `negative_amount` (unless the contract allows them),
-`missing_event_type` (when the contract names a type column), and `exact_duplicate` (a row identical in every
-column to an earlier valid row, unless the contract keeps duplicates).
+A change of the contract's `events.path` or of its ingestion rules re-ingests every file.
 
 Run: `python -m jobs.ingest --dataset synthetic`.
 """
@@ -17,273 +17,298 @@ Run: `python -m jobs.ingest --dataset synthetic`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
-import shutil
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from churnops.bronze import (
+    LAYOUT_VERSION,
+    MANIFEST_FILE,
+    QUARANTINE_DIR,
+    BronzeManifest,
+    SourceFileRecord,
+    event_schema,
+    read_manifest,
+    read_parquet_files,
+)
 from churnops.config import Settings
 from churnops.dataset import DatasetContract, EventSource, bronze_dir, load_contract
-from churnops.features import ENTITY_ID
-from churnops.snapshots import file_fingerprint
-from churnops.storage import publish_directory, staging_directory_for, write_json_atomically
+from churnops.storage import write_json_atomically
+from jobs.bronze_writer import LOCK_TIMEOUT_SECONDS, bronze_lock, part_stem, remove_unlisted_files, write_day_parts
+from jobs.event_rules import EVENT_IDENTITY, IngestionError, validate_file
+from jobs.landing import SourceFile, detect_changes, is_glob, list_source_files, source_root
 
 log = logging.getLogger(__name__)
 
-EVENTS_FILE = "events.parquet"
-QUARANTINE_FILE = "quarantine.parquet"
-REPORT_FILE = "report.json"
-# Bronze columns: the platform's names, whatever the source calls them.
-EVENT_TIME, EVENT_DAY, EVENT_TYPE, AMOUNT = "event_time", "event_day", "event_type", "amount"
-REASON, SOURCE_ROW = "_reasons", "_source_row"
 
-RULES = (
-    "missing_entity_key",
-    "missing_timestamp",
-    "unparseable_timestamp",
-    "future_timestamp",
-    "missing_amount",
-    "non_numeric_amount",
-    "negative_amount",
-    "missing_event_type",
-    "exact_duplicate",
-)
-
-
-class IngestionError(RuntimeError):
-    """The source cannot be ingested at all (unreadable, or missing a required column); nothing was written."""
+@dataclass(frozen=True)
+class FileFailure:
+    path: str
+    message: str
 
 
 @dataclass(frozen=True)
-class IngestReport:
+class IngestionRun:
+    """What one ingestion run did; `manifest` is the bronze layer as it stands after the run."""
+
     dataset: str
-    source: str
-    source_fingerprint: str
-    ingested_at: str
-    # Rows stamped after this instant are in the future (the ingestion time, unless a test pins it).
-    future_after: str
-    rows_read: int
-    rows_accepted: int
-    rows_quarantined: int
-    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    ingestion_id: str
+    manifest: BronzeManifest
+    # Files read and committed by this run (new or re-delivered), by path relative to the source root.
+    ingested: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    # Files that left the landing folder since the previous run (their rows stay in bronze).
+    gone: tuple[str, ...]
+    failed: tuple[FileFailure, ...]
+    committed: bool
 
     @property
-    def reconciles(self) -> bool:
-        return self.rows_read == self.rows_accepted + self.rows_quarantined
+    def records(self) -> list[SourceFileRecord]:
+        return [self.manifest.files[path] for path in self.ingested]
+
+    @property
+    def rows_read(self) -> int:
+        return sum(r.rows_read for r in self.records)
+
+    @property
+    def rows_accepted(self) -> int:
+        return sum(r.rows_accepted for r in self.records)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(r.rows_quarantined for r in self.records)
+
+    @property
+    def quarantined_by_reason(self) -> dict[str, int]:
+        reasons: dict[str, int] = {}
+        for record in self.records:
+            for reason, n in record.quarantined_by_reason.items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        return reasons
 
 
-def read_source(path: Path, fmt: str) -> pd.DataFrame:
-    """Read the raw file as it is (CSV: every value as text, so bad numbers and dates can be reported)."""
-    if not path.exists():
-        raise IngestionError(
-            f"cannot ingest {path}: the file does not exist (for built-in data run `churnops generate`)"
+class IngestionFailed(IngestionError):
+    """Some source files could not be ingested; the others were committed. `run` says which went where."""
+
+    def __init__(self, run: IngestionRun, message: str) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+def rules_fingerprint(source: EventSource) -> str:
+    """What turned source rows into bronze rows: a change re-ingests every file."""
+    rules = source.model_dump(exclude={"path", "counted_event_types"}) | {"layout": LAYOUT_VERSION}
+    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _events_of_other_files(
+    root: Path, files: dict[str, SourceFileRecord], exclude: str, days: list[dt.date]
+) -> pd.DataFrame:
+    """The events other source files put in bronze on `days` (the cross-file duplicate check reads them)."""
+    wanted = {day.isoformat() for day in days}
+    parts = [
+        root / entry["part"]
+        for relative, record in sorted(files.items())
+        if relative != exclude
+        for day, entry in record.days.items()
+        if day in wanted
+    ]
+    return read_parquet_files(parts, event_schema(), EVENT_IDENTITY)
+
+
+def _ingest_file(
+    file: SourceFile,
+    source: EventSource,
+    root: Path,
+    files: dict[str, SourceFileRecord],
+    ingestion_id: str,
+    now: dt.datetime,
+    future_after: dt.datetime,
+) -> SourceFileRecord:
+    """Validate one source file and write its parts and quarantine (not yet committed); return its record."""
+    validated = validate_file(
+        file.path, source, future_after, lambda days: _events_of_other_files(root, files, file.relative, days)
+    )
+    stat = file.path.stat()
+    if (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns):
+        raise IngestionError(f"cannot ingest {file.path}: it changed while it was read; the next run reads it again")
+    stem = part_stem(file.relative, ingestion_id)
+    days = write_day_parts(root, stem, validated.accepted)
+    quarantine = None
+    if len(validated.quarantine):
+        quarantine = f"{QUARANTINE_DIR}/{stem}.parquet"
+        (root / QUARANTINE_DIR).mkdir(parents=True, exist_ok=True)
+        validated.quarantine.to_parquet(root / quarantine, index=False)
+    assert file.sha256 is not None
+    record = SourceFileRecord(
+        size=file.size,
+        mtime_ns=file.mtime_ns,
+        sha256=file.sha256,
+        ingestion_id=ingestion_id,
+        ingested_at=now.isoformat(timespec="seconds"),
+        future_after=future_after.isoformat(timespec="seconds"),
+        rows_read=validated.rows_read,
+        rows_accepted=len(validated.accepted),
+        rows_quarantined=len(validated.quarantine),
+        quarantined_by_reason=validated.quarantined_by_reason,
+        min_event_day=min(days) if days else None,
+        max_event_day=max(days) if days else None,
+        days=days,
+        quarantine=quarantine,
+    )
+    if not (validated.reconciles and record.reconciles):  # a bug, never a data problem: refuse to commit
+        raise AssertionError(f"ingestion of {file.path} does not reconcile: {record}")
+    return record
+
+
+def _summary_error(run: IngestionRun, kept_previous: bool) -> str:
+    failures = "; ".join(f"{failure.message}" for failure in run.failed)
+    outcome = (
+        "nothing was committed and the previous bronze layer is kept"
+        if kept_previous
+        else f"the other {len(run.ingested)} new file(s) were committed"
+    )
+    return (
+        f"ingestion of dataset {run.dataset!r}: {len(run.failed)} source file(s) refused ({outcome}): {failures}. "
+        "Fix or remove them and run again: only the files not yet ingested are read"
+    )
+
+
+def _starting_manifest(committed: BronzeManifest | None, contract: DatasetContract) -> BronzeManifest:
+    """The committed manifest, or an empty one when there is none or it was made from another source or rules."""
+    assert contract.events is not None
+    fresh = BronzeManifest(contract.name, source=contract.events.path, rules=rules_fingerprint(contract.events))
+    if committed is None:
+        return fresh
+    if (committed.source, committed.rules, committed.layout_version) != (fresh.source, fresh.rules, LAYOUT_VERSION):
+        log.warning("%s: the source or its ingestion rules changed: re-ingesting every file", contract.name)
+        return fresh
+    return committed
+
+
+def _nothing_to_ingest(contract: DatasetContract) -> IngestionError:
+    assert contract.events is not None
+    source = contract.events
+    target = contract.resolve(source.path)
+    if not is_glob(source.path) and not target.is_dir():
+        return IngestionError(
+            f"cannot ingest {target}: the file does not exist (for built-in data run `churnops generate`)"
         )
-    try:
-        if fmt == "csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
-        return pd.read_parquet(path)
-    except Exception as error:  # noqa: BLE001 - any reader failure means the same thing: unreadable, write nothing
-        raise IngestionError(
-            f"cannot ingest {path}: not a readable {fmt} file ({type(error).__name__}: {error}); nothing was written"
-        ) from error
-
-
-def _is_missing(values: pd.Series) -> np.ndarray:
-    if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
-        return (values.isna() | (values.astype("string").str.strip() == "")).to_numpy(dtype=bool)
-    return values.isna().to_numpy(dtype=bool)
-
-
-def _parse_timestamps(values: pd.Series) -> pd.Series:
-    """Parse to naive UTC timestamps; unparseable values become NaT."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = values if values.dt.tz is None else values.dt.tz_convert("UTC").dt.tz_localize(None)
-    else:
-        text = values.astype("string").str.strip()
-        parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
-    return parsed.astype("datetime64[us]")
-
-
-def validate_events(
-    raw: pd.DataFrame, source: EventSource, future_after: dt.datetime
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split raw events into (accepted rows in bronze columns, quarantined raw rows with their reasons)."""
-    required = [source.entity_key, source.timestamp, source.amount] + ([source.event_type] if source.event_type else [])
-    missing_columns = [c for c in required if c not in raw.columns]
-    if missing_columns:
-        raise IngestionError(
-            f"the source has no column(s) {missing_columns} named in the dataset contract; it has {list(raw.columns)}"
-        )
-    raw = raw.reset_index(drop=True)
-    broken: dict[str, np.ndarray] = {}
-
-    key_missing = _is_missing(raw[source.entity_key])
-    broken["missing_entity_key"] = key_missing
-
-    ts_missing = _is_missing(raw[source.timestamp])
-    timestamps = _parse_timestamps(raw[source.timestamp])
-    broken["missing_timestamp"] = ts_missing
-    broken["unparseable_timestamp"] = ~ts_missing & timestamps.isna().to_numpy()
-    broken["future_timestamp"] = (timestamps > pd.Timestamp(future_after)).fillna(False).to_numpy(dtype=bool)
-
-    amount_missing = _is_missing(raw[source.amount])
-    amounts = pd.to_numeric(raw[source.amount], errors="coerce").astype("float64")
-    broken["missing_amount"] = amount_missing
-    broken["non_numeric_amount"] = ~amount_missing & ~np.isfinite(amounts.to_numpy())
-    broken["negative_amount"] = (
-        np.zeros(len(raw), dtype=bool) if source.allow_negative_amounts else (amounts < 0).fillna(False).to_numpy()
+    return IngestionError(
+        f"cannot ingest {target}: no {source.format} source file found there (names starting with `.` or `_` are "
+        f"skipped; root {source_root(contract)})"
     )
-    broken["missing_event_type"] = (
-        _is_missing(raw[source.event_type]) if source.event_type else np.zeros(len(raw), dtype=bool)
-    )
-
-    invalid = np.logical_or.reduce(list(broken.values()))
-    if source.exact_duplicates == "quarantine":
-        # Among otherwise valid rows only: a broken row is already set aside, and must not hide a good twin.
-        duplicated = np.zeros(len(raw), dtype=bool)
-        valid_index = np.flatnonzero(~invalid)
-        duplicated[valid_index] = raw.iloc[valid_index].duplicated(keep="first").to_numpy()
-        broken["exact_duplicate"] = duplicated
-    else:
-        broken["exact_duplicate"] = np.zeros(len(raw), dtype=bool)
-    rejected = np.logical_or.reduce(list(broken.values()))
-
-    reasons = np.full(len(raw), "", dtype=object)
-    for rule in RULES:
-        mask = broken[rule]
-        reasons[mask] = np.where(reasons[mask] == "", rule, reasons[mask] + ";" + rule)
-
-    quarantine = raw.loc[rejected].astype("string")
-    quarantine.insert(0, REASON, reasons[rejected].astype(str))
-    quarantine.insert(1, SOURCE_ROW, np.flatnonzero(rejected) + 1)  # 1-based data row (after the header)
-
-    keep = ~rejected
-    accepted_times = timestamps[keep].reset_index(drop=True)
-    accepted = pd.DataFrame(
-        {
-            ENTITY_ID: raw.loc[keep, source.entity_key].astype("string").str.strip().reset_index(drop=True),
-            EVENT_TIME: accepted_times,
-            EVENT_DAY: accepted_times.dt.normalize().dt.date,
-            EVENT_TYPE: (
-                raw.loc[keep, source.event_type].astype("string").str.strip().reset_index(drop=True)
-                if source.event_type
-                else pd.Series([pd.NA] * int(keep.sum()), dtype="string")
-            ),
-            AMOUNT: amounts[keep].reset_index(drop=True),
-        }
-    )
-    return accepted, quarantine.reset_index(drop=True)
 
 
 def ingest_events(
-    contract: DatasetContract, settings: Settings, future_after: dt.datetime | None = None
-) -> IngestReport:
-    """Validate the contract's event file into `<home>/bronze/<dataset>/` and return the reconciled report."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    contract: DatasetContract,
+    settings: Settings,
+    future_after: dt.datetime | None = None,
+    lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS,
+) -> IngestionRun:
+    """Ingest the source files not yet in bronze; commit them with one manifest write; fail after the commit if
+    a file was refused (`IngestionFailed`, naming each one)."""
     if contract.events is None:
         raise IngestionError(f"dataset {contract.name!r} is entity-level: it has no event log to ingest")
     source = contract.events
-    path = contract.resolve(source.path)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    root = bronze_dir(settings, contract.name)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     future_after = future_after or now
-    raw = read_source(path, source.format)
-    if raw.empty:
-        # A header and no rows is a broken export, not "no customers did anything": publishing it would replace
-        # the last good bronze layer with nothing.
-        raise IngestionError(f"{path} has no rows (an empty or header-only file); the previous bronze layer is kept")
-    fingerprint = file_fingerprint(path)
-    accepted, quarantine = validate_events(raw, source, future_after)
-
-    counts = quarantine[REASON].str.split(";").explode().value_counts() if len(quarantine) else pd.Series()
-    report = IngestReport(
+    ingestion_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    with bronze_lock(root, lock_timeout_seconds):
+        committed = read_manifest(settings, contract.name)
+        removed = remove_unlisted_files(root, committed)
+        base = _starting_manifest(committed, contract)
+        files = list_source_files(contract)
+        if not files and not base.files:
+            raise _nothing_to_ingest(contract)
+        changes = detect_changes(files, base, now)
+        working = dict(base.files) | changes.records
+        ingested, failed = [], []
+        for file in changes.to_ingest:
+            try:
+                working[file.relative] = _ingest_file(file, source, root, working, ingestion_id, now, future_after)
+                ingested.append(file.relative)
+            except IngestionError as error:
+                failed.append(FileFailure(file.relative, str(error)))
+        manifest = replace(base, files=dict(sorted(working.items())))
+        # Re-ingesting everything and losing a file would drop that file's rows: keep the previous layer whole.
+        keep_previous = base is not committed and committed is not None and bool(failed)
+        # Nothing ingested into an empty layer: no manifest at all is clearer to readers than an empty one.
+        commit = manifest != committed and not keep_previous and (committed is not None or bool(manifest.files))
+        if commit:
+            write_json_atomically(manifest.to_json(), root / MANIFEST_FILE)
+    run = IngestionRun(
         dataset=contract.name,
-        source=str(path),
-        source_fingerprint=fingerprint,
-        ingested_at=now.isoformat(timespec="seconds"),
-        future_after=future_after.isoformat(timespec="seconds"),
-        rows_read=len(raw),
-        rows_accepted=len(accepted),
-        rows_quarantined=len(quarantine),
-        quarantined_by_reason={rule: int(counts.get(rule, 0)) for rule in RULES if counts.get(rule, 0)},
+        ingestion_id=ingestion_id,
+        manifest=manifest if commit else (committed or manifest),
+        ingested=tuple(ingested) if commit else (),
+        unchanged=tuple(changes.unchanged),
+        gone=tuple(changes.gone),
+        failed=tuple(failed),
+        committed=commit,
     )
-    if not report.reconciles:  # a bug, never a data problem: refuse to publish a layer that loses rows
-        raise AssertionError(f"ingestion of {path} does not reconcile: {asdict(report)}")
+    _log_run(run, removed)
+    if failed:
+        raise IngestionFailed(run, _summary_error(run, kept_previous=not commit))
+    return run
 
-    final = bronze_dir(settings, contract.name)
-    staging = staging_directory_for(final)
-    try:
-        staging.mkdir(parents=True)
-        schema = pa.schema(
-            [
-                (ENTITY_ID, pa.string()),
-                (EVENT_TIME, pa.timestamp("us")),
-                (EVENT_DAY, pa.date32()),
-                (EVENT_TYPE, pa.string()),
-                (AMOUNT, pa.float64()),
-            ]
-        )
-        pq.write_table(pa.Table.from_pandas(accepted, schema=schema, preserve_index=False), staging / EVENTS_FILE)
-        pq.write_table(pa.Table.from_pandas(quarantine, preserve_index=False), staging / QUARANTINE_FILE)
-        write_json_atomically(asdict(report), staging / REPORT_FILE)
-        publish_directory(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+def _log_run(run: IngestionRun, removed: int) -> None:
     log.info(
-        "ingested %s: read %d = accepted %d + quarantined %d %s",
-        path,
-        report.rows_read,
-        report.rows_accepted,
-        report.rows_quarantined,
-        report.quarantined_by_reason,
+        "ingestion of %s: %d file(s) ingested (read %d = accepted %d + quarantined %d %s), %d unchanged, %d gone, "
+        "%d refused, %d unlisted file(s) removed; %s",
+        run.dataset,
+        len(run.ingested),
+        run.rows_read,
+        run.rows_accepted,
+        run.rows_quarantined,
+        run.quarantined_by_reason,
+        len(run.unchanged),
+        len(run.gone),
+        len(run.failed),
+        removed,
+        "committed" if run.committed else "nothing committed",
     )
-    return report
 
 
-def read_report(settings: Settings, dataset: str) -> IngestReport | None:
-    path = bronze_dir(settings, dataset) / REPORT_FILE
-    if not path.exists():
-        return None
-    return IngestReport(**json.loads(path.read_text()))
+def ensure_bronze(contract: DatasetContract, settings: Settings) -> BronzeManifest:
+    """The committed bronze manifest for this contract, after ingesting whatever landed since the last run."""
+    return ingest_events(contract, settings).manifest
 
 
-def ensure_bronze(contract: DatasetContract, settings: Settings) -> IngestReport:
-    """The bronze layer for this contract, re-ingesting only when the source file changed since the last run."""
-    if contract.events is None:
-        raise IngestionError(f"dataset {contract.name!r} is entity-level: it has no event log to ingest")
-    report = read_report(settings, contract.name)
-    path = contract.resolve(contract.events.path)
-    if report is not None and path.exists() and report.source == str(path):
-        if report.source_fingerprint == file_fingerprint(path):
-            return report
-    return ingest_events(contract, settings)
+def record_ingestion_reports(settings: Settings, manifest: BronzeManifest) -> int:
+    """Every source file's reconciled counts into the platform database (the Pipelines dashboard reads them).
 
-
-def record_ingestion_report(settings: Settings, report: IngestReport) -> None:
-    """The reconciled counts into the platform database (the Pipelines dashboard reads them), once per source
-    version: the run id is the source's fingerprint, so recording the same ingestion again changes nothing."""
-    import contextlib
-
+    One row per file version: the key is the file's path and its SHA-256, so recording again changes nothing and a
+    re-delivery adds a row beside the one of the version it replaced.
+    """
     from churnops import db
 
+    reports = [
+        db.IngestionReport(
+            source=relative,
+            run_id=record.sha256[:16],
+            rows_read=record.rows_read,
+            rows_accepted=record.rows_accepted,
+            rows_quarantined=record.rows_quarantined,
+            quarantine_reasons=record.quarantined_by_reason,
+            first_event_day=None if record.min_event_day is None else dt.date.fromisoformat(record.min_event_day),
+            last_event_day=None if record.max_event_day is None else dt.date.fromisoformat(record.max_event_day),
+            reported_at=dt.datetime.fromisoformat(record.ingested_at).replace(tzinfo=dt.UTC),
+        )
+        for relative, record in sorted(manifest.files.items())
+    ]
     with contextlib.closing(db.connect(settings)) as conn:
         db.migrate(conn)
-        db.write_ingestion_report(
-            conn,
-            dataset=report.dataset,
-            source=report.source,
-            run_id=report.source_fingerprint[:16],
-            rows_read=report.rows_read,
-            rows_accepted=report.rows_accepted,
-            rows_quarantined=report.rows_quarantined,
-            quarantine_reasons=report.quarantined_by_reason,
-        )
+        return db.write_ingestion_reports(conn, dataset=manifest.dataset, reports=reports)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -292,8 +317,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    report = ingest_events(load_contract(args.dataset or settings.dataset, settings), settings)
-    print(json.dumps(asdict(report), indent=2))  # noqa: T201
+    run = ingest_events(load_contract(args.dataset or settings.dataset, settings), settings)
+    summary = {
+        "dataset": run.dataset,
+        "ingested": {path: run.manifest.files[path].rows_read for path in run.ingested},
+        "unchanged": len(run.unchanged),
+        "gone": list(run.gone),
+        "bronze": run.manifest.totals(),
+        "latest_event_day": str(run.manifest.latest_event_day),
+    }
+    print(json.dumps(summary, indent=2))  # noqa: T201
 
 
 if __name__ == "__main__":

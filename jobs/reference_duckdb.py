@@ -1,7 +1,7 @@
 """The same features in DuckDB SQL: a correctness cross-check and a speed reference for the Spark job.
 
 Nothing here restates a feature: the aggregates are the `FeatureSpec.expression` strings from `churnops.features`,
-the ones Spark evaluates. Only the plumbing is DuckDB's own — reading the bronze Parquet, bucketing events by
+the ones Spark evaluates. Only the plumbing is DuckDB's own — reading the bronze Parquet parts, bucketing events by
 customer and day, the previous-event-day gap, and the join to the cutoffs — and it builds the same columns as
 `jobs/features.bucket_by_day` / `build_features`.
 """
@@ -9,6 +9,7 @@ customer and day, the previous-event-day gap, and the join to the cutoffs — an
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -30,8 +31,9 @@ from churnops.features import (
 EPOCH = "DATE '1970-01-01'"
 
 
-def feature_query(contract: DatasetContract, events_path: Path, cutoffs: list[dt.date]) -> str:
-    """One DuckDB query computing every event feature and the label for each (customer, cutoff)."""
+def feature_query(contract: DatasetContract, events_paths: Sequence[Path], cutoffs: list[dt.date]) -> str:
+    """One DuckDB query computing every event feature and the label for each (customer, cutoff), from the bronze
+    part files `events_paths` (churnops.bronze.event_part_paths)."""
     assert contract.events is not None and contract.label.horizon_days is not None
     label_type = contract.label.event_type
     type_counts = "".join(
@@ -40,6 +42,7 @@ def feature_query(contract: DatasetContract, events_path: Path, cutoffs: list[dt
     )
     n_label = f"SUM(CASE WHEN event_type = {sql_literal(label_type)} THEN 1 ELSE 0 END)" if label_type else "COUNT(*)"
     cutoff_rows = ", ".join(f"(DATE '{c.isoformat()}')" for c in cutoffs)
+    files = ", ".join(sql_literal(str(path)) for path in events_paths)
     specs = event_feature_specs(contract)
     selected = ",\n  ".join(
         (f"ROUND({s.expression}, {FLOAT_DECIMALS})" if s.kind == "numeric" else s.expression) + f" AS {s.name}"
@@ -49,7 +52,7 @@ def feature_query(contract: DatasetContract, events_path: Path, cutoffs: list[dt
 WITH daily AS (
   SELECT {ENTITY_ID}, event_day, COUNT(*) AS n, SUM(amount) AS amount_sum, SUM(amount * amount) AS amount_sumsq,
          MAX(amount) AS amount_max, {n_label} AS n_label {type_counts}
-  FROM read_parquet('{events_path}')
+  FROM read_parquet([{files}])
   GROUP BY {ENTITY_ID}, event_day
 ), indexed AS (
   SELECT *, CAST(event_day - {EPOCH} AS BIGINT) AS day_index FROM daily
@@ -71,7 +74,7 @@ GROUP BY {ENTITY_ID}, {CUTOFF}
 
 def compute_reference_features(
     contract: DatasetContract,
-    events_path: Path,
+    events_paths: Sequence[Path],
     cutoffs: list[dt.date],
     observed_until: dt.date,
     threads: int | None = None,
@@ -82,7 +85,7 @@ def compute_reference_features(
     connection = duckdb.connect()
     if threads is not None:
         connection.execute(f"SET threads = {int(threads)}")
-    features = connection.execute(feature_query(contract, events_path, cutoffs)).df()
+    features = connection.execute(feature_query(contract, events_paths, cutoffs)).df()
     connection.close()
 
     features = features[features["event_count_all"] > 0]

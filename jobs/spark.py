@@ -19,6 +19,11 @@ def spark_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
         .config("spark.ui.showConsoleProgress", "false")
+        # Bronze is one small Parquet file per source file and event day, read by an explicit list of paths: list
+        # them on the driver (the default starts a Spark job of one task per path beyond 32) and pack many into
+        # one read task (the default assumes opening a file costs as much as reading 4 MB).
+        .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000")
+        .config("spark.sql.files.openCostInBytes", str(64 * 1024))
     )
     if "spark.master" not in SparkSession.builder._options and not os.environ.get("SPARK_SUBMITTED"):
         builder = builder.master(settings.spark.master).config(

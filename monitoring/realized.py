@@ -3,7 +3,8 @@
 Each scoring list (Parquet files of `jobs.score`, or the PostgreSQL score lists when the database is configured)
 is evaluated once, on the first monitoring run whose date and data cover its whole horizon (cutoff + horizon on or
 before both the run date and the day after the latest event): the outcome of every scored customer is derived from
-the validated (bronze) event log with the dataset's own label rule — churn: no event in [cutoff, cutoff + H);
+the committed bronze event log (`churnops.bronze`; the feature job ingests it, this reads only the label windows'
+days) with the dataset's own label rule — churn: no event in [cutoff, cutoff + H);
 propensity: at least one — and compared with the scores: ROC AUC, precision in the top 10 %, and calibration
 (mean score vs observed rate, expected calibration error over ten equal-width score bins). Lists already evaluated
 are not evaluated again, so the series over time is one point per cohort.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from churnops.bronze import latest_event_day, read_bronze_events
+from churnops.bronze import EVENT_DAY, EVENT_TYPE, read_bronze_events, watermark
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
@@ -61,10 +62,10 @@ def realized_outcomes(
     """0/1 outcomes of `customers` at `cutoff` from the bronze events (columns customer_id, event_day,
     event_type), by the contract's label rule."""
     horizon = dt.timedelta(days=contract.label.horizon_days)
-    days = pd.to_datetime(events["event_day"])
+    days = pd.to_datetime(events[EVENT_DAY])
     window = (days >= pd.Timestamp(cutoff)) & (days < pd.Timestamp(cutoff + horizon))
     if contract.label.event_type is not None:
-        window &= events["event_type"] == contract.label.event_type
+        window &= events[EVENT_TYPE] == contract.label.event_type
     active = set(events.loc[window, ENTITY_ID].astype(str))
     had_event = customers.astype(str).isin(active).to_numpy()
     return (~had_event if contract.label.kind == "churn" else had_event).astype(np.int64)
@@ -151,12 +152,11 @@ def compute_realized_performance(
     if contract.label.horizon_days is None or contract.events is None:
         log.info("dataset %s has no event horizon: realized performance does not apply", contract.name)
         return []
-    latest = latest_event_day(settings, contract.name)
-    if latest is None:
-        return []
-    observed_until = latest + dt.timedelta(days=1)
-    if run_date is not None:
-        observed_until = min(observed_until, run_date)
+    # Observed: up to the run date and the day after the latest event (never-ingested bronze is refused below,
+    # when a list needs it, with the command that fixes it).
+    latest = watermark(settings, contract.name)
+    bounds = [d for d in (run_date, latest + dt.timedelta(days=1) if latest else None) if d is not None]
+    observed_until = min(bounds) if bounds else dt.date.max
     store = store or open_store(settings)
     horizon = dt.timedelta(days=contract.label.horizon_days)
     evaluated = {row.key for row in store.realized(contract.name)}
@@ -168,12 +168,13 @@ def compute_realized_performance(
     ]
     if not pending:
         return []
-    first_cutoff = min(stored.cutoff for stored in pending)
+    # Only the label windows' days and the columns the label rule reads, from the committed bronze layer.
     events = read_bronze_events(
         settings,
         contract.name,
-        columns=[ENTITY_ID, "event_day", "event_type"],
-        days=(first_cutoff, max(stored.cutoff for stored in pending) + horizon),
+        columns=[ENTITY_ID, EVENT_DAY, EVENT_TYPE],
+        first_day=min(stored.cutoff for stored in pending),
+        last_day=max(stored.cutoff for stored in pending) + horizon - dt.timedelta(days=1),
     )
     results = []
     for stored in pending:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from churnops.bronze import latest_event_day
+from churnops.bronze import watermark as latest_event_day
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.snapshots import read_metadata, snapshot_dir_for

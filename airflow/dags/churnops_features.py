@@ -47,7 +47,7 @@ def churnops_features() -> None:
 
     @task(outlets=[FEATURES])
     def publish_online_features(target: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
-        """Ingestion counts and the scoring cutoff's features into PostgreSQL (skipped when embedded)."""
+        """Per-file ingestion counts and the scoring cutoff's features into PostgreSQL (skipped when embedded)."""
         import datetime as dt
 
         from churnops.config import Settings
@@ -61,12 +61,14 @@ def churnops_features() -> None:
         outlet_events[FEATURES].extra = {**target, "snapshot_id": snapshot.snapshot_id}
         if settings.database_url is None:
             return {**target, "snapshot_id": snapshot.snapshot_id, "online_rows": None}
+        from churnops.bronze import read_manifest
         from churnops.online_store import publish_latest_snapshot
-        from jobs.ingest import read_report, record_ingestion_report
+        from jobs.ingest import record_ingestion_reports
 
-        report = read_report(settings, contract.name) if contract.events is not None else None
-        if report is not None:
-            record_ingestion_report(settings, report)
+        manifest = read_manifest(settings, contract.name) if contract.events is not None else None
+        if manifest is not None:
+            # One row per source file version, keyed by its fingerprint: recording them again changes nothing.
+            record_ingestion_reports(settings, manifest)
         rows = publish_latest_snapshot(settings, contract.name)
         return {**target, "snapshot_id": snapshot.snapshot_id, "online_rows": rows}
 

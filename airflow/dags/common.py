@@ -75,7 +75,7 @@ def dataset_of_run(params: dict[str, Any], triggering_asset_events: Any, asset: 
 def run_target(params: dict[str, Any], dag_run: Any, triggering_asset_events: Any, asset: Asset | None) -> dict:
     """The dataset and run date of a task: `{"dataset": ..., "run_date": "YYYY-MM-DD", "run_date_source": ...}`,
     the run date by `churnops.run_dates.resolve_run_date`."""
-    from churnops.bronze import latest_event_day
+    from churnops.bronze import watermark
     from churnops.config import Settings
     from churnops.dataset import load_contract
     from churnops.run_dates import newest_upstream_run_date, resolve_run_date
@@ -89,7 +89,7 @@ def run_target(params: dict[str, Any], dag_run: Any, triggering_asset_events: An
         upstream=newest_upstream_run_date(events),
         run_type=str(getattr(dag_run, "run_type", "") or ""),
         data_interval_end=getattr(dag_run, "data_interval_end", None),
-        latest_event_day=lambda: latest_event_day(settings, contract.name),
+        latest_event_day=lambda: watermark(settings, contract.name),
     )
     return {"dataset": dataset, "run_date": run_date.date.isoformat(), "run_date_source": run_date.source}
 
@@ -130,7 +130,7 @@ class DataWatermarkSensor(BaseSensorOperator):
     def poke(self, context: Any) -> Any:
         from airflow.sdk.bases.sensor import PokeReturnValue
 
-        from churnops.bronze import latest_event_day
+        from churnops.bronze import watermark
         from churnops.config import Settings
         from churnops.dataset import load_contract
         from churnops.run_dates import watermark_reached
@@ -144,7 +144,7 @@ class DataWatermarkSensor(BaseSensorOperator):
         target = run_target(params, context["dag_run"], events, self.asset)
         if contract.events is None or contract.cutoffs.as_of is not None:
             return PokeReturnValue(is_done=True, xcom_value=target)  # no event time, or a pinned date: no wait
-        latest = latest_event_day(settings, contract.name)
+        latest = watermark(settings, contract.name)
         self._last_seen = latest.isoformat() if latest else None
         run_date = dt.date.fromisoformat(target["run_date"])
         reached = watermark_reached(run_date, latest, settings.watermark.tolerance_days)

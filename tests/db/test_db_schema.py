@@ -39,6 +39,7 @@ PLATFORM_TABLES = {
     "dag_runs",
     "online_feature_sets",
     "online_features",
+    "replay_timeline",
 }
 
 

@@ -85,23 +85,54 @@ def test_promotion_decision_is_recorded_with_its_reason(conn: psycopg2.extension
     assert rows == [(decision_id, False, "4", "5", 0.002)]
 
 
+def ingestion_report(run: str, **overrides: object) -> db.IngestionReport:
+    fields = {
+        "source": "day=2024-05-01/part-0.csv",
+        "run_id": run,
+        "rows_read": 100,
+        "rows_accepted": 97,
+        "rows_quarantined": 3,
+        "quarantine_reasons": {"negative_amount": 2, "future_timestamp": 1},
+        "first_event_day": dt.date(2024, 5, 1),
+        "last_event_day": dt.date(2024, 5, 2),
+        "reported_at": dt.datetime(2024, 5, 3, 6, 0, tzinfo=UTC),
+    }
+    return db.IngestionReport(**(fields | overrides))
+
+
 def test_ingestion_report_must_reconcile(conn: psycopg2.extensions.connection) -> None:
     run = unique("run")
-    db.write_ingestion_report(
-        conn, dataset="cdnow", source="events.csv", run_id=run, rows_read=100, rows_accepted=97,
-        rows_quarantined=3, quarantine_reasons={"negative_amount": 2, "future_timestamp": 1},
-    )  # fmt: skip
+    db.write_ingestion_reports(conn, dataset="cdnow", reports=[ingestion_report(run)])
     rows = fetch(
         conn,
-        "SELECT rows_read, quarantine_reasons FROM churnops.ingestion_reports WHERE run_id = %s",
+        "SELECT rows_read, quarantine_reasons, first_event_day, last_event_day FROM churnops.ingestion_reports "
+        "WHERE run_id = %s",
         (run,),
     )
-    assert rows == [(100, {"negative_amount": 2, "future_timestamp": 1})]
+    assert rows == [(100, {"negative_amount": 2, "future_timestamp": 1}, dt.date(2024, 5, 1), dt.date(2024, 5, 2))]
     with pytest.raises(psycopg2.errors.CheckViolation):
-        db.write_ingestion_report(
-            conn, dataset="cdnow", source="events.csv", run_id=unique("run"), rows_read=100,
-            rows_accepted=97, rows_quarantined=2,
-        )  # fmt: skip
+        db.write_ingestion_reports(conn, dataset="cdnow", reports=[ingestion_report(unique("run"), rows_quarantined=2)])
+
+
+def test_recording_the_same_file_versions_again_changes_nothing(conn: psycopg2.extensions.connection) -> None:
+    first, second = unique("run"), unique("run")
+    reports = [ingestion_report(first), ingestion_report(second, source="day=2024-05-02/part-0.csv")]
+    query = "SELECT * FROM churnops.ingestion_reports WHERE run_id IN (%s, %s) ORDER BY run_id"
+    db.write_ingestion_reports(conn, dataset="cdnow", reports=reports)
+    before = fetch(conn, query, (first, second))
+    db.write_ingestion_reports(conn, dataset="cdnow", reports=reports)
+    assert fetch(conn, query, (first, second)) == before and len(before) == 2
+
+
+def test_an_ingestion_report_refuses_event_days_out_of_order(conn: psycopg2.extensions.connection) -> None:
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        db.write_ingestion_reports(
+            conn,
+            dataset="cdnow",
+            reports=[
+                ingestion_report(unique("run"), first_event_day=dt.date(2024, 5, 2), last_event_day=dt.date(2024, 5, 1))
+            ],
+        )
 
 
 def test_dag_run_record_is_updated_at_the_end_and_keeps_its_start(conn: psycopg2.extensions.connection) -> None:

@@ -1,26 +1,17 @@
 """Validated ingestion into the bronze layer: every bad-row class quarantined with its reason, counts reconcile,
-an unreadable file fails cleanly and writes nothing."""
+an unreadable file fails cleanly and writes nothing. (Incremental behaviour: test_incremental_ingest.py.)"""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from churnops.bronze import REASON, SOURCE_ROW, read_bronze_events, read_manifest, read_quarantine
 from churnops.dataset import bronze_dir
-from jobs.ingest import (
-    EVENTS_FILE,
-    QUARANTINE_FILE,
-    REASON,
-    REPORT_FILE,
-    SOURCE_ROW,
-    IngestionError,
-    ensure_bronze,
-    ingest_events,
-)
+from jobs.ingest import IngestionError, ingest_events
 from tests.features.conftest import make_settings, write_contract
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, 0)
@@ -71,7 +62,7 @@ def dirty(tmp_path):
 def test_every_bad_row_is_quarantined_with_its_reason(dirty):
     _, contract, settings = dirty
     ingest_events(contract, settings, future_after=NOW)
-    quarantine = pd.read_parquet(bronze_dir(settings, contract.name) / QUARANTINE_FILE)
+    quarantine = read_quarantine(settings, contract.name)
 
     expected = {i + 1: reason for i, (_, reason) in enumerate(ROWS) if reason}
     assert dict(zip(quarantine[SOURCE_ROW], quarantine[REASON], strict=True)) == expected
@@ -82,19 +73,19 @@ def test_every_bad_row_is_quarantined_with_its_reason(dirty):
 def test_counts_reconcile_and_are_reported(dirty):
     _, contract, settings = dirty
     report = ingest_events(contract, settings, future_after=NOW)
-    written = json.loads((bronze_dir(settings, contract.name) / REPORT_FILE).read_text())
+    written = read_manifest(settings, contract.name).files["events.csv"]
 
     assert report.rows_read == len(ROWS) == report.rows_accepted + report.rows_quarantined
     assert report.rows_accepted == 3
-    assert written["rows_quarantined"] == 11
-    assert written["quarantined_by_reason"]["unparseable_timestamp"] == 3
-    assert written["quarantined_by_reason"]["missing_entity_key"] == 2
+    assert written.rows_quarantined == 11
+    assert written.quarantined_by_reason["unparseable_timestamp"] == 3
+    assert written.quarantined_by_reason["missing_entity_key"] == 2
 
 
 def test_accepted_rows_are_typed_in_the_platform_columns(dirty):
     _, contract, settings = dirty
     ingest_events(contract, settings, future_after=NOW)
-    bronze = pd.read_parquet(bronze_dir(settings, contract.name) / EVENTS_FILE)
+    bronze = read_bronze_events(settings, contract.name)
 
     assert list(bronze.columns) == ["customer_id", "event_time", "event_day", "event_type", "amount"]
     assert bronze["amount"].tolist() == [12.5, 0.0, 3.0]
@@ -126,19 +117,20 @@ def test_an_unreadable_parquet_file_fails_clearly_and_writes_nothing(tmp_path, c
 
     with pytest.raises(IngestionError, match=r"cannot ingest .*events\.parquet.*nothing was written"):
         ingest_events(contract, settings)
-    assert not bronze_dir(settings, contract.name).exists()
-    assert not (settings.home / "bronze").exists() or not any((settings.home / "bronze").iterdir())
+    assert read_manifest(settings, contract.name) is None
+    # Only the lock file: no event part, no quarantine.
+    assert [p.name for p in bronze_dir(settings, contract.name).rglob("*")] == [".lock"]
 
 
 def test_a_failed_ingestion_keeps_the_previous_bronze_layer(dirty):
     folder, contract, settings = dirty
     ingest_events(contract, settings, future_after=NOW)
-    before = (bronze_dir(settings, contract.name) / EVENTS_FILE).read_bytes()
+    before = read_bronze_events(settings, contract.name)
     (folder / "events.csv").write_bytes(b"\xff\xfe\x00\x00not,utf8\x00\xff")
 
-    with pytest.raises(IngestionError):
+    with pytest.raises(IngestionError, match=r"events\.csv: not a readable csv file"):
         ingest_events(contract, settings)
-    assert (bronze_dir(settings, contract.name) / EVENTS_FILE).read_bytes() == before
+    pd.testing.assert_frame_equal(read_bronze_events(settings, contract.name), before)
 
 
 def test_a_missing_contract_column_is_named(tmp_path):
@@ -149,8 +141,9 @@ def test_a_missing_contract_column_is_named(tmp_path):
 
 def test_bronze_is_reingested_only_when_the_source_changes(dirty):
     folder, contract, settings = dirty
-    first = ingest_events(contract, settings, future_after=NOW)
-    assert ensure_bronze(contract, settings).ingested_at == first.ingested_at
+    ingest_events(contract, settings, future_after=NOW)
+    assert ingest_events(contract, settings, future_after=NOW).ingested == ()
 
     (folder / "events.csv").write_text(HEADER + "c9,2024-01-01,purchase,1\n")
-    assert ensure_bronze(contract, settings).rows_read == 1
+    assert ingest_events(contract, settings, future_after=NOW).ingested == ("events.csv",)
+    assert read_bronze_events(settings, contract.name)["customer_id"].tolist() == ["c9"]

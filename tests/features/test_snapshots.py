@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from churnops.bronze import read_manifest
 from churnops.snapshots import (
     DATA_DIR,
     INPUTS_DIR,
@@ -59,6 +60,8 @@ def test_same_input_twice_gives_the_same_snapshot_hash(spark, tiny):
     assert first.snapshot_dir == second.snapshot_dir == latest_snapshot_dir(settings, contract.name)
     frame, metadata = load_snapshot(second.snapshot_dir)
     assert metadata.ingestion["rows_read"] == metadata.ingestion["rows_accepted"] > 0
+    # The events' fingerprint is the bronze manifest's (path, SHA-256) list, not a re-read of the source bytes.
+    assert metadata.source_fingerprints["events"] == read_manifest(settings, contract.name).fingerprint()
     assert sum(metadata.rows_per_cutoff.values()) == len(frame)
 
 

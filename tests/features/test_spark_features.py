@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from churnops.dataset import bronze_dir
+from churnops.bronze import event_part_paths
 from churnops.features import CUTOFF, ENTITY_ID, LABEL, LABEL_AVAILABLE, event_feature_specs, model_feature_columns
 from jobs.cdnow import cdnow_source_file, read_cdnow
 from jobs.feature_frames import compute_feature_table
-from jobs.ingest import EVENTS_FILE
 from jobs.reference_duckdb import compute_reference_features
 from tests.features.brute_force import brute_force_row
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
@@ -176,7 +175,7 @@ def test_population_is_customers_active_within_the_contract_window(synthetic_run
 def test_duckdb_reference_agrees_with_spark_on_every_customer(synthetic_run):
     contract, home, features = synthetic_run
     reference = compute_reference_features(
-        contract, bronze_dir(make_settings(home), contract.name) / EVENTS_FILE, VALUE_CUTOFFS, OBSERVED_UNTIL
+        contract, event_part_paths(make_settings(home), contract.name), VALUE_CUTOFFS, OBSERVED_UNTIL
     )
     numeric, categorical = model_feature_columns(contract)
     assert len(reference) == len(features)

@@ -103,10 +103,11 @@ def test_realized_performance_of_a_matured_list_matches_the_feature_jobs_labels(
     # Independent: the Spark feature job's own labels for the same customers, joined to the listed scores.
     from sklearn.metrics import roc_auc_score
 
+    from churnops.bronze import read_bronze_events
     from monitoring.realized import realized_outcomes
 
     joined = scored.merge(rows[["customer_id", "label"]], on="customer_id", validate="one_to_one")
-    events = pd.read_parquet(settings.home / "bronze" / contract.name / "events.parquet")
+    events = read_bronze_events(settings, contract.name)
     outcomes = realized_outcomes(events, contract, joined["customer_id"], cutoff)
     assert outcomes.tolist() == joined["label"].astype(int).tolist()
     assert realized.logical_date == cutoff and realized.n_scored == len(rows)

@@ -93,3 +93,33 @@ def test_realized_churn_outcome_is_no_event_in_the_horizon(tmp_path: Path) -> No
     # c: event on the day the horizon ends (excluded) -> churned; d: never seen -> churned.
     outcomes = realized_outcomes(events, contract, pd.Series(["a", "b", "c", "d"]), dt.date(2024, 11, 1))
     assert outcomes.tolist() == [0, 1, 1, 1]
+
+
+def test_realized_performance_reads_the_committed_bronze_layer(tmp_path: Path) -> None:
+    """Outcomes come from the bronze the last ingestion committed (a file landed since is not read), and a dataset
+    never ingested is refused with the command that fixes it."""
+    from churnops.bronze import BronzeMissingError
+    from churnops.paths import scores_path
+    from jobs.ingest import ingest_events
+    from monitoring.realized import compute_realized_performance
+    from tests.features.test_incremental_ingest import deliver
+    from tests.features.test_ingest import NOW, contract_for
+
+    contract, settings = contract_for(tmp_path, "landing"), Settings(home=tmp_path / "home")  # churn, 30 days
+    cutoff = dt.date(2024, 4, 1)
+    path = scores_path(settings, contract.name, cutoff)
+    path.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {"customer_id": ["a", "b", "c"], "score": [0.2, 0.9, 0.6], "cutoff": cutoff}
+        | {"model_name": "m", "model_version": "1"}
+    ).to_parquet(path)
+    with pytest.raises(BronzeMissingError, match="churnops features"):
+        compute_realized_performance(settings, contract, store=LocalStore(tmp_path / "monitoring"))
+
+    deliver(tmp_path / "landing", "april.csv", ["a,2024-04-03 10:00:00,visit,0", "c,2024-05-01 10:00:00,visit,0"])
+    ingest_events(contract, settings, future_after=NOW)
+    deliver(tmp_path / "landing", "late.csv", ["b,2024-04-20 10:00:00,visit,0"])  # landed, not ingested
+
+    (realized,) = compute_realized_performance(settings, contract, store=LocalStore(tmp_path / "monitoring"))
+    # a: an event in [04-01, 05-01) -> stayed; b: nothing committed -> churned; c: only on 05-01 -> churned.
+    assert (realized.n_scored, realized.n_positive, realized.roc_auc) == (3, 2, 1.0)

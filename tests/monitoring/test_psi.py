@@ -72,7 +72,7 @@ def generated_features(tmp_path, seed: int, customers: int, cutoff: dt.date, con
     )
     path = tmp_path / f"events-{seed}.parquet"
     bronze.to_parquet(path, index=False, coerce_timestamps="us")
-    frame = compute_reference_features(contract, path, [cutoff], observed_until=dt.date(2025, 1, 1))
+    frame = compute_reference_features(contract, [path], [cutoff], observed_until=dt.date(2025, 1, 1))
     return frame[frame[CUTOFF] == pd.Timestamp(cutoff)]
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from churnops.dataset import bronze_dir
+from churnops.bronze import REASON, read_bronze_events, read_manifest, read_quarantine
 from jobs.export import campaign_list, write_csv_atomically
-from jobs.ingest import EVENTS_FILE, QUARANTINE_FILE, REASON, IngestionError, ingest_events
+from jobs.ingest import IngestionError, ingest_events
 from tests.features.conftest import make_settings
 from tests.features.test_ingest import HEADER, NOW, contract_for
 from tests.reliability.figures import record
@@ -60,8 +60,8 @@ def ingest_file(tmp_path: Path, content: bytes, tally: Counter, records: int, **
     tally["quarantined"] += report.rows_quarantined
     assert report.rows_read == records, f"the file holds {records} records, ingestion read {report.rows_read}"
     assert report.rows_read == report.rows_accepted + report.rows_quarantined
-    bronze = pd.read_parquet(bronze_dir(settings, contract.name) / EVENTS_FILE)
-    quarantine = pd.read_parquet(bronze_dir(settings, contract.name) / QUARANTINE_FILE)
+    bronze = read_bronze_events(settings, contract.name)
+    quarantine = read_quarantine(settings, contract.name)
     assert (len(bronze), len(quarantine)) == (report.rows_accepted, report.rows_quarantined)
     return report, bronze, quarantine
 
@@ -76,7 +76,7 @@ def refuse_file(tmp_path: Path, content: bytes, tally: Counter, message: str) ->
         ingest_events(contract, settings, future_after=NOW)
     tally["refused"] += 1
     assert "events.csv" in str(refused.value) or "column" in str(refused.value)
-    assert not bronze_dir(settings, contract.name).exists(), "a refused file must write nothing"
+    assert read_manifest(settings, contract.name) is None, "a refused file must commit nothing"
     return str(refused.value)
 
 
@@ -161,7 +161,7 @@ def test_a_header_only_file_is_refused_and_the_previous_bronze_layer_kept(tmp_pa
     with pytest.raises(IngestionError, match=r"events\.csv.*no (data )?rows"):
         ingest_events(contract, settings, future_after=NOW)
     tally["refused"] += 1
-    kept = pd.read_parquet(bronze_dir(settings, contract.name) / EVENTS_FILE)
+    kept = read_bronze_events(settings, contract.name)
     assert len(kept) == len(before) == report.rows_accepted
 
 
