@@ -46,14 +46,16 @@ class HazardBoostingModel:
     shifted: tuple[str, ...]
     # Longest follow-up (days) in the training rows: curves past it are extrapolated, medians past it not reported.
     horizon_days: float
+    # log(purchases / days at risk) of the training rows: the booster's trees start from it (see `base_log_rate`).
+    base_log_rate: float
     params: dict[str, Any] = field(default_factory=dict)
 
     def rates(self, frame: pd.DataFrame) -> np.ndarray:
         """Daily purchase rate of each customer (rows) in each time bin (columns)."""
         matrix = self.schema.encode_frame(frame)
         inputs = all_bins_inputs(matrix, self.bins, _shifted_indices(self.schema, self.shifted))
-        log_rates = self.booster.predict(inputs, raw_score=True)
-        return np.exp(np.asarray(log_rates, dtype=float)).reshape(len(frame), len(self.bins))
+        log_rates = self.base_log_rate + np.asarray(self.booster.predict(inputs, raw_score=True), dtype=float)
+        return np.exp(log_rates).reshape(len(frame), len(self.bins))
 
     def survival(self, frame: pd.DataFrame, days: np.ndarray) -> np.ndarray:
         """P(no purchase in days 1..t), customers by days."""
@@ -86,17 +88,35 @@ def input_names(schema: FeatureSchema, shifted: Sequence[str]) -> list[str]:
     return [*schema.columns, BIN_START, *(AT_BIN_START.format(c) for c in shifted)]
 
 
+def base_log_rate(frame: pd.DataFrame) -> float:
+    """log of the pooled daily purchase rate, purchases / days at risk.
+
+    LightGBM does not boost from the average when an initial score is given, so without this offset the trees
+    would start from a rate of one purchase a day and spend their first hundreds of rounds walking down to it.
+    """
+    events, exposure = float(frame[EVENT].sum()), float(frame[DURATION].sum())
+    if events == 0:
+        raise ValueError("the training rows hold no observed purchase: a hazard model has nothing to learn from")
+    return float(np.log(events / exposure))
+
+
 def person_period_dataset(
-    frame: pd.DataFrame, schema: FeatureSchema, bins: TimeBins, shifted: Sequence[str], reference: lgb.Dataset | None
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    bins: TimeBins,
+    shifted: Sequence[str],
+    offset: float,
+    reference: lgb.Dataset | None,
 ) -> lgb.Dataset:
-    """A LightGBM dataset of the frame's person-period rows: outcome "bought in this bin", offset log(exposure)."""
+    """A LightGBM dataset of the frame's person-period rows: outcome "bought in this bin", initial score
+    log(exposure) + `offset` (the pooled log rate)."""
     periods = expand_person_periods(frame[DURATION].to_numpy(), frame[EVENT].to_numpy(), bins)
     matrix = schema.encode_frame(frame)
     inputs = hazard_inputs(matrix, bins, periods.subject, periods.bin, _shifted_indices(schema, shifted))
     return lgb.Dataset(
         inputs,
         label=periods.event,
-        init_score=np.log(periods.exposure_days),
+        init_score=np.log(periods.exposure_days) + offset,
         feature_name=input_names(schema, shifted),
         categorical_feature=schema.categorical_indices or "auto",
         reference=reference,
@@ -115,12 +135,13 @@ def fit_hazard_model(
 ) -> tuple[HazardBoostingModel, int]:
     """Fit on `train`'s survival rows; with `valid`, stop early on its Poisson deviance. Returns (model, rounds)."""
     shifted = shifted_columns(schema)
-    train_set = person_period_dataset(train, schema, bins, shifted, reference=None)
+    offset = base_log_rate(train)
+    train_set = person_period_dataset(train, schema, bins, shifted, offset, reference=None)
     full_params = {**FIXED_PARAMS, **params}
     callbacks: list[Any] = []
     valid_sets: list[lgb.Dataset] = []
     if valid is not None:
-        valid_sets = [person_period_dataset(valid, schema, bins, shifted, reference=train_set)]
+        valid_sets = [person_period_dataset(valid, schema, bins, shifted, offset, reference=train_set)]
         callbacks = [lgb.early_stopping(early_stopping_rounds, verbose=False)]
     booster = lgb.train(full_params, train_set, num_boost_round=num_rounds, valid_sets=valid_sets, callbacks=callbacks)
     rounds = booster.best_iteration if valid is not None and booster.best_iteration > 0 else num_rounds
@@ -130,6 +151,7 @@ def fit_hazard_model(
         bins=bins,
         shifted=shifted,
         horizon_days=float(train[DURATION].max()),
+        base_log_rate=offset,
         params=full_params,
     )
     return model, int(rounds)

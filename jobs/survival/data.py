@@ -83,6 +83,18 @@ def survival_targets(
     return pd.concat(frames, ignore_index=True)
 
 
+def out_of_time_targets(
+    events: pd.DataFrame, training_cutoffs: Sequence[dt.date], evaluation_cutoff: dt.date, event_type: str | None = None
+) -> pd.DataFrame:
+    """Training targets for a model evaluated at `evaluation_cutoff`: every follow-up ends the day before it."""
+    early = [c for c in training_cutoffs if c >= evaluation_cutoff]
+    if early:
+        raise ValueError(f"training cutoffs {early} are not before the evaluation cutoff {evaluation_cutoff}")
+    targets = survival_targets(events, training_cutoffs, evaluation_cutoff - dt.timedelta(days=1), event_type)
+    assert_follow_up_before(targets, evaluation_cutoff)
+    return targets
+
+
 def censor_before(targets: pd.DataFrame, boundary: dt.date) -> pd.DataFrame:
     """The same targets with every follow-up censored the day before `boundary` (e.g. the evaluation cutoff).
 
@@ -127,3 +139,16 @@ def cutoffs_every(last: dt.date, every_days: int, earliest: dt.date) -> list[dt.
         cutoffs.append(current)
         current -= dt.timedelta(days=every_days)
     return sorted(cutoffs)
+
+
+def assert_follow_up_before(targets: pd.DataFrame, boundary: dt.date) -> None:
+    """Refuse targets whose follow-up reaches `boundary` or later: a training frame must end the day before it."""
+    last_day = pd.to_datetime(targets[CUTOFF]) + pd.to_timedelta(targets[DURATION] - 1, unit="D")
+    late = last_day >= pd.Timestamp(boundary)
+    if late.any():
+        row = targets.loc[late].iloc[0]
+        raise ValueError(
+            f"{int(late.sum())} training rows follow customers up to or past {boundary} (e.g. customer "
+            f"{row[ENTITY_ID]} at cutoff {pd.Timestamp(row[CUTOFF]).date()}, {int(row[DURATION])} days): censor them "
+            "with censor_before() first"
+        )
