@@ -32,7 +32,7 @@ from churnops.schema import FeatureSchema
 from jobs.cdnow import prepare_cdnow
 from jobs.ingest import EVENTS_FILE, ensure_bronze
 from jobs.reference_duckdb import compute_reference_features
-from jobs.survival.boosting import HazardBoostingModel, fit_hazard_model
+from jobs.survival.boosting import HazardBoostingModel
 from jobs.survival.classical import bgnbd_predictions, fit_lifelines_baseline
 from jobs.survival.data import (
     DURATION,
@@ -48,11 +48,12 @@ from jobs.survival.metrics import (
     calibration_table,
     harrell_c_index,
     restricted_mean_days,
+    sample_outcomes,
     survival_metrics,
     time_dependent_auc,
 )
 from jobs.survival.report import metrics_markdown, plot_calibration, plot_km_by_band
-from jobs.survival.tune import SearchResult, search, split_params, time_folds
+from jobs.survival.tune import SearchResult, fit_setup, search, split_params, time_folds
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -93,8 +94,7 @@ def boosted_predictions(model: HazardBoostingModel, frame: pd.DataFrame, days: n
 
 
 def fit_champion(training: pd.DataFrame, schema: FeatureSchema, found: SearchResult, seed: int) -> HazardBoostingModel:
-    bins, params = split_params(found.best_params, seed, LAST_BIN_START)
-    model, _ = fit_hazard_model(training, schema, bins, params, found.best_rounds)
+    model, _ = fit_setup(split_params(found.best_params, seed, LAST_BIN_START), training, schema, found.best_rounds)
     return model
 
 
@@ -104,12 +104,12 @@ def ceiling_diagnostics(
     """Models cross-validated *within* the evaluation customers on their own outcomes (no time shift at all):
     what these inputs can reach at best. Diagnostic only; nothing is chosen from it."""
     fold = np.random.default_rng(seed).permutation(len(evaluated)) % CEILING_FOLDS
-    bins, params = split_params(found.best_params, seed, int(days[-1]) - 1)
+    setup = split_params(found.best_params, seed, int(days[-1]) - 1)
     curves = {"LightGBM hazard, 5-fold CV within 1997-10-01": np.zeros((len(evaluated), len(days)))}
     curves["Cox PH, 5-fold CV within 1997-10-01"] = np.zeros_like(curves[next(iter(curves))])
     for k in range(CEILING_FOLDS):
         fit_rows, held_out = evaluated[fold != k], evaluated[fold == k]
-        model, _ = fit_hazard_model(fit_rows, schema, bins, params, found.best_rounds)
+        model, _ = fit_setup(setup, fit_rows, schema, found.best_rounds)
         cox = fit_lifelines_baseline(fit_rows, "cox")
         lightgbm_name, cox_name = list(curves)
         curves[lightgbm_name][fold == k] = model.survival(held_out, days)
@@ -118,6 +118,23 @@ def ceiling_diagnostics(
         name: survival_metrics(evaluated, SurvivalPredictions(days, s, -restricted_mean_days(s, days)))
         for name, s in curves.items()
     }
+
+
+def scores_if_curves_were_true(
+    predictions: dict[str, SurvivalPredictions], seed: int, draws: int = 5
+) -> dict[str, dict[str, float]]:
+    """Each model scored on outcomes drawn from its own curves (mean of `draws` draws): the C-index and AUC@90 d it
+    would reach if its predictions were exactly right — what chance leaves to rank with those predictions."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for name, predicted in predictions.items():
+        c_indexes, aucs = [], []
+        for _ in range(draws):
+            durations, events = sample_outcomes(predicted.survival, predicted.days, rng)
+            c_indexes.append(harrell_c_index(durations, events, predicted.risk))
+            aucs.append(time_dependent_auc(durations, events, predicted.p_buy_by(90), [90])[90])
+        result[name] = {"c_index": float(np.mean(c_indexes)), "auc_90d": float(np.mean(aucs))}
+    return result
 
 
 def segment_metrics(evaluated: pd.DataFrame, predictions: SurvivalPredictions) -> dict[str, dict[str, float]]:
@@ -143,6 +160,19 @@ def fold_baseline(training: pd.DataFrame, kind: str) -> list[float]:
         predicted = fit_lifelines_baseline(fold.train, kind).predict(fold.valid, days)
         scores.append(harrell_c_index(fold.valid[DURATION], fold.valid[EVENT], predicted.risk))
     return scores
+
+
+def predict_all(
+    champion: HazardBoostingModel, training: pd.DataFrame, evaluated: pd.DataFrame, days: np.ndarray
+) -> tuple[dict[str, SurvivalPredictions], Any, dict[str, float]]:
+    """The champion's and every baseline's predictions for the evaluated customers (+ the Cox fit, BG/NBD params)."""
+    predictions = {"LightGBM hazard (champion)": boosted_predictions(champion, evaluated, days)}
+    cox = fit_lifelines_baseline(training, "cox")
+    predictions["Cox PH (6 RFM covariates)"] = cox.predict(evaluated, days)
+    weibull = fit_lifelines_baseline(training, "weibull_aft")
+    predictions["Weibull AFT (6 RFM covariates)"] = weibull.predict(evaluated, days)
+    predictions["BG/NBD"], bgnbd_params = bgnbd_predictions(evaluated, days)
+    return predictions, cox, bgnbd_params
 
 
 def customer_outputs(model: HazardBoostingModel, evaluated: pd.DataFrame) -> dict[str, float]:
@@ -221,6 +251,12 @@ def write_page(record: dict[str, Any], command: str) -> None:
         "",
         *metrics_markdown(record["ceiling"], ("c_index", "auc_30d", "auc_90d", "auc_180d", "integrated_brier")),
         "",
+        "Each model scored on outcomes drawn from its own predicted curves (mean of 5 draws): what it would reach "
+        "if its predictions were exactly right. The gap to 1 is chance that no ranking from these predictions can "
+        "remove.",
+        "",
+        *metrics_markdown(record["if_curves_were_true"], ("c_index", "auc_90d")),
+        "",
         "The champion by segment (one purchase day before the cutoff, or more):",
         "",
         "| segment | share | bought by 90 d | C-index | AUC@90 d |",
@@ -247,15 +283,9 @@ def main() -> None:
 
     found = search(time_folds(training, FOLD_CUTOFFS), schema, args.trials, args.seed, LAST_BIN_START)
     champion = fit_champion(training, schema, found, args.seed)
-    predictions = {"LightGBM hazard (champion)": boosted_predictions(champion, evaluated, days)}
-    cox = fit_lifelines_baseline(training, "cox")
-    predictions["Cox PH (6 RFM covariates)"] = cox.predict(evaluated, days)
-    predictions["Weibull AFT (6 RFM covariates)"] = fit_lifelines_baseline(training, "weibull_aft").predict(
-        evaluated, days
-    )
-    predictions["BG/NBD"], bgnbd_params = bgnbd_predictions(evaluated, days)
-    metrics = {name: survival_metrics(evaluated, p) for name, p in predictions.items()}
     champion_name = "LightGBM hazard (champion)"
+    predictions, cox, bgnbd_params = predict_all(champion, training, evaluated, days)
+    metrics = {name: survival_metrics(evaluated, p) for name, p in predictions.items()}
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     shown = {k: predictions[k] for k in (champion_name, "Cox PH (6 RFM covariates)")}
@@ -287,6 +317,7 @@ def main() -> None:
         "outputs": customer_outputs(champion, evaluated),
         "observed": observed_by(evaluated),
         "segments": segment_metrics(evaluated, predictions[champion_name]),
+        "if_curves_were_true": scores_if_curves_were_true(predictions, args.seed),
         "ceiling": ceiling_diagnostics(evaluated, schema, found, args.seed, days),
         "training_rows": len(training),
         "training_cutoffs": sorted(str(c.date()) for c in pd.to_datetime(training[CUTOFF]).unique()),

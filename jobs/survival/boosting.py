@@ -132,9 +132,12 @@ def fit_hazard_model(
     num_rounds: int,
     valid: pd.DataFrame | None = None,
     early_stopping_rounds: int = 50,
+    advance_time_since: bool = True,
 ) -> tuple[HazardBoostingModel, int]:
-    """Fit on `train`'s survival rows; with `valid`, stop early on its Poisson deviance. Returns (model, rounds)."""
-    shifted = shifted_columns(schema)
+    """Fit on `train`'s survival rows; with `valid`, stop early on its Poisson deviance. Returns (model, rounds).
+
+    `advance_time_since` adds the time-since columns advanced to each bin's start as inputs."""
+    shifted = shifted_columns(schema) if advance_time_since else ()
     offset = base_log_rate(train)
     train_set = person_period_dataset(train, schema, bins, shifted, offset, reference=None)
     full_params = {**FIXED_PARAMS, **params}
