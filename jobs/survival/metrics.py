@@ -146,15 +146,3 @@ def survival_metrics(frame: pd.DataFrame, predictions: SurvivalPredictions) -> d
         table = calibration_table(durations, events, predictions.p_buy_by(t), t)
         metrics[f"calibration_error_{t}d"] = calibration_error(table)
     return metrics
-
-
-def sample_outcomes(survival: np.ndarray, days: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw each customer's purchase day from their own curve (inverse CDF); none within the grid = censored at
-    its last day. Scoring a model on outcomes drawn from its own curves gives the concordance it would reach if it
-    were exactly right: the share of the ranking that is chance, whatever the model."""
-    bought_by = 1.0 - np.asarray(survival, dtype=float)
-    draws = rng.random(len(bought_by))
-    reached = bought_by >= draws[:, None]
-    bought = reached.any(axis=1)
-    durations = np.where(bought, days[reached.argmax(axis=1)], days[-1])
-    return durations.astype(np.int64), bought.astype(np.int64)

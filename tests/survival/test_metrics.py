@@ -18,7 +18,6 @@ from jobs.survival.metrics import (
     harrell_c_index,
     integrated_brier,
     kaplan_meier_at,
-    sample_outcomes,
     survival_metrics,
     time_dependent_auc,
 )
@@ -112,12 +111,3 @@ def test_survival_metrics_reports_every_measure_for_horizons_inside_the_follow_u
     assert metrics["c_index"] > 0.6 and metrics["calibration_error_30d"] < 0.1
     with pytest.raises(ValueError, match="not on the prediction grid"):
         predictions.p_buy_by(200)
-
-
-def test_outcomes_drawn_from_a_curve_follow_it_and_are_censored_past_its_grid() -> None:
-    days = np.arange(1, 41)
-    survival = np.tile(np.exp(-0.05 * days), (20000, 1))
-    durations, events = sample_outcomes(survival, days, np.random.default_rng(0))
-    assert ((durations <= 20) & (events == 1)).mean() == pytest.approx(1 - np.exp(-1.0), abs=0.01)
-    assert (events == 0).mean() == pytest.approx(np.exp(-2.0), abs=0.01)
-    assert (durations[events == 0] == 40).all()
