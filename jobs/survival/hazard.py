@@ -138,7 +138,7 @@ def median_days(rates: np.ndarray, bins: TimeBins, horizon_days: float) -> np.nd
     rates = np.asarray(rates, dtype=float)
     starts = np.asarray(bins.starts, dtype=float)
     widths = np.diff(np.append(starts, np.inf))
-    spans = np.where(np.isinf(widths), 0.0, rates * widths)
+    spans = rates * np.where(np.isinf(widths), 0.0, widths)  # the open-ended last bin adds nothing before it
     at_start = np.concatenate([np.zeros((len(rates), 1)), np.cumsum(spans, axis=1)[:, :-1]], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         crossing = starts[None, :] + (LN2 - at_start) / rates
