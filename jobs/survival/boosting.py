@@ -2,8 +2,9 @@
 
 One booster predicts a customer's log daily purchase rate in each time bin from their features, the bin's start and
 their time-since columns advanced to it; the Poisson objective with log(exposure) as the initial score is the exact
-piecewise-exponential likelihood, so censoring is handled row by row. Serving needs only the booster, the bins and
-the feature schema: every curve, P(buy by t) and median comes from `jobs.survival.hazard` on its raw scores.
+piecewise-exponential likelihood, so censoring is handled row by row. Serving needs only the booster, the feature
+schema, the bins, the advanced column names and two numbers (`base_log_rate`, `horizon_days`): every curve,
+P(buy by t) and median comes from `jobs.survival.hazard` on the booster's raw scores.
 """
 
 from __future__ import annotations
