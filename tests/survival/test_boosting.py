@@ -1,0 +1,120 @@
+"""The boosted hazard model learns purchase timing under censoring, and out-of-time training never sees the
+evaluation period."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnops.features import CUTOFF, ENTITY_ID
+from churnops.schema import FeatureSchema
+from jobs.survival.boosting import REPORTED_HORIZONS_DAYS, fit_hazard_model
+from jobs.survival.data import DURATION, EVENT, out_of_time_targets, survival_frame
+from jobs.survival.hazard import TimeBins
+from jobs.survival.metrics import harrell_c_index
+from jobs.survival.tune import time_folds
+
+PARAMS = {"learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 50, "seed": 1}
+BINS = TimeBins.regular(15, 45)
+
+
+def simulated(n: int, seed: int, follow_up: int = 60) -> tuple[pd.DataFrame, np.ndarray]:
+    """Customers whose daily purchase rate falls with recency; every follow-up ends after `follow_up` days."""
+    rng = np.random.default_rng(seed)
+    recency = rng.integers(1, 120, size=n).astype(float)
+    noise = rng.normal(size=n)
+    rate = 0.04 * np.exp(-recency / 40)
+    times = np.ceil(rng.exponential(1 / rate))
+    frame = pd.DataFrame(
+        {
+            "days_since_last_event": recency,
+            "noise": noise,
+            DURATION: np.minimum(times, follow_up).astype(int),
+            EVENT: (times <= follow_up).astype(int),
+        }
+    )
+    return frame, rate
+
+
+def test_model_ranks_customers_by_their_true_rate_and_matches_the_true_probabilities() -> None:
+    train, _ = simulated(4000, seed=1)
+    test, rate = simulated(2000, seed=2)
+    schema = FeatureSchema.fit(train, ["days_since_last_event", "noise"], [])
+    model, rounds = fit_hazard_model(train, schema, BINS, PARAMS, 60)
+    assert rounds == 60 and model.horizon_days == 60
+    outputs = model.predict_customers(test)
+    assert list(outputs.columns) == [
+        *(f"p_buy_{t}d" for t in REPORTED_HORIZONS_DAYS),
+        "median_days_to_next_purchase",
+        "median_beyond_horizon",
+    ]
+    truth_30 = 1 - np.exp(-rate * 30)
+    np.testing.assert_allclose(outputs["p_buy_30d"].mean(), truth_30.mean(), atol=0.02)
+    assert np.corrcoef(outputs["p_buy_30d"], truth_30)[0, 1] > 0.9
+    risk = outputs["p_buy_30d"].to_numpy()
+    assert harrell_c_index(test[DURATION], test[EVENT], risk) > harrell_c_index(test[DURATION], test[EVENT], -risk)
+    # Everyone's true median (ln 2 / rate >= 17 days) is near or past 60 days: most are beyond the horizon.
+    assert outputs["median_beyond_horizon"].mean() > 0.5
+    assert outputs["p_buy_30d"].le(outputs["p_buy_90d"]).all() and outputs["p_buy_90d"].le(outputs["p_buy_180d"]).all()
+
+
+def test_censored_customers_are_not_treated_as_non_buyers() -> None:
+    """Half the customers are followed 10 days only. Dropping them or treating them as non-buyers would bias
+    P(buy by 30 days); the model, which sees them as at risk for 10 days, stays close to the truth."""
+    frame, rate = simulated(6000, seed=3)
+    short = np.arange(len(frame)) % 2 == 0
+    cut = short & (frame[DURATION] > 10)
+    frame.loc[cut, DURATION], frame.loc[cut, EVENT] = 10, 0
+    schema = FeatureSchema.fit(frame, ["days_since_last_event"], [])
+    model, _ = fit_hazard_model(frame, schema, BINS, PARAMS, 60)
+    predicted = model.predict_customers(frame)["p_buy_30d"].mean()
+    assert predicted == pytest.approx((1 - np.exp(-rate * 30)).mean(), abs=0.02)
+
+
+def purchase_log(after_evaluation: list[tuple[str, str]]) -> pd.DataFrame:
+    before = [("a", "2024-01-05"), ("a", "2024-02-20"), ("b", "2024-01-10"), ("c", "2024-02-01"), ("c", "2024-03-25")]
+    rows = before + after_evaluation
+    return pd.DataFrame({ENTITY_ID: [r[0] for r in rows], "event_day": [dt.date.fromisoformat(r[1]) for r in rows]})
+
+
+def recency_features(events: pd.DataFrame, cutoffs: list[dt.date]) -> pd.DataFrame:
+    frames = []
+    for cutoff in cutoffs:
+        seen = events[events["event_day"] < cutoff]
+        last = seen.groupby(ENTITY_ID)["event_day"].max()
+        recency = [(cutoff - d).days for d in last]
+        frames.append(
+            pd.DataFrame({ENTITY_ID: last.index, CUTOFF: pd.Timestamp(cutoff), "days_since_last_event": recency})
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_training_never_sees_an_event_on_or_after_the_evaluation_cutoff() -> None:
+    evaluation_cutoff = dt.date(2024, 4, 1)
+    cutoffs = [dt.date(2024, 1, 20), dt.date(2024, 2, 10), dt.date(2024, 3, 1)]
+    quiet = purchase_log([])
+    busy = purchase_log([("a", "2024-04-01"), ("b", "2024-04-02"), ("c", "2024-05-01"), ("b", "2024-06-30")])
+    frames = [
+        survival_frame(recency_features(log, cutoffs), out_of_time_targets(log, cutoffs, evaluation_cutoff))
+        for log in (quiet, busy)
+    ]
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    last_day = pd.to_datetime(frames[1][CUTOFF]) + pd.to_timedelta(frames[1][DURATION] - 1, unit="D")
+    assert (last_day < pd.Timestamp(evaluation_cutoff)).all()
+    # Inside the window: a's purchase on 02-20 (from two cutoffs) and c's on 03-25 (from two); after it, nothing.
+    assert frames[1][EVENT].sum() == 4
+    fold = time_folds(frames[1], [dt.date(2024, 3, 1)])[0]
+    fold_last = pd.to_datetime(fold.train[CUTOFF]) + pd.to_timedelta(fold.train[DURATION] - 1, unit="D")
+    assert (fold_last < pd.Timestamp("2024-03-01")).all()
+    schema = FeatureSchema.fit(frames[0], ["days_since_last_event"], [])
+    params = {**PARAMS, "min_child_samples": 1, "min_data_in_bin": 1}
+    models = [fit_hazard_model(f, schema, BINS, params, 5)[0] for f in frames]
+    np.testing.assert_array_equal(models[0].rates(frames[0]), models[1].rates(frames[0]))
+
+
+def test_training_cutoffs_on_or_after_the_evaluation_cutoff_are_refused() -> None:
+    with pytest.raises(ValueError, match="not before the evaluation cutoff"):
+        out_of_time_targets(purchase_log([]), [dt.date(2024, 4, 1)], dt.date(2024, 4, 1))
