@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from churnops.registry import apply_calibration
+from churnops.postprocess import apply_calibration
 
 TOP_FRACTIONS = ((0.05, "5"), (0.10, "10"))
 ThresholdObjective = Literal["f1", "top_fraction"]
@@ -102,7 +102,7 @@ def choose_threshold(
 
 def fit_calibration(labels: np.ndarray, scores: np.ndarray, method: CalibrationMethod) -> dict[str, Any]:
     """Fit a calibration map on (labels, scores); the result is JSON stored with the model and applied by
-    `churnops.registry.apply_calibration`."""
+    `churnops.postprocess.apply_calibration`."""
     if method == "none":
         return {"method": "none"}
     if method == "platt":

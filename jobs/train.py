@@ -40,13 +40,12 @@ import pandas as pd
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import CUTOFF, LABEL, LABEL_AVAILABLE, event_feature_specs, model_feature_columns
+from churnops.postprocess import ScorePostprocess, apply_calibration
 from churnops.registry import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
     POSTPROCESS_KEY,
     LoadedModel,
-    ScorePostprocess,
-    apply_calibration,
     configure_mlflow,
     ensure_experiment,
     load_model_version,

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from churnops.registry import apply_calibration
+from churnops.postprocess import apply_calibration
 from jobs.evaluate import (
     binary_metrics,
     choose_threshold,
