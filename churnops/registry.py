@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,10 +20,16 @@ from churnops.dataset import DatasetContract
 from churnops.postprocess import ScorePostprocess
 from churnops.schema import FeatureSchema
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 # Model metadata key holding the `ScorePostprocess` JSON.
 POSTPROCESS_KEY = "postprocess"
+# The MLflow error code of a registered model that does not exist (the same from a local store and over REST).
+MODEL_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 
 
 def configure_mlflow(settings: Settings) -> None:
@@ -48,6 +54,28 @@ def ensure_experiment(settings: Settings, contract: DatasetContract) -> str:
         return existing.experiment_id
     location = settings.artifact_root if settings.mlflow_tracking_uri is None else None
     return mlflow.create_experiment(name, artifact_location=location)
+
+
+def champion_or_none(name: str, client: MlflowClient | None = None) -> ModelVersion | None:
+    """The model version the `champion` alias points at, or None when the model or that alias does not exist.
+
+    Any other failure (tracking server unreachable, permission denied, a corrupt store) is raised: "cannot tell"
+    must never read as "no champion". MLflow reports a missing *alias* as INVALID_PARAMETER_VALUE, a code it also
+    uses for malformed requests, so the alias is looked up in the registered model's alias map instead of by
+    catching that error; only a missing *model* is recognised by its error code.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code == MODEL_DOES_NOT_EXIST:
+            return None
+        raise
+    version = model.aliases.get(CHAMPION_ALIAS)
+    return None if version is None else client.get_model_version(name, str(version))
 
 
 @dataclass(frozen=True)

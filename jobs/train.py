@@ -46,6 +46,7 @@ from churnops.registry import (
     CHAMPION_ALIAS,
     POSTPROCESS_KEY,
     LoadedModel,
+    champion_or_none,
     configure_mlflow,
     ensure_experiment,
     load_model_version,
@@ -721,14 +722,13 @@ def _select_and_evaluate(
 
 
 def _current_champion(name: str) -> LoadedModel | None:
-    from mlflow import MlflowClient
-
+    champion_version = champion_or_none(name)
+    if champion_version is None:
+        return None
     try:
-        champion_version = MlflowClient().get_model_version_by_alias(name, CHAMPION_ALIAS).version
-        return load_model_version(name, str(champion_version))
-    except Exception as error:  # no champion yet, or its artifact is unreadable
-        if "not found" not in str(error).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(error):
-            log.warning("current champion of %s cannot be loaded (%s); treating as absent", name, error)
+        return load_model_version(name, str(champion_version.version))
+    except Exception as error:  # its artifact is unreadable
+        log.warning("current champion of %s cannot be loaded (%s); treating as absent", name, error)
         return None
 
 

@@ -215,16 +215,13 @@ def decide_and_record(
 
 def champion_state(model_name: str) -> ChampionState:
     """The registry's champion: version, out-of-time ROC AUC and when its training run started."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(model_name, "champion")
-    except Exception as error:
-        if "not found" in str(error).lower() or "RESOURCE_DOES_NOT_EXIST" in str(error):
-            return ChampionState(version=None)
-        raise
     import mlflow
+
+    from churnops.registry import champion_or_none
+
+    version = champion_or_none(model_name)
+    if version is None:
+        return ChampionState(version=None)
 
     metadata = mlflow.models.get_model_info(f"models:/{model_name}/{version.version}").metadata or {}
     auc = metadata.get("out_of_time_metrics", {}).get("roc_auc")
