@@ -18,8 +18,7 @@ ThresholdObjective = Literal["f1", "top_fraction"]
 CalibrationMethod = Literal["none", "platt", "isotonic"]
 # Share of the raw score mixed into an isotonic map so it is strictly increasing: a calibration must never reorder
 # (or tie) customers, or it would change the ROC AUC the model was selected for. It moves a probability by at most
-# this much. Without it, every score above the last fold's highest one maps to the same value: on CDNOW (weekly
-# cutoffs), whose evaluation customers are older and more predictable than any training one, that cost 0.01 ROC AUC.
+# this much. Without it, every score above the fitted range maps to the same value (docs/model-selection.md).
 ISOTONIC_TIE_BREAK_WEIGHT = 1e-4
 
 

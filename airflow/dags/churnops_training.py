@@ -43,7 +43,7 @@ def churnops_training() -> None:
         params: dict[str, Any] | None = None, outlet_events: Any = None, triggering_asset_events: Any = None
     ) -> dict[str, Any]:
         from churnops.dataset import load_contract
-        from jobs.train import train
+        from jobs.training import train
 
         settings = Settings()
         dataset = dataset_of_run(params, triggering_asset_events, RETRAIN_REQUEST)

@@ -83,7 +83,7 @@ def train(
 ) -> None:
     """Tune LightGBM with Optuna (trials tracked in MLflow), evaluate out of time, register, gate the champion."""
     settings, contract = setup(dataset)
-    from jobs.train import train as train_model
+    from jobs.training import train as train_model
 
     with Progress(
         TextColumn("{task.description}"),

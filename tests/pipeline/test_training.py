@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from jobs.evaluate import binary_metrics, f1_threshold, precision_at_top
-from jobs.train import time_folds
+from jobs.training.data import time_folds
 
 
 def test_time_folds_fit_only_on_cutoffs_whose_labels_ended_before_validation() -> None:
@@ -96,7 +96,7 @@ def test_retraining_the_same_snapshot_and_seed_reproduces_the_model_and_does_not
     trained_platform,
 ) -> None:
     """It resumes the finished study, refits the same best model, and the gate keeps the champion."""
-    from jobs.train import train
+    from jobs.training import train
 
     result = train(trained_platform.settings, trained_platform.contract)
     assert result.decision.promoted is False
