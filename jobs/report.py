@@ -356,9 +356,11 @@ def model_card(evaluation: dict[str, Any]) -> str:
         + f"; mean {retro['gini_mean']:.3f}, std {retro['gini_std']:.3f}, spread {retro['gini_spread']:.3f}.",
         "",
         "## Promotion",
-        f"- Promoted to champion: **{promotion['promoted']}** — {promotion['reason']}.",
+        f"- Promoted to champion: **{promotion['promoted']}** (rule `{promotion.get('rule', 'n/a')}`) — "
+        f"{promotion['reason']}.",
         f"- Sanity checks: {promotion['sanity_checks']}; margin {promotion['margin']}, "
         f"AUC floor {promotion['min_auc']}.",
+        *_comparison_lines(promotion),
         "",
         "## Caveats",
         "- Scores rank customers at one cutoff; deciles and bands are relative to the scored list.",
@@ -376,3 +378,18 @@ def model_card(evaluation: dict[str, Any]) -> str:
             )
         )
     return "\n".join(lines) + "\n"
+
+
+def _comparison_lines(promotion: dict[str, Any]) -> list[str]:
+    """The champion comparison behind the decision, when there was a champion to compare with."""
+    if promotion.get("auc_difference") is None:
+        return []
+    return [
+        f"- Against the champion on the same rows: ROC AUC difference {promotion['auc_difference']:+.4f} "
+        f"({1 - promotion['significance_level']:.0%} CI [{promotion['auc_difference_ci_low']:+.4f}, "
+        f"{promotion['auc_difference_ci_high']:+.4f}], DeLong p = {promotion['p_value']:.3g}, level "
+        f"{promotion['significance_level']}); Brier {promotion['challenger_brier']:.4f} vs "
+        f"{promotion['champion_brier']:.4f} (tolerance {promotion['brier_tolerance']}), log loss "
+        f"{promotion['challenger_log_loss']:.4f} vs {promotion['champion_log_loss']:.4f} "
+        f"(tolerance {promotion['log_loss_tolerance']})."
+    ]

@@ -28,7 +28,7 @@ from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snaps
 from jobs.training.champion import champion_for_comparison
 from jobs.training.data import TrainingData, leakage_findings
 from jobs.training.gate import Champion, ChampionScores, NoChampion, PromotionDecision, decide_promotion
-from jobs.training.registration import GATED_ATTR, apply_decision, register_model
+from jobs.training.registration import GATED_ATTR, apply_decision, gate_metrics, register_model
 from jobs.training.search import (
     PARENT_RUN_ATTR,
     TrialCallback,
@@ -39,6 +39,11 @@ from jobs.training.search import (
 from jobs.training.selection import select_and_evaluate
 
 log = logging.getLogger(__name__)
+
+
+class ChampionUnavailableError(RuntimeError):
+    """The champion exists but could not be loaded or scored: the gate refused, and the training fails so that
+    someone restores the champion (or moves the alias by hand) instead of the platform training blind."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,10 @@ def train(
     n_trials: int | None = None,
     on_trial: TrialCallback | None = None,
 ) -> TrainingResult:
-    """Search, fit, evaluate against champion and baselines, register, and run the champion gate for one dataset."""
+    """Search, fit, evaluate against champion and baselines, register, and run the champion gate for one dataset.
+
+    Raises ChampionUnavailableError, after recording the refusal, when a champion exists but cannot be scored.
+    """
     import mlflow
 
     snapshot_dir = snapshot_dir or latest_snapshot_dir(settings, contract.name)
@@ -111,9 +119,15 @@ def train(
         version = register_model(study, selected, data, contract, metadata, run_id, commit)
         decision = decide_promotion(data.y_eval, selected["scores"], champion, leakage, settings.training)
         apply_decision(settings, contract, data, version, selected["metrics"], decision, run_id)
-        study.set_user_attr(GATED_ATTR, version)
+        if decision.champion_error is None:
+            # Gated for good; after a refusal for an unavailable champion a retry re-decides the same version.
+            study.set_user_attr(GATED_ATTR, version)
         evaluation, evaluation_path = _write_report(
             settings, contract, metadata, data, selected, champion, decision, leakage, version, run_id, commit
+        )
+    if decision.champion_error is not None:
+        raise ChampionUnavailableError(
+            f"{contract.model_name} v{version} was registered as challenger but not promoted: {decision.reason}"
         )
 
     log.info(
@@ -185,7 +199,7 @@ def _write_report(
         champion_version=champion_version,
         champion_scores=champion_scores,
         labels=data.y_eval,
-        promotion=decision.as_record(settings.training),
+        promotion=decision.as_record(),
         leakage=leakage,
     )
     report_dir = settings.home / "reports" / contract.name / run_id
@@ -208,8 +222,10 @@ def _write_report(
         {
             "churnops.promoted": str(decision.promoted).lower(),
             "churnops.promotion_reason": decision.reason,
+            "churnops.promotion_rule": decision.rule,
             "churnops.model_version": version,
             "churnops.evaluation_json": str(evaluation_path),
         }
     )
+    mlflow.log_metrics(gate_metrics(decision))
     return evaluation, evaluation_path

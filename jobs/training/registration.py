@@ -114,13 +114,31 @@ def apply_decision(
     client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-    for key, value in {
+    for key, value in version_tags(decision).items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def version_tags(decision: PromotionDecision) -> dict[str, str]:
+    """The decision as model-version tags: verdict, rule, reason, checks, and every number as `gate.<name>`."""
+    record = decision.as_record()
+    verdict_keys = {"promoted", "rule", "reason", "sanity_checks"}
+    return {
         "promoted": str(decision.promoted).lower(),
         "promotion_reason": decision.reason,
+        "promotion_rule": decision.rule,
         "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "sanity_checks": ",".join(f"{k}={str(v).lower()}" for k, v in decision.sanity_checks.items()),
-    }.items():
-        client.set_model_version_tag(name, version, key, value)
+        **{f"gate.{k}": str(v) for k, v in record.items() if k not in verdict_keys and v is not None},
+    }
+
+
+def gate_metrics(decision: PromotionDecision) -> dict[str, float]:
+    """The decision's numbers as MLflow run metrics (`gate_<name>`), for charts across trainings."""
+    return {
+        f"gate_{k}": float(v)
+        for k, v in decision.as_record().items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v is not None
+    } | {"gate_promoted": float(decision.promoted)}
 
 
 def record_in_database(
@@ -136,6 +154,7 @@ def record_in_database(
     from churnops import db
 
     eval_cutoff = dt.date.fromisoformat(data.eval_cutoff) if data.eval_cutoff else None
+    record = decision.as_record()
     with contextlib.closing(db.connect(settings)) as conn:
         db.migrate(conn)
         if eval_cutoff is not None:
@@ -159,7 +178,8 @@ def record_in_database(
             metric="roc_auc",
             challenger_value=metrics["roc_auc"],
             champion_value=decision.champion_auc,
-            margin=settings.training.promotion_margin,
+            margin=decision.rules.margin,
             eval_cutoff=eval_cutoff,
             mlflow_run_id=run_id,
+            statistics={k: record[k] for k in db.PROMOTION_STATISTICS},
         )

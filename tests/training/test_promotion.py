@@ -223,3 +223,47 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
     assert len(versions) == len(before_versions) + 1
     assert aliases["challenger"] == result.model_version
     assert aliases["champion"] == (result.model_version if result.decision.promoted else champion.model_version)
+
+
+def test_a_champion_whose_artifact_cannot_be_loaded_fails_the_training_without_moving_champion(
+    tmp_path, trained_platform
+) -> None:
+    """Only a missing model or alias means "no champion": a champion whose booster file is gone makes the gate
+    refuse, the refusal is recorded (challenger alias, version tags, PostgreSQL row), and then the training fails."""
+    from urllib.parse import urlparse
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from jobs.training import train
+    from jobs.training.job import ChampionUnavailableError
+
+    home = fresh_home(tmp_path, trained_platform)
+    first = train(home.settings, home.contract)
+    assert first.decision.promoted
+    name = home.contract.model_name
+    source = MlflowClient().get_model_version(name, first.model_version).source
+    artifacts = Path(urlparse(mlflow.get_logged_model(source.removeprefix("models:/")).artifact_location).path)
+    (artifacts / "model.lgb").unlink()
+
+    with throwaway_database() as url:
+        settings = home.settings.model_copy(update={"database_url": SecretStr(url)})
+        with pytest.raises(ChampionUnavailableError, match="could not be loaded or scored"):
+            train(settings, home.contract)
+        with contextlib.closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT challenger_version, champion_version, promoted, rule, champion_error "
+                "FROM churnops.promotion_decisions"
+            )
+            rows = cur.fetchall()
+
+    versions, aliases = registry_state(home)
+    refused = max(versions, key=int)
+    assert refused != first.model_version
+    assert aliases == {"champion": first.model_version, "challenger": refused}
+    assert len(rows) == 1
+    challenger, champion, promoted, rule, error = rows[0]
+    assert (challenger, champion, promoted, rule) == (refused, first.model_version, False, "champion_unavailable")
+    assert "loading failed" in error
+    tags = MlflowClient().get_model_version(name, refused).tags
+    assert (tags["promoted"], tags["promotion_rule"]) == ("false", "champion_unavailable")
