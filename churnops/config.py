@@ -50,7 +50,7 @@ class TrainingSettings(BaseModel):
     promotion_brier_tolerance: float = Field(0.002, ge=0.0)
     promotion_log_loss_tolerance: float = Field(0.005, ge=0.0)
     min_auc: float = Field(0.6, ge=0.0, le=1.0)
-    # How the decision threshold stored with the model is chosen (on the last time fold, never out of time):
+    # How the decision threshold stored with the model is chosen (on out-of-fold predictions, never out of time):
     # best F1, or the score that flags the top `threshold_top_fraction` of customers (a campaign budget).
     threshold_objective: Literal["f1", "top_fraction"] = "f1"
     threshold_top_fraction: float = Field(0.10, gt=0.0, lt=1.0)

@@ -134,7 +134,8 @@ def select_calibration(labels: np.ndarray, scores: np.ndarray, seed: int) -> tup
 
     Two halves: each method is fitted on one half and scored on the other, both ways round, so a map is never
     judged on the rows it was fitted on. Calibration is kept only if it beats the raw scores there. The caller
-    passes the *last time fold's* predictions: choosing on the out-of-time data would leak it into the model.
+    passes out-of-fold predictions from the training period: choosing on the out-of-time data would leak it into
+    the model.
     """
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     halves = np.random.default_rng(seed).permutation(len(labels)) % 2 == 0

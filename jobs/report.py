@@ -364,8 +364,8 @@ def model_card(evaluation: dict[str, Any]) -> str:
         "",
         "## Caveats",
         "- Scores rank customers at one cutoff; deciles and bands are relative to the scored list.",
-        "- Probabilities are calibrated on the last training fold; a label-rate shift after training moves them "
-        "(watch the calibration plot and the drift DAG).",
+        "- Probabilities are calibrated on the training folds' out-of-fold predictions; a label-rate shift after "
+        "training moves them (watch the calibration plot and the drift DAG).",
         "- The registered artifact is the LightGBM booster; the BG/NBD blend and calibration are stored in its "
         "metadata and applied by `churnops.postprocess` (scoring and the API), not by MLflow's generic pyfunc.",
     ]

@@ -2,10 +2,11 @@
 calibration map and the decision threshold.
 
 The best trial's configuration is refitted (fixed rounds) on each retro split and scored on its validation rows;
-those out-of-fold predictions choose the blend weight (best mean fold ROC AUC), then the calibration (none / Platt
-/ isotonic, kept only if it lowers the cross-fitted Brier score) and the threshold for the configured objective on
-the last fold. What is chosen is stored with the model (`churnops.postprocess.ScorePostprocess`) and applied
-wherever the model scores.
+those out-of-fold predictions choose the blend weight (best mean fold ROC AUC), then, pooled over every retro fold,
+the calibration (none / Platt / isotonic, kept only if it lowers the cross-fitted Brier score) and the threshold
+for the configured objective. Pooling fits the map on predictions of the final configuration from every fold
+model rather than on one fold model's, and on all the out-of-fold rows there are. What is chosen is stored with
+the model (`churnops.postprocess.ScorePostprocess`) and applied wherever the model scores.
 """
 
 from __future__ import annotations
@@ -94,15 +95,16 @@ def choose_blend(folds: list[FoldPredictions]) -> tuple[float, dict[str, float]]
 
 
 def choose_postprocessing(folds: list[FoldPredictions], training: TrainingSettings, seed: int) -> Postprocessing:
-    """Blend weight on all retro folds; calibration and threshold on the last fold's blended predictions."""
+    """Blend weight by mean fold ROC AUC; calibration and threshold on the blended predictions of every retro fold,
+    pooled."""
     blend_weight, blend_auc_by_weight = choose_blend(folds)
-    unblended = Postprocessing(blend_weight, blend_auc_by_weight, {"method": "none"}, {}, 0.0, "")
-    last = folds[-1]
-    last_scores = unblended.blended(last.raw, last.bgnbd)
-    calibration, brier_by_method = select_calibration(last.labels, last_scores, seed)
+    uncalibrated = Postprocessing(blend_weight, blend_auc_by_weight, {"method": "none"}, {}, 0.0, "")
+    labels = np.concatenate([f.labels for f in folds])
+    scores = np.concatenate([uncalibrated.blended(f.raw, f.bgnbd) for f in folds])
+    calibration, brier_by_method = select_calibration(labels, scores, seed)
     objective = training.threshold_objective
     top_fraction = float(training.threshold_top_fraction)
-    threshold = choose_threshold(last.labels, apply_calibration(calibration, last_scores), objective, top_fraction)
+    threshold = choose_threshold(labels, apply_calibration(calibration, scores), objective, top_fraction)
     return Postprocessing(
         blend_weight=blend_weight,
         blend_auc_by_weight=blend_auc_by_weight,
