@@ -83,36 +83,18 @@ def train(
 
     Raises ChampionUnavailableError, after recording the refusal, when a champion exists but cannot be scored.
     """
-    import mlflow
-
-    snapshot_dir = snapshot_dir or latest_snapshot_dir(settings, contract.name)
-    frame, metadata = load_snapshot(snapshot_dir)
+    data, metadata = _training_data(settings, contract, snapshot_dir)
     seed = settings.training.seed
-    data = TrainingData(frame, metadata, contract, settings.training.cv_folds, seed)
-    if data.validation != "out_of_time":
-        log.warning(
-            "dataset %s has no event time: NO OUT-OF-TIME VALIDATION IS POSSIBLE; evaluating on a stratified 20 %% "
-            "holdout instead, which overstates how the model will do on future customers",
-            contract.name,
-        )
-    total_trials = n_trials or settings.training.n_trials
     leakage = leakage_findings(data, contract)
-
     configure_mlflow(settings)
     experiment_id = ensure_experiment(settings, contract)
     study = open_study(settings, contract, metadata, seed)
-    parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
-    if parent_run_id:
-        close_interrupted_trial_runs(experiment_id, parent_run_id)
-    # A retried task re-enters the same parent run, so its trials stay under one training in MLflow.
-    parent = mlflow.start_run(
-        run_id=parent_run_id, experiment_id=experiment_id, run_name=None if parent_run_id else f"train-{contract.name}"
-    )
-    with parent:
+    with _parent_run(study, experiment_id, contract) as parent:
         run_id = parent.info.run_id
         study.set_user_attr(PARENT_RUN_ATTR, run_id)
         commit = git_commit()
         _tag_training_run(contract, metadata, data, commit)
+        total_trials = n_trials or settings.training.n_trials
         run_search(study, data, seed, total_trials, settings.training.timeout_seconds, experiment_id, on_trial)
         selected = select_and_evaluate(settings.training, contract, data, study, seed)
         champion = champion_for_comparison(contract.model_name, data)
@@ -150,6 +132,34 @@ def train(
         snapshot_id=metadata.snapshot_id,
         evaluation_path=evaluation_path,
         evaluation=evaluation,
+    )
+
+
+def _training_data(
+    settings: Settings, contract: DatasetContract, snapshot_dir: Path | None
+) -> tuple[TrainingData, SnapshotMetadata]:
+    """The snapshot (the dataset's latest unless given) split into training and evaluation rows."""
+    frame, metadata = load_snapshot(snapshot_dir or latest_snapshot_dir(settings, contract.name))
+    data = TrainingData(frame, metadata, contract, settings.training.cv_folds, settings.training.seed)
+    if data.validation != "out_of_time":
+        log.warning(
+            "dataset %s has no event time: NO OUT-OF-TIME VALIDATION IS POSSIBLE; evaluating on a stratified 20 %% "
+            "holdout instead, which overstates how the model will do on future customers",
+            contract.name,
+        )
+    return data, metadata
+
+
+def _parent_run(study: Any, experiment_id: str, contract: DatasetContract) -> Any:
+    """The training's MLflow parent run, started or, for a retried task, re-entered (its id is a study attribute),
+    so all trials stay under one training in MLflow."""
+    import mlflow
+
+    parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if parent_run_id:
+        close_interrupted_trial_runs(experiment_id, parent_run_id)
+    return mlflow.start_run(
+        run_id=parent_run_id, experiment_id=experiment_id, run_name=None if parent_run_id else f"train-{contract.name}"
     )
 
 
