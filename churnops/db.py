@@ -441,7 +441,7 @@ def write_model_evaluation(
     )
 
 
-# The gate's figures beside the decision (migration 0004), passed to `write_promotion_decision` as `statistics`.
+# The gate's figures beside the decision (migration 0006), passed to `write_promotion_decision` as `statistics`.
 PROMOTION_STATISTICS = (
     "rule",
     "evaluation_rows",

@@ -1,6 +1,6 @@
--- 0004_promotion_gate_statistics: every number the promotion gate decided on, beside the decision.
+-- 0006_promotion_gate_statistics: every number the promotion gate decided on, beside the decision.
 -- Applied inside one transaction by the migration runner, which records it in churnops.schema_migrations.
--- Never edit this file once released: add 0005_<change>.sql instead (see docs/database.md).
+-- Never edit this file once released: add 0007_<change>.sql instead (see docs/database.md).
 
 -- Why: the gate compares challenger and champion on the same rows with DeLong's paired test and checks that Brier
 -- score and log loss are not worse; a row that kept only the two AUCs and the margin could not say why a model
