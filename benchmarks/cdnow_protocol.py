@@ -24,7 +24,7 @@ from churnops.config import Settings
 from churnops.dataset import load_contract
 from churnops.snapshots import latest_snapshot_dir
 from jobs.report import metrics_table
-from jobs.train import train
+from jobs.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"

@@ -42,10 +42,15 @@ class TrainingSettings(BaseModel):
     timeout_seconds: int | None = Field(None, ge=1)
     seed: int = 42
     cv_folds: int = Field(2, ge=1)
-    # A challenger replaces the champion only if its out-of-time ROC AUC is higher by more than this.
+    # A challenger replaces the champion only if its out-of-time ROC AUC is higher by more than this...
     promotion_margin: float = Field(0.002, ge=0.0)
+    # ... and the gain is significant: DeLong's two-sided test of the paired AUC difference at this level.
+    promotion_significance_level: float = Field(0.05, gt=0.0, lt=1.0)
+    # Non-inferiority: the challenger's Brier score and log loss may exceed the champion's by at most these.
+    promotion_brier_tolerance: float = Field(0.002, ge=0.0)
+    promotion_log_loss_tolerance: float = Field(0.005, ge=0.0)
     min_auc: float = Field(0.6, ge=0.0, le=1.0)
-    # How the decision threshold stored with the model is chosen (on the last time fold, never out of time):
+    # How the decision threshold stored with the model is chosen (on out-of-fold predictions, never out of time):
     # best F1, or the score that flags the top `threshold_top_fraction` of customers (a campaign budget).
     threshold_objective: Literal["f1", "top_fraction"] = "f1"
     threshold_top_fraction: float = Field(0.10, gt=0.0, lt=1.0)

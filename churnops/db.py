@@ -463,6 +463,27 @@ def write_model_evaluation(
     )
 
 
+# The gate's figures beside the decision (migration 0006), passed to `write_promotion_decision` as `statistics`.
+PROMOTION_STATISTICS = (
+    "rule",
+    "evaluation_rows",
+    "challenger_brier",
+    "champion_brier",
+    "challenger_log_loss",
+    "champion_log_loss",
+    "auc_difference",
+    "auc_difference_standard_error",
+    "auc_difference_ci_low",
+    "auc_difference_ci_high",
+    "p_value",
+    "significance_level",
+    "min_auc",
+    "brier_tolerance",
+    "log_loss_tolerance",
+    "champion_error",
+)
+
+
 def write_promotion_decision(
     conn: Connection,
     *,
@@ -478,12 +499,19 @@ def write_promotion_decision(
     margin: float,
     eval_cutoff: dt.date | None = None,
     mlflow_run_id: str | None = None,
+    statistics: Mapping[str, Any] | None = None,
 ) -> int:
-    """Record one champion/challenger gate decision (promoted or not, and why); return its id."""
+    """Record one champion/challenger gate decision (promoted or not, why, and the figures it compared); return
+    its id. `statistics` holds any of `PROMOTION_STATISTICS` (the rule that decided, Brier and log loss of both,
+    the AUC difference with its confidence interval and p-value, the rules' levels)."""
+    unknown = sorted(set(statistics or {}) - set(PROMOTION_STATISTICS))
+    if unknown:
+        raise ValueError(f"unknown promotion statistics {unknown}; expected some of {list(PROMOTION_STATISTICS)}")
     return _insert_returning_id(
         conn,
         "promotion_decisions",
         {
+            **(statistics or {}),
             "dataset": dataset,
             "model_name": model_name,
             "challenger_version": str(challenger_version),

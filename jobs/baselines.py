@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from churnops import registry
+from churnops import postprocess
 from churnops.dataset import DatasetContract
 from churnops.features import LABEL
 
 # Snapshot columns the baselines read (declared in churnops.features): RFM as of each cutoff.
-ACTIVE_DAYS_COLUMN, TENURE_COLUMN, RECENCY_COLUMN = registry.BGNBD_INPUT_COLUMNS
-DAYS_PER_PERIOD = registry.BGNBD_DAYS_PER_PERIOD  # weeks, the unit of the published CDNOW parameters
+ACTIVE_DAYS_COLUMN, TENURE_COLUMN, RECENCY_COLUMN = postprocess.BGNBD_INPUT_COLUMNS
+DAYS_PER_PERIOD = postprocess.BGNBD_DAYS_PER_PERIOD  # weeks, the unit of the published CDNOW parameters
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def rfm_from_features(frame: pd.DataFrame) -> RFM:
     columns = [frame[c].to_numpy(dtype=float) for c in (ACTIVE_DAYS_COLUMN, TENURE_COLUMN, RECENCY_COLUMN)]
     if any(np.isnan(c).any() for c in columns):
         raise ValueError("BG/NBD needs every customer to have at least one event before the cutoff")
-    frequency, recency, age = registry.bgnbd_inputs_from_days(*columns)
+    frequency, recency, age = postprocess.bgnbd_inputs_from_days(*columns)
     return RFM(frequency=frequency, recency=recency, age=age)
 
 
@@ -111,7 +111,7 @@ def fit_bgnbd(rfm: RFM) -> BGNBDParams:
 
 def bgnbd_purchase_probability(params: BGNBDParams, rfm: RFM, horizon_days: float) -> np.ndarray:
     """P(at least one purchase in (T, T + horizon] | history); the formula a served blend also evaluates."""
-    return registry.bgnbd_purchase_probability(
+    return postprocess.bgnbd_purchase_probability(
         params.as_dict(), rfm.frequency, rfm.recency, rfm.age, horizon_days / DAYS_PER_PERIOD
     )
 

@@ -19,11 +19,8 @@ import numpy as np
 from jobs.evaluate import binary_metrics, stability
 
 if TYPE_CHECKING:
-    from churnops.config import Settings
     from churnops.dataset import DatasetContract
-    from churnops.registry import LoadedModel
     from churnops.snapshots import SnapshotMetadata
-    from jobs.train import PromotionDecision
 
 EVALUATION_FILE = "evaluation.json"
 MODEL_CARD_FILE = "model_card.md"
@@ -40,14 +37,17 @@ def build_evaluation(
     run_id: str,
     git_commit: str,
     selected: dict[str, Any],
-    champion: LoadedModel | None,
+    champion_version: str | None,
     champion_scores: np.ndarray | None,
     labels: np.ndarray,
-    decision: PromotionDecision,
+    promotion: dict[str, Any],
     leakage: list[dict[str, Any]],
-    settings: Settings,
 ) -> dict[str, Any]:
-    """Everything a reader of one training run needs, as plain JSON-able data."""
+    """Everything a reader of one training run needs, as plain JSON-able data.
+
+    `promotion` is the gate's decision as a record (`PromotionDecision.as_record`); `champion_scores` is None when
+    there is no champion or it could not be scored on these rows.
+    """
     baselines = {name: binary_metrics(labels, s) for name, s in selected["baseline_scores"].items()}
     return {
         "dataset": contract.name,
@@ -66,9 +66,9 @@ def build_evaluation(
             "uncalibrated_metrics": selected["uncalibrated_metrics"],
         },
         "champion": None
-        if champion is None
+        if champion_version is None
         else {
-            "version": champion.version,
+            "version": champion_version,
             "metrics": None if champion_scores is None else binary_metrics(labels, champion_scores),
         },
         "baselines": baselines,
@@ -90,15 +90,7 @@ def build_evaluation(
         },
         "retro_test": {"gini_by_cutoff": selected["retro_gini"], **stability(selected["retro_gini"])},
         "leakage_findings": leakage,
-        "promotion": {
-            "promoted": decision.promoted,
-            "reason": decision.reason,
-            "champion_version": decision.champion_version,
-            "champion_roc_auc": decision.champion_auc,
-            "margin": settings.training.promotion_margin,
-            "min_auc": settings.training.min_auc,
-            "sanity_checks": decision.sanity_checks,
-        },
+        "promotion": promotion,
     }
 
 
@@ -364,16 +356,18 @@ def model_card(evaluation: dict[str, Any]) -> str:
         + f"; mean {retro['gini_mean']:.3f}, std {retro['gini_std']:.3f}, spread {retro['gini_spread']:.3f}.",
         "",
         "## Promotion",
-        f"- Promoted to champion: **{promotion['promoted']}** — {promotion['reason']}.",
+        f"- Promoted to champion: **{promotion['promoted']}** (rule `{promotion.get('rule', 'n/a')}`) — "
+        f"{promotion['reason']}.",
         f"- Sanity checks: {promotion['sanity_checks']}; margin {promotion['margin']}, "
         f"AUC floor {promotion['min_auc']}.",
+        *_comparison_lines(promotion),
         "",
         "## Caveats",
         "- Scores rank customers at one cutoff; deciles and bands are relative to the scored list.",
-        "- Probabilities are calibrated on the last training fold; a label-rate shift after training moves them "
-        "(watch the calibration plot and the drift DAG).",
+        "- Probabilities are calibrated on the training folds' out-of-fold predictions; a label-rate shift after "
+        "training moves them (watch the calibration plot and the drift DAG).",
         "- The registered artifact is the LightGBM booster; the BG/NBD blend and calibration are stored in its "
-        "metadata and applied by `churnops.registry` (scoring and the API), not by MLflow's generic pyfunc.",
+        "metadata and applied by `churnops.postprocess` (scoring and the API), not by MLflow's generic pyfunc.",
     ]
     if evaluation["leakage_findings"]:
         lines.append(
@@ -384,3 +378,18 @@ def model_card(evaluation: dict[str, Any]) -> str:
             )
         )
     return "\n".join(lines) + "\n"
+
+
+def _comparison_lines(promotion: dict[str, Any]) -> list[str]:
+    """The champion comparison behind the decision, when there was a champion to compare with."""
+    if promotion.get("auc_difference") is None:
+        return []
+    return [
+        f"- Against the champion on the same rows: ROC AUC difference {promotion['auc_difference']:+.4f} "
+        f"({1 - promotion['significance_level']:.0%} CI [{promotion['auc_difference_ci_low']:+.4f}, "
+        f"{promotion['auc_difference_ci_high']:+.4f}], DeLong p = {promotion['p_value']:.3g}, level "
+        f"{promotion['significance_level']}); Brier {promotion['challenger_brier']:.4f} vs "
+        f"{promotion['champion_brier']:.4f} (tolerance {promotion['brier_tolerance']}), log loss "
+        f"{promotion['challenger_log_loss']:.4f} vs {promotion['champion_log_loss']:.4f} "
+        f"(tolerance {promotion['log_loss_tolerance']})."
+    ]

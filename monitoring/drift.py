@@ -279,7 +279,7 @@ def run_drift_check(
     Returns the snapshot comparison first, then the prediction-log comparison when there was enough traffic.
     Raises NoChampionError when the dataset has no champion yet.
     """
-    from churnops.registry import configure_mlflow, load_alias
+    from churnops.registry import champion_or_none, configure_mlflow, load_model_version
 
     monitoring = monitoring or settings.monitoring
     store = store or open_store(settings)
@@ -291,12 +291,10 @@ def run_drift_check(
         else f"{contract.name}-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     )
     configure_mlflow(settings)
-    try:
-        model = load_alias(contract.model_name)
-    except Exception as error:
-        if "not found" in str(error).lower() or "RESOURCE_DOES_NOT_EXIST" in str(error):
-            raise NoChampionError(f"{contract.model_name} has no champion yet") from error
-        raise
+    champion = champion_or_none(contract.model_name)
+    if champion is None:
+        raise NoChampionError(f"{contract.model_name} has no champion yet")
+    model = load_model_version(contract.model_name, str(champion.version))
 
     ref_frame, ref_meta = load_snapshot(reference_snapshot_dir(settings, contract, model))
     cur_frame, cur_meta = load_snapshot(snapshot_dir_for(settings, contract.name, run_date))

@@ -276,17 +276,13 @@ def decision_from_dict(raw: dict[str, Any]) -> RetrainDecision:
 def champion_state(settings: Settings, model_name: str, dataset: str) -> ChampionState:
     """The registry's champion: version, out-of-time ROC AUC and the data time it was trained at (the run date of
     its training snapshot; the registration time for models that record none)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(model_name, "champion")
-    except Exception as error:
-        if "not found" in str(error).lower() or "RESOURCE_DOES_NOT_EXIST" in str(error):
-            return ChampionState(version=None)
-        raise
     import mlflow
 
+    from churnops.registry import champion_or_none
+
+    version = champion_or_none(model_name)
+    if version is None:
+        return ChampionState(version=None)
     metadata = mlflow.models.get_model_info(f"models:/{model_name}/{version.version}").metadata or {}
     auc = metadata.get("out_of_time_metrics", {}).get("roc_auc")
     run_date = _training_run_date(settings, dataset, metadata)

@@ -108,14 +108,10 @@ def observe_step(
 
 
 def champion_version(contract: DatasetContract) -> str | None:
-    from mlflow import MlflowClient
+    from churnops.registry import champion_or_none
 
-    try:
-        return str(MlflowClient().get_model_version_by_alias(contract.model_name, "champion").version)
-    except Exception as error:  # only "no champion yet" is expected here
-        if "RESOURCE_DOES_NOT_EXIST" in str(error) or "not found" in str(error).lower():
-            return None
-        raise
+    champion = champion_or_none(contract.model_name)
+    return None if champion is None else str(champion.version)
 
 
 def _training_of(contract: DatasetContract, day: str) -> dict[str, Any]:

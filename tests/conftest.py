@@ -27,7 +27,7 @@ def trained_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Train
     from jobs.features import build_feature_snapshot
     from jobs.generate import generate, write_generated
     from jobs.spark import spark_session
-    from jobs.train import train
+    from jobs.training import train
 
     home: Path = tmp_path_factory.mktemp("churnops-home")
     settings = Settings(home=home, training={"n_trials": 10, "seed": 3}, spark={"master": "local[2]"})

@@ -63,15 +63,22 @@ def churnops_scoring() -> None:
     ) -> dict[str, Any]:
         import datetime as dt
 
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from churnops.config import Settings
         from churnops.dataset import load_contract
+        from churnops.registry import champion_or_none, configure_mlflow
         from jobs.score import score
 
         target = run_target(params, dag_run, triggering_asset_events, MODEL)
         settings = Settings()
+        contract = load_contract(target["dataset"], settings)
+        configure_mlflow(settings)
+        if champion_or_none(contract.model_name) is None:
+            raise AirflowSkipException(f"{contract.model_name} has no champion yet: nothing scores the list")
         run = score(
             settings,
-            load_contract(target["dataset"], settings),
+            contract,
             run_id=run_id or "manual",
             run_date=dt.date.fromisoformat(target["run_date"]),
             cutoff=dt.date.fromisoformat(params["cutoff"]) if params["cutoff"] else None,

@@ -62,7 +62,7 @@ def churnops_training() -> None:
         from churnops.config import Settings
         from churnops.dataset import load_contract
         from churnops.snapshots import snapshot_dir_for
-        from jobs.train import train
+        from jobs.training import train
 
         target = run_target(params, dag_run, triggering_asset_events, RETRAIN_REQUEST)
         requests = list(triggering_asset_events[RETRAIN_REQUEST]) if triggering_asset_events else []

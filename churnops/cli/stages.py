@@ -82,7 +82,7 @@ def train(
     """Tune LightGBM with Optuna (trials tracked in MLflow), evaluate out of time, register, gate the champion."""
     settings, contract = setup(dataset)
     from churnops.snapshots import snapshot_dir_for
-    from jobs.train import train as train_model
+    from jobs.training import train as train_model
 
     snapshot = snapshot_dir_for(settings, contract.name, day(run_date))
 

@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -470,20 +469,21 @@ def test_injected_drift_is_confirmed_then_retrains_through_the_assets_and_the_ga
         assert tags["churnops.run_date"] == "2024-12-31"
         new_version = mlflow.get_model_version(contract.model_name, summary["model_version"])
 
-        # The champion gate: promoted only if the new model beats the champion on the same customers by the margin.
-        gate = re.fullmatch(
-            r"evaluation ROC AUC (?P<new>[0-9.]+) (?P<verdict>beats|does not beat) champion "
-            rf"v{champion_before.version}'s (?P<champion>[0-9.]+) on the same customers by more than "
-            r"(?P<margin>[0-9.]+)",
-            summary["reason"],
-        )
-        assert gate, summary["reason"]
-        new_auc, champion_auc, margin = (float(gate[k]) for k in ("new", "champion", "margin"))
-        assert new_auc == pytest.approx(summary["out_of_time_roc_auc"], abs=5e-5)
-        assert margin == settings.training.promotion_margin
-        assert summary["promoted"] == (new_auc > champion_auc + margin) == (gate["verdict"] == "beats")
-        assert new_version.tags["promoted"] == str(summary["promoted"]).lower()
-        assert new_version.tags["promotion_reason"] == summary["reason"]
+        # The champion gate compared the new model with this champion on the same customers, and promoted it only
+        # if every comparison rule passed (margin, significance, Brier and log loss non-inferiority).
+        gate = new_version.tags
+        assert gate["gate.champion_version"] == str(champion_before.version), gate
+        assert float(gate["gate.challenger_roc_auc"]) == pytest.approx(summary["out_of_time_roc_auc"], abs=1e-12)
+        assert float(gate["gate.margin"]) == settings.training.promotion_margin
+        checks = dict(check.split("=") for check in gate["sanity_checks"].split(","))
+        assert {"auc_gain_above_margin", "auc_gain_significant", "brier_non_inferior"} <= set(checks), checks
+        assert (
+            summary["promoted"]
+            == all(v == "true" for v in checks.values())
+            == (gate["promotion_rule"] == "beats_champion")
+        ), summary["reason"]
+        assert gate["promoted"] == str(summary["promoted"]).lower()
+        assert gate["promotion_reason"] == summary["reason"]
         champion_after = mlflow.get_model_version_by_alias(contract.model_name, "champion").version
         assert champion_after == (summary["model_version"] if summary["promoted"] else champion_before.version)
 

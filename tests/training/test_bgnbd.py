@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnops.registry import ScorePostprocess
+from churnops.postprocess import ScorePostprocess
 from jobs.baselines import (
     RFM,
     BGNBDParams,
@@ -112,7 +112,7 @@ def test_rfm_from_features_counts_purchase_days_and_measures_weeks() -> None:
 
 
 def test_served_blend_evaluates_bgnbd_from_the_encoded_row_like_the_baseline() -> None:
-    """The registry's post-processing computes the same BG/NBD probability from the model's input columns."""
+    """The served post-processing computes the same BG/NBD probability from the model's input columns."""
     columns = ["amount_sum_all", "active_days_all", "days_since_first_event", "days_since_last_event"]
     frame = pd.DataFrame(
         {

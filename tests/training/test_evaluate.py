@@ -1,18 +1,21 @@
 """Evaluation measures a model the way the issue asks: metrics agree with references, the threshold follows its
-objective, calibration is kept only when it helps, and the retro-test summarises stability."""
+objective, calibration is kept only when it helps, the retro-test summarises stability, and DeLong's paired test of
+two AUCs agrees with sklearn and a paired bootstrap."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import stats
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from churnops.metrics import precision_at_top, recall_at_top
-from churnops.registry import apply_calibration
+from churnops.postprocess import apply_calibration
 from jobs.evaluate import (
     binary_metrics,
     choose_threshold,
+    compare_aucs,
     fit_calibration,
     ks_statistic,
     select_calibration,
@@ -104,3 +107,54 @@ def test_stability_reports_gini_spread_across_cutoffs() -> None:
 def test_metrics_refuse_labels_with_a_single_class() -> None:
     with pytest.raises(ValueError, match="both classes"):
         binary_metrics(np.zeros(10), np.linspace(0, 1, 10))
+
+
+def paired_scores(n: int, seed: int, first_strength: float, second_strength: float):
+    """Labels and two models' probabilities sharing most of their noise (as two models of the same data do)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.3).astype(np.int64)
+    shared = rng.normal(size=n)
+    signal = labels - 0.3
+
+    def probability(strength: float) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(1.0 - strength * signal - shared - 0.3 * rng.normal(size=n)))
+
+    return labels, probability(first_strength), probability(second_strength)
+
+
+def test_delong_aucs_equal_sklearns_including_tied_scores() -> None:
+    labels, first, second = paired_scores(2000, seed=8, first_strength=2.0, second_strength=1.5)
+    tied = np.round(second, 1)  # a handful of distinct values: many ties within and across classes
+    comparison = compare_aucs(labels, first, tied)
+    assert comparison.auc_first == pytest.approx(roc_auc_score(labels, first), abs=1e-12)
+    assert comparison.auc_second == pytest.approx(roc_auc_score(labels, tied), abs=1e-12)
+
+
+def _rank_sum_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mann-Whitney's U over scipy's ranks: an AUC computed independently of `compare_aucs`."""
+    positives = labels == 1
+    m, n = positives.sum(), (~positives).sum()
+    return float((rankdata(scores)[positives].sum() - m * (m + 1) / 2) / (m * n))
+
+
+@pytest.mark.parametrize(("n", "seed"), [(3000, 9), (600, 10)])
+def test_delong_standard_error_and_interval_match_a_paired_bootstrap(n: int, seed: int) -> None:
+    labels, first, second = paired_scores(n, seed=seed, first_strength=2.0, second_strength=1.7)
+    comparison = compare_aucs(labels, first, second)
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(1000):
+        rows = rng.integers(0, n, n)
+        if labels[rows].min() == labels[rows].max():
+            continue
+        differences.append(_rank_sum_auc(labels[rows], first[rows]) - _rank_sum_auc(labels[rows], second[rows]))
+    bootstrap_se = float(np.std(differences, ddof=1))
+    assert comparison.standard_error == pytest.approx(bootstrap_se, rel=0.1)
+    low, high = np.quantile(differences, [0.025, 0.975])
+    assert comparison.ci_low == pytest.approx(low, abs=0.25 * bootstrap_se)
+    assert comparison.ci_high == pytest.approx(high, abs=0.25 * bootstrap_se)
+
+
+def test_delong_refuses_labels_of_one_class() -> None:
+    with pytest.raises(ValueError, match="both classes"):
+        compare_aucs(np.ones(5), np.arange(5.0), np.arange(5.0))

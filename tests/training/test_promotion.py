@@ -58,7 +58,7 @@ def fresh_home(root: Path, trained_platform, seed: int = SEED, **settings: objec
 @pytest.fixture(scope="module")
 def champion_home(tmp_path_factory: pytest.TempPathFactory, trained_platform):
     """A folder whose registry has one champion, trained on the real (unshuffled) snapshot."""
-    from jobs.train import train
+    from jobs.training import train
 
     home = fresh_home(tmp_path_factory.mktemp("champion"), trained_platform)
     result = train(home.settings, home.contract)
@@ -124,7 +124,7 @@ def throwaway_database():
 def test_model_trained_on_shuffled_labels_is_challenger_and_not_promoted(champion_home) -> None:
     """It is registered and aliased `challenger`, the champion stays, and the reason is in MLflow, in
     evaluation.json and in PostgreSQL."""
-    from jobs.train import train
+    from jobs.training import train
 
     home, champion = champion_home
     shuffled = write_shuffled_snapshot(home.snapshot_dir, seed=1)
@@ -158,7 +158,7 @@ def test_model_trained_on_shuffled_labels_is_challenger_and_not_promoted(champio
 
 
 def test_two_runs_with_the_same_snapshot_and_seed_give_identical_metrics(champion_home, tmp_path, trained_platform):
-    from jobs.train import train
+    from jobs.training import train
 
     _, first = champion_home
     again = fresh_home(tmp_path, trained_platform)
@@ -175,7 +175,8 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
     parent run and registers exactly one new version."""
     import optuna
 
-    from jobs.train import PARENT_RUN_ATTR, train
+    from jobs.training import train
+    from jobs.training.search import PARENT_RUN_ATTR
 
     home, champion = champion_home
     total = 8
@@ -185,7 +186,7 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
     study_name = f"{home.contract.name}-{load_snapshot(home.snapshot_dir)[1].snapshot_id}-seed{seed}"
     script = (
         "import sys; from churnops.config import Settings; from churnops.dataset import load_contract; "
-        "from jobs.train import train; s = Settings(); "
+        "from jobs.training import train; s = Settings(); "
         f"train(s, load_contract({home.contract.name!r}, s), n_trials={total})"
     )
     env = {**os.environ, "CHURNOPS_HOME": str(settings.home), "CHURNOPS_TRAINING__SEED": str(seed)}
@@ -222,3 +223,47 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
     assert len(versions) == len(before_versions) + 1
     assert aliases["challenger"] == result.model_version
     assert aliases["champion"] == (result.model_version if result.decision.promoted else champion.model_version)
+
+
+def test_a_champion_whose_artifact_cannot_be_loaded_fails_the_training_without_moving_champion(
+    tmp_path, trained_platform
+) -> None:
+    """Only a missing model or alias means "no champion": a champion whose booster file is gone makes the gate
+    refuse, the refusal is recorded (challenger alias, version tags, PostgreSQL row), and then the training fails."""
+    from urllib.parse import urlparse
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from jobs.training import train
+    from jobs.training.job import ChampionUnavailableError
+
+    home = fresh_home(tmp_path, trained_platform)
+    first = train(home.settings, home.contract)
+    assert first.decision.promoted
+    name = home.contract.model_name
+    source = MlflowClient().get_model_version(name, first.model_version).source
+    artifacts = Path(urlparse(mlflow.get_logged_model(source.removeprefix("models:/")).artifact_location).path)
+    (artifacts / "model.lgb").unlink()
+
+    with throwaway_database() as url:
+        settings = home.settings.model_copy(update={"database_url": SecretStr(url)})
+        with pytest.raises(ChampionUnavailableError, match="could not be loaded or scored"):
+            train(settings, home.contract)
+        with contextlib.closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT challenger_version, champion_version, promoted, rule, champion_error "
+                "FROM churnops.promotion_decisions"
+            )
+            rows = cur.fetchall()
+
+    versions, aliases = registry_state(home)
+    refused = max(versions, key=int)
+    assert refused != first.model_version
+    assert aliases == {"champion": first.model_version, "challenger": refused}
+    assert len(rows) == 1
+    challenger, champion, promoted, rule, error = rows[0]
+    assert (challenger, champion, promoted, rule) == (refused, first.model_version, False, "champion_unavailable")
+    assert "loading failed" in error
+    tags = MlflowClient().get_model_version(name, refused).tags
+    assert (tags["promoted"], tags["promotion_rule"]) == ("false", "champion_unavailable")
