@@ -242,18 +242,18 @@ def cutoff_inputs(
     customer indexed by customer id (a snapshot's rows for the cutoff); customers it lacks get NaN.
     """
     cutoff = pd.Timestamp(cutoff)
+    if catalog is not None:
+        if catalog.index.has_duplicates:
+            raise ValueError(f"the catalog features for {cutoff.date()} have duplicate customer ids")
+        clash = [c for c in catalog.columns if c in VALUE_FEATURES]
+        if clash:
+            raise ValueError(f"catalog columns {clash} clash with the value features; drop them from the catalog")
     history = purchase_history(events, cutoff)
     fit = fit_btyd(history)
-    own = pd.concat(
+    features = pd.concat(
         [history, btyd_features(fit, history), recent_purchase_features(events, cutoff).reindex(history.index)],
         axis=1,
     )[list(VALUE_FEATURES)]
-    if catalog is None:
-        return CutoffInputs(cutoff=cutoff, history=history, fit=fit, features=own)
-    if catalog.index.has_duplicates:
-        raise ValueError(f"the catalog features for {cutoff.date()} have duplicate customer ids")
-    clash = [c for c in catalog.columns if c in own.columns]
-    if clash:
-        raise ValueError(f"catalog columns {clash} clash with the value features; drop them from the catalog")
-    features = pd.concat([own, catalog.reindex(history.index)], axis=1)
+    if catalog is not None:
+        features = pd.concat([features, catalog.reindex(history.index)], axis=1)
     return CutoffInputs(cutoff=cutoff, history=history, fit=fit, features=features)

@@ -75,3 +75,22 @@ def test_recent_purchase_features_read_the_last_purchase_days_before_the_cutoff(
     assert a["days_first_to_second_purchase"] == 14.0
     assert (a["purchase_days_first_28d"], a["amount_first_28d"]) == (2.0, 35.0)
     assert np.isnan(recent.loc["b", "amount_purchase_day_last_2"])
+
+
+def test_past_spend_rate_is_spend_per_day_known_times_the_horizon() -> None:
+    from jobs.value.features import past_spend_rate_value
+
+    history = purchase_history(LOG, CUTOFF)
+    # a: $75 over 56 days; b: $8 over 7 days.
+    assert past_spend_rate_value(history, 28).tolist() == pytest.approx([75 / 56 * 28, 8 / 7 * 28])
+
+
+def test_catalog_features_must_be_one_row_per_customer_and_not_rename_value_features() -> None:
+    from jobs.value.features import cutoff_inputs
+
+    duplicated = pd.DataFrame({"amount_sum_30d": [1.0, 2.0]}, index=pd.Index(["a", "a"], name="customer_id"))
+    with pytest.raises(ValueError, match="duplicate customer ids"):
+        cutoff_inputs(LOG, CUTOFF, duplicated)
+    clashing = pd.DataFrame({"frequency": [1.0]}, index=pd.Index(["a"], name="customer_id"))
+    with pytest.raises(ValueError, match=r"\['frequency'\] clash"):
+        cutoff_inputs(LOG, CUTOFF, clashing)
