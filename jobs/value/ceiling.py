@@ -142,6 +142,7 @@ def ceiling_diagnostics(
             if best_spearman < 0.48 and best_capture < 0.54
             else "At least one diagnostic reaches a target, so part of the gap is the out-of-time protocol itself."
         ),
+        "",
         f"Pareto/NBD x Gamma-Gamma forecasts {btyd_total:.1%} of the realised total. Scaled to the same total, the "
         f"value model's MAE is ${scaled_mae:.2f} against its ${btyd_mae:.2f}: "
         + (

@@ -139,20 +139,40 @@ class MetricEstimate:
     high: float
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """Every metric of every prediction with its interval, and each prediction's paired difference to a reference."""
+
+    estimates: dict[str, dict[str, MetricEstimate]]
+    # differences[name][metric]: metric(reference) - metric(name), point and interval over the same resamples.
+    differences: dict[str, dict[str, MetricEstimate]]
+
+
+def _interval(draws: np.ndarray, value: float, level: float) -> MetricEstimate:
+    tail = (1 - level) / 2 * 100
+    finite = draws[np.isfinite(draws)]
+    low, high = np.percentile(finite, [tail, 100 - tail]) if len(finite) else (np.nan, np.nan)
+    return MetricEstimate(value=value, low=float(low), high=float(high))
+
+
 def bootstrap_metrics(
     actual: np.ndarray,
     predictions: Mapping[str, np.ndarray],
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-) -> dict[str, dict[str, MetricEstimate]]:
+    reference: str | None = None,
+) -> Bootstrap:
     """Every metric of every named prediction with a percentile bootstrap interval at `level`.
 
-    Resample i draws the same customers (with replacement, seeded) for every model, so the intervals of two
-    models measure them on identical data and their difference is not blurred by different draws.
+    Resample i draws the same customers (with replacement, seeded) for every model, so two models are measured on
+    identical data. With `reference` (one of the names), each other prediction also gets the paired difference
+    metric(reference) - metric(it), whose interval is what says whether the reference is really ahead.
     """
     if n_resamples < 1 or not 0 < level < 1:
         raise ValueError(f"need n_resamples >= 1 and 0 < level < 1; got {n_resamples}, {level}")
+    if reference is not None and reference not in predictions:
+        raise ValueError(f"reference {reference!r} is not one of the predictions {list(predictions)}")
     actual = np.asarray(actual, dtype=np.float64)
     arrays = {name: _arrays(actual, p)[1] for name, p in predictions.items()}
     draws = {name: {m: np.empty(n_resamples) for m in METRIC_NAMES} for name in arrays}
@@ -163,13 +183,13 @@ def bootstrap_metrics(
         for name, predicted in arrays.items():
             for metric, value in _metrics(sample, predicted[rows], sample_ranks).items():
                 draws[name][metric][i] = value
-    tail = (1 - level) / 2 * 100
-    result: dict[str, dict[str, MetricEstimate]] = {}
-    for name, predicted in arrays.items():
-        point = value_metrics(actual, predicted)
-        result[name] = {}
-        for metric in METRIC_NAMES:
-            finite = draws[name][metric][np.isfinite(draws[name][metric])]
-            low, high = np.percentile(finite, [tail, 100 - tail]) if len(finite) else (np.nan, np.nan)
-            result[name][metric] = MetricEstimate(value=point[metric], low=float(low), high=float(high))
-    return result
+    points = {name: value_metrics(actual, predicted) for name, predicted in arrays.items()}
+    estimates = {name: {m: _interval(draws[name][m], points[name][m], level) for m in METRIC_NAMES} for name in arrays}
+    differences: dict[str, dict[str, MetricEstimate]] = {}
+    if reference is not None:
+        for name in (n for n in arrays if n != reference):
+            differences[name] = {
+                m: _interval(draws[reference][m] - draws[name][m], points[reference][m] - points[name][m], level)
+                for m in METRIC_NAMES
+            }
+    return Bootstrap(estimates=estimates, differences=differences)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from jobs.ingest import EVENT_DAY
 from jobs.value.features import VALUE_FEATURES, CutoffInputs, SpendBasis, log_offset
 from jobs.value.history import value_in_window
 
@@ -95,8 +96,6 @@ class TrainingRows:
 
 def events_before(events: pd.DataFrame, cutoff: dt.date | pd.Timestamp) -> pd.DataFrame:
     """The event log without anything on or after `cutoff`: what may be known at that cutoff."""
-    from jobs.ingest import EVENT_DAY
-
     return events[pd.to_datetime(events[EVENT_DAY]) < pd.Timestamp(cutoff)]
 
 

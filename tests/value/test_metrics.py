@@ -84,15 +84,27 @@ def test_bootstrap_scores_every_model_on_the_same_resamples() -> None:
     rng = np.random.default_rng(0)
     actual = rng.gamma(0.3, 50.0, 400) * (rng.random(400) < 0.4)
     good = actual + rng.normal(0, 5, 400)
-    result = bootstrap_metrics(actual, {"good": good, "copy": good.copy(), "noise": rng.random(400)}, 200, seed=3)
-    # Identical predictions scored on identical resamples get identical intervals, metric by metric.
+    predictions = {"good": good, "copy": good.copy(), "noise": rng.random(400)}
+    result = bootstrap_metrics(actual, predictions, 200, seed=3, reference="good")
+    # Identical predictions scored on identical resamples get identical intervals, metric by metric, and their
+    # paired difference is exactly zero in every resample.
     for metric in METRIC_NAMES:
-        assert result["good"][metric] == result["copy"][metric]
+        assert result.estimates["good"][metric] == result.estimates["copy"][metric]
+        assert (result.differences["copy"][metric].low, result.differences["copy"][metric].high) == (0.0, 0.0)
     # The point estimate is the metric on all customers, and it lies inside its interval.
-    estimate = result["good"]["spearman"]
+    estimate = result.estimates["good"]["spearman"]
     assert estimate.value == pytest.approx(spearman(actual, good))
     assert estimate.low <= estimate.value <= estimate.high
-    assert result["noise"]["spearman"].high < estimate.low
+    assert result.estimates["noise"]["spearman"].high < estimate.low
+    ahead = result.differences["noise"]["spearman"]
+    assert ahead.value == pytest.approx(estimate.value - result.estimates["noise"]["spearman"].value)
+    assert ahead.low > 0
+    assert "good" not in result.differences
+
+
+def test_bootstrap_refuses_a_reference_that_is_not_a_prediction() -> None:
+    with pytest.raises(ValueError, match="reference 'model'"):
+        bootstrap_metrics(ACTUAL, {"m": PREDICTED}, 10, reference="model")
 
 
 def test_bootstrap_is_reproducible_from_its_seed() -> None:
