@@ -13,10 +13,10 @@ import pytest
 from churnops.bronze import AMOUNT, read_manifest
 from churnops.dataset import bronze_dir
 from churnops.features import CUTOFF, ENTITY_ID, model_feature_columns
-from jobs.features import compute_feature_table
+from jobs.feature_frames import compute_feature_table
 from jobs.ingest import ingest_events
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
-from tests.features.test_spark_features import assert_same_features, spark_features
+from tests.features.test_spark_features import OBSERVED_UNTIL, assert_same_features, spark_features
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_the_feature_job_reads_only_the_parts_the_manifest_lists(spark, small_sy
         frame.assign(**{AMOUNT: frame[AMOUNT] * 10}).to_parquet(stray, index=False)
 
     # The committed manifest as a reader holds it (an ingestion run now would delete the strays first).
-    actual = compute_feature_table(spark, contract, settings, CUTOFFS, manifest).toPandas()
+    actual = compute_feature_table(spark, contract, settings, CUTOFFS, OBSERVED_UNTIL, manifest).toPandas()
     actual[CUTOFF] = pd.to_datetime(actual[CUTOFF])
 
     assert len(list(root.rglob("stray.parquet"))) == len(manifest.event_parts())

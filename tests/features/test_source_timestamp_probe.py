@@ -4,9 +4,11 @@ cutoff is found on real Spark output and fails the snapshot with the feature nam
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import pytest
 
+import jobs.feature_frames as frames
 import jobs.features as feature_job
 from churnops.features import FeatureSpec, event_feature_specs
 from churnops.snapshots import dataset_dir
@@ -26,13 +28,13 @@ def contract_and_daily(spark, small_synthetic, tmp_path_factory):
     folder = tmp_path_factory.mktemp("probe")
     contract = write_contract(folder, synthetic_contract_yaml(small_synthetic, name="probe"))
     settings = make_settings(folder / "home")
-    daily = feature_job.bucket_by_day(feature_job.read_events(spark, contract, settings), contract)
-    return contract, daily, sorted(set(contract.plan().all))
+    daily = frames.bucket_by_day(frames.read_events(spark, contract, settings), contract)
+    return contract, daily, sorted(set(contract.plan(dt.date(2025, 1, 1)).all))
 
 
 def test_every_catalog_feature_reads_only_rows_before_the_cutoff(contract_and_daily) -> None:
     contract, daily, cutoffs = contract_and_daily
-    counts = feature_job.features_reading_past_the_cutoff(
+    counts = frames.features_reading_past_the_cutoff(
         daily, contract, cutoffs, event_feature_specs(contract), sample_one_in=2
     )
     assert counts.pop("_rows_compared") > 100
@@ -42,7 +44,7 @@ def test_every_catalog_feature_reads_only_rows_before_the_cutoff(contract_and_da
 def test_a_window_without_its_lower_bound_is_found(contract_and_daily) -> None:
     contract, daily, cutoffs = contract_and_daily
     bounded = next(s for s in event_feature_specs(contract) if s.name == "amount_sum_30d")
-    counts = feature_job.features_reading_past_the_cutoff(daily, contract, cutoffs, [bounded, LEAKY], sample_one_in=2)
+    counts = frames.features_reading_past_the_cutoff(daily, contract, cutoffs, [bounded, LEAKY], sample_one_in=2)
     assert counts["amount_sum_30d"] == 0
     # Every sampled row whose customer bought in the label window changes; there are many in the synthetic data.
     assert counts[LEAKY.name] > 0.2 * counts["_rows_compared"]
@@ -54,8 +56,8 @@ def test_a_leaking_definition_fails_the_snapshot_with_its_name_and_writes_nothin
     contract = write_contract(tmp_path, synthetic_contract_yaml(small_synthetic, name="leaky"))
     settings = make_settings(tmp_path / "home")
     # A developer adds the leaky definition to the catalog.
-    monkeypatch.setattr(feature_job, "event_feature_specs", lambda c: [*event_feature_specs(c), LEAKY])
-    with pytest.raises(feature_job.FeatureLeakageError, match=LEAKY.name):
+    monkeypatch.setattr(frames, "event_feature_specs", lambda c: [*event_feature_specs(c), LEAKY])
+    with pytest.raises(frames.FeatureLeakageError, match=LEAKY.name):
         feature_job.build_feature_snapshot(spark, contract, settings)
     assert list(dataset_dir(settings, contract.name).glob("*/snapshot.json")) == []
 
@@ -66,7 +68,7 @@ def test_the_dataset_owner_can_allow_a_finding_and_the_snapshot_records_it(
     raw = synthetic_contract_yaml(small_synthetic, name="allowed")
     raw["leakage"] = {"allowed_features": [LEAKY.name]}
     contract = write_contract(tmp_path, raw)
-    monkeypatch.setattr(feature_job, "event_feature_specs", lambda c: [*event_feature_specs(c), LEAKY])
+    monkeypatch.setattr(frames, "event_feature_specs", lambda c: [*event_feature_specs(c), LEAKY])
     run = feature_job.build_feature_snapshot(spark, contract, make_settings(tmp_path / "home"))
     probe = run.metadata.leakage_probes["source_timestamps"]
     assert set(probe["features_reading_past_cutoff"]) == {LEAKY.name}
