@@ -57,7 +57,7 @@ BOOTSTRAP = dt.date(2024, 6, 3)
 RETRAIN_WEEKS = (2, 3, 4, 5, 6, 7)
 # Late run dates whose training cutoffs cover the weekly cohorts (12 weekly cutoffs each; see the module docstring).
 COVERING_RUN_DATES = (dt.date(2024, 10, 14), dt.date(2024, 12, 23))
-DRIFT_WEEKS_AFTER_SHIFT = 6
+DRIFT_WEEKS = 6
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,15 @@ def realized_table(
 
 
 def drift_table(
-    settings: Settings, contract: DatasetContract, cohorts: dict, champion: Model, shift: dt.date
+    settings: Settings,
+    contract: DatasetContract,
+    cohorts: dict,
+    champion: Model,
+    shift: dt.date,
+    weeks: tuple[dt.date, dt.date],
 ) -> pd.DataFrame:
-    """PSI of each weekly cohort against the champion's reference, and what the drift trigger would say."""
+    """PSI of each weekly cohort from `weeks[0]` to `weeks[1]` against the champion's reference, and what the drift
+    trigger would say if the champion stayed in place."""
     monitoring = settings.monitoring
     ref_frame, ref_meta = load_snapshot(reference_snapshot_dir(settings, contract, champion.loaded))
     reference = reference_rows(ref_frame, ref_meta, monitoring.reference_cutoffs)
@@ -141,8 +147,8 @@ def drift_table(
     importances = gain_importances(champion.loaded)
     runs: list[DriftRun] = []
     rows = []
-    week = BOOTSTRAP + WEEK
-    while week <= shift + DRIFT_WEEKS_AFTER_SHIFT * WEEK:
+    week, last = weeks
+    while week <= last and week in cohorts:
         measured = measure_drift(reference, cohorts[week], numeric, categorical, importances, monitoring)
         now = dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC)
         runs.insert(
@@ -209,7 +215,9 @@ def summary_lines(realized: pd.DataFrame, drift: pd.DataFrame, models: list[Mode
         f"{later[champion].mean():.3f} over the {len(later)} after those.",
     ]
     if not fired.empty:
-        lines.append(f"- The drift trigger first fires {fired.iloc[0]} weeks after the shift (champion unchanged).")
+        first = int(fired.iloc[0])
+        when = f"{first} weeks after the shift" if first >= 0 else f"{-first} weeks before the shift"
+        lines.append(f"- With the pre-shift champion in place, the drift trigger first fires {when}.")
     for model in models[1:]:
         both = realized[realized[model.label].notna()]
         gate = "promoted" if model.promoted else "not promoted"
@@ -218,6 +226,26 @@ def summary_lines(realized: pd.DataFrame, drift: pd.DataFrame, models: list[Mode
             f"{both[champion].mean():.3f} on the same {len(both)} cohorts ({gate} by the gate: {model.reason})."
         )
     return lines
+
+
+# The features the scenario (and the calendar) move, whose gain decides whether their drift counts.
+WATCHED_FEATURES = ("support_call_count_30d", "support_call_count_90d", "days_since_signup", "days_since_first_event")
+
+
+def importance_table(models: list[Model]) -> pd.DataFrame:
+    """Each model's gain share of the watched features, and its three largest."""
+    rows = []
+    for model in models:
+        gains = gain_importances(model.loaded)
+        top = sorted(gains.items(), key=lambda item: -item[1])[:3]
+        rows.append(
+            {
+                "model": model.label,
+                **{name: f"{gains.get(name, 0.0):.1%}" for name in WATCHED_FEATURES},
+                "largest": ", ".join(f"{name} {share:.1%}" for name, share in top),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -231,8 +259,22 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def run(customers: int, seed: int, trials: int, home: Path) -> str:
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class Measured:
+    settings: Settings
+    events: int
+    shift: dt.date
+    models: list[Model]
+    realized: pd.DataFrame
+    drift: pd.DataFrame
+    drift_after: pd.DataFrame
+    lag_weeks: int
+    feature_seconds: list[float]
+    train_seconds: float
+
+
+def measure(customers: int, seed: int, trials: int, home: Path) -> Measured:
+    """Generate the scenario, build the snapshots, train and retrain, and measure realized AUC and drift."""
     settings = Settings(home=home, training={"n_trials": trials}, spark={"master": "local[2]"})
     configure_mlflow(settings)
     contract = load_contract(DATASET, settings)
@@ -251,42 +293,67 @@ def run(customers: int, seed: int, trials: int, home: Path) -> str:
         label = f"retrained at shift+{weeks}w"
         models.append(train_model(settings, contract, snapshots[run_date][2], run_date, label, trials))
     train_seconds = time.perf_counter() - train_started
+    recovered = models[-1]
+    return Measured(
+        settings=settings,
+        events=len(data.events),
+        shift=shift,
+        models=models,
+        realized=realized_table(settings, contract, cohorts, models, shift, scenario.end),
+        drift=drift_table(
+            settings, contract, cohorts, models[0], shift, (BOOTSTRAP + WEEK, shift + DRIFT_WEEKS * WEEK)
+        ),
+        drift_after=drift_table(
+            settings, contract, cohorts, recovered, shift, (recovered.run_date + WEEK, scenario.end)
+        ),
+        lag_weeks=first_week_training_sees_the_shift(contract, shift),
+        feature_seconds=feature_seconds,
+        train_seconds=train_seconds,
+    )
 
-    realized = realized_table(settings, contract, cohorts, models, shift, scenario.end)
-    drift = drift_table(settings, contract, cohorts, models[0], shift)
-    lag_weeks = first_week_training_sees_the_shift(contract, shift)
-    importances = gain_importances(models[0].loaded)
-    top = sorted(importances.items(), key=lambda item: -item[1])[:10]
-    total = time.perf_counter() - started
+
+def render(measured: Measured, customers: int, seed: int, trials: int, seconds: float) -> str:
+    """The tables and the summary as Markdown."""
+    monitoring, recovered = measured.settings.monitoring, measured.models[-1]
+    contract = load_contract(DATASET, measured.settings)
     return "\n".join(
         [
-            f"Dataset `{DATASET}`: {customers:,} customers, seed {seed}, {len(data.events):,} events; price rise "
-            f"{PriceRise()} on {shift}. Horizon {contract.label.horizon_days} days, weekly cutoffs, "
+            f"Dataset `{DATASET}`: {customers:,} customers, seed {seed}, {measured.events:,} events; price rise "
+            f"{PriceRise()} on {measured.shift}. Horizon {contract.label.horizon_days} days, weekly cutoffs, "
             f"{contract.cutoffs.train_cutoffs} training cutoffs, population active within "
             f"{contract.population.active_within_days} days; {trials} Optuna trials per training.",
             "",
             "### Realized ROC AUC per weekly cohort",
             "",
-            markdown(realized),
+            markdown(measured.realized),
             "",
-            *summary_lines(realized, drift, models),
-            f"- A run's training first holds a cutoff after the shift {lag_weeks} weeks after it (the contract's "
-            "plan); a retraining before that learns nothing of the new mechanism.",
+            *summary_lines(measured.realized, measured.drift, measured.models),
+            f"- A run's training first holds a cutoff after the shift {measured.lag_weeks} weeks after it (the "
+            "contract's plan); a retraining before that learns nothing of the new mechanism.",
             "",
             "### Drift of each weekly cohort against the pre-shift champion's reference",
             "",
-            f"Reference: the champion's `{settings.monitoring.reference_cutoffs}` rows; a feature drifts at PSI >= "
-            f"{settings.monitoring.psi_drift}; it counts for retraining with >= "
-            f"{settings.monitoring.min_feature_importance:.0%} of the champion's gain. The trigger column is "
-            "`monitoring.retrain.drift_candidate` over the weeks so far (default settings, champion never "
-            "replaced).",
+            f"Reference: the champion's `{monitoring.reference_cutoffs}` rows; a feature drifts at PSI >= "
+            f"{monitoring.psi_drift}; it counts for retraining with >= {monitoring.min_feature_importance:.0%} of the "
+            "champion's gain. The trigger column is `monitoring.retrain.drift_candidate` over the weeks so far "
+            "(default settings, champion never replaced).",
             "",
-            markdown(drift),
+            markdown(measured.drift),
             "",
-            "Pre-shift champion's largest gain shares: " + ", ".join(f"{name} {share:.1%}" for name, share in top),
+            f"### Drift of the later weekly cohorts against the reference of the model {recovered.label}",
             "",
-            f"Run time: {total / 60:.1f} min in all; feature jobs {', '.join(f'{s:.0f}' for s in feature_seconds)} s "
-            f"(one Spark start each); {len(models)} trainings {train_seconds:.0f} s. Machine: {os.cpu_count()} cores, "
+            "The same measurement with the last retrained model in place of the champion "
+            f"({'promoted' if recovered.promoted else 'not promoted'} by the gate), from the week after its run date.",
+            "",
+            markdown(measured.drift_after),
+            "",
+            "### Gain shares (of each model's total gain)",
+            "",
+            markdown(importance_table(measured.models)),
+            "",
+            f"Run time: {seconds / 60:.1f} min in all; feature jobs "
+            f"{', '.join(f'{s:.0f}' for s in measured.feature_seconds)} s (one Spark start each); "
+            f"{len(measured.models)} trainings {measured.train_seconds:.0f} s. Machine: {os.cpu_count()} cores, "
             f"{platform.platform()}, shared with other work; run on {dt.date.today()}.",
         ]
     )
@@ -301,8 +368,10 @@ def main() -> None:
     parser.add_argument("--write-doc", action="store_true", help="also write docs/benchmarks/regime-shift.md")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="regime-shift-") as scratch:
-        report = run(args.customers, args.seed, args.trials, args.home or Path(scratch))
+        measured = measure(args.customers, args.seed, args.trials, args.home or Path(scratch))
+    report = render(measured, args.customers, args.seed, args.trials, time.perf_counter() - started)
     print(report)  # noqa: T201
     if args.write_doc:
         command = "    .venv/bin/python benchmarks/regime_shift_check.py " + " ".join(
