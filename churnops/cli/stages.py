@@ -32,6 +32,15 @@ def generate(
     dataset: DatasetOption = None,
     customers: Annotated[int, typer.Option(help="Number of synthetic customers.", min=10)] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 7,
+    shift_at: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            "--shift-at",
+            formats=["%Y-%m-%d"],
+            help="Start the regime change (a price rise for one plan in one region) on this day; the data before "
+            "it is unchanged. Default: the dataset's scenario (regime_shift: 2024-08-05; others: none).",
+        ),
+    ] = None,
 ) -> None:
     """Write a dataset's source files: the seeded synthetic generator, or the real CDNOW log."""
     settings, contract = setup(dataset)
@@ -42,16 +51,22 @@ def generate(
         path = getattr(importlib.import_module(module), function)(settings)
         console.print(f"{contract.name} source written to {path}")
         return
+    from jobs.generate import SCENARIOS, Scenario, write_generated
     from jobs.generate import generate as generate_data
-    from jobs.generate import write_generated
 
     if contract.events is None or contract.entities is None:
         raise typer.BadParameter(f"dataset {contract.name!r} has no generator; its files come from elsewhere")
+    scenario = SCENARIOS.get(contract.name, Scenario())
+    shift = day(shift_at) or scenario.shift_at
     with console.status(f"generating {customers:,} customers"):
-        data = generate_data(customers, seed=seed)
+        try:
+            data = generate_data(customers, seed=seed, start=scenario.start, end=scenario.end, shift_at=shift)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--shift-at") from error
         write_generated(data, contract.resolve(contract.events.path), contract.resolve(contract.entities.path))
+    regime = f" (regime change on {shift})" if shift else ""
     console.print(
-        f"{len(data.customers):,} customers and {len(data.events):,} events written to "
+        f"{len(data.customers):,} customers and {len(data.events):,} events{regime} written to "
         f"{contract.resolve(contract.events.path).parent}"
     )
 
