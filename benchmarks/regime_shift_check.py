@@ -42,7 +42,7 @@ from churnops.snapshots import load_snapshot
 from jobs.features import run_feature_job
 from jobs.generate import SCENARIOS, PriceRise, generate, write_generated
 from jobs.score import score_frame
-from jobs.train import train
+from jobs.training import train
 from monitoring.drift import gain_importances, measure_drift, reference_rows, reference_snapshot_dir
 from monitoring.realized import evaluate_list, realized_outcomes
 from monitoring.retrain import drift_candidate

@@ -264,6 +264,12 @@ def label_expression(contract: DatasetContract) -> str | None:
     )
 
 
+# Features that count the days since a fixed moment in a customer's past: for a customer who stays, each grows by
+# exactly the days between two cutoffs, so their distribution moves with the calendar even when nothing changed.
+# Drift compares them after moving the reference forward by that gap (monitoring/drift.py).
+CALENDAR_AGED_FEATURES = ("days_since_first_event", "days_since_signup")
+
+
 def entity_feature_names(contract: DatasetContract) -> tuple[list[str], list[str]]:
     """(numeric, categorical) attribute columns taken from the entity table as of the cutoff."""
     if contract.entities is None:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from churnops.config import MonitoringSettings, Settings
 from churnops.dataset import DatasetContract
-from churnops.features import CUTOFF
+from churnops.features import CALENDAR_AGED_FEATURES, CUTOFF
 from churnops.registry import LoadedModel
 from churnops.snapshots import SnapshotMetadata, dataset_dir, load_snapshot, snapshot_dir_for
 from monitoring.psi import missing_share, psi
@@ -176,6 +176,16 @@ def reference_rows(frame: pd.DataFrame, metadata: SnapshotMetadata, which: str) 
     return frame[frame[CUTOFF].isin(cutoffs)]
 
 
+def aged_to(reference: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """The reference with its calendar-aged features (days since a fixed past moment) moved forward to `cutoff`:
+    a customer who stays is that many days older, so only a real change in the mix shows as drift."""
+    aged = [c for c in CALENDAR_AGED_FEATURES if c in reference.columns]
+    if not aged:
+        return reference
+    gap = (cutoff - pd.to_datetime(reference[CUTOFF])).dt.days.astype("float64")
+    return reference.assign(**{c: reference[c] + gap for c in aged})
+
+
 def scoring_rows(frame: pd.DataFrame, metadata: SnapshotMetadata) -> pd.DataFrame:
     cutoffs = [pd.Timestamp(d) for d in metadata.cutoffs.get("scoring", [])]
     return frame[frame[CUTOFF].isin(cutoffs)]
@@ -298,8 +308,9 @@ def run_drift_check(
 
     ref_frame, ref_meta = load_snapshot(reference_snapshot_dir(settings, contract, model))
     cur_frame, cur_meta = load_snapshot(snapshot_dir_for(settings, contract.name, run_date))
-    reference = _sample(reference_rows(ref_frame, ref_meta, monitoring.reference_cutoffs), monitoring.max_rows)
     current = _sample(scoring_rows(cur_frame, cur_meta), monitoring.max_rows)
+    reference = _sample(reference_rows(ref_frame, ref_meta, monitoring.reference_cutoffs), monitoring.max_rows)
+    reference = aged_to(reference, pd.Timestamp(cur_meta.cutoffs["scoring"][0]))
     if reference.empty or current.empty:
         raise ValueError(
             f"nothing to compare: {len(reference)} reference rows in snapshot {ref_meta.snapshot_id}, "

@@ -31,7 +31,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from churnops.config import MonitoringSettings, Settings
+from churnops.config import MonitoringSettings
 from monitoring.store import DriftRun, MonitoringStore, RealizedPerformance, RetrainDecision
 
 TRIGGERS = ("manual", "drift_detected", "performance_drop", "scheduled")
@@ -74,45 +74,74 @@ class Candidate:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def drift_candidate(runs: list[DriftRun], monitoring: MonitoringSettings) -> Candidate | None:
-    """The drift trigger from the newest-first drift runs of one dataset (snapshot comparisons); None = no drift."""
+def _episode(runs: list[DriftRun]) -> list[DriftRun]:
+    """The current drift episode: the newest-first unbroken run of drift runs of the newest run's champion with
+    important drift."""
+    latest, episode = runs[0], []
+    for run in runs:
+        if run.model_version != latest.model_version or not run.important_drifted:
+            break
+        episode.append(run)
+    return episode
+
+
+def _run_day(run: DriftRun) -> dt.date:
+    return dt.date.fromisoformat(run.run_date) if run.run_date else run.started_at.date()
+
+
+def drift_candidate(
+    runs: list[DriftRun],
+    monitoring: MonitoringSettings,
+    retrained_on: list[dt.date] | None = None,
+    newest_training_cutoff: dt.date | None = None,
+) -> Candidate | None:
+    """The drift trigger from the newest-first drift runs of one dataset (snapshot comparisons); None = no drift.
+
+    `retrained_on`: the days drift retrainings fired for this champion. Once one has fired during the current
+    episode, the next waits until the run's newest training cutoff reaches the episode's onset: before that, a
+    retrained model could not have seen the change in its training labels, and would lose its gate again.
+    """
     if not runs or not runs[0].important_drifted:
         return None
-    latest = runs[0]
+    latest, episode = runs[0], _episode(runs)
+    onset = _run_day(episode[-1])
     details = {
         "important_drifted": latest.important_drifted,
         "weighted_drifted_share": round(latest.weighted_drifted_share, 4),
         "drifted_share": round(latest.drifted_share, 4),
         "current_snapshot": latest.current_snapshot,
+        "onset": onset.isoformat(),
     }
+    snapshots = list(dict.fromkeys(run.current_snapshot for run in episode))  # each current snapshot counts once
     if latest.weighted_drifted_share >= monitoring.min_weighted_drift_share:
-        return Candidate(
-            "drift_detected",
+        why = (
             f"importance-weighted drifted share {latest.weighted_drifted_share:.3f} >= "
-            f"{monitoring.min_weighted_drift_share} (drifted: {', '.join(latest.important_drifted)})",
-            details=details,
+            f"{monitoring.min_weighted_drift_share} (drifted: {', '.join(latest.important_drifted)})"
         )
-    # Consecutive runs of this champion with important drift, counting each current snapshot once.
-    snapshots: list[str] = []
-    for run in runs:
-        if run.model_version != latest.model_version or not run.important_drifted:
-            break
-        if run.current_snapshot not in snapshots:
-            snapshots.append(run.current_snapshot)
-    if len(snapshots) >= monitoring.confirm_runs:
+    elif len(snapshots) >= monitoring.confirm_runs:
+        why = (
+            f"drift on important features confirmed over {len(snapshots)} consecutive snapshots "
+            f"(drifted: {', '.join(latest.important_drifted)})"
+        )
+    else:
         return Candidate(
             "drift_detected",
-            f"drift on important features confirmed over {len(snapshots)} consecutive snapshots "
-            f"(drifted: {', '.join(latest.important_drifted)})",
+            f"drift not confirmed: important features drifted on {len(snapshots)} of the last "
+            f"{monitoring.confirm_runs} snapshots and the weighted share {latest.weighted_drifted_share:.3f} < "
+            f"{monitoring.min_weighted_drift_share}",
+            wants_to_fire=False,
             details=details,
         )
-    return Candidate(
-        "drift_detected",
-        f"drift not confirmed: important features drifted on {len(snapshots)} of the last {monitoring.confirm_runs} "
-        f"snapshots and the weighted share {latest.weighted_drifted_share:.3f} < {monitoring.min_weighted_drift_share}",
-        wants_to_fire=False,
-        details=details,
-    )
+    already = [day for day in retrained_on or [] if day >= onset]
+    if already and newest_training_cutoff is not None and newest_training_cutoff < onset:
+        return Candidate(
+            "drift_detected",
+            f"{why}; waiting: a retraining for this drift (since {onset}) already ran on {max(already)}, and the "
+            f"newest training cutoff ({newest_training_cutoff}) still predates the drift: another could not learn it",
+            wants_to_fire=False,
+            details=details,
+        )
+    return Candidate("drift_detected", why, details=details)
 
 
 def performance_candidate(
@@ -134,21 +163,28 @@ def performance_candidate(
 
 
 def scheduled_candidate(
-    champion: ChampionState, every_days: int | None, now: dt.datetime, first_training: bool
+    champion: ChampionState,
+    every_days: int | None,
+    now: dt.datetime,
+    first_training: bool,
+    last_training: dt.datetime | None = None,
 ) -> Candidate | None:
-    """Retrain when the champion is `every_days` old (in data time), or bootstrap when there is none yet."""
+    """Retrain when the last training — the champion's, or a later one that lost its gate (`last_training`) — is
+    `every_days` old in data time; bootstrap when there is no champion yet."""
     if champion.version is None:
         # The very first training skips the cooldown; a bootstrap that keeps failing the gate does not retry on
         # every drift run.
         return Candidate("scheduled", "no champion yet: bootstrap training", skips_cooldown=first_training)
-    if every_days is None or champion.trained_at is None:
+    trained = [t for t in (champion.trained_at, last_training) if t is not None]
+    if every_days is None or not trained:
         return None
-    age = now - champion.trained_at
+    age = now - max(trained)
     if age < dt.timedelta(days=every_days):
         return None
     return Candidate(
         "scheduled",
-        f"champion v{champion.version} was trained on data of {age.days} days ago (schedule: every {every_days} days)",
+        f"the last training was on data of {age.days} days ago (champion v{champion.version}; schedule: every "
+        f"{every_days} days)",
     )
 
 
@@ -218,8 +254,12 @@ def decide_and_record(
     run_date: dt.date | None = None,
     advisory: bool = False,
     record_fired: bool = True,
+    newest_training_cutoff: dt.date | None = None,
 ) -> list[RetrainDecision]:
     """Gather the candidates the policy allows from the store, decide, record; return the decisions, fired first.
+
+    `newest_training_cutoff`: the newest cutoff a training on this run date would learn from (see
+    `drift_candidate`).
 
     `record_fired=False` leaves the fired decision to the caller, who records it (`record_decision`) once the
     request is really out. `advisory` decisions are recorded as such and start no cooldown.
@@ -231,15 +271,23 @@ def decide_and_record(
         if r.current_source == "snapshot"
     ]
     history = [d for d in store.retrain_decisions(dataset) if not d.advisory]
+    fired = [d for d in history if d.fired]
     watch = policy.kind == "drift" and champion.version is not None
     every_days = {"drift": monitoring.retrain_every_days, "schedule": policy.every_days}.get(policy.kind)
+    drift_retrainings = [d.decided_at.date() for d in fired if d.trigger == "drift_detected"]
     candidates = [
         c
         for c in (
             Candidate("manual", "retraining requested by an operator", skips_cooldown=True) if manual else None,
-            drift_candidate(runs, monitoring) if watch else None,
+            drift_candidate(runs, monitoring, drift_retrainings, newest_training_cutoff) if watch else None,
             performance_candidate(store.realized(dataset), champion, monitoring) if watch else None,
-            scheduled_candidate(champion, every_days, now, first_training=not any(d.fired for d in history)),
+            scheduled_candidate(
+                champion,
+                every_days,
+                now,
+                first_training=not fired,
+                last_training=max((d.decided_at for d in fired), default=None),
+            ),
         )
         if c is not None
     ]
@@ -271,83 +319,3 @@ def decision_to_dict(decision: RetrainDecision) -> dict[str, Any]:
 
 def decision_from_dict(raw: dict[str, Any]) -> RetrainDecision:
     return RetrainDecision(**{**raw, "decided_at": dt.datetime.fromisoformat(raw["decided_at"])})
-
-
-def champion_state(settings: Settings, model_name: str, dataset: str) -> ChampionState:
-    """The registry's champion: version, out-of-time ROC AUC and the data time it was trained at (the run date of
-    its training snapshot; the registration time for models that record none)."""
-    import mlflow
-
-    from churnops.registry import champion_or_none
-
-    version = champion_or_none(model_name)
-    if version is None:
-        return ChampionState(version=None)
-    metadata = mlflow.models.get_model_info(f"models:/{model_name}/{version.version}").metadata or {}
-    auc = metadata.get("out_of_time_metrics", {}).get("roc_auc")
-    run_date = _training_run_date(settings, dataset, metadata)
-    trained_at = (
-        dt.datetime.combine(run_date, dt.time(), tzinfo=dt.UTC)
-        if run_date is not None
-        else dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC)
-    )
-    return ChampionState(version=str(version.version), out_of_time_roc_auc=auc, trained_at=trained_at)
-
-
-def _training_run_date(settings: Settings, dataset: str, metadata: dict[str, Any]) -> dt.date | None:
-    """The run date of the snapshot a model was trained on, from its metadata or the snapshot it names."""
-    from churnops.snapshots import METADATA_FILE, dataset_dir, read_metadata
-
-    if metadata.get("run_date"):
-        return dt.date.fromisoformat(metadata["run_date"])
-    snapshot_hash = metadata.get("snapshot_hash")
-    folder = dataset_dir(settings, dataset) / str(snapshot_hash)[:16] if snapshot_hash else None
-    if folder is None or not (folder / METADATA_FILE).exists():
-        return None
-    run_date = read_metadata(folder).run_date
-    return dt.date.fromisoformat(run_date) if run_date else None
-
-
-def record_training_reason(training_run_id: str, reason: str, request: dict[str, Any] | None = None) -> None:
-    """Tag a training run in MLflow with why it ran (`drift_detected`, `performance_drop`, `scheduled`, `manual`)."""
-    from mlflow import MlflowClient
-
-    if reason not in TRIGGERS:
-        raise ValueError(f"unknown retraining reason {reason!r}; expected one of {TRIGGERS}")
-    client = MlflowClient()
-    client.set_tag(training_run_id, "churnops.retrain_reason", reason)
-    if request and request.get("detail"):
-        client.set_tag(training_run_id, "churnops.retrain_detail", str(request["detail"])[:5000])
-
-
-def decide_for_run(
-    settings: Settings,
-    contract: Any,
-    run_date: str | dt.date,
-    *,
-    retrain_running: bool,
-    manual: bool = False,
-    advisory: bool = False,
-) -> list[RetrainDecision]:
-    """The retraining decision of one run date of a dataset, at that date's midnight (UTC).
-
-    Records every decision that did not fire (and, when `advisory`, the fired one as advice); a fired decision is
-    left to whoever emits the request, through `record_decision`.
-    """
-    from churnops.registry import configure_mlflow
-    from monitoring.store import open_store
-
-    day = run_date if isinstance(run_date, dt.date) else dt.date.fromisoformat(run_date)
-    configure_mlflow(settings)
-    return decide_and_record(
-        open_store(settings),
-        dataset=contract.name,
-        champion=champion_state(settings, contract.model_name, contract.name),
-        now=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC),
-        retrain_running=retrain_running,
-        monitoring=settings.monitoring,
-        manual=manual,
-        run_date=day,
-        advisory=advisory,
-        record_fired=advisory,
-    )

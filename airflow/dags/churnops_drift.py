@@ -100,7 +100,8 @@ def churnops_drift() -> None:
     def decide_retraining(drift: dict[str, Any], params: dict[str, Any] | None = None, ti: Any = None) -> Any:
         from churnops.config import Settings
         from churnops.dataset import load_contract
-        from monitoring.retrain import decide_for_run, decision_to_dict
+        from monitoring.retrain import decision_to_dict
+        from monitoring.retrain_run import decide_for_run
 
         print(f"drift check: {drift}")  # noqa: T201
         settings = Settings()

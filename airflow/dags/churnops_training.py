@@ -94,7 +94,7 @@ def churnops_training() -> None:
     def record_retrain_reason(summary: dict[str, Any]) -> dict[str, Any]:
         from churnops.config import Settings
         from churnops.registry import configure_mlflow
-        from monitoring.retrain import record_training_reason
+        from monitoring.retrain_run import record_training_reason
 
         configure_mlflow(Settings())
         record_training_reason(summary["run_id"], summary["retrain_reason"], {"detail": summary["retrain_detail"]})

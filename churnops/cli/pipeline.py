@@ -122,7 +122,8 @@ def drift(
     from churnops.snapshots import read_metadata, snapshot_dir_for
     from monitoring.drift import NoChampionError, drift_summary, run_drift_check
     from monitoring.realized import compute_realized_performance
-    from monitoring.retrain import decide_for_run, record_decision
+    from monitoring.retrain import record_decision
+    from monitoring.retrain_run import decide_for_run
     from monitoring.store import open_store
 
     snapshot = read_metadata(snapshot_dir_for(settings, contract.name, day(run_date)))

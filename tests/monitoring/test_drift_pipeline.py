@@ -14,7 +14,8 @@ import pytest
 from churnops.config import MonitoringSettings, Settings
 from churnops.dataset import load_contract
 from monitoring.drift import run_drift_check
-from monitoring.retrain import champion_state, decide_and_record
+from monitoring.retrain import decide_and_record
+from monitoring.retrain_run import champion_state
 from monitoring.store import LocalStore
 
 pytestmark = pytest.mark.slow
@@ -41,9 +42,10 @@ def test_unchanged_data_shows_no_important_drift_and_starts_no_retraining(platfo
     decisions = decide_and_record(
         store,
         dataset=contract.name,
-        champion=champion_state(contract.model_name),
+        champion=champion_state(settings, contract.model_name, contract.name),
         now=dt.datetime.now(dt.UTC),
         retrain_running=False,
+        monitoring=settings.monitoring,
     )
     assert decisions == []
 
@@ -56,7 +58,7 @@ def test_unchanged_data_shows_no_important_drift_and_starts_no_retraining(platfo
     assert logged == [f"drift/{run.drift_run_id}/{run.drift_run_id}.html"]
 
 
-def test_injected_drift_is_flagged_on_the_shifted_features_after_the_recut(platform_copy, tmp_path: Path) -> None:
+def test_injected_drift_is_flagged_on_the_shifted_features_of_the_new_snapshot(platform_copy, tmp_path: Path) -> None:
     from jobs.features import build_feature_snapshot
     from jobs.inject_drift import write_drifted_dataset
     from jobs.spark import spark_session
@@ -82,10 +84,11 @@ def test_injected_drift_is_flagged_on_the_shifted_features_after_the_recut(platf
 
 def test_realized_performance_of_a_matured_list_matches_the_feature_jobs_labels(platform_copy) -> None:
     from churnops.features import CUTOFF
+    from churnops.paths import scores_path
     from churnops.registry import configure_mlflow, load_alias
     from churnops.snapshots import latest_snapshot_dir, load_snapshot
     from churnops.storage import write_parquet_atomically
-    from jobs.score import score_frame, scores_path
+    from jobs.score import score_frame
     from monitoring.realized import compute_realized_performance
 
     settings, contract = platform_copy
@@ -98,7 +101,7 @@ def test_realized_performance_of_a_matured_list_matches_the_feature_jobs_labels(
     write_parquet_atomically(scored, scores_path(settings, contract.name, cutoff))
 
     store = LocalStore(settings.home / "monitoring")
-    (realized,) = compute_realized_performance(settings, contract, store)
+    (realized,) = compute_realized_performance(settings, contract, store=store)
 
     # Independent: the Spark feature job's own labels for the same customers, joined to the listed scores.
     from sklearn.metrics import roc_auc_score

@@ -4,6 +4,7 @@ wanted to fire is recorded with its reason — in the embedded JSON store and in
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,37 @@ def test_a_bootstrap_that_keeps_failing_waits_for_the_cooldown(store) -> None:
     assert first.fired
     (second,) = decide(store, T0 + dt.timedelta(hours=2), champion=nobody)
     assert not second.fired and "cooldown" in second.reason
+
+
+def test_after_a_drift_retraining_the_next_waits_until_the_training_data_reaches_the_drift(store) -> None:
+    """A retraining fired at the drift's start could only learn from labels that predate it; while the champion
+    stays and the drift persists, the next one waits until the newest training cutoff reaches the drift's onset."""
+    day = dt.timedelta(days=7)
+    drift_only = MONITORING.model_copy(update={"retrain_every_days": None})
+    store.record_drift_run(replace(drift_run("r1", T0, {"spend_30d": 0.5}), run_date=T0.date().isoformat()))
+    (first,) = decide(store, T0, newest_training_cutoff=(T0 - 6 * day).date(), monitoring=drift_only)
+    assert first.fired
+
+    later = T0 + 2 * day
+    store.record_drift_run(replace(drift_run("r2", later, {"spend_30d": 0.5}), run_date=later.date().isoformat()))
+    (waiting,) = decide(store, later, newest_training_cutoff=(later - 6 * day).date(), monitoring=drift_only)
+    assert not waiting.fired and "the newest training cutoff (2025-02-01) still predates the drift" in waiting.reason
+
+    much_later = T0 + 7 * day
+    store.record_drift_run(
+        replace(drift_run("r3", much_later, {"spend_30d": 0.5}), run_date=much_later.date().isoformat())
+    )
+    (learnable,) = decide(
+        store, much_later, newest_training_cutoff=(much_later - 6 * day).date(), monitoring=drift_only
+    )
+    assert learnable.fired
+
+
+def test_a_retraining_that_lost_its_gate_restarts_the_schedule(store) -> None:
+    every_28 = MONITORING.model_copy(update={"retrain_policy": "schedule:28d"})
+    old = ChampionState(version="3", out_of_time_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=28))
+    (first,) = decide(store, T0, monitoring=every_28, champion=old)
+    assert first.fired  # trains, loses its gate: the champion (and its age) stay
+    assert decide(store, T0 + dt.timedelta(days=7), monitoring=every_28, champion=old) == []
+    (again,) = decide(store, T0 + dt.timedelta(days=28), monitoring=every_28, champion=old)
+    assert again.fired and "28 days ago" in again.reason

@@ -17,8 +17,9 @@ from sklearn.metrics import roc_auc_score
 from churnops.config import Settings
 from churnops.dataset import load_contract
 from churnops.features import CUTOFF
+from churnops.paths import scores_path
 from churnops.snapshots import latest_snapshot_dir, load_snapshot
-from jobs.score import UnknownCutoffError, score, scores_path
+from jobs.score import UnknownCutoffError, score
 from monitoring.realized import compute_realized_performance
 from monitoring.store import LocalStore
 from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
@@ -49,22 +50,24 @@ def test_backfill_of_a_matured_cutoff_writes_a_list_dated_by_it_that_realized_pe
     frame, metadata = load_snapshot(latest_snapshot_dir(deployed_copy, contract.name))
     cutoff = dt.date.fromisoformat(metadata.cutoffs["out_of_time"][0])
 
-    # The Airflow run that does the backfill has a logical date of its own (today); the list must still be dated
-    # by the cutoff it scored, or realized performance would look for outcomes after the wrong date.
-    run = score(deployed_copy, contract, run_id="backfill", logical_date=dt.date(2031, 6, 1), cutoff=cutoff)
+    # The list is dated by the cutoff it scored (realized performance looks for outcomes after it) and kept as a
+    # backfill, apart from any regular list of that date.
+    run = score(deployed_copy, contract, run_id="backfill", cutoff=cutoff)
 
     at_cutoff = frame[frame[CUTOFF] == pd.Timestamp(cutoff)]
     assert run.cutoff == cutoff and run.rows == len(at_cutoff) == run.rows_in_database
-    assert run.path == scores_path(deployed_copy, contract.name, cutoff)
+    assert run.list_kind == "backfill"
+    assert run.path == scores_path(deployed_copy, contract.name, cutoff, "backfill")
     with closing(psycopg2.connect(deployed_copy.database_url.get_secret_value())) as conn, conn.cursor() as cursor:
         cursor.execute(
-            "SELECT logical_date, cutoff, count(*) FROM churnops.scores WHERE dataset = %s AND run_id = %s"
-            " GROUP BY logical_date, cutoff",
+            "SELECT logical_date, list_kind, cutoff, count(*) FROM churnops.scores WHERE dataset = %s AND run_id = %s"
+            " GROUP BY logical_date, list_kind, cutoff",
             (contract.name, "backfill"),
         )
-        assert cursor.fetchall() == [(cutoff, cutoff, run.rows)]
+        assert cursor.fetchall() == [(cutoff, "backfill", cutoff, run.rows)]
 
-    realized = {r.logical_date: r for r in compute_realized_performance(deployed_copy, contract, LocalStore(tmp_path))}
+    evaluated = compute_realized_performance(deployed_copy, contract, store=LocalStore(tmp_path))
+    realized = {r.logical_date: r for r in evaluated}
     assert cutoff in realized, f"no realized performance for the backfilled {cutoff}: {sorted(realized)}"
     result = realized[cutoff]
     # Independent of the realized-outcome code: the feature job's own labels at that cutoff, joined to the list.
