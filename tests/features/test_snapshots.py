@@ -106,7 +106,8 @@ def test_a_job_killed_mid_write_publishes_nothing(spark, tiny, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     root = dataset_dir(settings, contract.name)
-    deadline, staging = time.monotonic() + 900  # a loaded machine may take minutes to start Spark, None
+    # A loaded machine may take minutes to start Spark: wait for the job's staging folder, not for a fixed time.
+    deadline, staging = time.monotonic() + 900, None
     try:
         while staging is None and time.monotonic() < deadline and job.poll() is None:
             staging = next(iter(root.glob(".incoming.staging-*")), None)
