@@ -38,7 +38,7 @@ def generate(
             "--shift-at",
             formats=["%Y-%m-%d"],
             help="Start the regime change (a price rise for one plan in one region) on this day; the data before "
-            "it is unchanged. Default: the dataset's scenario (regime_shift: 2024-08-05; others: none).",
+            "it is unchanged. Default: the dataset's scenario (`jobs/generate.py` SCENARIOS: regime_shift has one).",
         ),
     ] = None,
 ) -> None:
