@@ -43,7 +43,8 @@ from jobs.features import run_feature_job
 from jobs.generate import SCENARIOS, PriceRise, generate, write_generated
 from jobs.score import score_frame
 from jobs.training import train
-from monitoring.drift import gain_importances, measure_drift, reference_rows, reference_snapshot_dir
+from monitoring.drift import reference_rows, reference_snapshot_dir
+from monitoring.measure import gain_importances, measure_drift
 from monitoring.realized import evaluate_list, realized_outcomes
 from monitoring.retrain import drift_candidate
 from monitoring.store import DriftRun

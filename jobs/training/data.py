@@ -172,7 +172,7 @@ def _feature_sets(
 
 def leakage_findings(data: TrainingData, contract: DatasetContract) -> list[dict[str, Any]]:
     """The feature platform's leakage probes on the training rows (a single feature that separates the label)."""
-    from churnops.features import check_leakage
+    from churnops.leakage import check_leakage
 
     findings = check_leakage(
         data.train,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from churnops.features import check_leakage, single_feature_auc
+from churnops.leakage import check_leakage, single_feature_auc
 
 
 def training_frame(n: int = 2_000, seed: int = 0) -> pd.DataFrame:

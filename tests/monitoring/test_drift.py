@@ -10,7 +10,7 @@ import pytest
 
 from churnops.config import MonitoringSettings
 from jobs.inject_drift import shift_columns
-from monitoring.drift import SCORE_COLUMN, measure_drift
+from monitoring.measure import SCORE_COLUMN, measure_drift
 from tests.monitoring.conftest import CATEGORICAL, NUMERIC, customer_frame
 
 IMPORTANCES = {

@@ -12,7 +12,8 @@ from pydantic import SecretStr
 
 from churnops.config import MonitoringSettings, Settings
 from monitoring.retrain import ChampionState, decide_and_record
-from monitoring.store import DriftRun, FeatureDrift, LocalStore, PostgresStore
+from monitoring.store import DriftRun, FeatureDrift, LocalStore
+from monitoring.store_postgres import PostgresStore
 
 T0 = dt.datetime(2025, 3, 1, 4, 0, tzinfo=dt.UTC)
 CHAMPION = ChampionState(version="3", out_of_time_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=5))
