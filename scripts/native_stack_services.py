@@ -310,13 +310,15 @@ def services(paths: StackPaths) -> list[Service]:
             ["airflow", "api-server", "--host", "127.0.0.1", "--port", str(ports["airflow-apiserver"])],
             lambda: http_ok(f"http://127.0.0.1:{ports['airflow-apiserver']}/api/v2/monitor/health"),
         ),
+        # Airflow's log servers bind every interface (not configurable in 3.3) and are not needed here: the
+        # api-server reads the task logs from the shared AIRFLOW_HOME. So neither component starts one.
         Service(
             "airflow-scheduler",
-            ["airflow", "scheduler"],
+            ["airflow", "scheduler", "--skip-serve-logs"],
             lambda: http_ok(f"http://127.0.0.1:{ports['airflow-scheduler-health']}/health"),
         ),
         Service("airflow-dag-processor", ["airflow", "dag-processor"], lambda: True, listens=False),
-        Service("airflow-triggerer", ["airflow", "triggerer"], lambda: True, listens=False),
+        Service("airflow-triggerer", ["airflow", "triggerer", "--skip-serve-logs"], lambda: True, listens=False),
         Service(
             "api",
             [sys.executable, "-m", "churnops.cli", "serve", "--host", "127.0.0.1", "--port", str(ports["api"])]

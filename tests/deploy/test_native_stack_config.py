@@ -88,6 +88,9 @@ def test_every_service_listens_on_the_loopback_interface_only(stack_on_free_port
         command = commands[name].command
         assert command[command.index("--host") + 1] == "127.0.0.1", name
     assert commands["mlflow"].extra_env["MLFLOW_HOST"] == "127.0.0.1"
+    # Airflow's log servers would bind every interface; the api-server reads task logs from the shared folder.
+    for name in ("airflow-scheduler", "airflow-triggerer"):
+        assert "--skip-serve-logs" in commands[name].command, name
     listen = [flag for flag in commands["prometheus"].command if flag.startswith("--web.listen-address=")]
     assert listen == [f"--web.listen-address=127.0.0.1:{stack.stack_ports(paths)['prometheus']}"]
     assert "0.0.0.0" not in json.dumps(environment)
