@@ -132,38 +132,6 @@ def test_the_compose_file_interpolates_with_no_variables_set():
     assert api["ports"] == ["127.0.0.1:8000:8000"]
 
 
-def published_ports(document: dict[str, Any]) -> dict[str, list[tuple[str, str, str]]]:
-    """(host address, host port, container port) of every published port, by service; short or long syntax.
-    An empty address is what compose then uses: every interface."""
-    found: dict[str, list[tuple[str, str, str]]] = {}
-    for name, service in document["services"].items():
-        for mapping in service.get("ports", []):
-            if isinstance(mapping, dict):
-                entry = (str(mapping.get("host_ip", "")), str(mapping.get("published", "")), str(mapping["target"]))
-            else:
-                *address, host_port, container_port = ["", "", *str(mapping).split(":")][-3:]
-                entry = (address[0], host_port, container_port)
-            found.setdefault(name, []).append(entry)
-    return found
-
-
-def test_every_published_port_listens_on_the_loopback_interface_by_default():
-    """Reaching a UI or an API from the network is a decision, not a default: no address means every interface."""
-    published = published_ports(deployed_compose())
-    assert set(published) >= {"airflow-apiserver", "mlflow", "api", "prometheus", "grafana", "spark-master"}
-    opened = {name: ports for name, ports in published.items() if any(host != "127.0.0.1" for host, _, _ in ports)}
-    assert opened == {}
-
-
-def test_one_variable_publishes_every_port_on_the_network_deliberately():
-    document = interpolate(compose(), {"CHURNOPS_PUBLISH_ADDRESS": "0.0.0.0", "API_PORT": "18000"})
-    assert compose_spec_errors(document) == []
-    published = published_ports(document)
-    assert {host for ports in published.values() for host, _, _ in ports} == {"0.0.0.0"}
-    assert ("0.0.0.0", "18000", "8000") in published["api"]
-    assert "CHURNOPS_PUBLISH_ADDRESS" in (REPO / "docs" / "deployment.md").read_text()
-
-
 def test_every_native_stack_service_is_in_the_compose_file():
     stack = native_stack()
     started = {service.name for service in stack.services(stack.StackPaths(REPO / ".no-stack"))}
@@ -298,61 +266,6 @@ def test_mlflow_is_reachable_under_its_service_name():
     assert services()["mlflow"]["healthcheck"]["test"] == ["CMD", "churnops-mlflow-healthcheck.sh"]
     healthcheck = (REPO / "docker/entrypoints/churnops-mlflow-healthcheck.sh").read_text()
     assert '--header "Host: mlflow:${MLFLOW_PORT:-5000}"' in healthcheck and "/api/2.0/mlflow/" in healthcheck
-
-
-def test_mlflow_runs_its_basic_auth_app_with_credentials_from_secrets():
-    mlflow_start = (REPO / "docker/entrypoints/churnops-mlflow-entrypoint.sh").read_text()
-    assert "--app-name basic-auth" in mlflow_start
-    assert "churnops-mlflow-auth.py" in mlflow_start
-    mlflow = services()["mlflow"]
-    assert set(mlflow["secrets"]) == {
-        "mlflow_db_url",
-        "mlflow_auth_db_url",
-        "mlflow_admin_password",
-        "mlflow_reader_password",
-        "mlflow_flask_secret_key",
-    }
-    assert "/tmp" in mlflow["tmpfs"] and mlflow["environment"]["MLFLOW_AUTH_CONFIG_DIR"].startswith("/tmp/")
-
-
-def test_prometheus_runs_without_the_lifecycle_and_admin_apis():
-    """`--web.enable-lifecycle` lets whoever reaches the port stop (`/-/quit`) or reload Prometheus."""
-    flags = services()["prometheus"]["command"]
-    assert not [flag for flag in flags if flag.startswith(("--web.enable-lifecycle", "--web.enable-admin-api"))]
-
-
-def secret_targets(service: dict[str, Any]) -> dict[str, str]:
-    """File name inside the container -> the declared secret mounted there."""
-    mounted = {}
-    for secret in service.get("secrets", []):
-        if isinstance(secret, str):
-            mounted[secret] = secret
-        else:
-            mounted[secret.get("target", secret["source"])] = secret["source"]
-    return mounted
-
-
-def test_each_churnops_service_sees_its_own_credentials_as_in_the_native_stack():
-    """The API reads the database as its least-privilege role and MLflow as the read-only account; the DAG tasks
-    as the owner and the administrator. Compose and the native stack hand out the same files under the same names."""
-    stack = native_stack()
-    views = stack.SECRET_VIEWS
-    service_of_view = {"platform": "airflow-scheduler", "api": "api", "monitoring-exporter": "monitoring-exporter"}
-    for view, name in service_of_view.items():
-        churnops_files = {
-            target: source
-            for target, source in secret_targets(services()[name]).items()
-            if target.startswith("churnops_")
-        }
-        assert churnops_files == views[view], name
-    usernames = {
-        "airflow-scheduler": stack.MLFLOW_ADMIN_USERNAME,
-        "api": stack.MLFLOW_READER_USERNAME,
-        "monitoring-exporter": stack.MLFLOW_READER_USERNAME,
-    }
-    for name, username in usernames.items():
-        environment = deployed_compose()["services"][name]["environment"]
-        assert environment["CHURNOPS_MLFLOW_TRACKING_USERNAME"] == username, name
 
 
 def test_the_api_runs_several_workers_with_multiprocess_metrics_and_checks_readiness():
