@@ -8,7 +8,7 @@ VENV_BIN := .venv/bin
 DATASET ?= synthetic
 TRIALS ?=
 
-.PHONY: run test env test-deps serve airflow-ui mlflow-ui lint format clean stack-up stack-down stack-status
+.PHONY: run test env check-prerequisites serve airflow-ui mlflow-ui lint format clean stack-up stack-down stack-status
 
 env: ## Create .venv from the lock file (bootstrapping uv if needed)
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -17,10 +17,10 @@ env: ## Create .venv from the lock file (bootstrapping uv if needed)
 run: env ## The main job end to end: data, features (Spark), training (Optuna + MLflow), scoring, via Airflow
 	@$(VENV_BIN)/churnops run --dataset $(DATASET) $(if $(TRIALS),--trials $(TRIALS))
 
-test-deps: env ## What the tests need beyond the lock file: PostgreSQL running, promtool
-	@bash .ci/ensure-services
+check-prerequisites: env ## Check (never install or start) what the tests need: PostgreSQL, promtool, Java 17
+	@$(VENV_BIN)/python .ci/check-prerequisites
 
-test: test-deps ## The whole test suite
+test: check-prerequisites ## The whole test suite (says what is missing first; .ci/run installs it on CI)
 	@$(VENV_BIN)/ruff check .
 	@$(VENV_BIN)/pytest $(PYTEST_ARGS)
 
@@ -43,8 +43,7 @@ format: env
 clean: ## Remove the embedded working folder (data, snapshots, MLflow, Airflow metadata)
 	rm -rf .churnops
 
-stack-up: env ## The full deployment natively (no Docker): PostgreSQL, Spark, MLflow, Airflow, API, exporter, Prometheus
-	@bash .ci/ensure-services >/dev/null
+stack-up: check-prerequisites ## The full deployment natively (no Docker): PostgreSQL, Spark, MLflow, Airflow, API, exporter, Prometheus
 	@$(VENV_BIN)/python scripts/native_stack.py up
 
 stack-down: ## Stop the native stack (data is kept under .churnops/stack)

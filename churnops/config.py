@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     home: Path = _CHECKOUT / ".churnops"
     dataset: str = "synthetic"
     mlflow_tracking_uri: str | None = None
+    # Basic-auth credentials for an MLflow server started with its basic-auth app (the full deployment's). None =
+    # send none (the embedded SQLite store has no server). In a deployment the password is the secret file
+    # `churnops_mlflow_tracking_password`; `configure_mlflow` hands both to MLflow's client.
+    mlflow_tracking_username: str | None = None
+    mlflow_tracking_password: SecretStr | None = None
     # The platform's PostgreSQL database (scores, prediction log, metrics). None = not configured.
     database_url: SecretStr | None = None
     airflow_dags_folder: Path = _CHECKOUT / "airflow" / "dags"
@@ -166,6 +171,20 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+
+    @model_validator(mode="after")
+    def _mlflow_credentials_come_in_pairs(self) -> Settings:
+        if (self.mlflow_tracking_username is None) != (self.mlflow_tracking_password is None):
+            given, missing = (
+                ("mlflow_tracking_username", "mlflow_tracking_password")
+                if self.mlflow_tracking_password is None
+                else ("mlflow_tracking_password", "mlflow_tracking_username")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: set both (CHURNOPS_{missing.upper()}, or the secret file "
+                f"churnops_{missing}) or neither"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -208,6 +227,15 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    def mlflow_client_environment(self) -> dict[str, str]:
+        """The variables MLflow's client reads a server's basic-auth credentials from (empty when none are set)."""
+        if self.mlflow_tracking_username is None or self.mlflow_tracking_password is None:
+            return {}
+        return {
+            "MLFLOW_TRACKING_USERNAME": self.mlflow_tracking_username,
+            "MLFLOW_TRACKING_PASSWORD": self.mlflow_tracking_password.get_secret_value(),
+        }
 
     @property
     def artifact_root(self) -> str:

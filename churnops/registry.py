@@ -9,6 +9,7 @@ margin, before post-processing.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ def configure_mlflow(settings: Settings) -> None:
     if settings.mlflow_tracking_uri is None:
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
+    # MLflow's client reads a server's basic-auth credentials from its environment on every request.
+    os.environ.update(settings.mlflow_client_environment())
 
 
 def experiment_name(contract: DatasetContract) -> str:

@@ -8,7 +8,11 @@
 #
 # Passwords come from Docker secret files, never from the environment or this repository:
 #   $SECRETS_DIR/airflow_db_password, $SECRETS_DIR/mlflow_db_password, $SECRETS_DIR/churnops_db_password,
+#   $SECRETS_DIR/churnops_api_db_password (the API's least-privilege role on the churnops database),
 #   $SECRETS_DIR/grafana_db_password (Grafana's read-only role on the churnops database)
+# The mlflow role also owns MLflow's user store (database $MLFLOW_AUTH_DB), read by its basic-auth app.
+# Only each database's owner (and the roles granted below) may connect: CONNECT and TEMPORARY are revoked from
+# PUBLIC, so a role of one service cannot even open another service's database.
 # The platform schema is the versioned SQL in churnops/migrations (the same files churnops.db.migrate applies),
 # mounted into the container at $CHURNOPS_MIGRATIONS_DIR.
 set -euo pipefail
@@ -18,7 +22,9 @@ CHURNOPS_MIGRATIONS_DIR="${CHURNOPS_MIGRATIONS_DIR:-/churnops-migrations}"
 # Role and database names (one role owning one database each); overridable so tests can run side by side.
 AIRFLOW_DB="${AIRFLOW_DB:-airflow}"
 MLFLOW_DB="${MLFLOW_DB:-mlflow}"
+MLFLOW_AUTH_DB="${MLFLOW_AUTH_DB:-mlflow_auth}"
 CHURNOPS_DB="${CHURNOPS_DB:-churnops}"
+API_DB_ROLE="${API_DB_ROLE:-churnops_api}"
 GRAFANA_DB_ROLE="${GRAFANA_DB_ROLE:-grafana_reader}"
 ADMIN_USER="${POSTGRES_USER:-postgres}"
 ADMIN_DB="${POSTGRES_DB:-$ADMIN_USER}"
@@ -45,20 +51,23 @@ psql_admin() {
     psql -X -q -v ON_ERROR_STOP=1 --username "$ADMIN_USER" "$@"
 }
 
-# One role + database. The password reaches psql through its environment (\getenv), so it never appears on a
-# command line (visible in `ps`) nor needs shell quoting; format(%L) quotes it as an SQL literal.
+# One role + database (the database named after the role unless a third argument names it). The password reaches
+# psql through its environment (\getenv), so it never appears on a command line (visible in `ps`) nor needs shell
+# quoting; format(%L) quotes it as an SQL literal.
 create_role_and_database() {
-    local name="$1" password="$2"
-    ROLE_NAME="$name" ROLE_PASSWORD="$password" psql_admin --dbname "$ADMIN_DB" <<'SQL'
+    local name="$1" password="$2" database="${3:-$1}"
+    ROLE_NAME="$name" ROLE_PASSWORD="$password" DATABASE_NAME="$database" psql_admin --dbname "$ADMIN_DB" <<'SQL'
 \getenv role_name ROLE_NAME
 \getenv role_password ROLE_PASSWORD
+\getenv database_name DATABASE_NAME
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role_name', :'role_password')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role_name') \gexec
 SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'role_name', :'role_password') \gexec
-SELECT format('CREATE DATABASE %I OWNER %I', :'role_name', :'role_name')
-WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'role_name') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'database_name', :'role_name')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'database_name') \gexec
+SELECT format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', :'database_name') \gexec
 SQL
-    echo "postgres-init: role and database '$name' ready"
+    echo "postgres-init: role '$name' and database '$database' ready"
 }
 
 # Read every secret before creating anything: a missing one fails the script with nothing half-made. (Plain
@@ -66,10 +75,12 @@ SQL
 airflow_password="$(read_secret airflow_db_password)"
 mlflow_password="$(read_secret mlflow_db_password)"
 churnops_password="$(read_secret churnops_db_password)"
+api_password="$(read_secret churnops_api_db_password)"
 grafana_password="$(read_secret grafana_db_password)"
 
 create_role_and_database "$AIRFLOW_DB" "$airflow_password"
 create_role_and_database "$MLFLOW_DB" "$mlflow_password"
+create_role_and_database "$MLFLOW_DB" "$mlflow_password" "$MLFLOW_AUTH_DB"
 create_role_and_database "$CHURNOPS_DB" "$churnops_password"
 
 # Apply the platform schema as the churnops role (SET ROLE), so that it owns what it creates. Same protocol as
@@ -131,3 +142,21 @@ SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA churnops GRANT SEL
               :'owner_name', :'role_name') \gexec
 SQL
 echo "postgres-init: read-only role '$GRAFANA_DB_ROLE' on database '$CHURNOPS_DB' ready"
+
+# The API's role: it appends to the prediction log and reads the online features (serving/prediction_log.py,
+# serving/online.py via churnops.online_store.lookup_many), nothing else. No default privileges: a table a later
+# migration adds stays closed to it until a grant here says otherwise. Identity columns need no sequence grant.
+ROLE_NAME="$API_DB_ROLE" ROLE_PASSWORD="$api_password" OWNER_NAME="$CHURNOPS_DB" \
+    psql_admin --dbname "$CHURNOPS_DB" <<'SQL'
+\getenv role_name ROLE_NAME
+\getenv role_password ROLE_PASSWORD
+\getenv owner_name OWNER_NAME
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role_name', :'role_password')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role_name') \gexec
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', :'role_name', :'role_password') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'owner_name', :'role_name') \gexec
+SELECT format('GRANT USAGE ON SCHEMA churnops TO %I', :'role_name') \gexec
+SELECT format('GRANT INSERT ON churnops.prediction_log TO %I', :'role_name') \gexec
+SELECT format('GRANT SELECT ON churnops.online_features TO %I', :'role_name') \gexec
+SQL
+echo "postgres-init: API role '$API_DB_ROLE' on database '$CHURNOPS_DB' ready (insert prediction_log, read online_features)"

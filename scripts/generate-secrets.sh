@@ -56,22 +56,31 @@ read_secret() {
     printf '%s' "$value"
 }
 
-# Database role passwords (read by postgres-init when the data directory is first created).
-for name in postgres_password airflow_db_password mlflow_db_password churnops_db_password grafana_db_password; do
+# Database role passwords (read by postgres-init when the data directory is first created). churnops_api is the
+# API's least-privilege role (insert the prediction log, read the online features).
+for name in postgres_password airflow_db_password mlflow_db_password churnops_db_password churnops_api_db_password \
+    grafana_db_password; do
     write_secret "$name" "$(random_hex 24)"
 done
 
 # Connection URLs, one per role/database, built from the passwords above. The role/database names default to
-# airflow, mlflow and churnops; AIRFLOW_DB, MLFLOW_DB and CHURNOPS_DB (the same variables postgres-init/ reads)
-# rename them, so several stacks can share one server.
-db_url() { # $1 = scheme, $2 = which password file's role, $3 = role = database name
-    printf '%s://%s:%s@%s:%s/%s' "$1" "$3" "$(read_secret "$2_db_password")" "$postgres_host" "$postgres_port" "$3"
+# airflow, mlflow, mlflow_auth (MLflow's user store, owned by the mlflow role), churnops and churnops_api (the
+# API's role on the churnops database); AIRFLOW_DB, MLFLOW_DB, MLFLOW_AUTH_DB, CHURNOPS_DB and API_DB_ROLE (the
+# same variables postgres-init/ reads) rename them, so several stacks can share one server.
+db_url() { # $1 = scheme, $2 = which password file's role, $3 = role name, $4 = database name (default: the role's)
+    printf '%s://%s:%s@%s:%s/%s' "$1" "$3" "$(read_secret "$2_db_password")" "$postgres_host" "$postgres_port" \
+        "${4:-$3}"
 }
 write_secret airflow_db_url "$(db_url postgresql+psycopg2 airflow "${AIRFLOW_DB:-airflow}")"
 write_secret mlflow_db_url "$(db_url postgresql+psycopg2 mlflow "${MLFLOW_DB:-mlflow}")"
+write_secret mlflow_auth_db_url \
+    "$(db_url postgresql+psycopg2 mlflow "${MLFLOW_DB:-mlflow}" "${MLFLOW_AUTH_DB:-mlflow_auth}")"
 write_secret churnops_database_url "$(db_url postgresql churnops "${CHURNOPS_DB:-churnops}")"
+write_secret churnops_api_database_url \
+    "$(db_url postgresql churnops_api "${API_DB_ROLE:-churnops_api}" "${CHURNOPS_DB:-churnops}")"
 
-for pair in airflow_db_url:airflow mlflow_db_url:mlflow churnops_database_url:churnops; do
+for pair in airflow_db_url:airflow mlflow_db_url:mlflow mlflow_auth_db_url:mlflow churnops_database_url:churnops \
+    churnops_api_database_url:churnops_api; do
     url_name="${pair%%:*}" role="${pair##*:}"
     if [[ "$(read_secret "$url_name")" != *":$(read_secret "${role}_db_password")@"* ]]; then
         echo "generate-secrets: $url_name does not contain the password in ${role}_db_password;" \
@@ -88,6 +97,12 @@ write_secret airflow_api_secret_key "$(random_hex 32)"
 write_secret airflow_admin_password "$(random_hex 16)"
 
 write_secret grafana_admin_password "$(random_hex 16)"
+
+# MLflow's basic-auth app: the administrator (people in the UI, and the platform's writers: Airflow tasks, the CLI),
+# the read-only account of the API and the exporter, and the Flask secret key its CSRF protection needs.
+write_secret mlflow_admin_password "$(random_hex 24)"
+write_secret mlflow_reader_password "$(random_hex 24)"
+write_secret mlflow_flask_secret_key "$(random_hex 32)"
 
 # The churnops API: X-API-Key of callers and the admin token of POST /admin/reload.
 write_secret churnops_serving__api_key "$(random_hex 24)"

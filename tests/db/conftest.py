@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg2
 import psycopg2.sql
@@ -28,7 +29,13 @@ INIT_SCRIPT = REPO / "postgres-init" / "10-churnops-databases.sh"
 from tests.deploy.support import POSTGRES_ADMIN_URL as ADMIN_URL  # noqa: E402
 from tests.deploy.support import admin_connection  # noqa: E402, F401
 
-SECRET_FILES = ("airflow_db_password", "mlflow_db_password", "churnops_db_password", "grafana_db_password")
+SECRET_FILES = (
+    "airflow_db_password",
+    "mlflow_db_password",
+    "churnops_db_password",
+    "churnops_api_db_password",
+    "grafana_db_password",
+)
 
 
 @dataclass(frozen=True)
@@ -37,16 +44,26 @@ class PlatformDatabases:
 
     airflow: str
     mlflow: str
+    mlflow_auth: str
     churnops: str
+    api: str
     grafana: str
     churnops_password: str
+    api_password: str
     secrets_dir: Path
 
     def churnops_url(self) -> str:
+        return self.url_as(self.churnops, self.churnops_password)
+
+    def api_url(self) -> str:
+        """The platform database as the API's least-privilege role."""
+        return self.url_as(self.api, self.api_password)
+
+    def url_as(self, role: str, password: str, database: str | None = None) -> str:
         admin = psycopg2.extensions.parse_dsn(ADMIN_URL)
         return (
-            f"postgresql://{self.churnops}:{self.churnops_password}@{admin.get('host', '127.0.0.1')}:"
-            f"{admin.get('port', '5432')}/{self.churnops}"
+            f"postgresql://{role}:{quote(password, safe='')}@{admin.get('host', '127.0.0.1')}:"
+            f"{admin.get('port', '5432')}/{database or self.churnops}"
         )
 
 
@@ -63,7 +80,9 @@ def run_init_script(names: dict[str, str], secrets_dir: Path) -> subprocess.Comp
         "CHURNOPS_MIGRATIONS_DIR": str(MIGRATIONS_DIR),
         "AIRFLOW_DB": names["airflow"],
         "MLFLOW_DB": names["mlflow"],
+        "MLFLOW_AUTH_DB": names["mlflow_auth"],
         "CHURNOPS_DB": names["churnops"],
+        "API_DB_ROLE": names["api"],
         "GRAFANA_DB_ROLE": names["grafana"],
     }
     if "password" in admin:
@@ -79,9 +98,14 @@ def drop_databases_and_roles(names: list[str]) -> None:
             cur.execute(psycopg2.sql.SQL("DROP ROLE IF EXISTS {}").format(identifier))
 
 
+# In the order they can be dropped: a database before the role owning it, the churnops database before the roles
+# granted privileges in it.
+KINDS = ("airflow", "mlflow_auth", "mlflow", "churnops", "api", "grafana")
+
+
 def unique_names() -> dict[str, str]:
     prefix = f"churnops_t{uuid.uuid4().hex[:8]}"
-    return {kind: f"{prefix}_{kind}" for kind in ("airflow", "mlflow", "churnops", "grafana")}
+    return {kind: f"{prefix}_{kind}" for kind in KINDS}
 
 
 def write_secrets(directory: Path) -> dict[str, str]:
@@ -106,11 +130,9 @@ def platform_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pla
         result = run_init_script(names, secrets_dir)
         assert result.returncode == 0, f"postgres-init failed:\n{result.stdout}\n{result.stderr}"
         yield PlatformDatabases(
-            airflow=names["airflow"],
-            mlflow=names["mlflow"],
-            churnops=names["churnops"],
-            grafana=names["grafana"],
+            **names,
             churnops_password=passwords["churnops_db_password"],
+            api_password=passwords["churnops_api_db_password"],
             secrets_dir=secrets_dir,
         )
     finally:

@@ -12,6 +12,7 @@ import pytest
 
 from churnops import db
 from tests.db.conftest import (
+    KINDS,
     MIGRATIONS_DIR,
     PlatformDatabases,
     admin_connection,
@@ -105,12 +106,7 @@ def test_python_migrate_finds_nothing_pending_after_the_init_script(
 
 
 def test_init_script_run_twice_changes_nothing(platform_databases: PlatformDatabases) -> None:
-    names = {
-        "airflow": platform_databases.airflow,
-        "mlflow": platform_databases.mlflow,
-        "churnops": platform_databases.churnops,
-        "grafana": platform_databases.grafana,
-    }
+    names = {kind: getattr(platform_databases, kind) for kind in KINDS}
     result = run_init_script(names, platform_databases.secrets_dir)
     assert result.returncode == 0, result.stderr
     assert "applied migration" not in result.stdout
@@ -182,3 +178,72 @@ def test_a_failing_migration_applies_nothing(empty_database: psycopg2.extensions
         db.migrate(empty_database, migrations)
     # One transaction for all pending migrations: the shipped ones were rolled back with the broken one.
     assert db.applied_migrations(empty_database) == []
+
+
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def table_privileges(conn: psycopg2.extensions.connection, role: str) -> set[tuple[str, str]]:
+    """(table, privilege) of every churnops table the role holds, whichever way it was granted."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT c.relname, p.privilege
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, unnest(%s::text[]) AS p(privilege)
+            WHERE n.nspname = 'churnops' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+              AND has_table_privilege(%s, c.oid, p.privilege)
+            """,
+            (list(TABLE_PRIVILEGES), role),
+        )
+        return set(cur.fetchall())
+
+
+def test_the_api_role_may_only_append_to_the_prediction_log_and_read_the_online_features(
+    conn: psycopg2.extensions.connection, platform_databases: PlatformDatabases
+) -> None:
+    assert table_privileges(conn, platform_databases.api) == {
+        ("prediction_log", "INSERT"),
+        ("online_features", "SELECT"),
+    }
+
+
+def test_grafanas_role_may_only_read(
+    conn: psycopg2.extensions.connection, platform_databases: PlatformDatabases
+) -> None:
+    privileges = table_privileges(conn, platform_databases.grafana)
+    assert {privilege for _, privilege in privileges} == {"SELECT"}
+    assert {table for table, _ in privileges} >= PLATFORM_TABLES
+
+
+def test_the_api_and_grafana_roles_are_plain_login_roles(platform_databases: PlatformDatabases) -> None:
+    with closing(admin_connection()) as admin, admin.cursor() as cur:
+        cur.execute(
+            "SELECT rolname, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolbypassrls FROM pg_roles"
+            " WHERE rolname = ANY(%s) ORDER BY rolname",
+            ([platform_databases.api, platform_databases.grafana],),
+        )
+        flags = {row[0]: row[1:] for row in cur.fetchall()}
+    assert flags == {
+        platform_databases.api: (True, False, False, False, False),
+        platform_databases.grafana: (True, False, False, False, False),
+    }
+
+
+def test_only_the_owner_and_the_granted_roles_may_connect_to_each_database(
+    platform_databases: PlatformDatabases,
+) -> None:
+    """CONNECT and TEMPORARY are revoked from PUBLIC: one service's role cannot open another's database."""
+    p = platform_databases
+    owners = {p.airflow: p.airflow, p.mlflow: p.mlflow, p.mlflow_auth: p.mlflow, p.churnops: p.churnops}
+    granted_connect = {p.churnops: {p.api, p.grafana}}
+    roles = [p.airflow, p.mlflow, p.churnops, p.api, p.grafana]
+    with closing(admin_connection()) as admin, admin.cursor() as cur:
+        for database, owner in owners.items():
+            allowed = {}
+            for privilege in ("CONNECT", "TEMPORARY"):
+                cur.execute(
+                    "SELECT r FROM unnest(%s::text[]) AS r WHERE has_database_privilege(r, %s, %s)",
+                    (roles, database, privilege),
+                )
+                allowed[privilege] = {row[0] for row in cur.fetchall()}
+            assert allowed == {"CONNECT": {owner, *granted_connect.get(database, ())}, "TEMPORARY": {owner}}, database

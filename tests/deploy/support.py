@@ -7,8 +7,10 @@ import json
 import os
 import re
 import shutil
+import sys
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg2
@@ -47,6 +49,16 @@ NATIVE_STACK_SERVICES = (
 
 # Built-in series every Prometheus has, usable in panels and alerts next to the churnops metrics.
 PROMETHEUS_BUILTIN_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
+
+
+def native_stack() -> ModuleType:
+    """scripts/native_stack.py, imported as the stack test and `make stack-up` run it."""
+    scripts = str(REPO / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import native_stack as module
+
+    return module
 
 
 @cache
@@ -256,7 +268,7 @@ def promtool() -> str:
     if path is None:
         pytest.fail(
             "promtool not found on PATH: install Prometheus' tools (Debian: `apt-get install -y prometheus`, "
-            "which `make test-deps` / .ci/run do) to check the Prometheus config and alert rules"
+            "which .ci/run installs on CI; `make test` checks it first) to check the Prometheus config and alert rules"
         )
     return path
 

@@ -22,6 +22,7 @@ from tests.deploy.support import (
     compose,
     compose_spec_errors,
     interpolate,
+    native_stack,
 )
 
 ONE_SHOT_SERVICES = {"airflow-init"}
@@ -128,10 +129,14 @@ def test_interpolation_fails_on_a_required_variable_without_a_value():
 def test_the_compose_file_interpolates_with_no_variables_set():
     api = deployed_compose()["services"]["api"]
     assert api["image"] == "churnops-api:latest"
-    assert api["ports"] == ["8000:8000"]
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
 
 
 def test_every_native_stack_service_is_in_the_compose_file():
+    stack = native_stack()
+    started = {service.name for service in stack.services(stack.StackPaths(REPO / ".no-stack"))}
+    # PostgreSQL is the machine's own, airflow-init is `prepare`, Grafana is not installable here.
+    assert started | {"postgres", "airflow-init", "grafana"} == set(NATIVE_STACK_SERVICES)
     assert sorted(set(NATIVE_STACK_SERVICES) - set(services())) == []
 
 
@@ -258,7 +263,9 @@ def test_the_feature_job_is_submitted_to_the_spark_master_from_airflow():
 def test_mlflow_is_reachable_under_its_service_name():
     mlflow_start = (REPO / "docker/entrypoints/churnops-mlflow-entrypoint.sh").read_text()
     assert re.search(r'--allowed-hosts "\$\{MLFLOW_ALLOWED_HOSTS:-mlflow:\*,', mlflow_start)
-    assert "Host: mlflow:5000" in services()["mlflow"]["healthcheck"]["test"]
+    assert services()["mlflow"]["healthcheck"]["test"] == ["CMD", "churnops-mlflow-healthcheck.sh"]
+    healthcheck = (REPO / "docker/entrypoints/churnops-mlflow-healthcheck.sh").read_text()
+    assert '--header "Host: mlflow:${MLFLOW_PORT:-5000}"' in healthcheck and "/api/2.0/mlflow/" in healthcheck
 
 
 def test_the_api_runs_several_workers_with_multiprocess_metrics_and_checks_readiness():

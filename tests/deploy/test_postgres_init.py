@@ -1,8 +1,11 @@
 """postgres-init/ against the machine's real PostgreSQL: the roles and databases of the full deployment, the
-platform schema, and Grafana's read-only role, which can run every SQL panel and change nothing."""
+platform schema, Grafana's read-only role, which can run every SQL panel and change nothing, and the API's role,
+which can append to the prediction log and read the online features, and nothing else."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import os
 import secrets
 import subprocess
@@ -10,10 +13,14 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
+import pandas as pd
 import psycopg2
 import pytest
 from psycopg2 import sql
+from pydantic import SecretStr
 
+from churnops import online_store
+from churnops.config import Settings
 from tests.deploy.support import MIGRATIONS_DIR, POSTGRES_ADMIN_URL, REPO, admin_connection, run_sql_panels
 
 ADMIN = psycopg2.extensions.parse_dsn(POSTGRES_ADMIN_URL)
@@ -46,7 +53,9 @@ def initialised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     names = {
         "AIRFLOW_DB": f"airflow{suffix}",
         "MLFLOW_DB": f"mlflow{suffix}",
+        "MLFLOW_AUTH_DB": f"mlflow_auth{suffix}",
         "CHURNOPS_DB": f"churnops{suffix}",
+        "API_DB_ROLE": f"churnops_api{suffix}",
         "GRAFANA_DB_ROLE": f"grafana_reader{suffix}",
     }
     secrets_dir = tmp_path_factory.mktemp("pginit") / "secrets"
@@ -65,17 +74,19 @@ def initialised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     finally:
         with closing(admin_connection()) as admin, admin.cursor() as cursor:
             admin.autocommit = True
-            for database in (names["AIRFLOW_DB"], names["MLFLOW_DB"], names["CHURNOPS_DB"]):
+            for database in (names["AIRFLOW_DB"], names["MLFLOW_AUTH_DB"], names["MLFLOW_DB"], names["CHURNOPS_DB"]):
                 cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-            for role in (names["GRAFANA_DB_ROLE"], names["AIRFLOW_DB"], names["MLFLOW_DB"], names["CHURNOPS_DB"]):
+            roles = ("GRAFANA_DB_ROLE", "API_DB_ROLE", "AIRFLOW_DB", "MLFLOW_DB", "CHURNOPS_DB")
+            for role in (names[key] for key in roles):
                 cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
-def _connect_as(initialised: dict, role: str) -> psycopg2.extensions.connection:
+def _connect_as(initialised: dict, role: str, dbname: str | None = None) -> psycopg2.extensions.connection:
     admin = ADMIN
-    password = (Path(initialised["secrets_dir"]) / "grafana_db_password").read_text()
+    password_file = "churnops_api_db_password" if role == initialised["API_DB_ROLE"] else "grafana_db_password"
+    password = (Path(initialised["secrets_dir"]) / password_file).read_text()
     return psycopg2.connect(
-        dbname=initialised["CHURNOPS_DB"],
+        dbname=dbname or initialised["CHURNOPS_DB"],
         user=role,
         password=password,
         host=admin.get("host", "127.0.0.1"),
@@ -126,3 +137,113 @@ def test_running_postgres_init_again_changes_nothing_and_succeeds(initialised) -
     again = _run_postgres_init(initialised["init_env"])
     assert again.returncode == 0, again.stdout + again.stderr
     assert "applied migration" not in again.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The API's role: append to the prediction log, read the online features, nothing else
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _api_settings(initialised: dict) -> Settings:
+    """The API's settings as compose gives them: its database URL is the generated churnops_api_database_url."""
+    url = (Path(initialised["secrets_dir"]) / "churnops_api_database_url").read_text()
+    return Settings(database_url=SecretStr(url))
+
+
+def _owner_connection(initialised: dict) -> psycopg2.extensions.connection:
+    url = (Path(initialised["secrets_dir"]) / "churnops_database_url").read_text()
+    return psycopg2.connect(url)
+
+
+def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_through_the_apis_own_code(
+    initialised,
+) -> None:
+    from serving.online import OnlineFeatureReader
+    from serving.prediction_log import PredictionLog
+
+    dataset = f"roles_{secrets.token_hex(3)}"
+    features = pd.DataFrame({"customer_id": ["c1", "c2"], "recency_days": [3.0, 40.0], "region": ["north", None]})
+    with closing(_owner_connection(initialised)) as owner:  # the feature DAG publishes as the owner
+        online_store.write_online_features(owner, features, dataset=dataset, cutoff=dt.date(2024, 11, 1))
+    settings = _api_settings(initialised)
+
+    reader = OnlineFeatureReader(settings, dataset)
+    try:
+        found = asyncio.run(reader.fetch(["c1", "c2", "absent"]))
+    finally:
+        reader.close()
+    assert {customer: row.features["recency_days"] for customer, row in found.items()} == {"c1": 3.0, "c2": 40.0}
+
+    request_id = f"req-{secrets.token_hex(4)}"
+    log = PredictionLog(settings)
+    log.start()
+    log.submit(
+        {
+            "logged_at": dt.datetime.now(dt.UTC),
+            "request_id": request_id,
+            "endpoint": "/predict",
+            "customer_id": "c1",
+            "model_name": "churnops-synthetic",
+            "model_version": "1",
+            "score": 0.25,
+            "decision": False,
+            "risk_band": "low",
+            "latency_seconds": 0.002,
+            "features": {"recency_days": 3.0},
+        }
+    )
+    log.close(timeout=60)
+    assert log.describe()["dropped"] == 0, log.describe()
+    with closing(_owner_connection(initialised)) as owner, owner.cursor() as cursor:
+        cursor.execute("SELECT customer_id, score FROM churnops.prediction_log WHERE request_id = %s", (request_id,))
+        assert cursor.fetchall() == [("c1", 0.25)]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT count(*) FROM churnops.scores",
+        "UPDATE churnops.scores SET score = 0",
+        "DELETE FROM churnops.scores",
+        "INSERT INTO churnops.scores (dataset) VALUES ('x')",
+        "SELECT count(*) FROM churnops.prediction_log",
+        "UPDATE churnops.prediction_log SET score = 0",
+        "DELETE FROM churnops.prediction_log",
+        "TRUNCATE churnops.prediction_log",
+        "UPDATE churnops.online_features SET features = '{}'",
+        "DELETE FROM churnops.online_features",
+        "SELECT count(*) FROM churnops.drift_runs",
+        "SELECT count(*) FROM churnops.promotion_decisions",
+        "CREATE TABLE churnops.api_was_here (id int)",
+        "CREATE TABLE public.api_was_here (id int)",
+        "CREATE TEMPORARY TABLE api_was_here (id int)",
+    ],
+)
+def test_the_api_role_may_do_nothing_else(initialised, statement: str) -> None:
+    with closing(_connect_as(initialised, initialised["API_DB_ROLE"])) as conn, conn.cursor() as cursor:
+        with pytest.raises(psycopg2.Error) as refused:
+            cursor.execute(statement)
+    assert refused.value.pgcode == "42501", refused.value  # insufficient privilege
+
+
+@pytest.mark.parametrize("database", ["AIRFLOW_DB", "MLFLOW_DB", "MLFLOW_AUTH_DB"])
+def test_the_api_and_grafana_roles_cannot_open_the_other_services_databases(initialised, database: str) -> None:
+    for role in (initialised["API_DB_ROLE"], initialised["GRAFANA_DB_ROLE"]):
+        with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+            _connect_as(initialised, role, dbname=initialised[database]).close()
+
+
+def test_a_table_of_a_later_migration_stays_closed_to_the_api_role(initialised) -> None:
+    dsn = ADMIN
+    with closing(
+        psycopg2.connect(
+            dbname=initialised["CHURNOPS_DB"], user=dsn.get("user"), host=dsn.get("host"), port=dsn.get("port")
+        )
+    ) as owner:
+        with owner, owner.cursor() as cursor:
+            cursor.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(initialised["CHURNOPS_DB"])))
+            cursor.execute("CREATE TABLE IF NOT EXISTS churnops.added_later_for_api (id int)")
+    with closing(_connect_as(initialised, initialised["API_DB_ROLE"])) as conn, conn.cursor() as cursor:
+        with pytest.raises(psycopg2.Error) as refused:
+            cursor.execute("SELECT id FROM churnops.added_later_for_api")
+    assert refused.value.pgcode == "42501"

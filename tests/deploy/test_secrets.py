@@ -67,13 +67,15 @@ def test_fills_in_only_the_missing_secrets(generated: Path):
 
 
 def test_database_urls_carry_the_role_passwords(generated: Path):
-    for url_file, role in (
-        ("airflow_db_url", "airflow"),
-        ("mlflow_db_url", "mlflow"),
-        ("churnops_database_url", "churnops"),
+    for url_file, role, database in (
+        ("airflow_db_url", "airflow", "airflow"),
+        ("mlflow_db_url", "mlflow", "mlflow"),
+        ("mlflow_auth_db_url", "mlflow", "mlflow_auth"),
+        ("churnops_database_url", "churnops", "churnops"),
+        ("churnops_api_database_url", "churnops_api", "churnops"),
     ):
         password = (generated / f"{role}_db_password").read_text()
-        assert (generated / url_file).read_text().endswith(f"://{role}:{password}@postgres:5432/{role}")
+        assert (generated / url_file).read_text().endswith(f"://{role}:{password}@postgres:5432/{database}")
 
 
 def test_refuses_a_url_that_lost_its_password(generated: Path):
@@ -106,3 +108,21 @@ def test_settings_read_the_api_credentials_from_the_secrets_dir(generated: Path,
     assert serving.api_key is not None, "churnops_serving__api_key was not read: auth would be off in compose"
     assert serving.api_key.get_secret_value() == (generated / "churnops_serving__api_key").read_text()
     assert serving.admin_token.get_secret_value() == (generated / "churnops_serving__admin_token").read_text()
+
+
+def test_settings_read_the_mlflow_credentials_from_the_secrets_dir(generated: Path, monkeypatch):
+    """Each container mounts its MLflow password as `churnops_mlflow_tracking_password`; MLflow's client gets it."""
+    for variable in ("CHURNOPS_MLFLOW_TRACKING_USERNAME", "CHURNOPS_MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(variable, raising=False)
+    (generated / "churnops_mlflow_tracking_password").symlink_to(generated / "mlflow_reader_password")
+    settings = Settings(_secrets_dir=generated, mlflow_tracking_username="churnops-reader")
+    assert settings.mlflow_client_environment() == {
+        "MLFLOW_TRACKING_USERNAME": "churnops-reader",
+        "MLFLOW_TRACKING_PASSWORD": (generated / "mlflow_reader_password").read_text(),
+    }
+
+
+def test_an_mlflow_username_without_its_password_is_refused_with_the_fix(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("CHURNOPS_MLFLOW_TRACKING_PASSWORD", raising=False)
+    with pytest.raises(ValueError, match="churnops_mlflow_tracking_password"):
+        Settings(_secrets_dir=tmp_path, mlflow_tracking_username="admin")
