@@ -117,7 +117,7 @@ def test_connecting_to_a_database_that_never_answers_gives_up_with_a_clear_error
     waited = time.monotonic() - started
     assert not attempt.is_alive(), (
         f"db.connect is still waiting on a silent PostgreSQL after {waited:.0f} s: it sets no connect_timeout "
-        "(churnops/db.py connect), so a hung database hangs scoring until the task's execution_timeout"
+        "(churnops/db/connection.py connect), so a hung database hangs scoring until the task's execution_timeout"
     )
     assert isinstance(outcome[0], psycopg2.OperationalError), outcome
 

@@ -1,0 +1,67 @@
+"""The platform's PostgreSQL store: connection, versioned migrations, idempotent score lists, record writers.
+
+Everything lives in the `churnops` schema (docs/database.md). The schema is the versioned SQL in
+`churnops/migrations/` (`NNNN_name.sql`), applied by `migrate` here and by
+`postgres-init/10-churnops-databases.sh` in the docker-compose deployment with the same protocol, so either
+runner finds the other's work already done.
+
+Every writer runs in its own transaction (`with conn:` commits on success, rolls back on error) and uses
+parameterized SQL only; bulk rows go through COPY or `execute_values`, never one INSERT per row. This package's
+surface is what the other rooms use: `from churnops import db`, then `db.connect`, `db.write_scores`, ...
+"""
+
+from churnops.db.connection import (
+    BOOTSTRAP_FILE,
+    CONNECT_TIMEOUT_SECONDS,
+    MIGRATIONS_DIR,
+    SCHEMA,
+    Migration,
+    MigrationError,
+    applied_migrations,
+    connect,
+    discover_migrations,
+    migrate,
+)
+from churnops.db.monitoring_writers import (
+    write_drift_run,
+    write_realized_performance,
+    write_replay_step,
+    write_retrain_decision,
+)
+from churnops.db.scores import LIST_KINDS, latest_scores, write_scores
+from churnops.db.writers import (
+    PROMOTION_STATISTICS,
+    IngestionReport,
+    record_dag_run,
+    write_ingestion_reports,
+    write_model_evaluation,
+    write_prediction_log,
+    write_promotion_decision,
+)
+
+__all__ = [
+    "BOOTSTRAP_FILE",
+    "CONNECT_TIMEOUT_SECONDS",
+    "LIST_KINDS",
+    "MIGRATIONS_DIR",
+    "PROMOTION_STATISTICS",
+    "SCHEMA",
+    "IngestionReport",
+    "Migration",
+    "MigrationError",
+    "applied_migrations",
+    "connect",
+    "discover_migrations",
+    "latest_scores",
+    "migrate",
+    "record_dag_run",
+    "write_drift_run",
+    "write_ingestion_reports",
+    "write_model_evaluation",
+    "write_prediction_log",
+    "write_promotion_decision",
+    "write_realized_performance",
+    "write_replay_step",
+    "write_retrain_decision",
+    "write_scores",
+]

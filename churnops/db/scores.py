@@ -1,0 +1,211 @@
+"""Scoring lists: one complete list per (dataset, date, kind), replaced atomically, read back fast."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from psycopg2 import sql
+
+from churnops.banding import SCORE_COLUMNS
+
+if TYPE_CHECKING:
+    from psycopg2.extensions import connection as Connection
+
+
+# Rows serialised per COPY chunk: bounds the memory of a 1M-row write to one chunk of CSV text.
+_COPY_CHUNK_ROWS = 200_000
+
+# Score lists
+# ----------------------------------------------------------------------------------------------------
+
+
+def _single_value(frame: pd.DataFrame, column: str) -> str:
+    values = frame[column].unique()
+    if len(values) != 1:
+        raise ValueError(f"score frame: one list has one {column}, found {len(values)}: {list(values[:5])}")
+    return str(values[0])
+
+
+def _validated_score_frame(scores: pd.DataFrame) -> pd.DataFrame:
+    """Check and normalise a score frame before it reaches the database, naming the column that is wrong."""
+    missing = [column for column in SCORE_COLUMNS if column not in scores.columns]
+    if missing:
+        raise ValueError(f"score frame lacks columns {missing}; expected {list(SCORE_COLUMNS)}")
+    if scores.empty:
+        # An empty list would silently replace a good one: almost certainly an upstream bug.
+        raise ValueError("score frame is empty: refusing to replace a scoring list with no customers")
+    frame = scores.loc[:, list(SCORE_COLUMNS)].copy()
+    for column in ("customer_id", "risk_band", "model_name", "model_version"):
+        if frame[column].isna().any():
+            raise ValueError(f"score frame: column {column} has missing values")
+        frame[column] = frame[column].astype(str)
+    if frame["customer_id"].duplicated().any():
+        duplicated = frame.loc[frame["customer_id"].duplicated(), "customer_id"].head(5).tolist()
+        raise ValueError(f"score frame: customer_id must be unique in one list, duplicated e.g. {duplicated}")
+    cutoff = pd.to_datetime(frame["cutoff"])
+    if cutoff.isna().any() or (cutoff != cutoff.dt.normalize()).any():
+        raise ValueError("score frame: cutoff must be a date (no missing values, no time of day)")
+    frame["cutoff"] = cutoff
+    score = frame["score"].to_numpy(dtype=np.float64)
+    if not np.isfinite(score).all() or (score < 0).any() or (score > 1).any():
+        raise ValueError("score frame: score must be a finite probability in [0, 1]")
+    frame["score"] = score
+    if frame["decision"].dtype != bool:
+        raise ValueError(f"score frame: decision must be boolean, got dtype {frame['decision'].dtype}")
+    decile = frame["risk_decile"]
+    if not pd.api.types.is_integer_dtype(decile) or not decile.between(1, 10).all():
+        raise ValueError("score frame: risk_decile must be an integer from 1 (highest risk) to 10")
+    return frame
+
+
+class _CsvStream(io.RawIOBase):
+    """A read-only file over a DataFrame rendered as CSV chunk by chunk, for `copy_expert` to pull from."""
+
+    def __init__(self, frame: pd.DataFrame, chunk_rows: int = _COPY_CHUNK_ROWS) -> None:
+        self._chunks = self._render(frame, chunk_rows)
+        self._buffer = b""
+
+    @staticmethod
+    def _render(frame: pd.DataFrame, chunk_rows: int) -> Iterator[bytes]:
+        for start in range(0, len(frame), chunk_rows):
+            chunk = frame.iloc[start : start + chunk_rows]
+            # Python floats print as their shortest round-trip repr, so scores arrive bit-identical.
+            yield chunk.to_csv(index=False, header=False, date_format="%Y-%m-%d").encode("utf-8")
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while (size < 0 or len(self._buffer) < size) and (chunk := next(self._chunks, None)) is not None:
+            self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+LIST_KINDS = ("regular", "backfill")
+
+
+def write_scores(
+    conn: Connection,
+    scores: pd.DataFrame,
+    *,
+    dataset: str,
+    run_id: str,
+    logical_date: dt.date,
+    list_kind: str = "regular",
+) -> int:
+    """Replace the scoring list of (dataset, logical_date, list_kind) with `scores`, atomically; return the rows
+    written. A `backfill` list never replaces the `regular` list of the same date, nor the other way round.
+
+    In ONE transaction: record the list in churnops.score_runs (its row lock also serialises two writers of
+    the same list), delete the list's old rows, COPY the new ones in. Readers see the old complete list until
+    the commit and the new complete list after it; a crash or a kill anywhere before the commit leaves the old
+    list. Re-running the same logical date therefore replaces its rows and never duplicates them.
+    `scores` has the columns of SCORE_COLUMNS (see churnops.banding.build_score_frame); one model and one
+    cutoff per list.
+    """
+    if list_kind not in LIST_KINDS:
+        raise ValueError(f"list_kind must be one of {LIST_KINDS}, got {list_kind!r}")
+    frame = _validated_score_frame(scores)
+    model_name, model_version = _single_value(frame, "model_name"), _single_value(frame, "model_version")
+    cutoff = pd.Timestamp(_single_value(frame, "cutoff")).date()
+    copy_sql = sql.SQL("COPY churnops.scores ({columns}) FROM STDIN WITH (FORMAT csv)").format(
+        columns=sql.SQL(", ").join(
+            map(sql.Identifier, ("dataset", "logical_date", "list_kind", "run_id", *SCORE_COLUMNS))
+        )
+    )
+    # The list's key columns are the same on every row: prepend them once rather than per row in Python.
+    keyed = frame.copy()
+    keyed.insert(0, "run_id", run_id)
+    keyed.insert(0, "list_kind", list_kind)
+    keyed.insert(0, "logical_date", pd.Timestamp(logical_date))
+    keyed.insert(0, "dataset", dataset)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO churnops.score_runs
+                (dataset, logical_date, list_kind, run_id, model_name, model_version, cutoff, row_count)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (dataset, logical_date, list_kind) DO UPDATE SET
+                run_id = EXCLUDED.run_id, model_name = EXCLUDED.model_name,
+                model_version = EXCLUDED.model_version, cutoff = EXCLUDED.cutoff,
+                row_count = EXCLUDED.row_count, written_at = now()
+            """,
+            (dataset, logical_date, list_kind, run_id, model_name, model_version, cutoff, len(frame)),
+        )
+        cur.execute(
+            "DELETE FROM churnops.scores WHERE dataset = %s AND logical_date = %s AND list_kind = %s",
+            (dataset, logical_date, list_kind),
+        )
+        cur.copy_expert(copy_sql.as_string(conn), _CsvStream(keyed), size=1 << 20)
+        written = cur.rowcount
+    return written
+
+
+_SCORE_READ_COLUMNS = (
+    "dataset",
+    "logical_date",
+    "run_id",
+    *SCORE_COLUMNS,
+    "scored_at",
+)
+
+
+def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -> pd.DataFrame:
+    """The newest complete regular scoring list of `dataset`, highest score first (ties by customer_id).
+
+    `limit` keeps the top rows only (a top-K list reads K rows through the score index). An empty frame with
+    the same columns means the dataset was never scored.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of rows, got {limit}")
+    query = sql.SQL(
+        """
+        SELECT s.dataset, s.logical_date, s.run_id, s.customer_id, s.cutoff, s.score,
+               s.decision::int AS decision, s.risk_decile, s.risk_band, s.model_name, s.model_version,
+               s.scored_at
+        FROM churnops.scores s
+        WHERE s.dataset = {dataset} AND s.list_kind = 'regular'
+          AND s.logical_date = (
+              SELECT max(logical_date) FROM churnops.score_runs WHERE dataset = {dataset} AND list_kind = 'regular'
+          )
+        ORDER BY s.score DESC, s.customer_id
+        {limit}
+        """
+    ).format(
+        dataset=sql.Literal(dataset),
+        limit=sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL(""),
+    )
+    # COPY ... TO STDOUT streams CSV (far faster than fetching a million tuples); it takes no bind parameters,
+    # so values are quoted client-side by psycopg2's sql.Literal instead.
+    buffer = io.StringIO()
+    with conn, conn.cursor() as cur:
+        cur.copy_expert(sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query).as_string(conn), buffer)
+    buffer.seek(0)
+    frame = pd.read_csv(
+        buffer,
+        dtype={
+            "dataset": str,
+            "run_id": str,
+            "customer_id": str,
+            "risk_band": str,
+            "model_name": str,
+            "model_version": str,
+            "score": np.float64,
+            "decision": np.int8,
+            "risk_decile": np.int8,
+        },
+        keep_default_na=False,
+    )
+    frame["decision"] = frame["decision"].astype(bool)
+    for column in ("logical_date", "cutoff"):
+        frame[column] = pd.to_datetime(frame[column], format="%Y-%m-%d").dt.date
+    frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
+    return frame.loc[:, list(_SCORE_READ_COLUMNS)]
