@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churnops.bronze import event_part_paths, read_bronze_events, watermark
 from churnops.config import Settings
-from churnops.dataset import bronze_dir, load_contract
+from churnops.dataset import load_contract
 from churnops.features import CUTOFF, model_feature_columns
 from churnops.schema import FeatureSchema
 from jobs.cdnow import prepare_cdnow
-from jobs.ingest import EVENTS_FILE, ensure_bronze
+from jobs.ingest import ensure_bronze
 from jobs.reference_duckdb import compute_reference_features
 from jobs.survival.boosting import HazardBoostingModel
 from jobs.survival.classical import bgnbd_predictions, fit_lifelines_baseline
@@ -76,10 +77,13 @@ def load_frames(home: Path) -> tuple[pd.DataFrame, pd.DataFrame, FeatureSchema]:
     contract = load_contract("cdnow", settings)
     prepare_cdnow(settings)
     ensure_bronze(contract, settings)
-    events_path = bronze_dir(settings, contract.name) / EVENTS_FILE
-    events = pd.read_parquet(events_path, columns=["customer_id", "event_day"])
+    events = read_bronze_events(settings, contract.name, columns=["customer_id", "event_day"])
+    observed_until = watermark(settings, contract.name) + dt.timedelta(days=1)
+    events_paths = event_part_paths(settings, contract.name)
     training_cutoffs = cutoffs_every(EVALUATION_CUTOFF, CUTOFF_STEP_DAYS, FIRST_TRAINING_CUTOFF)
-    features = compute_reference_features(contract, events_path, [*training_cutoffs, EVALUATION_CUTOFF], threads=1)
+    features = compute_reference_features(
+        contract, events_paths, [*training_cutoffs, EVALUATION_CUTOFF], observed_until, threads=1
+    )
     training_targets = out_of_time_targets(events, training_cutoffs, EVALUATION_CUTOFF)
     evaluation_targets = survival_targets(events, [EVALUATION_CUTOFF], DATA_END)
     frame = survival_frame(features, pd.concat([training_targets, evaluation_targets], ignore_index=True))

@@ -17,6 +17,7 @@ Usage (CDNOW ships in the `lifetimes` dev dependency; nothing is downloaded):
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -32,11 +33,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from churnops.bronze import AMOUNT, EVENT_DAY, event_part_paths, read_bronze_events, watermark  # noqa: E402
 from churnops.config import Settings  # noqa: E402
-from churnops.dataset import bronze_dir, load_contract  # noqa: E402
+from churnops.dataset import load_contract  # noqa: E402
 from churnops.features import CUTOFF, ENTITY_ID, LABEL, LABEL_AVAILABLE  # noqa: E402
 from jobs.cdnow import prepare_cdnow  # noqa: E402
-from jobs.ingest import AMOUNT, EVENT_DAY, EVENTS_FILE, ingest_events  # noqa: E402
+from jobs.ingest import ingest_events  # noqa: E402
 from jobs.reference_duckdb import compute_reference_features  # noqa: E402
 from jobs.value.ceiling import ceiling_diagnostics  # noqa: E402
 from jobs.value.features import baseline_values, cutoff_inputs  # noqa: E402
@@ -71,10 +73,11 @@ def load_cdnow(home: Path) -> tuple[pd.DataFrame, dict[pd.Timestamp, pd.DataFram
     contract = load_contract("cdnow", settings)
     prepare_cdnow(settings)
     ingest_events(contract, settings)
-    bronze = bronze_dir(settings, contract.name) / EVENTS_FILE
-    events = pd.read_parquet(bronze, columns=[ENTITY_ID, EVENT_DAY, AMOUNT])
+    events = read_bronze_events(settings, contract.name, columns=[ENTITY_ID, EVENT_DAY, AMOUNT])
     cutoffs = [c.date() for c in (*TRAINING_CUTOFFS, EVALUATION_CUTOFF)]
-    catalog = compute_reference_features(contract, bronze, cutoffs, threads=1)
+    observed_until = watermark(settings, contract.name) + dt.timedelta(days=1)
+    parts = event_part_paths(settings, contract.name)
+    catalog = compute_reference_features(contract, parts, cutoffs, observed_until, threads=1)
     by_cutoff = {
         pd.Timestamp(cutoff): rows.drop(columns=[CUTOFF, LABEL, LABEL_AVAILABLE]).set_index(ENTITY_ID)
         for cutoff, rows in catalog.groupby(CUTOFF)

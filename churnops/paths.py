@@ -16,4 +16,3 @@ def scores_path(settings: Settings, dataset: str, list_date: dt.date, list_kind:
 
 def scores_folder(settings: Settings, dataset: str) -> Path:
     return settings.scores_dir / dataset
-

@@ -40,10 +40,12 @@ from churnops.snapshots import (
     record_run,
     write_metadata,
 )
-from churnops.storage import publish_directory, staging_directory_for
+from churnops.storage import publish_directory, staging_directory_for, write_json_atomically
 from jobs.feature_frames import compute_feature_table, probe_source_timestamps
 
 log = logging.getLogger(__name__)
+
+PROBES_DIR = "probes"
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,32 @@ class FeatureRun:
 
 
 def _definitions_digest() -> str:
-    """Digest of the code that defines the features (the declarations and this job), so a changed definition
-    never reuses a snapshot computed by the old one."""
+    """Digest of the code that defines the features (the declarations, the Spark frames and this job), so a changed
+    definition never reuses a snapshot computed by the old one."""
     from churnops import features as definitions
+    from jobs import feature_frames
 
     digest = hashlib.sha256()
-    for module_file in (Path(definitions.__file__), Path(__file__)):
+    for module_file in (Path(definitions.__file__), Path(feature_frames.__file__), Path(__file__)):
         digest.update(module_file.read_bytes())
     return digest.hexdigest()
+
+
+def probe_once(
+    spark: SparkSession, contract: DatasetContract, settings: Settings, cutoffs: list[dt.date], manifest: BronzeManifest
+) -> dict:
+    """The source-timestamp leakage probe, run once per version of the feature definitions and of the contract's
+    event fields: its verdict is about the definitions, not about the day's data, so a daily run reuses it (and
+    records where from) instead of scanning bronze a second time. A refused finding is never stored: every run
+    raises it again."""
+    fields = contract.model_dump(mode="json", include={"events", "entities", "label", "leakage"})
+    key = hashlib.sha256(json.dumps([_definitions_digest(), fields], sort_keys=True).encode()).hexdigest()[:32]
+    stored = dataset_dir(settings, contract.name) / PROBES_DIR / f"{key}.json"
+    if stored.exists():
+        return json.loads(stored.read_text()) | {"probed_for": key, "reused": True}
+    result = probe_source_timestamps(spark, contract, settings, cutoffs, manifest)
+    write_json_atomically(result, stored)
+    return result | {"probed_for": key, "reused": False}
 
 
 def inputs_key(contract: DatasetContract, plan: CutoffPlan, source_fingerprints: dict[str, str]) -> str:
@@ -140,7 +160,7 @@ def build_feature_snapshot(
     cutoffs = sorted(set(plan.all))
     # The probe runs first: a leaking definition fails the run before anything is written.
     manifest = prepared.manifest
-    leakage_probes = probe_source_timestamps(spark, contract, settings, cutoffs, manifest) if manifest else {}
+    leakage_probes = probe_once(spark, contract, settings, cutoffs, manifest) if manifest else {}
     observed_until = plan.observed_until or plan.scoring
     features = compute_feature_table(spark, contract, settings, cutoffs, observed_until, manifest)
 
@@ -151,11 +171,7 @@ def build_feature_snapshot(
         frame = pd.read_parquet(staging / DATA_DIR)
         frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
         numeric, categorical = model_feature_columns(contract)
-        ingestion = (
-            {}
-            if manifest is None
-            else manifest.totals() | {"latest_event_day": str(manifest.latest_event_day)}
-        )
+        ingestion = {} if manifest is None else manifest.totals() | {"latest_event_day": str(manifest.latest_event_day)}
         metadata = describe(
             frame,
             contract.name,

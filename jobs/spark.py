@@ -26,7 +26,5 @@ def spark_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.sql.files.openCostInBytes", str(64 * 1024))
     )
     if "spark.master" not in SparkSession.builder._options and not os.environ.get("SPARK_SUBMITTED"):
-        builder = builder.master(settings.spark.master).config(
-            "spark.driver.memory", settings.spark.driver_memory
-        )
+        builder = builder.master(settings.spark.master).config("spark.driver.memory", settings.spark.driver_memory)
     return builder.getOrCreate()

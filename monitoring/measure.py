@@ -132,5 +132,3 @@ def gain_importances(model: LoadedModel) -> dict[str, float]:
     if total <= 0:
         return dict.fromkeys(names, 1.0 / len(names))
     return {name: float(gain / total) for name, gain in zip(names, gains, strict=True)}
-
-

@@ -219,5 +219,3 @@ class PostgresStore:
             """
         )
         return [row[0] for row in rows]
-
-

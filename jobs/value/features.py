@@ -20,9 +20,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from churnops.bronze import AMOUNT, EVENT_DAY
 from churnops.features import ENTITY_ID
 from jobs.baselines import DAYS_PER_PERIOD, BGNBDParams, bgnbd_expected_purchases, fit_bgnbd
-from jobs.ingest import AMOUNT, EVENT_DAY
 from jobs.value.btyd import (
     GammaGammaParams,
     ParetoNBDParams,

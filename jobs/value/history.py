@@ -13,9 +13,9 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from churnops.bronze import AMOUNT, EVENT_DAY
 from churnops.features import ENTITY_ID
 from jobs.baselines import DAYS_PER_PERIOD, RFM
-from jobs.ingest import AMOUNT, EVENT_DAY
 
 # Columns of `purchase_history`, in order.
 PURCHASE_DAYS = "purchase_days"

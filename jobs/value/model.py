@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from jobs.ingest import EVENT_DAY
+from churnops.bronze import EVENT_DAY
 from jobs.value.features import VALUE_FEATURES, CutoffInputs, SpendBasis, log_offset
 from jobs.value.history import value_in_window
 

@@ -25,7 +25,7 @@ from churnops.snapshots import (
     latest_snapshot_dir,
     load_snapshot,
 )
-from jobs.features import build_feature_snapshot
+from jobs.features import PROBES_DIR, build_feature_snapshot
 from jobs.generate import generate, write_generated
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
 
@@ -44,7 +44,7 @@ def tiny(tmp_path_factory):
 
 def visible_snapshots(settings, dataset: str) -> set[str]:
     root = dataset_dir(settings, dataset)
-    pointers = {RUNS_DIR, INPUTS_DIR}
+    pointers = {RUNS_DIR, INPUTS_DIR, PROBES_DIR}
     if not root.exists():
         return set()
     return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in pointers}

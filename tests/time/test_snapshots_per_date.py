@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import pytest
 
 from churnops.run_dates import DataNotReady
-from churnops.snapshots import latest_snapshot_dir, read_metadata, snapshot_dir_for
-from jobs.features import build_feature_snapshot, prepare_run, reuse_snapshot
+from churnops.snapshots import dataset_dir, latest_snapshot_dir, read_metadata, snapshot_dir_for
+from jobs.features import PROBES_DIR, build_feature_snapshot, prepare_run, reuse_snapshot
 from jobs.generate import generate, write_generated
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
 
@@ -63,3 +64,15 @@ def test_a_run_date_the_data_does_not_reach_is_refused_naming_the_last_day(tiny)
 def test_a_run_without_a_date_takes_the_day_after_the_latest_data(tiny):
     contract, settings = tiny
     assert prepare_run(contract, settings).run_date == D(2025, 1, 1)
+
+
+@pytest.mark.slow
+def test_the_leakage_probe_runs_once_per_version_of_the_definitions(spark, tiny):
+    contract, settings = tiny
+    shutil.rmtree(dataset_dir(settings, contract.name) / PROBES_DIR, ignore_errors=True)
+    first = build(spark, contract, settings, D(2024, 10, 1)).metadata.leakage_probes
+    later = build(spark, contract, settings, D(2024, 10, 8)).metadata.leakage_probes
+    assert first["reused"] is False and later["reused"] is True
+    assert later["probed_for"] == first["probed_for"]
+    assert later["source_timestamps"] == first["source_timestamps"]
+    assert len(list((dataset_dir(settings, contract.name) / PROBES_DIR).iterdir())) == 1
