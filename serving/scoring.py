@@ -1,0 +1,187 @@
+"""Scoring a request's customers with the served model: the API key, the served champion, features from the request
+or from the online feature table, scores, decisions and bands, and the prediction log. The routes in serving/app.py
+only read the request and shape the response."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import Request
+from pydantic import SecretStr, ValidationError
+
+from churnops.config import ServingSettings
+from serving.online import OnlineFeatureReader, OnlineStoreUnavailable
+from serving.prediction_log import PredictionLog
+from serving.problems import ApiProblem, instance_loc
+from serving.records import ScoredCustomer, validation_problems
+from serving.state import ModelState, ServedModel
+
+# What the prediction log records of one scored customer: (customer_id, features, score, decision, band).
+LoggedRow = tuple[str | None, Mapping[str, Any], float, bool, str]
+
+
+def secret_matches(expected: SecretStr, given: str | None) -> bool:
+    # Constant-time comparison: the time to refuse a key says nothing about how much of it was right.
+    return given is not None and hmac.compare_digest(expected.get_secret_value().encode(), given.encode())
+
+
+class PredictionService:
+    """What the predict routes share: one per app, built by `create_app`."""
+
+    def __init__(
+        self,
+        serving: ServingSettings,
+        dataset: str,
+        state: ModelState,
+        online: OnlineFeatureReader,
+        prediction_log: PredictionLog,
+    ) -> None:
+        self.serving = serving
+        self.dataset = dataset
+        self.state = state
+        self.online = online
+        self.prediction_log = prediction_log
+
+    def require_api_key(self, api_key: str | None) -> None:
+        if self.serving.api_key is not None and not secret_matches(self.serving.api_key, api_key):
+            raise ApiProblem.one(
+                401,
+                ["header", "X-API-Key"],
+                "unauthorized",
+                "missing or invalid API key (header X-API-Key)",
+                headers={"WWW-Authenticate": "APIKey"},
+            )
+
+    def served(self) -> ServedModel:
+        current = self.state.current
+        if current is None:
+            raise ApiProblem.one(503, [], "no_model", f"no model loaded yet: {self.state.last_error or 'loading'}")
+        return current
+
+    def log_predictions(
+        self,
+        endpoint: str,
+        current: ServedModel,
+        rows: list[LoggedRow],
+        request: Request,
+        started: float,
+    ) -> None:
+        if not self.prediction_log.enabled:
+            return
+        logged_at = dt.datetime.now(dt.UTC)
+        request_id = request.headers.get("x-request-id")
+        latency = time.perf_counter() - started
+        for customer_id, features, score, decision, band in rows:
+            self.prediction_log.submit(
+                {
+                    "logged_at": logged_at,
+                    "request_id": request_id,
+                    "endpoint": endpoint,
+                    "customer_id": customer_id,
+                    "model_name": current.model.name,
+                    "model_version": current.version,
+                    "score": score,
+                    "decision": decision,
+                    "risk_band": band,
+                    "latency_seconds": latency,
+                    "features": features,
+                }
+            )
+
+    async def resolve_features(
+        self, current: ServedModel, instances: list[Any], loc_prefix: tuple[str | int, ...]
+    ) -> tuple[list[Mapping[str, Any]], list[str | None]]:
+        """Each instance's features: its own, or the customer's published row validated against the schema."""
+        features: list[Mapping[str, Any] | None] = []
+        cutoffs: list[str | None] = []
+        to_look_up: dict[str, list[int]] = {}
+        for index, instance in enumerate(instances):
+            if instance.features is not None:
+                features.append(instance.features.__dict__)
+            elif instance.customer_id is None:
+                raise ApiProblem.one(
+                    422,
+                    instance_loc(loc_prefix, index, "features"),
+                    "missing",
+                    "Field required: send the customer's features, or only a customer_id to use its published features",
+                )
+            else:
+                features.append(None)
+                to_look_up.setdefault(instance.customer_id, []).append(index)
+            cutoffs.append(None)
+        if to_look_up:
+            try:
+                found = await self.online.fetch(list(to_look_up))
+            except OnlineStoreUnavailable as error:
+                raise ApiProblem.one(503, ["customer_id"], "online_store_unavailable", str(error)) from None
+            absent = [customer for customer in to_look_up if customer not in found]
+            if absent:
+                raise ApiProblem(
+                    404,
+                    [
+                        {
+                            "loc": instance_loc(loc_prefix, index, "customer_id"),
+                            "type": "not_found",
+                            "msg": f"customer_id {customer!r} has no published features in dataset {self.dataset!r}",
+                        }
+                        for customer in absent[:20]
+                        for index in to_look_up[customer][:1]
+                    ],
+                )
+            for customer, indices in to_look_up.items():
+                published = found[customer]
+                record = self._published_record(current, published.features, customer)
+                for index in indices:
+                    features[index] = record
+                    cutoffs[index] = published.cutoff.isoformat()
+        return features, cutoffs  # type: ignore[return-value]
+
+    def _published_record(self, current: ServedModel, stored: Mapping[str, Any], customer: str) -> Mapping[str, Any]:
+        wanted = {name: stored[name] for name in current.model.schema.columns if name in stored}
+        try:
+            return current.record_type.model_validate(wanted).__dict__
+        except ValidationError as error:
+            problems = validation_problems(error.errors(), prefix=("online_features", customer))
+            for problem in problems:
+                problem["msg"] = (
+                    f"published features of customer {customer!r} do not fit model v{current.version}: "
+                    f"{problem['msg']} (republish the online features)"
+                )
+            raise ApiProblem(409, problems) from None
+
+    def scored_customers(
+        self,
+        current: ServedModel,
+        instances: list[Any],
+        features: list[Mapping[str, Any]],
+        cutoffs: list[str | None],
+        explain: bool,
+    ) -> tuple[list[ScoredCustomer], list[LoggedRow]]:
+        scores = current.score(features)
+        explanations = current.explain(features, self.serving.explain_top_features) if explain else None
+        threshold = current.model.threshold
+        results = []
+        logged = []
+        for i, (instance, score) in enumerate(zip(instances, scores.tolist(), strict=True)):
+            if not math.isfinite(score):
+                raise ApiProblem.one(500, [], "model_error", f"model v{current.version} produced a non-finite score")
+            decision = score >= threshold
+            band = current.bands.band(score)
+            results.append(
+                ScoredCustomer(
+                    customer_id=instance.customer_id,
+                    probability=score,
+                    decision=decision,
+                    risk_band=band,
+                    feature_source="request" if instance.features is not None else "online_store",
+                    features_cutoff=cutoffs[i],
+                    explanation=explanations[i] if explanations else None,
+                )
+            )
+            logged.append((instance.customer_id, features[i], score, decision, band))
+        return results, logged
