@@ -10,8 +10,10 @@ margin, before post-processing.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +33,8 @@ CHALLENGER_ALIAS = "challenger"
 POSTPROCESS_KEY = "postprocess"
 # The MLflow error code of a registered model that does not exist (the same from a local store and over REST).
 MODEL_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
+# The only model class churnops loads: MLflow's lightgbm flavour stores it as LightGBM's text format, never a pickle.
+NATIVE_BOOSTER_CLASS = "lightgbm.basic.Booster"
 
 
 def configure_mlflow(settings: Settings) -> None:
@@ -107,19 +111,42 @@ def resolve_alias(name: str, alias: str) -> str:
     return str(MlflowClient().get_model_version_by_alias(name, alias).version)
 
 
+def _native_booster(model_dir: Path, flavors: dict[str, Any], label: str) -> Any:
+    """The version's LightGBM Booster, read from its text model file; anything else is refused before a byte of it
+    is deserialised. MLflow's own loaders unpickle scikit-learn-style and pyfunc models, and whoever can register a
+    version could have such a file executed in the API and the workers."""
+    import lightgbm
+
+    flavor = flavors.get("lightgbm") or {}
+    data = str(flavor.get("data", ""))
+    data_path = (model_dir / data).resolve()
+    if (
+        flavor.get("model_class") != NATIVE_BOOSTER_CLASS
+        or not data.endswith(".lgb")
+        or model_dir.resolve() not in data_path.parents
+    ):
+        raise ValueError(
+            f"model {label} is not a native LightGBM Booster saved as text (flavours: {sorted(flavors)}, "
+            f"lightgbm model_class {flavor.get('model_class')!r}, data {data!r}); churnops loads only those"
+        )
+    return lightgbm.Booster(model_file=str(data_path))
+
+
 def load_model_version(name: str, version: str) -> LoadedModel:
     """Load a version's booster and the schema/threshold it was trained with; refuse a model that cannot predict
     its own stored input example."""
     import mlflow
 
     uri = f"models:/{name}/{version}"
-    info = mlflow.models.get_model_info(uri)
-    metadata = info.metadata or {}
-    if "feature_schema" not in metadata:
-        raise ValueError(
-            f"model {name} v{version} has no feature schema in its metadata; it was not trained by churnops"
-        )
-    booster = mlflow.lightgbm.load_model(uri)
+    with tempfile.TemporaryDirectory(prefix="churnops-model-") as local:
+        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=local))
+        info = mlflow.models.Model.load(model_dir / "MLmodel")
+        metadata = info.metadata or {}
+        if "feature_schema" not in metadata:
+            raise ValueError(
+                f"model {name} v{version} has no feature schema in its metadata; it was not trained by churnops"
+            )
+        booster = _native_booster(model_dir, info.flavors, f"{name} v{version}")
     # The booster's feature names are the order it was trained in: encode rows in exactly that order.
     schema = FeatureSchema.from_dict(metadata["feature_schema"]).in_column_order(booster.feature_name())
     model = LoadedModel(

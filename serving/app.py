@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +25,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from churnops.config import Settings
+from churnops.config import ServingSettings, Settings
 from churnops.dataset import load_contract
 from serving import metrics
 from serving.middleware import MetricsMiddleware
@@ -44,10 +45,31 @@ from serving.scoring import PredictionService, secret_matches
 from serving.state import ModelState
 
 
+class OpenExposureError(RuntimeError):
+    """The API would listen beyond this machine with no API key or no admin token."""
+
+
+def refuse_open_exposure(serving: ServingSettings) -> None:
+    """Without a key the API is for this machine only: a non-loopback `serving.host` needs `serving.api_key` and
+    `serving.admin_token` (anyone who reaches an open API can read every score and reload models at will)."""
+    try:
+        loopback = ipaddress.ip_address(serving.host).is_loopback
+    except ValueError:
+        loopback = serving.host == "localhost"
+    missing = [name for name in ("api_key", "admin_token") if getattr(serving, name) is None]
+    if not loopback and missing:
+        raise OpenExposureError(
+            f"refusing to serve on {serving.host} without {' and '.join(f'serving.{m}' for m in missing)}: set "
+            + " and ".join(f"CHURNOPS_SERVING__{m.upper()}" for m in missing)
+            + " (or their secret files), or listen on 127.0.0.1"
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for `settings` (default: from the environment). The model loads at start-up (lifespan)."""
     settings = settings or Settings()
     serving = settings.serving
+    refuse_open_exposure(serving)
     contract = load_contract(settings.dataset, settings)
     model_name = contract.model_name
     state = ModelState(settings, model_name)
@@ -157,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         current = state.current
         if current is None:
             # Only the kind of failure: the full message can name internal hosts, and /ready is unauthenticated.
-            reason = state.last_error.split(":", 1)[0] if state.last_error else "loading"
+            reason = state.status.last_error_kind or "loading"
             return JSONResponse({"ready": False, "reason": reason}, status_code=503)
         return JSONResponse(
             {
@@ -165,7 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "model_name": model_name,
                 "model_version": current.version,
                 # Set while the latest reload failed: the version above keeps serving.
-                "last_reload_error": state.last_error,
+                "last_reload_error": state.status.last_error_kind,
             }
         )
 
@@ -249,4 +271,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["create_app"]
+__all__ = ["OpenExposureError", "create_app", "refuse_open_exposure"]

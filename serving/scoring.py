@@ -60,7 +60,9 @@ class PredictionService:
     def served(self) -> ServedModel:
         current = self.state.current
         if current is None:
-            raise ApiProblem.one(503, [], "no_model", f"no model loaded yet: {self.state.last_error or 'loading'}")
+            raise ApiProblem.one(
+                503, [], "no_model", f"no model loaded yet: {self.state.status.last_error_kind or 'loading'}"
+            )
         return current
 
     def log_predictions(

@@ -222,10 +222,16 @@ class ReloadStatus:
     last_error_at: float | None = None
     failed_version: str | None = None
 
+    @property
+    def last_error_kind(self) -> str | None:
+        """The kind of the last failure (its exception's name) — what the API shows. The full message can name
+        internal hosts and paths, and /ready and /model answer without credentials: it goes to the log only."""
+        return None if self.last_error is None else self.last_error.split(":", 1)[0]
+
     def describe(self) -> dict[str, Any]:
         return {
             "last_attempt_at": self.last_attempt_at,
-            "last_error": self.last_error,
+            "last_error": self.last_error_kind,
             "last_error_at": self.last_error_at,
             "failed_version": self.failed_version,
         }

@@ -3,9 +3,9 @@
 A replay gets a folder of its own (`<home>/replays/<name>/`: working folder, embedded Airflow and MLflow, landing
 folder, timeline) and a copy of the dataset's contract whose events come from the landing folder and whose dates are
 not pinned. For each run date, a feeder releases the events up to the day before, as a source system would, and the
-feature, drift, (training, when the drift DAG asked for it) and scoring DAGs run for that date through
-`airflow dags test` — the path `make run` takes. The timeline gets one row per run date; a killed replay resumes at
-the first run date without one.
+feature, drift, (training, when the drift DAG asked for it) and scoring DAGs run for that date in this process
+through `dag.test()`, which is what `airflow dags test` (the path `make run` takes) runs. The timeline gets one row
+per run date; a killed replay resumes at the first run date without one.
 """
 
 from __future__ import annotations

@@ -190,6 +190,17 @@ def serve(
     settings, _ = setup(dataset)  # loads the contract: a broken one fails here, not in every worker
     # The dataset as given (a contract path stays a path: the API loads the same contract).
     env = {**os.environ, "CHURNOPS_DATASET": dataset or settings.dataset, "OMP_NUM_THREADS": "1"}
+    from serving.app import OpenExposureError, refuse_open_exposure
+
+    # The app checks the address it is served on (no key beyond loopback): tell it the one given here, and say no
+    # before uvicorn starts rather than in every worker's traceback.
+    bind = host or settings.serving.host
+    env["CHURNOPS_SERVING__HOST"] = bind
+    try:
+        refuse_open_exposure(settings.serving.model_copy(update={"host": bind}))
+    except OpenExposureError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
     if workers > 1:
         # Each worker writes its metrics here and /metrics adds them up; it must be empty at start.
         metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="churnops-metrics-"))

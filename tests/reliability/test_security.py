@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import re
 import secrets
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from serving.app import create_app
+from churnops.config import Settings
+from serving.app import OpenExposureError, create_app, refuse_open_exposure
 from tests.reliability.figures import record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +83,39 @@ def test_probes_and_scrapes_need_no_credentials_and_reveal_none(guarded) -> None
         answer = guarded.get(path)
         assert answer.status_code == 200, path
         assert API_KEY not in answer.text and ADMIN_TOKEN not in answer.text, f"{path} shows a credential"
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "refused_for"),
+    [
+        ("0.0.0.0", {}, "serving.api_key and serving.admin_token"),
+        ("10.1.2.3", {"api_key": SecretStr(API_KEY)}, "serving.admin_token"),
+        ("api.example.internal", {"admin_token": SecretStr(ADMIN_TOKEN)}, "serving.api_key"),
+    ],
+)
+def test_the_api_refuses_to_listen_beyond_loopback_without_its_key_and_token(host, keys, refused_for) -> None:
+    serving = Settings().serving.model_copy(update={"host": host, **keys})
+    with pytest.raises(OpenExposureError, match=rf"refusing to serve on {re.escape(host)} without {refused_for}"):
+        refuse_open_exposure(serving)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_the_api_needs_no_key_on_loopback(host) -> None:
+    refuse_open_exposure(Settings().serving.model_copy(update={"host": host}))
+
+
+def test_churnops_serve_says_no_before_starting_uvicorn(tmp_path) -> None:
+    keyless = {k: v for k, v in os.environ.items() if not k.startswith("CHURNOPS_SERVING__")}
+    answer = subprocess.run(
+        [sys.executable, "-m", "churnops.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
+        env=keyless | {"CHURNOPS_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert answer.returncode == 2
+    said = " ".join(answer.stderr.split())  # the console writes to stderr and wraps long lines
+    assert "refusing to serve on 0.0.0.0 without serving.api_key and serving.admin_token" in said
 
 
 # ---------------------------------------------------------------------------------------------------------------
