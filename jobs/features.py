@@ -1,11 +1,11 @@
 """The feature job: one run date's point-in-time features and labels, published as a content-hashed snapshot.
 
 A run works for one run date (`churnops.run_dates`): its scoring cutoff, and the cutoffs of the contract's schedule
-whose labels are observed by then (`DatasetContract.plan`). Before Spark starts, the job brings the bronze layer up
-to date, refuses a run date the data does not reach, and digests everything the snapshot depends on (feature
-definitions, contract, plan, source fingerprints); when a published snapshot has the same digest it is reused and
-Spark never starts. Otherwise the frames of `jobs.feature_frames` are computed, checked by the leakage probe, and
-published atomically.
+whose labels are observed by then (`DatasetContract.plan`). Before Spark starts, the job checks the sources against
+the contract (`jobs.source_check`), brings the bronze layer up to date, refuses a run date the data does not reach,
+and digests everything the snapshot depends on (feature definitions, contract, plan, source fingerprints); when a
+published snapshot has the same digest it is reused and Spark never starts. Otherwise the frames of
+`jobs.feature_frames` are computed, checked by the leakage probe, and published atomically.
 
 Run it through the CLI (`churnops features`), from Airflow (spark-submit of this file), or directly:
 `spark-submit jobs/features.py --dataset synthetic [--run-date YYYY-MM-DD]`.

@@ -133,6 +133,10 @@ def _signup_findings(values: pd.Series, column: str) -> list[Finding]:
     return findings
 
 
+def _rows(n: int) -> str:
+    return "1 row" if n == 1 else f"{n:,} rows"
+
+
 def label_findings(values: pd.Series, label: LabelDefinition) -> list[Finding]:
     """A label column against the declared classes: values outside them, a single class, blank (unlabelled) rows."""
     column = label.column
@@ -145,10 +149,10 @@ def label_findings(values: pd.Series, label: LabelDefinition) -> list[Finding]:
             classes[str(value)] = label.class_of(str(value))
         except ValueError:
             outside[str(value)] = int(n)
-    seen = ", ".join(f"{v!r} ({n:,} rows)" for v, n in list(counts.items())[:6])
+    seen = ", ".join(f"{v!r} ({_rows(n)})" for v, n in list(counts.items())[:6])
     findings = []
     if outside:
-        listed = ", ".join(f"{v!r} ({n:,} rows)" for v, n in list(outside.items())[:EXAMPLES])
+        listed = ", ".join(f"{v!r} ({_rows(n)})" for v, n in list(outside.items())[:EXAMPLES])
         if label.positive is None:
             rarest = str(counts.index[-1])
             problem = f"{sum(outside.values()):,} label value(s) are not 0 or 1: {listed}"
