@@ -99,7 +99,7 @@ def print_source_report(report: SourceReport) -> None:
 def check(dataset: DatasetOption = None) -> None:
     """Check a dataset's source files against its contract in seconds, without Spark: missing columns, values that
     do not parse as their declared type, label values outside the declared classes, duplicate keys, empty files.
-    Exits 1 when there is an error; `features` and `train` run the same check first."""
+    Exits 1 when there is an error; `features` runs the same check first (and `train`, for entity-level data)."""
     _, contract = setup(dataset)
     from jobs.source_check import check_sources
 

@@ -31,12 +31,15 @@ __all__ = [
 ]
 
 
-def check_sources(contract: DatasetContract, event_files: list[SourceFile] | None = None) -> SourceReport:
-    """Check the contract's entity table and event files (all of them unless `event_files` is given)."""
+def check_sources(
+    contract: DatasetContract, event_files: list[SourceFile] | None = None, with_label: bool = True
+) -> SourceReport:
+    """Check the contract's entity table and event files (all of them unless `event_files` is given); without
+    `with_label`, an entity table need not have the label column (new customers to score)."""
     sources: list[SourceSummary] = []
     findings: list[Finding] = []
     if contract.entities is not None:
-        summary, found = check_entity_table(contract)
+        summary, found = check_entity_table(contract, with_label)
         sources += [summary] if summary else []
         findings += found
     if contract.events is not None:
@@ -50,9 +53,11 @@ def check_sources(contract: DatasetContract, event_files: list[SourceFile] | Non
     return SourceReport(contract.name, tuple(sources), tuple(findings))
 
 
-def require_clean_sources(contract: DatasetContract, event_files: list[SourceFile] | None = None) -> SourceReport:
+def require_clean_sources(
+    contract: DatasetContract, event_files: list[SourceFile] | None = None, with_label: bool = True
+) -> SourceReport:
     """`check_sources`, raising SourceCheckError (every problem in one message) when it finds an error."""
-    report = check_sources(contract, event_files)
+    report = check_sources(contract, event_files, with_label)
     if report.errors:
         raise SourceCheckError(report)
     return report

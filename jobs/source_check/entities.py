@@ -18,20 +18,24 @@ from jobs.source_check.findings import (
 )
 
 
-def _entity_columns(source: EntitySource, label: LabelDefinition) -> dict[str, str]:
-    """Every column the contract names in the entity table, with the contract line that names it."""
+def _entity_columns(source: EntitySource, label: LabelDefinition, with_label: bool) -> dict[str, str]:
+    """Every column the contract names in the entity table (the label column only `with_label`), with the contract
+    line that names it."""
     named = {source.key: "entities.key"}
     if source.signup:
         named[source.signup] = "entities.signup"
     named |= dict.fromkeys(source.categorical, "entities.categorical")
     named |= dict.fromkeys(source.numeric, "entities.numeric")
-    if label.kind == "column" and label.column:
+    if with_label and label.kind == "column" and label.column:
         named[label.column] = "label.column"
     return named
 
 
-def check_entity_table(contract: DatasetContract) -> tuple[SourceSummary | None, list[Finding]]:
-    """Read the whole entity table and judge every column the contract names."""
+def check_entity_table(
+    contract: DatasetContract, with_label: bool = True
+) -> tuple[SourceSummary | None, list[Finding]]:
+    """Read the whole entity table and judge every column the contract names; without `with_label` the label column
+    is neither required nor judged (a file of new customers to score has no label yet)."""
     assert contract.entities is not None
     source, where = contract.entities, "entities"
     path = contract.resolve(source.path)
@@ -39,7 +43,7 @@ def check_entity_table(contract: DatasetContract) -> tuple[SourceSummary | None,
     if isinstance(table, Finding):
         return None, [table]
     present = [str(c) for c in table.columns]
-    named = _entity_columns(source, contract.label)
+    named = _entity_columns(source, contract.label, with_label)
     findings = [missing_column(where, c, line, present) for c, line in named.items() if c not in table.columns]
     extra = [c for c in present if c not in named]
     if extra:
@@ -60,7 +64,7 @@ def check_entity_table(contract: DatasetContract) -> tuple[SourceSummary | None,
     if source.signup and source.signup in table.columns:
         findings += _signup_findings(table[source.signup], source.signup)
     label = contract.label
-    if label.kind == "column" and label.column in table.columns:
+    if with_label and label.kind == "column" and label.column in table.columns:
         findings += label_findings(table[label.column], label)
     return SourceSummary(where, path, len(table), len(present)), findings
 
@@ -140,6 +144,8 @@ def _rows(n: int) -> str:
 def label_findings(values: pd.Series, label: LabelDefinition) -> list[Finding]:
     """A label column against the declared classes: values outside them, a single class, blank (unlabelled) rows."""
     column = label.column
+    if pd.api.types.is_bool_dtype(values):
+        values = values.astype("Int64")  # a typed (Parquet) boolean label is 0/1, as Spark casts it
     text, blank = text_cells(values)
     counts = text[~blank].value_counts()
     classes: dict[str, int | None] = {}

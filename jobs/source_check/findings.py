@@ -144,8 +144,9 @@ def text_cells(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 def numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Which cells are blank (missing values) and which hold something that is not a finite number."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        parsed = values.astype("float64").to_numpy()
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        # Typed columns (Parquet): booleans are 0/1, as Spark casts them.
+        parsed = values.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
         blank = np.isnan(parsed)
         return blank, ~blank & ~np.isfinite(parsed)
     text, blank = text_cells(values)

@@ -311,3 +311,63 @@ def test_an_entity_level_contract_needs_no_date(tmp_path):
 
     assert contract.cutoffs.first is None and contract.cutoffs.as_of is None
     assert prepared.plan.train == (prepared.run_date,) == (prepared.plan.scoring,)
+
+
+def test_a_typed_parquet_table_passes_as_it_is(tmp_path):
+    pd.DataFrame(
+        {
+            "account_id": KEYS,
+            "plan": ["basic", "plus"] * 4,
+            "age": [34, 51, None, 45, 38, 62, 29, 41],
+            "spend": [10.5, 22.0, 0.0, 13.25, 8.0, 40.1, 3.0, 17.0],
+            "signup": pd.to_datetime(["2024-01-0" + str(i + 1) for i in range(8)]).date,
+            "churned": [False, True, False, False, True, False, False, True],
+        }
+    ).to_parquet(tmp_path / "accounts.parquet")
+    contract = entity_contract(tmp_path, path="accounts.parquet", format="parquet", signup="signup")
+
+    report = check_sources(contract)
+
+    assert report.errors == []
+    assert ("age", "1 blank cell(s) read as missing values") in [(f.column, f.problem) for f in report.notes]
+    assert ("churned", "3 positive of 8 labels; '0' (5 rows), '1' (3 rows)") in [
+        (f.column, f.problem) for f in report.notes
+    ]
+
+
+def test_a_file_of_customers_to_score_needs_no_label_column(tmp_path):
+    write_accounts(tmp_path)
+    pd.read_csv(tmp_path / "accounts.csv").drop(columns="churned").to_csv(tmp_path / "accounts.csv", index=False)
+    contract = entity_contract(tmp_path)
+
+    assert check_sources(contract, with_label=False).errors == []
+    [missing] = check_sources(contract).errors
+    assert missing.column == "churned" and "(named by `label.column`)" in missing.problem
+
+
+def test_the_feature_job_checks_only_the_event_files_not_yet_ingested(tmp_path):
+    from jobs.ingest import ensure_bronze
+    from jobs.source_check import event_files_not_yet_ingested
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    pd.DataFrame({"customer": ["c1", "c2"], "when": ["2024-05-01T10:00:00"] * 2, "value": ["5", "7"]}).to_csv(
+        landing / "2024-05-01.csv", index=False
+    )
+    raw = {
+        "name": "shop",
+        "events": {
+            "path": "landing",
+            "format": "csv",
+            "entity_key": "customer",
+            "timestamp": "when",
+            "amount": "value",
+        },
+        "label": {"kind": "churn", "horizon_days": 30},
+        "cutoffs": {"first": "2024-01-01"},
+    }
+    contract, settings = write_contract(tmp_path, raw), make_settings(tmp_path / "home")
+    ensure_bronze(contract, settings)
+    (landing / "2024-05-02.csv").write_text("customer,when,value\n")
+
+    assert [f.relative for f in event_files_not_yet_ingested(contract, settings)] == ["2024-05-02.csv"]
