@@ -12,7 +12,7 @@ from typing import Literal
 
 import yaml
 from dateutil.relativedelta import relativedelta
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from churnops.config import BUILTIN_DATASETS_DIR, Settings
 
@@ -52,13 +52,29 @@ class LabelDefinition(_Strict):
     - `churn`: 1 if the customer has no event (of `event_type`, if given) in [t, t + H).
     - `propensity`: 1 if the customer has at least one event (of `event_type`, if given) in [t, t + H).
     - `column`: the entity table's own label column (entity-level data without timestamps); no horizon.
+
+    A label column holds 0/1 unless `positive` names the value that means 1 (`positive: "Yes"`); every other value
+    is then 0, or, when `negative` is given too, a value that is neither is an error. A blank cell is no label.
     """
 
     kind: Literal["churn", "propensity", "column"] = "churn"
     horizon_days: int | None = Field(None, ge=1, le=366)
     event_type: str | None = None
-    # For kind `column`: the entity table's label column (values 0/1).
+    # For kind `column`: the entity table's label column, and the values of its classes as written in the file.
     column: str | None = None
+    positive: str | None = None
+    negative: str | None = None
+
+    @field_validator("positive", "negative", mode="before")
+    @classmethod
+    def _class_values_are_text(cls, value: object) -> object:
+        if isinstance(value, bool):
+            # YAML 1.1 reads an unquoted Yes/No/true/false/on/off as a boolean; which spelling was meant is lost.
+            raise ValueError(
+                "a label class value must be quoted text: YAML reads an unquoted Yes/No/true/false as a boolean; "
+                'write it as in the file, e.g. positive: "Yes"'
+            )
+        return str(value) if isinstance(value, int | float) else value
 
     @model_validator(mode="after")
     def _fields_match_kind(self) -> LabelDefinition:
@@ -67,7 +83,35 @@ class LabelDefinition(_Strict):
                 raise ValueError("label.kind `column` needs `label.column`, the entity table's 0/1 label column")
         elif self.horizon_days is None:
             raise ValueError(f"label.kind `{self.kind}` needs `label.horizon_days` (e.g. 30, 60, 90)")
+        if self.kind != "column" and (self.positive is not None or self.negative is not None):
+            raise ValueError("label.positive and label.negative are for label.kind `column` (a label column's values)")
+        if self.negative is not None and self.positive is None:
+            raise ValueError('label.negative needs label.positive, the value that means 1 (e.g. positive: "Yes")')
+        if self.positive is not None and self.positive.strip() == (self.negative or "").strip():
+            raise ValueError(f"label.positive and label.negative are both {self.positive!r}; give two different values")
         return self
+
+    def class_of(self, value: str) -> int | None:
+        """The 0/1 class of one label cell as written (surrounding blanks ignored); None for a blank cell.
+
+        Raises ValueError for a value outside the declared classes (without `positive`: anything but 0 and 1).
+        """
+        text = value.strip()
+        if not text:
+            return None
+        if self.positive is None:
+            try:
+                number = float(text)
+            except ValueError:
+                number = float("nan")
+            if number not in (0.0, 1.0):
+                raise ValueError(f"{value!r} is not 0 or 1")
+            return int(number)
+        if text == self.positive.strip():
+            return 1
+        if self.negative is None or text == self.negative.strip():
+            return 0
+        raise ValueError(f"{value!r} is neither the positive {self.positive!r} nor the negative {self.negative!r}")
 
 
 class CutoffSchedule(_Strict):

@@ -18,10 +18,17 @@ from jobs.generate import generate
 
 EXPORT_DATE = dt.date(2024, 7, 1)
 HORIZON_DAYS = 60
+# With `quirks`: customers this new have a blank spend, as brand-new accounts have blank charges in the Telco CSV.
+NEW_CUSTOMER_DAYS = 30
 
 
-def build_crm_export(n_customers: int = 3_000, seed: int = 21) -> pd.DataFrame:
-    """One row per current customer at the export date: attributes, 90-day usage totals and the 0/1 `churned`."""
+def build_crm_export(n_customers: int = 3_000, seed: int = 21, quirks: bool = False) -> pd.DataFrame:
+    """One row per current customer at the export date: attributes, 90-day usage totals and the 0/1 `churned`.
+
+    `quirks` makes it look like a public churn CSV as it comes (the Telco one): `churned` is "Yes"/"No", and the
+    spend of customers who signed up less than `NEW_CUSTOMER_DAYS` before the export is a blank " " cell (not billed
+    yet), so `spend_90d` reads as text.
+    """
     data = generate(n_customers, seed=seed, end=EXPORT_DATE + dt.timedelta(days=HORIZON_DAYS))
     export, events = pd.Timestamp(EXPORT_DATE), data.events
     recent = events[(events["event_time"] < export) & (events["event_time"] >= export - pd.Timedelta(days=90))]
@@ -47,6 +54,9 @@ def build_crm_export(n_customers: int = 3_000, seed: int = 21) -> pd.DataFrame:
         }
     )
     table["churned"] = (~table["account_id"].isin(after)).astype(int)
+    if quirks:
+        table["churned"] = table["churned"].map({1: "Yes", 0: "No"})
+        table["spend_90d"] = table["spend_90d"].astype(object).where(table["tenure_days"] >= NEW_CUSTOMER_DAYS, " ")
     return table
 
 

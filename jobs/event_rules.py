@@ -109,7 +109,7 @@ def _is_missing(values: pd.Series) -> np.ndarray:
     return values.isna().to_numpy(dtype=bool)
 
 
-def _parse_timestamps(values: pd.Series) -> pd.Series:
+def parse_timestamps(values: pd.Series) -> pd.Series:
     """Parse to naive UTC timestamps; unparseable values become NaT."""
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values if values.dt.tz is None else values.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -121,7 +121,7 @@ def _parse_timestamps(values: pd.Series) -> pd.Series:
 
 def _typed_events(raw: pd.DataFrame, source: EventSource) -> pd.DataFrame:
     """Every raw row in the platform's columns and types (broken values become NA; the rules look at those)."""
-    timestamps = _parse_timestamps(raw[source.timestamp])
+    timestamps = parse_timestamps(raw[source.timestamp])
     return pd.DataFrame(
         {
             ENTITY_ID: raw[source.entity_key].astype("string").str.strip(),

@@ -20,10 +20,11 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType
 
 from churnops.bronze import BronzeManifest, event_part_paths
 from churnops.config import Settings
-from churnops.dataset import DatasetContract
+from churnops.dataset import DatasetContract, LabelDefinition
 from churnops.features import (
     CUTOFF,
     ENTITY_ID,
@@ -76,18 +77,43 @@ def read_events(
 
 
 def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame | None:
+    """The entity table in the platform's columns and types. Text cells holding nothing but blanks are missing
+    values; the source check (`jobs.source_check`) has already refused values that do not parse."""
     source = contract.entities
     if source is None:
         return None
     raw = _read(spark, contract.resolve(source.path), source.format)
     columns = [F.col(source.key).cast("string").alias(ENTITY_ID)]
     if source.signup:
-        columns.append(F.col(source.signup).cast("date").alias("signup_date"))
+        columns.append(_blank_as_null(raw, source.signup).cast("date").alias("signup_date"))
     columns += [F.col(c).cast("string").alias(c) for c in source.categorical]
-    columns += [F.col(c).cast("double").alias(c) for c in source.numeric]
+    columns += [_blank_as_null(raw, c).cast("double").alias(c) for c in source.numeric]
     if contract.label.kind == "column":
-        columns.append(F.col(contract.label.column).cast("int").alias(LABEL))
+        columns.append(_label_classes(raw, contract.label).alias(LABEL))
     return raw.select(*columns)
+
+
+def _blank_as_null(raw: DataFrame, column: str) -> Column:
+    """A text column with blank and whitespace-only cells as nulls (a CSV's " " in a numeric column, which the CSV
+    reader keeps as text and a cast would refuse)."""
+    if not isinstance(raw.schema[column].dataType, StringType):
+        return F.col(column)
+    trimmed = F.trim(F.col(column))
+    return F.when(trimmed != "", trimmed)
+
+
+def _label_classes(raw: DataFrame, label: LabelDefinition) -> Column:
+    """The label column as 0/1 (null for a blank cell), by the rule of `LabelDefinition.class_of`."""
+    assert label.column is not None
+    cell = _blank_as_null(raw, label.column)
+    if label.positive is None:
+        return cell.cast("double").cast("int")
+    text = F.trim(cell.cast("string"))
+    classes = F.when(cell.isNull(), F.lit(None)).when(text == label.positive.strip(), F.lit(1))
+    if label.negative is None:
+        return classes.otherwise(F.lit(0))
+    # A value that is neither class never gets here: the source check refuses it before Spark starts.
+    return classes.when(text == label.negative.strip(), F.lit(0)).cast("int")
 
 
 def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:

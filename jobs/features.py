@@ -1,11 +1,11 @@
 """The feature job: one run date's point-in-time features and labels, published as a content-hashed snapshot.
 
 A run works for one run date (`churnops.run_dates`): its scoring cutoff, and the cutoffs of the contract's schedule
-whose labels are observed by then (`DatasetContract.plan`). Before Spark starts, the job brings the bronze layer up
-to date, refuses a run date the data does not reach, and digests everything the snapshot depends on (feature
-definitions, contract, plan, source fingerprints); when a published snapshot has the same digest it is reused and
-Spark never starts. Otherwise the frames of `jobs.feature_frames` are computed, checked by the leakage probe, and
-published atomically.
+whose labels are observed by then (`DatasetContract.plan`). Before Spark starts, the job checks the sources against
+the contract (`jobs.source_check`), brings the bronze layer up to date, refuses a run date the data does not reach,
+and digests everything the snapshot depends on (feature definitions, contract, plan, source fingerprints); when a
+published snapshot has the same digest it is reused and Spark never starts. Otherwise the frames of
+`jobs.feature_frames` are computed, checked by the leakage probe, and published atomically.
 
 Run it through the CLI (`churnops features`), from Airflow (spark-submit of this file), or directly:
 `spark-submit jobs/features.py --dataset synthetic [--run-date YYYY-MM-DD]`.
@@ -111,12 +111,19 @@ def inputs_key(contract: DatasetContract, plan: CutoffPlan, source_fingerprints:
 
 
 def prepare_run(contract: DatasetContract, settings: Settings, run_date: dt.date | None = None) -> PreparedRun:
-    """Bring the bronze layer up to date, fix the run date and its plan, and digest the inputs (no Spark).
+    """Check the sources, bring the bronze layer up to date, fix the run date and its plan, and digest the inputs
+    (no Spark).
 
-    Without a `run_date` the run takes the day after the latest day of data. A run date the data does not reach
-    (within `settings.watermark.tolerance_days`) is refused with the last day seen.
+    The source check comes first: a file that does not fit the contract fails here, in seconds, with every problem
+    named (`SourceCheckError`), instead of as a Spark error deep in the job. It reads the entity table and the event
+    files not yet ingested. Without a `run_date` the run takes the day after the latest day of data. A run date the
+    data does not reach (within `settings.watermark.tolerance_days`) is refused with the last day seen.
     """
     from jobs.ingest import ensure_bronze
+    from jobs.source_check import event_files_not_yet_ingested, require_clean_sources
+
+    new_event_files = event_files_not_yet_ingested(contract, settings) if contract.events is not None else None
+    require_clean_sources(contract, new_event_files)
 
     sources: dict[str, str] = {}
     latest, manifest = None, None

@@ -105,7 +105,11 @@ def compute_reference_features(
         for column in source.categorical:
             attributes[column] = entities[column].astype("string")
         for column in source.numeric:
-            attributes[column] = entities[column].astype("float64")
+            values = entities[column]
+            if not pd.api.types.is_numeric_dtype(values):
+                # Blank or whitespace-only cells are missing values, as in the Spark job's `read_entities`.
+                values = pd.to_numeric(values.astype("string").str.strip().replace("", pd.NA))
+            attributes[column] = values.astype("float64")
         features = features.merge(attributes, on=ENTITY_ID, how="left")
         if source.signup:
             signup = pd.to_datetime(entities[source.signup]).set_axis(attributes[ENTITY_ID])

@@ -137,11 +137,14 @@ class DataWatermarkSensor(BaseSensorOperator):
         from churnops.dataset import load_contract
         from churnops.run_dates import watermark_reached
         from jobs.ingest import ensure_bronze
+        from jobs.source_check import event_files_not_yet_ingested, require_clean_sources
 
         params, events = context["params"], context.get("triggering_asset_events")
         settings = Settings()
         contract = load_contract(dataset_of_run(params, events, self.asset), settings)
         if contract.events is not None:
+            # The new files' structure first (every problem in one message), then their rows.
+            require_clean_sources(contract, event_files_not_yet_ingested(contract, settings))
             ensure_bronze(contract, settings)  # new files first: a run without a date takes it from the data
         target = run_target(params, context["dag_run"], events, self.asset)
         if contract.events is None or contract.cutoffs.as_of is not None:

@@ -1,4 +1,4 @@
-"""The stage commands: one per batch stage (generate, features, train, score, export) and the API (serve)."""
+"""The stage commands: one per batch stage (generate, check, features, train, score, export) and the API (serve)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from churnops.cli.common import DatasetOption, RunDateOption, app, console, day, setup
+
+if TYPE_CHECKING:
+    from jobs.source_check import SourceReport
 
 # Datasets whose source files come from a preparer rather than the synthetic generator.
 REAL_DATA_PREPARERS = {"cdnow": "jobs.cdnow:prepare_cdnow", "crm_example": "jobs.crm_example:prepare_crm_example"}
@@ -71,15 +74,55 @@ def generate(
     )
 
 
+def print_source_report(report: SourceReport) -> None:
+    """The source check's findings as a table: what is wrong where, and the contract line or cell to change."""
+    from rich.table import Table
+
+    for source in report.sources:
+        console.print(f"{source.source}: {source.path} ({source.rows:,} rows read, {source.columns} columns)")
+    if report.findings:
+        table = Table("", "source", "column", "finding", "fix", show_lines=True)
+        for finding in report.findings:
+            level = "[red]error[/]" if finding.level == "error" else "note"
+            table.add_row(level, finding.source, finding.column or "", finding.problem, finding.fix)
+        console.print(table)
+    if report.errors:
+        console.print(
+            f"[red]{len(report.errors)} error(s)[/] in dataset {report.dataset!r}: fix them in the contract or the "
+            "file, then run `churnops check` again"
+        )
+    else:
+        console.print(f"dataset {report.dataset!r}: the sources fit the contract ({len(report.notes)} note(s))")
+
+
+@app.command()
+def check(dataset: DatasetOption = None) -> None:
+    """Check a dataset's source files against its contract in seconds, without Spark: missing columns, values that
+    do not parse as their declared type, label values outside the declared classes, duplicate keys, empty files.
+    Exits 1 when there is an error; `features` runs the same check first (and `train`, for entity-level data)."""
+    _, contract = setup(dataset)
+    from jobs.source_check import check_sources
+
+    report = check_sources(contract)
+    print_source_report(report)
+    if report.errors:
+        raise typer.Exit(1)
+
+
 @app.command()
 def features(dataset: DatasetOption = None, run_date: RunDateOption = None) -> None:
-    """Compute a run date's point-in-time features and labels with Spark and publish a hashed snapshot (reused
-    without starting Spark when its inputs are unchanged)."""
+    """Check the sources, then compute a run date's point-in-time features and labels with Spark and publish a
+    hashed snapshot (reused without starting Spark when its inputs are unchanged)."""
     settings, contract = setup(dataset)
     from jobs.features import run_feature_job
+    from jobs.source_check import SourceCheckError
 
-    with console.status("computing features"):
-        run = run_feature_job(contract, settings, day(run_date))
+    try:
+        with console.status("checking the sources, then computing features"):
+            run = run_feature_job(contract, settings, day(run_date))
+    except SourceCheckError as error:
+        print_source_report(error.report)
+        raise typer.Exit(1) from error
     verb = "reused" if run.reused else "built"
     console.print(
         f"snapshot {run.metadata.snapshot_id} {verb} for run date {run.metadata.run_date}: "
@@ -97,6 +140,7 @@ def train(
     """Tune LightGBM with Optuna (trials tracked in MLflow), evaluate out of time, register, gate the champion."""
     settings, contract = setup(dataset)
     from churnops.snapshots import snapshot_dir_for
+    from jobs.source_check import SourceCheckError
     from jobs.training import train as train_model
 
     snapshot = snapshot_dir_for(settings, contract.name, day(run_date))
@@ -109,7 +153,12 @@ def train(
         console=console,
     ) as progress:
         _, on_trial = _trial_progress(progress)
-        result = train_model(settings, contract, snapshot_dir=snapshot, n_trials=trials, on_trial=on_trial)
+        try:
+            result = train_model(settings, contract, snapshot_dir=snapshot, n_trials=trials, on_trial=on_trial)
+        except SourceCheckError as error:
+            progress.stop()
+            print_source_report(error.report)
+            raise typer.Exit(1) from error
     if result.skipped:
         console.print(f"training skipped: {result.skip_reason}")
         return

@@ -88,8 +88,15 @@ def train(
     """Search, fit, evaluate against champion and baselines, register, and run the champion gate for one dataset.
 
     Skips (recorded in MLflow) when a registered version learned from the same training rows. Raises
-    ChampionUnavailableError, after recording the refusal, when a champion exists but cannot be scored.
+    ChampionUnavailableError, after recording the refusal, when a champion exists but cannot be scored, and
+    SourceCheckError when an entity-level dataset's table does not fit its contract.
     """
+    if not contract.has_event_time:
+        # The user's table is the whole input of entity-level data: a table that no longer fits its contract (say,
+        # edited since the feature run) fails here in seconds, with the column named, rather than inside the fit.
+        from jobs.source_check import require_clean_sources
+
+        require_clean_sources(contract)
     data, metadata = _training_data(settings, contract, snapshot_dir)
     configure_mlflow(settings)
     same_rows = version_trained_on(contract.model_name, metadata.training_hash)
