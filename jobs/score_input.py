@@ -76,17 +76,19 @@ def default_output_path(input_path: Path) -> Path:
     return input_path.with_name(f"{input_path.stem}.scores.csv")
 
 
-def required_columns(contract: DatasetContract) -> dict[str, str]:
-    """Each column a file to score must have, with the contract field that names it (the label is not needed)."""
-    if contract.events is not None:
+def required_columns(contract: DatasetContract, shape: str) -> dict[str, str]:
+    """Each column a file of `shape` ("events" or "entities") must have, with the contract field that names it (a
+    file to score needs no label)."""
+    if shape == "events":
         events = contract.events
+        assert events is not None
         named = {events.entity_key: "events.entity_key", events.timestamp: "events.timestamp"}
         named[events.amount] = "events.amount"
         if events.event_type:
             named[events.event_type] = "events.event_type"
         return named
     entities = contract.entities
-    assert entities is not None  # the contract validator guarantees one source
+    assert entities is not None
     named = {entities.key: "entities.key"}
     if entities.signup:
         named[entities.signup] = "entities.signup"
@@ -95,36 +97,41 @@ def required_columns(contract: DatasetContract) -> dict[str, str]:
     return named
 
 
-def _header(path: Path, fmt: str) -> list[str]:
+def _header(path: Path, fmt: str, role: str) -> list[str]:
     if not path.is_file():
-        raise InputFileError(f"input {path} does not exist")
+        raise InputFileError(f"{role} {path} does not exist")
     try:
         if fmt == "csv":
-            return [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
+            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
     except pd.errors.EmptyDataError:
-        raise InputFileError(f"input {path} is empty: it needs a header row and one row per customer") from None
+        raise InputFileError(f"{role} {path} is empty: it needs a header row and one row per customer") from None
     except Exception as error:  # noqa: BLE001 - any reader failure means the same: not a readable file
-        raise InputFileError(f"input {path} is not a readable {fmt} file ({type(error).__name__}: {error})") from None
+        raise InputFileError(f"{role} {path} is not a readable {fmt} file ({type(error).__name__}: {error})") from None
 
 
-def check_input(contract: DatasetContract, input_path: Path) -> str:
-    """The input's format, after checking (from its header only, before any Spark work) that it has every column
-    the contract names; returns the format."""
-    fmt = file_format(input_path, "input")
-    header = _header(input_path, fmt)
-    missing = {column: field for column, field in required_columns(contract).items() if column not in header}
+def check_columns(contract: DatasetContract, path: Path, shape: str, role: str = "input") -> str:
+    """The file's format, after checking from its header alone (before any Spark work) that it has every column
+    the contract names for a file of `shape` ("events" or "entities")."""
+    fmt = file_format(path, role)
+    header = _header(path, fmt, role)
+    missing = {column: field for column, field in required_columns(contract, shape).items() if column not in header}
     if missing:
-        shape = "event log" if contract.events is not None else "entity table"
+        kind = "event log" if shape == "events" else "entity table"
         listed = ", ".join(f"{column!r} (contract field `{field}`)" for column, field in missing.items())
         raise InputFileError(
-            f"input {input_path} lacks column(s) {listed} that dataset {contract.name!r} scores from; the file has "
-            f"{header}. Give a file in the shape of the dataset's {shape} (no label column needed), or fix the "
+            f"{role} {path} lacks column(s) {listed} that dataset {contract.name!r} scores from; the file has "
+            f"{header}. Give a file in the shape of the dataset's {kind} (no label column needed), or fix the "
             "contract if the column is named differently"
         )
     return fmt
+
+
+def check_input(contract: DatasetContract, input_path: Path) -> str:
+    """The input's format, after checking its columns: an event log for event data, else an entity table."""
+    return check_columns(contract, input_path, "events" if contract.events is not None else "entities")
 
 
 def load_champion(settings: Settings, contract: DatasetContract) -> LoadedModel:
@@ -266,7 +273,7 @@ def score_input(
                 f"dataset {contract.name!r} takes attributes from the input itself: --entities is for event data "
                 "with an entity table"
             )
-        _header(entities_path, file_format(entities_path, "entities"))
+        check_columns(contract, entities_path.resolve(), "entities", role="entities")
     elif contract.events is not None and contract.entities is not None:
         table = contract.resolve(contract.entities.path)
         if not table.exists():

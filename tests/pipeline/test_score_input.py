@@ -164,6 +164,14 @@ def test_a_file_missing_a_column_is_refused_by_name_before_spark_or_mlflow(small
     assert not (tmp_path / "no_amount.scores.csv").exists()
 
 
+def test_an_entities_file_for_an_event_log_is_checked_by_name_too(small_events_csv, tmp_path) -> None:
+    settings = Settings(home=tmp_path / "empty-home")
+    attributes = tmp_path / "new_customers.csv"
+    pd.DataFrame({"customer_id": ["c1"], "signup_date": ["2023-01-01"], "plan": ["basic"]}).to_csv(attributes)
+    with pytest.raises(InputFileError, match=r"entities .*new_customers.csv lacks column\(s\) 'region' .* 'age' "):
+        score_input(settings, load_contract("synthetic", settings), small_events_csv, entities_path=attributes)
+
+
 def test_an_entity_table_needs_its_attributes_but_not_its_label(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
     contract = load_contract("crm_example", settings)

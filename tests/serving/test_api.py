@@ -303,7 +303,7 @@ def test_a_blank_numeric_string_from_a_csv_is_a_missing_value(client, example_re
     assert [p["probability"] for p in blank_cell.json()["predictions"]] == [missing.json()["probability"]] * 2
 
 
-@pytest.mark.parametrize("text", ["forty", "45 years", "1_000", "NaN", "inf"])
+@pytest.mark.parametrize("text", ["forty", "45 years", "1_000", "NaN", "inf", "1e400", "+", "\u0661\u0662"])
 def test_a_string_that_is_not_a_finite_number_is_still_refused(client, example_request, text) -> None:
     response = client.post("/predict", json=with_features(example_request, age=text))
     assert response.status_code == 422
