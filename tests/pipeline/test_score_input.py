@@ -276,3 +276,27 @@ def test_a_new_entity_table_read_as_text_scores_like_the_same_rows_sent_to_the_a
     from_file = listed.set_index("customer_id").loc[from_api.index]
     assert from_file["probability"].tolist() == from_api["probability"].tolist()
     assert from_file["risk_band"].tolist() == from_api["risk_band"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--input", "{events}", "--cutoff", "2024-01-01"], "leave out --run-date and --cutoff"),
+        (["--output", "scores.csv"], "--output and --entities go with --input FILE"),
+        (["--input", "{no_amount}"], "lacks column(s) 'amount'"),
+    ],
+    ids=["input-with-cutoff", "output-without-input", "missing-column"],
+)
+def test_the_score_command_refuses_misused_options_naming_them(small_events_csv, tmp_path, arguments, message) -> None:
+    from typer.testing import CliRunner
+
+    from churnops.cli import app
+
+    no_amount = tmp_path / "no_amount.csv"
+    pd.read_csv(small_events_csv).drop(columns=["amount"]).to_csv(no_amount, index=False)
+    filled = [a.format(events=small_events_csv, no_amount=no_amount) for a in arguments]
+    result = CliRunner().invoke(
+        app, ["score", "--dataset", "synthetic", *filled], env={"CHURNOPS_HOME": str(tmp_path / "home")}
+    )
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.replace("│", " ").split())
