@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -109,6 +110,40 @@ def band_score_cutoffs(scores: np.ndarray, bands: Mapping[str, float] = DEFAULT_
     scores = np.asarray(scores, dtype=np.float64)
     banding = assign_risk_bands(scores, threshold=1.0, bands=bands)
     return {name: float(scores[banding.band == name].min()) for name in bands if (banding.band == name).any()}
+
+
+# Model metadata key holding {band name: lowest score in the band} computed on the training population with
+# `band_score_cutoffs`; without it, bands fall back to the model threshold.
+RISK_BAND_CUTOFFS_KEY = "risk_band_cutoffs"
+
+
+@dataclass(frozen=True)
+class RiskBands:
+    """Bands single scores with the cut-offs stored with the model: the first band, by decreasing cut-off, whose
+    cut-off the score reaches. The API and `churnops score --input` band this way, so a customer's band does not
+    depend on who else is in the request or the file."""
+
+    cutoffs: tuple[tuple[str, float], ...]
+    default: str
+    source: str  # "model_metadata" or "threshold"
+
+    @classmethod
+    def for_model(cls, metadata: Mapping[str, Any], threshold: float) -> RiskBands:
+        stored = metadata.get(RISK_BAND_CUTOFFS_KEY)
+        if stored:
+            cutoffs = tuple(sorted(((str(k), float(v)) for k, v in stored.items()), key=lambda kv: -kv[1]))
+            return cls(cutoffs=cutoffs, default=DEFAULT_BAND, source="model_metadata")
+        # Fallback: "high" = at or above the decision threshold, "medium" = at least half of it.
+        return cls(cutoffs=(("high", threshold), ("medium", threshold / 2)), default=DEFAULT_BAND, source="threshold")
+
+    def band(self, score: float) -> str:
+        for name, cutoff in self.cutoffs:
+            if score >= cutoff:
+                return name
+        return self.default
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "cutoffs": dict(self.cutoffs), "default": self.default}
 
 
 def build_score_frame(

@@ -82,7 +82,20 @@ def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame |
     source = contract.entities
     if source is None:
         return None
-    raw = _read(spark, contract.resolve(source.path), source.format)
+    return read_entity_table(spark, contract, contract.resolve(source.path), source.format)
+
+
+def read_entity_table(
+    spark: SparkSession, contract: DatasetContract, path: Path, fmt: str, labelled: bool = True
+) -> DataFrame:
+    """An entity table in the platform's names and types: the one place entity columns are read and typed (the
+    feature job, and `churnops score --input` on a new file). An unlabelled table (a file to score) gets an empty
+    label column."""
+    source = contract.entities
+    assert source is not None
+    raw = _read(spark, path, fmt)
+    if not labelled and contract.label.column:
+        raw = raw.withColumn(contract.label.column, F.lit(None).cast("string"))
     columns = [F.col(source.key).cast("string").alias(ENTITY_ID)]
     if source.signup:
         columns.append(_blank_as_null(raw, source.signup).cast("date").alias("signup_date"))

@@ -122,7 +122,8 @@ def scoring_lists(settings: Settings, contract: DatasetContract) -> list[StoredL
         try:
             frame = pd.read_sql_query(
                 "SELECT logical_date, list_kind, customer_id, cutoff, score, model_name, model_version "
-                "FROM churnops.scores WHERE dataset = %(dataset)s",
+                # `adhoc` lists score files from outside the dataset (`churnops score --input`): not judged here.
+                "FROM churnops.scores WHERE dataset = %(dataset)s AND list_kind IN ('regular', 'backfill')",
                 conn,
                 params={"dataset": contract.name},
             )

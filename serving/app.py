@@ -35,6 +35,7 @@ from serving.problems import (
     JSON,
     PROBLEM_RESPONSES,
     ApiProblem,
+    BatchLimit,
     explain_flag,
     parse_body,
     predict_openapi,
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     prediction_log = PredictionLog(settings)
     online = OnlineFeatureReader(settings, contract.name)
     service = PredictionService(serving, contract.name, state, online, prediction_log)
+    # The dataset as configured (a built-in name or a contract path): what `churnops score --dataset` takes.
+    batch_limit = BatchLimit(serving.max_batch_rows, settings.dataset)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -153,7 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service.require_api_key(request.headers.get("x-api-key"))
         explain = explain_flag(request)
         current = service.served()
-        batch = parse_body(current.batch_type, await read_capped_body(request, serving.max_body_bytes))
+        body = await read_capped_body(request, serving.max_body_bytes)
+        batch = parse_body(current.batch_type, body, batch_limit)
         metrics.BATCH_ROWS.observe(len(batch.instances))
         features, cutoffs = await service.resolve_features(current, batch.instances, ("instances",))
         results, logged = service.scored_customers(current, batch.instances, features, cutoffs, explain)

@@ -55,11 +55,33 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_body(model_type: type[BaseModel], body: bytes) -> Any:
+def parse_body(model_type: type[BaseModel], body: bytes, batch_limit: BatchLimit | None = None) -> Any:
     try:
         return model_type.model_validate_json(body)
     except ValidationError as error:
-        raise ApiProblem(422, validation_problems(error.errors())) from None
+        problems = validation_problems(error.errors())
+        if batch_limit is not None:
+            for problem, raw in zip(problems, error.errors(), strict=True):
+                if raw["type"] == "too_long" and list(raw["loc"]) == ["instances"]:
+                    problem["msg"] = batch_limit.message(raw.get("ctx", {}).get("actual_length"))
+        raise ApiProblem(422, problems) from None
+
+
+class BatchLimit:
+    """What a batch over `serving.max_batch_rows` is told: the limit, and the command that scores a file of any
+    size with the same model (`churnops score --input`)."""
+
+    def __init__(self, max_rows: int, dataset: str) -> None:
+        self.max_rows = max_rows
+        self.dataset = dataset
+
+    def message(self, rows: int | None) -> str:
+        sent = f"{rows:,} instances" if rows is not None else "more instances"
+        return (
+            f"{sent} in one batch; the limit is {self.max_rows:,} (serving.max_batch_rows). Send smaller batches, "
+            f"or score the whole file offline with the same champion: churnops score --dataset {self.dataset} "
+            "--input FILE"
+        )
 
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})

@@ -1,21 +1,46 @@
 """Request and response models of the API; the request models are generated from the served model's schema.
 
 A customer record must carry every feature the model was trained on, with the right JSON type, and nothing else:
-numeric features are finite JSON numbers or null (missing) — a string such as "45", a boolean, NaN or Infinity is
-refused — and categorical features are strings or null (a value the model never saw is scored as missing, like
-in batch scoring). Anything else is a 422 that names the field.
+numeric features are finite JSON numbers or null (missing) — and, since rows often come from a CSV read as text,
+a numeric string ("29.85", " 45 ") is read as its number and an empty or blank one ("", " ") as missing; a word, a
+boolean, NaN or Infinity is refused — and categorical features are strings or null (a value the model never saw is
+scored as missing, like in batch scoring). Anything else is a 422 that names the field.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, StringConstraints, create_model
 
 from churnops.schema import FeatureSchema
 
-# strict: a JSON string or boolean is not a number here, even when it would parse as one.
-FiniteNumber = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]
+# A number as a CSV writes it, or a blank cell; surrounding whitespace allowed. Python's `float` accepts more
+# ("1_000", "nan", "infinity", non-ASCII digits): only text matching this is read as a number, so that the OpenAPI
+# schema below describes exactly what is accepted.
+NUMERIC_TEXT = r"\s*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)?\s*"
+_NUMERIC_TEXT = re.compile(NUMERIC_TEXT)
+
+
+def number_from_text(value: Any) -> Any:
+    """A numeric string as its number, a blank one as missing (None); anything else unchanged, for the strict
+    number check to accept or refuse. Runs on numeric fields only, and returns at once for a JSON number."""
+    if type(value) is not str or not _NUMERIC_TEXT.fullmatch(value):
+        return value
+    text = value.strip()
+    return float(text) if text else None  # an overflowing "1e400" becomes inf: refused by allow_inf_nan below
+
+
+# strict: a boolean is not a number here; a string is one only when it reads as a number (`number_from_text`).
+FiniteNumber = Annotated[
+    float | None,
+    Field(strict=True, allow_inf_nan=False),
+    BeforeValidator(
+        number_from_text,
+        json_schema_input_type=float | None | Annotated[str, StringConstraints(pattern=f"^{NUMERIC_TEXT}$")],
+    ),
+]
 CategoryValue = Annotated[StrictStr | None, Field(max_length=256)]
 CustomerId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 

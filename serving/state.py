@@ -20,44 +20,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from churnops.banding import DEFAULT_BAND
+from churnops.banding import RiskBands
 from churnops.config import Settings
 from churnops.registry import CHAMPION_ALIAS, LoadedModel, configure_mlflow, load_model_version, resolve_alias
 from serving import metrics
 from serving.records import Contribution, Explanation, batch_request_model, predict_request_model, record_model
 
 log = logging.getLogger(__name__)
-
-# Model metadata key holding {band name: lowest score in the band} computed on the training population with
-# churnops.banding.band_score_cutoffs; without it, bands fall back to the model threshold.
-RISK_BAND_CUTOFFS_KEY = "risk_band_cutoffs"
-
-
-@dataclass(frozen=True)
-class RiskBands:
-    """Bands single scores: the first band, by decreasing cut-off, whose cut-off the score reaches."""
-
-    cutoffs: tuple[tuple[str, float], ...]
-    default: str
-    source: str  # "model_metadata" or "threshold"
-
-    @classmethod
-    def for_model(cls, metadata: Mapping[str, Any], threshold: float) -> RiskBands:
-        stored = metadata.get(RISK_BAND_CUTOFFS_KEY)
-        if stored:
-            cutoffs = tuple(sorted(((str(k), float(v)) for k, v in stored.items()), key=lambda kv: -kv[1]))
-            return cls(cutoffs=cutoffs, default=DEFAULT_BAND, source="model_metadata")
-        # Fallback: "high" = at or above the decision threshold, "medium" = at least half of it.
-        return cls(cutoffs=(("high", threshold), ("medium", threshold / 2)), default=DEFAULT_BAND, source="threshold")
-
-    def band(self, score: float) -> str:
-        for name, cutoff in self.cutoffs:
-            if score >= cutoff:
-                return name
-        return self.default
-
-    def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "cutoffs": dict(self.cutoffs), "default": self.default}
 
 
 class SingleRowPredictor:

@@ -12,6 +12,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from churnops.cli.common import DatasetOption, RunDateOption, app, console, day, setup
+from churnops.config import Settings
+from churnops.dataset import DatasetContract
 
 if TYPE_CHECKING:
     from jobs.source_check import SourceReport
@@ -183,9 +185,34 @@ def score(
             "(kept as a `backfill` list).",
         ),
     ] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="Score this file instead of the snapshot: an entity table or an event log in the shape of the "
+            "dataset's source, no label needed (CSV or Parquet). The dataset's snapshots, pointers and scheduled "
+            "lists are left alone.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="With --input: where the list goes (.csv or .parquet; default <input stem>.scores.csv)."),
+    ] = None,
+    entities: Annotated[
+        Path | None,
+        typer.Option(help="With --input of an event log: the customers' attributes (default: the dataset's table)."),
+    ] = None,
 ) -> None:
-    """Score every customer at the run date's cutoff with the champion (or at a past cutoff, as a backtest)."""
+    """Score every customer at the run date's cutoff with the champion (or at a past cutoff, as a backtest), or
+    score a new file with it (--input)."""
     settings, contract = setup(dataset)
+    if input_file is not None:
+        if run_date is not None or cutoff is not None:
+            raise typer.BadParameter("--input scores the file at its own date: leave out --run-date and --cutoff")
+        _score_input(settings, contract, input_file, output, entities)
+        return
+    if output is not None or entities is not None:
+        raise typer.BadParameter("--output and --entities go with --input FILE")
     from jobs.score import UnknownCutoffError
     from jobs.score import score as score_customers
 
@@ -194,6 +221,25 @@ def score(
     except UnknownCutoffError as error:
         raise typer.BadParameter(str(error), param_hint="--cutoff") from error
     console.print(f"{run.rows:,} customers scored at {run.cutoff} by v{run.model_version} -> {run.path}")
+
+
+def _score_input(
+    settings: Settings, contract: DatasetContract, input_file: Path, output: Path | None, entities: Path | None
+) -> None:
+    from jobs.score_input import InputFileError, score_input
+
+    try:
+        with console.status(f"scoring {input_file}"):
+            run = score_input(settings, contract, input_file, output, entities_path=entities)
+    except InputFileError as error:
+        raise typer.BadParameter(str(error), param_hint="--input") from error
+    left_out = sum(run.rows_left_out.values())
+    note = f" ({left_out:,} rows left out by the event rules: {run.rows_left_out})" if left_out else ""
+    stored = f"; adhoc list of {run.cutoff} in PostgreSQL" if run.rows_in_database is not None else ""
+    console.print(
+        f"{run.rows_scored:,} customers of {run.input_path.name} scored at {run.cutoff} by v{run.model_version} "
+        f"-> {run.output_path}{stored}{note}"
+    )
 
 
 @app.command()

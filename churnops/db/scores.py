@@ -89,7 +89,7 @@ class _CsvStream(io.RawIOBase):
         return data
 
 
-LIST_KINDS = ("regular", "backfill")
+LIST_KINDS = ("regular", "backfill", "adhoc")
 
 
 def write_scores(
@@ -102,7 +102,8 @@ def write_scores(
     list_kind: str = "regular",
 ) -> int:
     """Replace the scoring list of (dataset, logical_date, list_kind) with `scores`, atomically; return the rows
-    written. A `backfill` list never replaces the `regular` list of the same date, nor the other way round.
+    written. A list replaces only the list of the same kind and date: a `backfill` (a past date re-scored) or
+    an `adhoc` list (a new file, `churnops score --input`) never replaces the `regular` one, nor the other way round.
 
     In ONE transaction: record the list in churnops.score_runs (its row lock also serialises two writers of
     the same list), delete the list's old rows, COPY the new ones in. Readers see the old complete list until

@@ -109,24 +109,25 @@ def test_rerun_leaves_other_dates_and_datasets_untouched(conn: psycopg2.extensio
     }
 
 
-def test_a_backfill_of_a_date_never_replaces_its_regular_list_nor_the_other_way_round(
+def test_a_backfill_or_adhoc_list_of_a_date_never_replaces_its_regular_list_nor_the_other_way_round(
     conn: psycopg2.extensions.connection,
 ) -> None:
     dataset = new_dataset()
-    regular, backfill = score_frame(300, seed=11), score_frame(200, seed=12)
+    regular, backfill, adhoc = score_frame(300, seed=11), score_frame(200, seed=12), score_frame(50, seed=13)
     db.write_scores(conn, regular, dataset=dataset, run_id="daily", logical_date=LOGICAL_DATE)
     for run in ("backfill", "backfill-retry"):
         db.write_scores(conn, backfill, dataset=dataset, run_id=run, logical_date=LOGICAL_DATE, list_kind="backfill")
+    db.write_scores(conn, adhoc, dataset=dataset, run_id="adhoc:new.csv", logical_date=LOGICAL_DATE, list_kind="adhoc")
     with conn, conn.cursor() as cur:
         cur.execute(
             "SELECT list_kind, count(*) FROM churnops.scores WHERE dataset = %s AND logical_date = %s GROUP BY 1",
             (dataset, LOGICAL_DATE),
         )
-        assert dict(cur.fetchall()) == {"regular": 300, "backfill": 200}
+        assert dict(cur.fetchall()) == {"regular": 300, "backfill": 200, "adhoc": 50}
     # Campaign lists and look-ups read the regular list.
     pd.testing.assert_frame_equal(stored_list(conn, dataset), as_written(regular))
     with pytest.raises(ValueError, match="list_kind"):
-        db.write_scores(conn, regular, dataset=dataset, run_id="x", logical_date=LOGICAL_DATE, list_kind="adhoc")
+        db.write_scores(conn, regular, dataset=dataset, run_id="x", logical_date=LOGICAL_DATE, list_kind="weekly")
 
 
 def test_latest_scores_returns_the_newest_list_highest_score_first(

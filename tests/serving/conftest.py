@@ -99,8 +99,14 @@ class Server:
                 self.process.wait(5)
 
 
-def start_server(settings: Settings, tmp_path: Path, workers: int = 1, env: dict[str, str] | None = None) -> Server:
-    """Start `churnops serve` for the trained platform and wait until /ready answers 200."""
+def start_server(
+    settings: Settings,
+    tmp_path: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    dataset: str | None = None,
+) -> Server:
+    """Start `churnops serve` for the trained platform (or `--dataset`) and wait until /ready answers 200."""
     port = unused_port()
     log_path = tmp_path / f"serve-{port}.log"
     environment = {
@@ -119,6 +125,7 @@ def start_server(settings: Settings, tmp_path: Path, workers: int = 1, env: dict
         str(port),
         "--workers",
         str(workers),
+        *(["--dataset", dataset] if dataset else []),
     ]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

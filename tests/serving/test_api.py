@@ -225,13 +225,12 @@ def test_committed_example_is_accepted_by_a_model_trained_on_the_current_feature
     [
         (lambda f: f.pop("age"), "age", "missing"),
         (lambda f: f.update(age="forty"), "age", "float_type"),
-        (lambda f: f.update(age="45"), "age", "float_type"),
         (lambda f: f.update(age=True), "age", "float_type"),
         (lambda f: f.update(age=[45]), "age", "float_type"),
         (lambda f: f.update(plan=3), "plan", "string_type"),
         (lambda f: f.update(favourite_colour="blue"), "favourite_colour", "extra_forbidden"),
     ],
-    ids=["missing", "mistyped-word", "number-as-string", "boolean", "list", "mistyped-category", "unknown"],
+    ids=["missing", "mistyped-word", "boolean", "list", "mistyped-category", "unknown"],
 )
 def test_bad_fields_get_a_422_naming_the_field(client, example_request, mutate, field, error_type) -> None:
     body = copy.deepcopy(example_request)
@@ -276,11 +275,39 @@ def test_empty_batch_is_refused_naming_instances(client) -> None:
     assert problems_of(response) == [{"loc": ["instances"], "type": "too_short"}]
 
 
-def test_oversized_batch_is_refused_naming_the_limit(client, example_request) -> None:
+def test_oversized_batch_is_refused_naming_the_limit_and_the_offline_alternative(
+    client, settings, example_request
+) -> None:
     response = client.post("/batch_predict", json={"instances": [example_request] * (MAX_BATCH_ROWS + 1)})
     assert response.status_code == 422
     assert problems_of(response) == [{"loc": ["instances"], "type": "too_long"}]
-    assert str(MAX_BATCH_ROWS) in response.json()["detail"][0]["msg"]
+    message = response.json()["detail"][0]["msg"]
+    assert f"{MAX_BATCH_ROWS + 1} instances" in message
+    assert f"the limit is {MAX_BATCH_ROWS} (serving.max_batch_rows)" in message
+    assert f"churnops score --dataset {settings.dataset} --input FILE" in message
+
+
+@pytest.mark.parametrize("text", ["45", " 45 ", "45.0", "4.5e1"])
+def test_a_numeric_string_from_a_csv_is_scored_as_its_number(client, example_request, text) -> None:
+    as_number = client.post("/predict", json=with_features(example_request, age=45.0))
+    as_text = client.post("/predict", json=with_features(example_request, age=text))
+    assert as_text.status_code == 200, as_text.text
+    assert as_text.json()["probability"] == as_number.json()["probability"]
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_a_blank_numeric_string_from_a_csv_is_a_missing_value(client, example_request, blank) -> None:
+    missing = client.post("/predict", json=with_features(example_request, age=None))
+    blank_cell = client.post("/batch_predict", json={"instances": [with_features(example_request, age=blank)] * 2})
+    assert blank_cell.status_code == 200, blank_cell.text
+    assert [p["probability"] for p in blank_cell.json()["predictions"]] == [missing.json()["probability"]] * 2
+
+
+@pytest.mark.parametrize("text", ["forty", "45 years", "1_000", "NaN", "inf", "1e400", "+", "\u0661\u0662"])
+def test_a_string_that_is_not_a_finite_number_is_still_refused(client, example_request, text) -> None:
+    response = client.post("/predict", json=with_features(example_request, age=text))
+    assert response.status_code == 422
+    assert [p["loc"] for p in problems_of(response)] == [["features", "age"]]
 
 
 def test_bad_field_in_a_batch_names_the_instance_and_the_field(client, example_request) -> None:
