@@ -28,6 +28,18 @@ def write_parquet_atomically(frame: Any, path: Path) -> None:
         staging.unlink(missing_ok=True)
 
 
+def write_csv_atomically(frame: Any, path: Path, **to_csv: Any) -> None:
+    """Write a pandas DataFrame as CSV to `path` through a staging file and an atomic rename (`to_csv` options as
+    pandas takes them; the index is never written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_path(path)
+    try:
+        frame.to_csv(staging, index=False, **to_csv)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def write_json_atomically(payload: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = _staging_path(path)

@@ -10,7 +10,6 @@ and spreadsheets do not open it. Files appear atomically: a killed export leaves
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from churnops.db import latest_scores
-from churnops.storage import staging_directory_for, write_parquet_atomically
+from churnops.storage import write_csv_atomically, write_parquet_atomically
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -70,14 +69,9 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     return safe
 
 
-def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
+def write_formula_safe_csv(frame: pd.DataFrame, path: Path) -> None:
     """Write `frame` as a formula-safe CSV (UTF-8 with BOM, so Excel reads accents) via staging and rename."""
-    staging = staging_directory_for(path)  # a hidden unique sibling path; here it holds a file
-    try:
-        neutralise_formulas(frame).to_csv(staging, index=False, encoding="utf-8-sig")
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    write_csv_atomically(neutralise_formulas(frame), path, encoding="utf-8-sig")
 
 
 def export_top_k(
@@ -105,7 +99,7 @@ def export_top_k(
     out_dir.mkdir(parents=True, exist_ok=True)
     if "csv" in formats:
         paths["csv"] = out_dir / f"{stem}.csv"
-        write_csv_atomically(campaign, paths["csv"])
+        write_formula_safe_csv(campaign, paths["csv"])
     if "parquet" in formats:
         paths["parquet"] = out_dir / f"{stem}.parquet"
         write_parquet_atomically(campaign, paths["parquet"])

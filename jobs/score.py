@@ -65,6 +65,19 @@ def score_frame(
     return frame.sort_values("score", ascending=False, kind="stable", ignore_index=True)
 
 
+def store_list(
+    settings: Settings, scored: pd.DataFrame, dataset: str, run_id: str, cutoff: dt.date, list_kind: str
+) -> int | None:
+    """Write a scored list to the platform database when one is configured (rows written; None without one)."""
+    if settings.database_url is None:
+        return None
+    from churnops import db
+
+    with contextlib.closing(db.connect(settings)) as conn:
+        db.migrate(conn)
+        return db.write_scores(conn, scored, dataset=dataset, run_id=run_id, logical_date=cutoff, list_kind=list_kind)
+
+
 def score(
     settings: Settings,
     contract: DatasetContract,
@@ -108,15 +121,7 @@ def score(
     scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)
     path = scores_path(settings, contract.name, cutoff, list_kind)
     write_parquet_atomically(scored, path)
-    in_database = None
-    if settings.database_url is not None:
-        from churnops import db
-
-        with contextlib.closing(db.connect(settings)) as conn:
-            db.migrate(conn)
-            in_database = db.write_scores(
-                conn, scored, dataset=contract.name, run_id=run_id, logical_date=cutoff, list_kind=list_kind
-            )
+    in_database = store_list(settings, scored, contract.name, run_id, cutoff, list_kind)
     log.info("scored %s customers at %s with %s v%s -> %s", len(scored), cutoff, model.name, model.version, path)
     return ScoringRun(
         path=path,

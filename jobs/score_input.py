@@ -18,10 +18,8 @@ cutoff replaces it there; the files stay).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +32,8 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
 from churnops.registry import LoadedModel, champion_or_none, configure_mlflow, load_model_version
-from churnops.storage import write_parquet_atomically
-from jobs.score import score_frame
+from churnops.storage import write_csv_atomically, write_parquet_atomically
+from jobs.score import score_frame, store_list
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -239,14 +237,8 @@ def _write_list(scored: pd.DataFrame, path: Path) -> None:
     if file_format(path, "output") == "parquet":
         write_parquet_atomically(frame, path)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.staging")
-    try:
-        # Full precision (the shortest repr that round-trips), so the file holds the very scores the API returns.
-        frame.to_csv(staging, index=False, date_format="%Y-%m-%d")
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    # Full precision (the shortest repr that round-trips), so the file holds the very scores the API returns.
+    write_csv_atomically(frame, path, date_format="%Y-%m-%d")
 
 
 def score_input(
@@ -298,20 +290,7 @@ def score_input(
         )
     scored = scored_list(model, features, cutoff, settings)
     _write_list(scored, output_path)
-    in_database = None
-    if settings.database_url is not None:
-        from churnops import db
-
-        with contextlib.closing(db.connect(settings)) as conn:
-            db.migrate(conn)
-            in_database = db.write_scores(
-                conn,
-                scored,
-                dataset=contract.name,
-                run_id=f"{LIST_KIND}:{input_path.name}",
-                logical_date=cutoff,
-                list_kind=LIST_KIND,
-            )
+    in_database = store_list(settings, scored, contract.name, f"{LIST_KIND}:{input_path.name}", cutoff, LIST_KIND)
     log.info(
         "scored %s customers of %s at %s with %s v%s -> %s",
         len(scored),

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from churnops.bronze import REASON, read_bronze_events, read_manifest, read_quarantine
-from jobs.export import campaign_list, write_csv_atomically
+from jobs.export import campaign_list, write_formula_safe_csv
 from jobs.ingest import IngestionError, ingest_events
 from tests.features.conftest import make_settings
 from tests.features.test_ingest import HEADER, NOW, contract_for
@@ -195,7 +195,7 @@ def test_formula_cells_ingested_as_data_are_neutralised_in_the_campaign_export(t
         }
     )
     path = tmp_path / "campaign.csv"
-    write_csv_atomically(campaign_list(scores, top_k=len(scores)), path)
+    write_formula_safe_csv(campaign_list(scores, top_k=len(scores)), path)
     with path.open(newline="", encoding="utf-8-sig") as exported:
         cells = [cell for row in csv.reader(exported) for cell in row]
     dangerous = [cell for cell in cells if cell.startswith(("=", "+", "-", "@", "\t", "\r"))]
