@@ -38,7 +38,7 @@ from jobs.training.search import (
     run_search,
 )
 from jobs.training.selection import select_and_evaluate
-from jobs.training.unchanged import record_skip, tag_training_rows, version_trained_on
+from jobs.training.unchanged import learning_key, record_skip, tag_learning_key, version_trained_on
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,9 @@ def train(
         require_clean_sources(contract)
     data, metadata = _training_data(settings, contract, snapshot_dir)
     configure_mlflow(settings)
-    same_rows = version_trained_on(contract.model_name, metadata.training_hash)
+    search = settings.training.model_copy(update={"n_trials": n_trials or settings.training.n_trials})
+    learned_from = learning_key(metadata.training_hash, search)
+    same_rows = version_trained_on(contract.model_name, learned_from)
     if same_rows is not None:
         run_id, why = record_skip(settings, contract, metadata, same_rows, reason)
         return TrainingResult(
@@ -129,7 +131,7 @@ def train(
         selected = select_and_evaluate(settings.training, contract, data, study, seed)
         champion = champion_for_comparison(contract.model_name, data)
         version = register_model(study, selected, data, contract, metadata, run_id, commit)
-        tag_training_rows(contract.model_name, version, metadata.training_hash)
+        tag_learning_key(contract.model_name, version, learned_from)
         decision = decide_promotion(data.y_eval, selected["scores"], champion, leakage, settings.training)
         apply_decision(settings, contract, data, version, selected["metrics"], decision, run_id)
         if decision.champion_error is None:

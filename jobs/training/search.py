@@ -113,6 +113,11 @@ def cross_validate(data: TrainingData, params: dict[str, Any], feature_set: str,
     return {"auc": float(np.mean(aucs)), "fold_aucs": aucs, "rounds": max(1, int(np.mean(rounds)))}
 
 
+def study_name(dataset: str, metadata: SnapshotMetadata, seed: int) -> str:
+    """One study per dataset, training rows and seed: a rerun with the same three resumes it."""
+    return f"{dataset}-{(metadata.training_hash or metadata.content_hash)[:16]}-seed{seed}"
+
+
 def open_study(settings: Settings, contract: DatasetContract, metadata: SnapshotMetadata, seed: int) -> Any:
     """The dataset's study for these training rows and seed, created or re-opened (a snapshot of another run date
     with the same training rows would have been skipped before this)."""
@@ -123,7 +128,7 @@ def open_study(settings: Settings, contract: DatasetContract, metadata: Snapshot
     # Heartbeats let a resumed study mark the trial a killed process left RUNNING as FAILED (after the grace period).
     storage = optuna.storages.RDBStorage(settings.optuna_storage, heartbeat_interval=10, grace_period=60)
     return optuna.create_study(
-        study_name=f"{contract.name}-{(metadata.training_hash or metadata.content_hash)[:16]}-seed{seed}",
+        study_name=study_name(contract.name, metadata, seed),
         storage=storage,
         load_if_exists=True,
         direction="maximize",

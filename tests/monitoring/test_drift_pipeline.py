@@ -13,6 +13,7 @@ import pytest
 
 from churnops.config import MonitoringSettings, Settings
 from churnops.dataset import load_contract
+from churnops.snapshots import latest_snapshot_dir, read_metadata
 from monitoring.drift import run_drift_check
 from monitoring.retrain import decide_and_record
 from monitoring.retrain_run import champion_state
@@ -36,6 +37,7 @@ def test_unchanged_data_shows_no_important_drift_and_starts_no_retraining(platfo
     settings, contract = platform_copy
     store = LocalStore(settings.home / "monitoring")
     (run,) = run_drift_check(settings, contract, store=store)
+    snapshot_run_date = read_metadata(latest_snapshot_dir(settings, contract.name)).run_date
 
     assert run.important_drifted == [], [(f.feature, f.psi) for f in run.features if f.drifted]
     assert Path(run.report_path).exists()
@@ -43,7 +45,8 @@ def test_unchanged_data_shows_no_important_drift_and_starts_no_retraining(platfo
         store,
         dataset=contract.name,
         champion=champion_state(settings, contract.model_name, contract.name),
-        now=dt.datetime.now(dt.UTC),
+        # Data time, as the drift DAG decides: the run's own date, not the wall clock (years after the data).
+        now=dt.datetime.combine(dt.date.fromisoformat(snapshot_run_date), dt.time(), dt.UTC),
         retrain_running=False,
         monitoring=settings.monitoring,
     )

@@ -132,16 +132,22 @@ def start_server(
             command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
         )
     server = Server(process=process, base_url=f"http://127.0.0.1:{port}", log_path=log_path)
+    # Every worker loads its own model and /ready reaches whichever worker accepts the connection: with several,
+    # the server is ready once many answers in a row (each a new connection) say so.
+    needed_in_a_row = 1 if workers == 1 else 10 * workers
+    in_a_row = 0
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:
-                return server
+            ready = httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+            ready = False
+        in_a_row = in_a_row + 1 if ready else 0
+        if in_a_row >= needed_in_a_row:
+            return server
+        time.sleep(0.05 if ready else 0.5)
     server.stop()
     raise AssertionError(f"server not ready within 120 s:\n{server.log()}")
 

@@ -176,14 +176,14 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
     import optuna
 
     from jobs.training import train
-    from jobs.training.search import PARENT_RUN_ATTR
+    from jobs.training.search import PARENT_RUN_ATTR, study_name
 
     home, champion = champion_home
     total = 8
     seed = SEED + 100  # a new study on the same snapshot
     settings = home.settings.model_copy(update={"training": home.settings.training.model_copy(update={"seed": seed})})
     before_versions, before_aliases = registry_state(home)
-    study_name = f"{home.contract.name}-{load_snapshot(home.snapshot_dir)[1].snapshot_id}-seed{seed}"
+    the_study = study_name(home.contract.name, load_snapshot(home.snapshot_dir)[1], seed)
     script = (
         "import sys; from churnops.config import Settings; from churnops.dataset import load_contract; "
         "from jobs.training import train; s = Settings(); "
@@ -197,7 +197,7 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
         while time.monotonic() < deadline and process.poll() is None:
             time.sleep(1)
             with contextlib.suppress(KeyError):
-                study = optuna.load_study(study_name=study_name, storage=settings.optuna_storage)
+                study = optuna.load_study(study_name=the_study, storage=settings.optuna_storage)
                 completed_before_kill = sum(t.state.is_finished() for t in study.trials)
                 if completed_before_kill >= 2:
                     break
@@ -207,14 +207,14 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
     assert 2 <= completed_before_kill < total, "the training finished before it could be killed; raise `total`"
 
     assert registry_state(home) == (before_versions, before_aliases), "a killed training must not touch the registry"
-    interrupted = optuna.load_study(study_name=study_name, storage=settings.optuna_storage)
+    interrupted = optuna.load_study(study_name=the_study, storage=settings.optuna_storage)
     parent_run = interrupted.user_attrs[PARENT_RUN_ATTR]
     # Study.trials reads the storage on access: keep what the killed run finished before resuming.
     finished_by_killed_run = [t.params for t in interrupted.trials if t.state.is_finished()]
 
     result = train(settings, home.contract, n_trials=total)
 
-    resumed = optuna.load_study(study_name=study_name, storage=settings.optuna_storage)
+    resumed = optuna.load_study(study_name=the_study, storage=settings.optuna_storage)
     finished = [t for t in resumed.trials if t.state.is_finished()]
     assert len(finished) >= total > completed_before_kill
     assert [t.params for t in finished[: len(finished_by_killed_run)]] == finished_by_killed_run
@@ -247,7 +247,13 @@ def test_a_champion_whose_artifact_cannot_be_loaded_fails_the_training_without_m
     (artifacts / "model.lgb").unlink()
 
     with throwaway_database() as url:
-        settings = home.settings.model_copy(update={"database_url": SecretStr(url)})
+        # Another seed: a new search on the same rows is a new challenger (the same one would be skipped as trained).
+        settings = home.settings.model_copy(
+            update={
+                "database_url": SecretStr(url),
+                "training": home.settings.training.model_copy(update={"seed": SEED + 1}),
+            }
+        )
         with pytest.raises(ChampionUnavailableError, match="could not be loaded or scored"):
             train(settings, home.contract)
         with contextlib.closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
