@@ -118,7 +118,9 @@ def write_docs(args: argparse.Namespace, walls: dict[str, float]) -> None:
     )
     rows = {p: summarise(t, shift) for p, t in timelines.items()}
     lines = [
-        "# The regime-change scenario, replayed under three retraining policies",
+        "# The regime-change scenario, replayed under the retraining "
+        + ("policy " if len(rows) == 1 else "policies ")
+        + ", ".join(f"`{p}`" for p in rows),
         "",
         f"Written by `benchmarks/replay_scenario.py` from the replays' own timelines ({dt.date.today()}; "
         f"{args.customers:,} customers, run dates {args.start} to {args.end} every 7 days, {args.trials} Optuna "
