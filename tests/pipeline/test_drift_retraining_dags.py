@@ -332,6 +332,12 @@ def airflow(request: pytest.FixtureRequest, trained_platform: Any) -> Iterator[E
             )
             for dag_id in PIPELINE:
                 platform.unpause(dag_id)
+            # Unpausing starts the latest interval of each time-scheduled DAG (catchup is off): the features DAG's
+            # run emits a FEATURES event that starts a drift run. Let that settle before a test triggers its own: two
+            # FEATURES events a moment apart can be folded by the scheduler into one asset-triggered run, and the
+            # test would wait for a drift run of its own event that never comes.
+            _wait(lambda: platform.runs(FEATURES_DAG), "the features DAG's scheduled run after unpausing", 180)
+            platform.wait_idle(*PIPELINE)
         yield platform
         failed = request.session.testsfailed > failures_before
     finally:
@@ -386,6 +392,7 @@ def test_without_injected_drift_the_drift_dag_runs_from_features_and_no_retraini
     airflow: EmbeddedAirflow,
 ) -> None:
     with airflow.explained():
+        airflow.wait_idle(FEATURES_DAG, DRIFT_DAG, TRAINING_DAG, SCORING_DAG)
         drift_run, measured = _drift_round(airflow, "synthetic")
         # Embedded: no prediction log, so the snapshot comparison is the only one.
         (comparison,) = measured["runs"]
