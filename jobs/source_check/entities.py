@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from churnops.dataset import DatasetContract, EntitySource, LabelDefinition
@@ -98,8 +100,11 @@ def _key_findings(values: pd.Series, column: str) -> list[Finding]:
     return findings
 
 
-def _numeric_findings(values: pd.Series, column: str) -> list[Finding]:
-    blank, bad = numbers(values)
+def _parse_findings(
+    values: pd.Series, column: str, parse: Callable[[pd.Series], tuple[pd.Series, pd.Series]], kind: str, fix: str
+) -> tuple[list[Finding], int]:
+    """Cells of `column` that `parse` (-> blank mask, unparseable mask) cannot read as a `kind`; and the blank count."""
+    blank, bad = parse(values)
     findings = []
     if bad.any():
         findings.append(
@@ -107,33 +112,29 @@ def _numeric_findings(values: pd.Series, column: str) -> list[Finding]:
                 "error",
                 "entities",
                 column,
-                f"{int(bad.sum()):,} of {len(values):,} values do not parse as a number, e.g. {examples(values[bad])}",
-                f"clean those cells (a blank cell is read as a missing value), or move {column!r} from "
-                "`entities.numeric` to `entities.categorical` if it is a category",
+                f"{int(bad.sum()):,} of {len(values):,} values do not parse as a {kind}, e.g. {examples(values[bad])}",
+                fix,
             )
         )
-    if blank.any():
-        findings.append(
-            Finding("note", "entities", column, f"{int(blank.sum()):,} blank cell(s) read as missing values")
-        )
+    return findings, int(blank.sum())
+
+
+def _numeric_findings(values: pd.Series, column: str) -> list[Finding]:
+    fix = (
+        f"clean those cells (a blank cell is read as a missing value), or move {column!r} from "
+        "`entities.numeric` to `entities.categorical` if it is a category"
+    )
+    findings, blank = _parse_findings(values, column, numbers, "number", fix)
+    if blank:
+        findings.append(Finding("note", "entities", column, f"{blank:,} blank cell(s) read as missing values"))
     return findings
 
 
 def _signup_findings(values: pd.Series, column: str) -> list[Finding]:
-    blank, bad = dates(values)
-    findings = []
-    if bad.any():
-        findings.append(
-            Finding(
-                "error",
-                "entities",
-                column,
-                f"{int(bad.sum()):,} of {len(values):,} values do not parse as a date, e.g. {examples(values[bad])}",
-                "write the dates as YYYY-MM-DD (a blank cell is a missing value), or remove `entities.signup`",
-            )
-        )
-    if blank.any():
-        findings.append(Finding("note", "entities", column, f"{int(blank.sum()):,} blank signup date(s)"))
+    fix = "write the dates as YYYY-MM-DD (a blank cell is a missing value), or remove `entities.signup`"
+    findings, blank = _parse_findings(values, column, dates, "date", fix)
+    if blank:
+        findings.append(Finding("note", "entities", column, f"{blank:,} blank signup date(s)"))
     return findings
 
 
