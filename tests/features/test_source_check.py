@@ -23,6 +23,15 @@ from tests.features.conftest import make_settings, write_contract
 KEYS = [f"a{i}" for i in range(8)]
 
 
+# An event contract over a landing folder of CSV files (customer, when, value).
+SHOP_EVENTS_CONTRACT = {
+    "name": "shop",
+    "events": {"path": "landing", "format": "csv", "entity_key": "customer", "timestamp": "when", "amount": "value"},
+    "label": {"kind": "churn", "horizon_days": 30},
+    "cutoffs": {"first": "2024-01-01"},
+}
+
+
 def write_accounts(folder: Path, **columns: list[str]) -> Path:
     """A small CSV entity table (as text, the way a CRM export arrives); `columns` replace or add columns."""
     table = pd.DataFrame(
@@ -205,18 +214,7 @@ def test_event_files_are_checked_for_structure_not_row_by_row(tmp_path):
         {"customer": ["c1", "c2"], "when": ["2024-05-02T10:00:00", "not a time"], "value": ["5", "oops"]}
     ).to_csv(landing / "2024-05-02.csv", index=False)
     (landing / "2024-05-03.csv").write_text("customer,when,value\n")
-    raw = {
-        "name": "shop",
-        "events": {
-            "path": "landing",
-            "format": "csv",
-            "entity_key": "customer",
-            "timestamp": "when",
-            "amount": "value",
-        },
-        "label": {"kind": "churn", "horizon_days": 30},
-        "cutoffs": {"first": "2024-01-01"},
-    }
+    raw = SHOP_EVENTS_CONTRACT
 
     report = check_sources(write_contract(tmp_path, raw))
 
@@ -354,18 +352,7 @@ def test_the_feature_job_checks_only_the_event_files_not_yet_ingested(tmp_path):
     pd.DataFrame({"customer": ["c1", "c2"], "when": ["2024-05-01T10:00:00"] * 2, "value": ["5", "7"]}).to_csv(
         landing / "2024-05-01.csv", index=False
     )
-    raw = {
-        "name": "shop",
-        "events": {
-            "path": "landing",
-            "format": "csv",
-            "entity_key": "customer",
-            "timestamp": "when",
-            "amount": "value",
-        },
-        "label": {"kind": "churn", "horizon_days": 30},
-        "cutoffs": {"first": "2024-01-01"},
-    }
+    raw = SHOP_EVENTS_CONTRACT
     contract, settings = write_contract(tmp_path, raw), make_settings(tmp_path / "home")
     ensure_bronze(contract, settings)
     (landing / "2024-05-02.csv").write_text("customer,when,value\n")
