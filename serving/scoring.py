@@ -129,7 +129,8 @@ class PredictionService:
                         {
                             "loc": instance_loc(loc_prefix, index, "customer_id"),
                             "type": "not_found",
-                            "msg": f"customer_id {customer!r} has no published features in dataset {self.dataset!r}",
+                            # The position names the customer; the id itself is not echoed (it may be personal data).
+                            "msg": f"this customer_id has no published features in dataset {self.dataset!r}",
                         }
                         for customer in absent[:20]
                         for index in to_look_up[customer][:1]
