@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,9 +24,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from churnops.config import ServingSettings, Settings
+from churnops.config import Settings
 from churnops.dataset import load_contract
 from serving import metrics
+from serving.exposure import refuse_open_exposure
 from serving.middleware import MetricsMiddleware
 from serving.online import OnlineFeatureReader
 from serving.prediction_log import PredictionLog
@@ -44,26 +44,6 @@ from serving.problems import (
 from serving.records import BatchPrediction, Prediction, validation_problems
 from serving.scoring import PredictionService, secret_matches
 from serving.state import ModelState
-
-
-class OpenExposureError(RuntimeError):
-    """The API would listen beyond this machine with no API key or no admin token."""
-
-
-def refuse_open_exposure(serving: ServingSettings) -> None:
-    """Without a key the API is for this machine only: a non-loopback `serving.host` needs `serving.api_key` and
-    `serving.admin_token` (anyone who reaches an open API can read every score and reload models at will)."""
-    try:
-        loopback = ipaddress.ip_address(serving.host).is_loopback
-    except ValueError:
-        loopback = serving.host == "localhost"
-    missing = [name for name in ("api_key", "admin_token") if getattr(serving, name) is None]
-    if not loopback and missing:
-        raise OpenExposureError(
-            f"refusing to serve on {serving.host} without {' and '.join(f'serving.{m}' for m in missing)}: set "
-            + " and ".join(f"CHURNOPS_SERVING__{m.upper()}" for m in missing)
-            + " (or their secret files), or listen on 127.0.0.1"
-        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -275,4 +255,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["OpenExposureError", "create_app", "refuse_open_exposure"]
+__all__ = ["create_app"]

@@ -285,7 +285,7 @@ def serve(
     settings, _ = setup(dataset)  # loads the contract: a broken one fails here, not in every worker
     # The dataset as given (a contract path stays a path: the API loads the same contract).
     env = {**os.environ, "CHURNOPS_DATASET": dataset or settings.dataset, "OMP_NUM_THREADS": "1"}
-    from serving.app import OpenExposureError, refuse_open_exposure
+    from serving.exposure import OpenExposureError, refuse_open_exposure
 
     # The app checks the address it is served on (no key beyond loopback): tell it the one given here, and say no
     # before uvicorn starts rather than in every worker's traceback.
