@@ -29,12 +29,14 @@ class _ExplodesWhenUnpickled(lightgbm.LGBMClassifier):
 @pytest.fixture
 def tracking(tmp_path: Path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    # The registry follows the tracking URI (as churnops.registry.configure_mlflow leaves it): setting a registry URI
+    # here would outlive the test and point every later test's registry at this folder.
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("loading", artifact_location=(tmp_path / "artifacts").as_uri())
     mlflow.set_experiment(experiment_id=experiment)
     yield tmp_path
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(previous)
 
 
 def _training_rows() -> tuple[np.ndarray, np.ndarray]:
