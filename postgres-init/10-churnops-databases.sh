@@ -123,20 +123,29 @@ INSERT INTO churnops.schema_migrations (version, name, checksum) VALUES ('$versi
 apply_migrations
 echo "postgres-init: churnops schema up to date in database '$CHURNOPS_DB'"
 
-# Grafana's dashboards only read: a login role that may connect to the churnops database and SELECT from the
-# platform schema, nothing else. The default privileges cover tables that later migrations create (they run as
-# the churnops role, from here or from churnops.db.migrate).
-ROLE_NAME="$GRAFANA_DB_ROLE" ROLE_PASSWORD="$grafana_password" OWNER_NAME="$CHURNOPS_DB" \
-    psql_admin --dbname "$CHURNOPS_DB" <<'SQL'
+# A login role on the churnops database that may connect and use its schema, and nothing else until the grants
+# given on standard input (psql statements reading :'role_name' and :'owner_name'). Re-running updates its password.
+ensure_schema_login_role() {
+    local name=$1 password=$2
+    {
+        cat <<'SQL'
 \getenv role_name ROLE_NAME
 \getenv role_password ROLE_PASSWORD
 \getenv owner_name OWNER_NAME
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role_name', :'role_password')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role_name') \gexec
 SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', :'role_name', :'role_password') \gexec
-SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'role_name') \gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'owner_name', :'role_name') \gexec
 SELECT format('GRANT USAGE ON SCHEMA churnops TO %I', :'role_name') \gexec
+SQL
+        cat
+    } | ROLE_NAME="$name" ROLE_PASSWORD="$password" OWNER_NAME="$CHURNOPS_DB" psql_admin --dbname "$CHURNOPS_DB"
+}
+
+# Grafana's dashboards only read: SELECT on the platform schema. The default privileges cover tables that later
+# migrations create (they run as the churnops role, from here or from churnops.db.migrate).
+ensure_schema_login_role "$GRAFANA_DB_ROLE" "$grafana_password" <<'SQL'
+SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'role_name') \gexec
 SELECT format('GRANT SELECT ON ALL TABLES IN SCHEMA churnops TO %I', :'role_name') \gexec
 SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA churnops GRANT SELECT ON TABLES TO %I',
               :'owner_name', :'role_name') \gexec
@@ -146,16 +155,7 @@ echo "postgres-init: read-only role '$GRAFANA_DB_ROLE' on database '$CHURNOPS_DB
 # The API's role: it appends to the prediction log and reads the online features (serving/prediction_log.py,
 # serving/online.py via churnops.online_store.lookup_many), nothing else. No default privileges: a table a later
 # migration adds stays closed to it until a grant here says otherwise. Identity columns need no sequence grant.
-ROLE_NAME="$API_DB_ROLE" ROLE_PASSWORD="$api_password" OWNER_NAME="$CHURNOPS_DB" \
-    psql_admin --dbname "$CHURNOPS_DB" <<'SQL'
-\getenv role_name ROLE_NAME
-\getenv role_password ROLE_PASSWORD
-\getenv owner_name OWNER_NAME
-SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role_name', :'role_password')
-WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role_name') \gexec
-SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', :'role_name', :'role_password') \gexec
-SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'owner_name', :'role_name') \gexec
-SELECT format('GRANT USAGE ON SCHEMA churnops TO %I', :'role_name') \gexec
+ensure_schema_login_role "$API_DB_ROLE" "$api_password" <<'SQL'
 SELECT format('GRANT INSERT ON churnops.prediction_log TO %I', :'role_name') \gexec
 SELECT format('GRANT SELECT ON churnops.online_features TO %I', :'role_name') \gexec
 SQL
