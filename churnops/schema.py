@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,8 +84,11 @@ class FeatureSchema:
         matrix = np.empty((len(frame), len(self.columns)), dtype=np.float64)
         for i, name in enumerate(self.numeric):
             matrix[:, i] = frame[name].astype("float64").to_numpy()
-        for j, (name, lookup) in enumerate(self._lookup.items(), start=len(self.numeric)):
-            matrix[:, j] = frame[name].map(lambda v, lookup=lookup: lookup.get(str(v), math.nan)).astype("float64")
+        for j, (name, vocab) in enumerate(self.categorical.items(), start=len(self.numeric)):
+            # A value's code is its position in the vocabulary, compared as text (as `encode_records` does for
+            # validated strings); unseen values and missing ones are NaN. One vectorised look-up per column.
+            codes = pd.Index(vocab, dtype=object).get_indexer(frame[name].astype(str).to_numpy(dtype=object))
+            matrix[:, j] = np.where(codes >= 0, codes, np.nan)
         return matrix
 
     def encode_records(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,22 +58,56 @@ class SnapshotMetadata:
     training_hash: str = ""
     # Digest of everything the snapshot was computed from (definitions, inputs, plan): see `find_by_inputs`.
     inputs_key: str = ""
+    # One hash per cutoff (same scheme as `content_hash`, over that cutoff's rows) and the pandas dtype of every
+    # column, so a stage that needs one cutoff (scoring) reads and verifies only its rows. Empty on snapshots
+    # written before they existed: those are read and verified whole.
+    cutoff_hashes: dict[str, str] = field(default_factory=dict)
+    column_dtypes: dict[str, str] = field(default_factory=dict)
 
     @property
     def snapshot_id(self) -> str:
         return self.content_hash[:16]
 
 
-def content_hash(frame: pd.DataFrame) -> str:
-    """SHA-256 over the column names and the rows, in (cutoff, customer) order (customer only without cutoffs)."""
+def _ordered_row_hashes(frame: pd.DataFrame) -> tuple[pd.DataFrame, bytes, np.ndarray]:
+    """The rows in (cutoff, customer) order (customer only without cutoffs), the column header and one hash per row."""
     keys = [CUTOFF, ENTITY_ID] if CUTOFF in frame.columns else [ENTITY_ID]
     ordered = frame.sort_values(keys, kind="stable", ignore_index=True)
     ordered = ordered[sorted(ordered.columns)]
-    row_hashes = pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype=np.uint64)
+    header = json.dumps([(c, str(ordered[c].dtype)) for c in ordered.columns]).encode()
+    return ordered, header, pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype=np.uint64)
+
+
+def _digest(header: bytes, row_hashes: np.ndarray) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps([(c, str(ordered[c].dtype)) for c in ordered.columns]).encode())
+    digest.update(header)
     digest.update(row_hashes.tobytes())
     return digest.hexdigest()
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 over the column names and dtypes and the rows, in (cutoff, customer) order."""
+    _, header, row_hashes = _ordered_row_hashes(frame)
+    return _digest(header, row_hashes)
+
+
+def content_hashes(frame: pd.DataFrame) -> tuple[str, dict[str, str]]:
+    """The whole frame's content hash and each cutoff's, from one pass over the rows.
+
+    A cutoff's hash equals `content_hash` of its rows when they carry the whole frame's dtypes (row hashes do not
+    depend on the other rows), which is how `load_snapshot` checks one cutoff without reading the others.
+    """
+    ordered, header, row_hashes = _ordered_row_hashes(frame)
+    if CUTOFF not in ordered.columns:
+        return _digest(header, row_hashes), {}
+    days = ordered[CUTOFF].to_numpy()
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+    ends = np.r_[starts[1:], len(days)]
+    per_cutoff = {
+        pd.Timestamp(days[start]).date().isoformat(): _digest(header, row_hashes[start:end])
+        for start, end in zip(starts, ends, strict=True)
+    }
+    return _digest(header, row_hashes), per_cutoff
 
 
 def file_fingerprint(path: Path) -> str:
@@ -120,9 +155,10 @@ def describe(
     inputs_key: str = "",
 ) -> SnapshotMetadata:
     counts = frame.groupby(CUTOFF).size()
+    whole_hash, hashes_by_cutoff = content_hashes(frame)
     return SnapshotMetadata(
         dataset=dataset,
-        content_hash=content_hash(frame),
+        content_hash=whole_hash,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         cutoffs={role: [d.isoformat() for d in dates] for role, dates in cutoffs.items()},
         rows_per_cutoff={pd.Timestamp(k).date().isoformat(): int(v) for k, v in counts.items()},
@@ -135,6 +171,8 @@ def describe(
         observed_until=observed_until.isoformat() if observed_until else None,
         training_hash=training_hash(frame, cutoffs, validation),
         inputs_key=inputs_key,
+        cutoff_hashes=hashes_by_cutoff,
+        column_dtypes={column: str(dtype) for column, dtype in frame.dtypes.items()},
     )
 
 
@@ -195,19 +233,66 @@ def latest_snapshot_dir(settings: Settings, dataset: str) -> Path:
     return pointer.parent / json.loads(pointer.read_text())["snapshot_id"]
 
 
-def load_snapshot(snapshot_dir: Path, verify: bool = True) -> tuple[pd.DataFrame, SnapshotMetadata]:
-    """Read a snapshot's rows and metadata; refuse it if its content does not match its recorded hash."""
+def load_snapshot(
+    snapshot_dir: Path, verify: bool = True, cutoffs: Sequence[dt.date] | None = None
+) -> tuple[pd.DataFrame, SnapshotMetadata]:
+    """Read a snapshot's rows (only those of `cutoffs` when given) and metadata; refuse it if its content does not
+    match its recorded hash."""
     metadata = read_metadata(snapshot_dir)
+    wanted = sorted({day.isoformat() for day in cutoffs}) if cutoffs is not None else None
+    if wanted is not None and all(day in metadata.cutoff_hashes for day in wanted):
+        frame = _read_cutoffs(snapshot_dir, metadata, wanted)
+        if verify:
+            for day in wanted:
+                _check_hash(
+                    snapshot_dir,
+                    f"cutoff {day}",
+                    metadata.cutoff_hashes[day],
+                    frame[frame[CUTOFF] == pd.Timestamp(day)],
+                )
+        return frame, metadata
     frame = pd.read_parquet(snapshot_dir / DATA_DIR)
     frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
     if verify:
-        actual = content_hash(frame)
-        if actual != metadata.content_hash:
-            raise SnapshotIntegrityError(
-                f"snapshot {snapshot_dir} was modified after it was written: recorded hash "
-                f"{metadata.content_hash[:16]}…, content hashes to {actual[:16]}…; rebuild it with `churnops features`"
-            )
+        _check_hash(snapshot_dir, "all rows", metadata.content_hash, frame)
+    if wanted is not None:
+        frame = frame[frame[CUTOFF].isin([pd.Timestamp(day) for day in wanted])].reset_index(drop=True)
     return frame, metadata
+
+
+def _check_hash(snapshot_dir: Path, part: str, recorded: str, rows: pd.DataFrame) -> None:
+    actual = content_hash(rows)
+    if actual != recorded:
+        raise SnapshotIntegrityError(
+            f"snapshot {snapshot_dir} was modified after it was written: recorded hash of {part} {recorded[:16]}…, "
+            f"content hashes to {actual[:16]}…; rebuild it with `churnops features`"
+        )
+
+
+def _read_cutoffs(snapshot_dir: Path, metadata: SnapshotMetadata, days: list[str]) -> pd.DataFrame:
+    """The rows of `days` only, with the dtypes the whole snapshot has (a column that is float because other cutoffs
+    hold a missing value stays float), so their hashes match those recorded at write time."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset(snapshot_dir / DATA_DIR, format="parquet")
+    column_type = dataset.schema.field(CUTOFF).type
+    values = _typed_cutoffs([pd.Timestamp(day) for day in days], column_type)
+    frame = dataset.to_table(filter=pc.field(CUTOFF).isin(values)).to_pandas()
+    frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
+    for column, dtype in metadata.column_dtypes.items():
+        if column in frame.columns and str(frame[column].dtype) != dtype:
+            frame[column] = frame[column].astype(dtype)
+    return frame
+
+
+def _typed_cutoffs(stamps: list[pd.Timestamp], column_type: Any) -> Any:
+    """Cutoff values typed as the Parquet column is (a date or a timestamp column, as the writer chose)."""
+    import pyarrow as pa
+
+    if pa.types.is_date(column_type):
+        return pa.array([stamp.date() for stamp in stamps], type=column_type)
+    return pa.array([stamp.to_datetime64() for stamp in stamps]).cast(column_type)
 
 
 def metadata_dict(metadata: SnapshotMetadata) -> dict[str, Any]:

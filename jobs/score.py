@@ -24,10 +24,10 @@ import pandas as pd
 from churnops.banding import build_score_frame
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
-from churnops.features import CUTOFF, ENTITY_ID
+from churnops.features import ENTITY_ID
 from churnops.paths import scores_path
 from churnops.registry import LoadedModel, configure_mlflow, load_alias
-from churnops.snapshots import load_snapshot, snapshot_dir_for
+from churnops.snapshots import load_snapshot, read_metadata, snapshot_dir_for
 from churnops.storage import write_parquet_atomically
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,12 @@ def score(
     """
     configure_mlflow(settings)
     model = load_alias(contract.model_name)
-    frame, metadata = load_snapshot(snapshot_dir_for(settings, contract.name, run_date))
+    snapshot_dir = snapshot_dir_for(settings, contract.name, run_date)
+    metadata = read_metadata(snapshot_dir)
     if cutoff is None:
         cutoff = dt.date.fromisoformat(metadata.cutoffs["scoring"][0])
     else:
-        available = sorted(pd.Timestamp(c).date() for c in frame[CUTOFF].unique())
+        available = sorted(dt.date.fromisoformat(day) for day in metadata.rows_per_cutoff)
         if cutoff not in available:
             raise UnknownCutoffError(
                 f"cannot backfill cutoff {cutoff}: snapshot {metadata.snapshot_id} of dataset {contract.name!r} "
@@ -115,7 +116,8 @@ def score(
                 model.version,
                 evaluated_at,
             )
-    features = frame[frame[CUTOFF] == pd.Timestamp(cutoff)]
+    # Only the scored cutoff's rows are read (and verified against their own hash).
+    features, metadata = load_snapshot(snapshot_dir, cutoffs=[cutoff])
     if features.empty:
         raise ValueError(f"snapshot {metadata.snapshot_id} has no rows at the scoring cutoff {cutoff}")
     scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)

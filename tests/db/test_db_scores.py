@@ -170,6 +170,11 @@ def test_copy_failing_on_a_bad_row_partway_leaves_the_old_list_intact(
         db.write_scores(conn, bad, dataset=dataset, run_id="bad", logical_date=LOGICAL_DATE)
     pd.testing.assert_frame_equal(stored_list(conn, dataset), as_written(old))
     assert count_rows(conn, dataset) == 1_000
+    with conn, conn.cursor() as cur:  # the new list's table rolled back with the transaction
+        cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'churnops' AND tablename LIKE 'scores\\_%%'")
+        tables = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'churnops.scores'::regclass")
+        assert tables == cur.fetchone()[0]
 
 
 @pytest.mark.parametrize(
@@ -276,3 +281,77 @@ def test_writer_killed_mid_copy_leaves_the_old_list_intact(
     with conn, conn.cursor() as cur:
         cur.execute("SELECT run_id FROM churnops.score_runs WHERE dataset = %s", (dataset,))
         assert cur.fetchall() == [("complete",)]
+
+
+def partitions_of(conn: psycopg2.extensions.connection, dataset: str) -> list[str]:
+    """The partitions of churnops.scores that hold lists of `dataset` (named by the partition bound)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'churnops.scores'::regclass AND pg_get_expr(c.relpartbound, c.oid) LIKE %s",
+            (f"%'{dataset}/%",),
+        )
+        return sorted(row[0] for row in cur.fetchall())
+
+
+def test_each_list_is_one_partition_and_a_rerun_swaps_it_leaving_no_table_behind(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    dataset = new_dataset()
+    db.write_scores(conn, score_frame(300, seed=21), dataset=dataset, run_id="a", logical_date=LOGICAL_DATE)
+    db.write_scores(
+        conn, score_frame(200, seed=22), dataset=dataset, run_id="b", logical_date=LOGICAL_DATE, list_kind="backfill"
+    )
+    before = partitions_of(conn, dataset)
+    db.write_scores(conn, score_frame(250, seed=23), dataset=dataset, run_id="c", logical_date=LOGICAL_DATE)
+    after = partitions_of(conn, dataset)
+
+    assert len(before) == len(after) == 2
+    assert len(set(after) - set(before)) == 1  # the regular list's partition was replaced, the backfill's kept
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'churnops' AND tablename = ANY(%s)",
+            (list(set(before) - set(after)),),
+        )
+        assert cur.fetchone()[0] == 0  # the old partition is gone, not detached and left over
+        cur.execute(
+            "SELECT list_kind, partition_name FROM churnops.score_runs WHERE dataset = %s ORDER BY 1", (dataset,)
+        )
+        assert {kind for kind, _ in cur.fetchall()} == {"backfill", "regular"}
+    assert count_rows(conn, dataset) == 450
+
+
+def test_lists_written_before_the_partitioning_migration_keep_their_rows(empty_database, tmp_path) -> None:
+    """Migration 0008 moves each existing list into a partition of its own."""
+    import shutil
+
+    older = tmp_path / "migrations"
+    older.mkdir()
+    for path in sorted(db.MIGRATIONS_DIR.glob("*.sql")):
+        if path.name < "0008" or path.name == "bootstrap.sql":
+            shutil.copy(path, older / path.name)
+    db.migrate(empty_database, older)
+    with empty_database, empty_database.cursor() as cur:
+        for kind, customers in (("regular", 3), ("backfill", 2)):
+            cur.execute(
+                "INSERT INTO churnops.score_runs (dataset, logical_date, list_kind, run_id, model_name, "
+                "model_version, cutoff, row_count) VALUES ('old', %s, %s, 'r', 'm', '1', %s, %s)",
+                (LOGICAL_DATE, kind, CUTOFF, customers),
+            )
+            for number in range(customers):
+                cur.execute(
+                    "INSERT INTO churnops.scores (dataset, logical_date, list_kind, customer_id, run_id, cutoff, "
+                    "score, decision, risk_decile, risk_band, model_name, model_version) "
+                    "VALUES ('old', %s, %s, %s, 'r', %s, 0.5, true, 1, 'high', 'm', '1')",
+                    (LOGICAL_DATE, kind, f"C{number}", CUTOFF),
+                )
+
+    assert db.migrate(empty_database) == ["0008"]
+
+    assert len(partitions_of(empty_database, "old")) == 2
+    with empty_database, empty_database.cursor() as cur:
+        cur.execute("SELECT list_kind, count(*) FROM churnops.scores WHERE dataset = 'old' GROUP BY 1")
+        assert dict(cur.fetchall()) == {"regular": 3, "backfill": 2}
+    # The next run of the same list swaps the migrated partition like any other.
+    db.write_scores(empty_database, score_frame(10, seed=26), dataset="old", run_id="new", logical_date=LOGICAL_DATE)
+    assert count_rows(empty_database, "old") == 12
