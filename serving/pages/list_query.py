@@ -16,8 +16,8 @@ from psycopg2 import sql
 
 PAGE_ROWS = 50
 # Counting the matches of a filter stops here: an exact count of a million joined rows would cost seconds, and a
-# person deciding a campaign needs "more than 100,000", not the exact figure.
-COUNT_CAP = 100_000
+# person deciding a campaign needs "more than 10,000", not the exact figure.
+COUNT_CAP = 10_000
 
 
 class PageInputError(ValueError):
@@ -141,10 +141,11 @@ def filtered_list_sql(
     *,
     after: Cursor | None = None,
     before: Cursor | None = None,
+    for_count: bool = False,
 ) -> tuple[sql.Composed, list[object]]:
     """SELECT of the list's rows matching `filters`, in page order (or reversed when paging back from `before`);
     the caller appends LIMIT. Columns: customer_id, score, risk_band, risk_decile, decision, model_version, cutoff,
-    then one column per segment."""
+    then one column per segment. `for_count` selects nothing and joins the attributes only to filter on them."""
     conditions = [sql.SQL("s.dataset = %s AND s.list_kind = 'regular' AND s.logical_date = %s")]
     args: list[object] = [dataset, logical_date]
     if filters.bands:
@@ -160,22 +161,25 @@ def filtered_list_sql(
         conditions.append(sql.SQL("o.features ->> %s = %s"))
         args += [column, value]
     if after is not None:
-        conditions.append(sql.SQL("(s.score < %s OR (s.score = %s AND s.customer_id > %s))"))
+        # `score <=` first: the index range condition; the OR alone would make PostgreSQL scan from the top.
+        conditions.append(sql.SQL("s.score <= %s AND (s.score < %s OR s.customer_id > %s)"))
         args += [after.score, after.score, after.customer_id]
     if before is not None:
-        conditions.append(sql.SQL("(s.score > %s OR (s.score = %s AND s.customer_id < %s))"))
+        conditions.append(sql.SQL("s.score >= %s AND (s.score > %s OR s.customer_id < %s)"))
         args += [before.score, before.score, before.customer_id]
     segment_select = sql.SQL("").join(sql.SQL(", o.features ->> {}").format(sql.Literal(c)) for c in segment_columns)
+    columns = sql.SQL(
+        "s.customer_id, s.score, s.risk_band, s.risk_decile, s.decision, s.model_version, s.cutoff{}"
+    ).format(segment_select)
     # Without a segment filter the attributes are only shown: a LEFT JOIN keeps customers with no published row.
-    join = sql.SQL("JOIN" if filters.segments else "LEFT JOIN")
+    join = sql.SQL("{} churnops.online_features o ON o.dataset = s.dataset AND o.customer_id = s.customer_id").format(
+        sql.SQL("JOIN" if filters.segments else "LEFT JOIN")
+    )
+    if for_count:
+        columns = sql.SQL("1")
+        join = join if filters.segments else sql.SQL("")
     order = sql.SQL("s.score ASC, s.customer_id DESC" if before is not None else "s.score DESC, s.customer_id ASC")
-    query = sql.SQL(
-        """
-        SELECT s.customer_id, s.score, s.risk_band, s.risk_decile, s.decision, s.model_version, s.cutoff{segments}
-        FROM churnops.scores s
-        {join} churnops.online_features o ON o.dataset = s.dataset AND o.customer_id = s.customer_id
-        WHERE {conditions}
-        ORDER BY {order}
-        """
-    ).format(segments=segment_select, join=join, conditions=sql.SQL(" AND ").join(conditions), order=order)
+    query = sql.SQL("SELECT {columns} FROM churnops.scores s {join} WHERE {conditions} ORDER BY {order}").format(
+        columns=columns, join=join, conditions=sql.SQL(" AND ").join(conditions), order=order
+    )
     return query, args

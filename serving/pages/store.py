@@ -46,7 +46,10 @@ class PageStore:
     def _execute(self, query: str | sql.Composable, args: Sequence[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         if self._pool is None:
             raise StoreUnavailable("no platform database is configured (CHURNOPS_DATABASE_URL)")
-        conn = self._pool.get()
+        try:
+            conn = self._pool.get()
+        except Exception as error:
+            raise StoreUnavailable(f"the platform database cannot be reached: {type(error).__name__}") from error
         try:
             with conn.cursor() as cur:
                 cur.execute(query, list(args))
@@ -104,7 +107,7 @@ class PageStore:
         """Matching customers, counted up to COUNT_CAP + 1 (more means "over COUNT_CAP")."""
         if filters == ListFilters():
             return current.row_count
-        query, args = filtered_list_sql(self.dataset, current.logical_date, filters, segment_columns)
+        query, args = filtered_list_sql(self.dataset, current.logical_date, filters, segment_columns, for_count=True)
         capped = sql.SQL("SELECT count(*) FROM ({} LIMIT %s) matches").format(query)
         return int(self._rows(capped, [*args, COUNT_CAP + 1])[0][0])
 

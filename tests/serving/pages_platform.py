@@ -16,6 +16,7 @@ def platform_with_records(trained_platform, database_url: str) -> Settings:
     """Settings of the trained platform on `database_url`, with the API key set, after scoring, publishing and
     monitoring ran once against that database."""
     from churnops.online_store import publish_latest_snapshot
+    from churnops.snapshots import RUNS_DIR, dataset_dir
     from jobs.score import score
     from monitoring.drift import run_drift_check
     from monitoring.retrain_run import decide_for_run
@@ -28,8 +29,10 @@ def platform_with_records(trained_platform, database_url: str) -> Settings:
         }
     )
     contract = trained_platform.contract
-    run = score(settings, contract, run_id="pages-test")
+    score(settings, contract, run_id="pages-test")
     publish_latest_snapshot(settings, contract.name)
     run_drift_check(settings, contract)
-    decide_for_run(settings, contract, run.cutoff + dt.timedelta(days=1), retrain_running=False, advisory=True)
+    # The run date the feature job recorded for the snapshot (runs/<date>.json): the decision reads its drift.
+    run_dates = sorted((dataset_dir(settings, contract.name) / RUNS_DIR).glob("*.json"))
+    decide_for_run(settings, contract, dt.date.fromisoformat(run_dates[-1].stem), retrain_running=False, advisory=True)
     return settings
