@@ -31,8 +31,10 @@ def platform_with_records(trained_platform, database_url: str) -> Settings:
     contract = trained_platform.contract
     score(settings, contract, run_id="pages-test")
     publish_latest_snapshot(settings, contract.name)
-    run_drift_check(settings, contract)
-    # The run date the feature job recorded for the snapshot (runs/<date>.json): the decision reads its drift.
+    # The run date the feature job recorded for the snapshot (runs/<date>.json): the drift run and the retraining
+    # decision belong to it, as in the monitoring DAG.
     run_dates = sorted((dataset_dir(settings, contract.name) / RUNS_DIR).glob("*.json"))
-    decide_for_run(settings, contract, dt.date.fromisoformat(run_dates[-1].stem), retrain_running=False, advisory=True)
+    run_date = dt.date.fromisoformat(run_dates[-1].stem)
+    run_drift_check(settings, contract, run_date=run_date)
+    decide_for_run(settings, contract, run_date, retrain_running=False, advisory=True)
     return settings
