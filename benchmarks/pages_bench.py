@@ -123,7 +123,8 @@ def main() -> None:
             results = {}
             with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
                 for name, path in cases.items():
-                    assert client.get(path).status_code == 200, path  # warm-up: pool, segment values, plans
+                    warm = client.get(path)  # warm-up: pool, segment values, plans
+                    assert warm.status_code == 200, (path, warm.text[-600:])
                     seconds = []
                     for _ in range(args.requests):
                         started = time.perf_counter()

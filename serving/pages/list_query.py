@@ -3,7 +3,8 @@ through a 1M-row list on the server.
 
 Paging is by keyset, not OFFSET: the next page starts after the last (score, customer_id) shown, so page 20,000 of a
 million rows costs what page 1 costs (an index range scan on `scores_list_by_score_idx`, migration 0004). Segment
-filters read the customer's published attributes (churnops.online_features, one primary-key probe per candidate row).
+filters read the customer's published attributes (churnops.online_features, one primary-key probe per candidate row);
+the attributes shown beside a page's rows are read for those rows only.
 """
 
 from __future__ import annotations
@@ -137,15 +138,14 @@ def filtered_list_sql(
     dataset: str,
     logical_date: object,
     filters: ListFilters,
-    segment_columns: Sequence[str],
     *,
     after: Cursor | None = None,
     before: Cursor | None = None,
     for_count: bool = False,
 ) -> tuple[sql.Composed, list[object]]:
     """SELECT of the list's rows matching `filters`, in page order (or reversed when paging back from `before`);
-    the caller appends LIMIT. Columns: customer_id, score, risk_band, risk_decile, decision, model_version, cutoff,
-    then one column per segment. `for_count` selects nothing and joins the attributes only to filter on them."""
+    the caller appends LIMIT. Columns: customer_id, score, risk_band, risk_decile, decision, model_version, cutoff
+    (with `for_count`, only a constant)."""
     conditions = [sql.SQL("s.dataset = %s AND s.list_kind = 'regular' AND s.logical_date = %s")]
     args: list[object] = [dataset, logical_date]
     if filters.bands:
@@ -157,9 +157,19 @@ def filtered_list_sql(
     if filters.score_max is not None:
         conditions.append(sql.SQL("s.score <= %s"))
         args.append(filters.score_max)
-    for column, value in filters.segments.items():
-        conditions.append(sql.SQL("o.features ->> %s = %s"))
-        args += [column, value]
+    if filters.segments:
+        # A scalar subquery, not a join: PostgreSQL then walks the list in score order and probes each customer's
+        # attributes by primary key until the page is full. As a join it hashed all published customers first
+        # (1.7 s on a million).
+        conditions.append(
+            sql.SQL(
+                "(SELECT ARRAY[{keys}] FROM churnops.online_features o"
+                " WHERE o.dataset = s.dataset AND o.customer_id = s.customer_id) = %s::text[]"
+            ).format(
+                keys=sql.SQL(", ").join(sql.SQL("o.features ->> {}").format(sql.Literal(c)) for c in filters.segments)
+            )
+        )
+        args.append(list(filters.segments.values()))
     if after is not None:
         # `score <=` first: the index range condition; the OR alone would make PostgreSQL scan from the top.
         conditions.append(sql.SQL("s.score <= %s AND (s.score < %s OR s.customer_id > %s)"))
@@ -167,19 +177,13 @@ def filtered_list_sql(
     if before is not None:
         conditions.append(sql.SQL("s.score >= %s AND (s.score > %s OR s.customer_id < %s)"))
         args += [before.score, before.score, before.customer_id]
-    segment_select = sql.SQL("").join(sql.SQL(", o.features ->> {}").format(sql.Literal(c)) for c in segment_columns)
     columns = sql.SQL(
-        "s.customer_id, s.score, s.risk_band, s.risk_decile, s.decision, s.model_version, s.cutoff{}"
-    ).format(segment_select)
-    # Without a segment filter the attributes are only shown: a LEFT JOIN keeps customers with no published row.
-    join = sql.SQL("{} churnops.online_features o ON o.dataset = s.dataset AND o.customer_id = s.customer_id").format(
-        sql.SQL("JOIN" if filters.segments else "LEFT JOIN")
+        "1"
+        if for_count
+        else "s.customer_id, s.score, s.risk_band, s.risk_decile, s.decision, s.model_version, s.cutoff"
     )
-    if for_count:
-        columns = sql.SQL("1")
-        join = join if filters.segments else sql.SQL("")
     order = sql.SQL("s.score ASC, s.customer_id DESC" if before is not None else "s.score DESC, s.customer_id ASC")
-    query = sql.SQL("SELECT {columns} FROM churnops.scores s {join} WHERE {conditions} ORDER BY {order}").format(
-        columns=columns, join=join, conditions=sql.SQL(" AND ").join(conditions), order=order
+    query = sql.SQL("SELECT {columns} FROM churnops.scores s WHERE {conditions} ORDER BY {order}").format(
+        columns=columns, conditions=sql.SQL(" AND ").join(conditions), order=order
     )
     return query, args

@@ -107,19 +107,24 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
         selected = filters.selected_count
         rows_wanted = PAGE_ROWS if selected is None else max(0, min(PAGE_ROWS, selected - start + 1))
 
-        def read() -> tuple[list[dict[str, Any]], int, dict[str, list[str]]]:
+        def read() -> tuple[list[dict[str, Any]], int]:
             rows = (
                 store.list_page(current, filters, segment_columns, rows=rows_wanted, after=after, before=before)
                 if rows_wanted
                 else []
             )
-            matches = store.count_matches(current, filters, segment_columns)
-            return rows, matches, {column: store.segment_values(column) for column in segment_columns}
+            matches = store.count_matches(current, filters)
+            return rows, matches
 
         try:
-            rows, matches, segment_values = await asyncio.to_thread(read)
+            rows, matches = await asyncio.to_thread(read)
         except StoreUnavailable as error:
             return problem_page(request, 503, None, str(error))
+        # The choices of a segment are the served model's categories (its schema); without a model, a text box.
+        served = service.state.current
+        segment_values = {
+            c: list(served.model.schema.categorical.get(c, ())) if served else [] for c in segment_columns
+        }
         shown_total = matches if selected is None else min(matches, selected)
         filter_items = filters.query_items()
         links = {"csv": "/pages/list.csv?" + urlencode(filter_items)}

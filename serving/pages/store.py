@@ -41,7 +41,6 @@ class PageStore:
         self.dataset = dataset
         self._settings = settings
         self._pool = _ConnectionPool(bounded_database_settings(settings)) if settings.database_url else None
-        self._segment_values: dict[tuple[str, Any], list[str]] = {}
 
     def _execute(self, query: str | sql.Composable, args: Sequence[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         if self._pool is None:
@@ -94,45 +93,42 @@ class PageStore:
         after: Cursor | None = None,
         before: Cursor | None = None,
     ) -> list[dict[str, Any]]:
-        query, args = filtered_list_sql(
-            self.dataset, current.logical_date, filters, segment_columns, after=after, before=before
-        )
+        """One page of the filtered list, each row with its segment attributes."""
+        query, args = filtered_list_sql(self.dataset, current.logical_date, filters, after=after, before=before)
         found = self._rows(sql.SQL("{} LIMIT %s").format(query), [*args, rows])
         if before is not None:
             found.reverse()
-        names = (*LIST_COLUMNS, *segment_columns)
-        return [dict(zip(names, row, strict=True)) for row in found]
+        return self._with_segments([dict(zip(LIST_COLUMNS, row, strict=True)) for row in found], segment_columns)
 
-    def count_matches(self, current: CurrentList, filters: ListFilters, segment_columns: Sequence[str]) -> int:
+    def _with_segments(self, rows: list[dict[str, Any]], segment_columns: Sequence[str]) -> list[dict[str, Any]]:
+        if not rows or not segment_columns:
+            return rows
+        keys = sql.SQL(", ").join(sql.SQL("features ->> {}").format(sql.Literal(c)) for c in segment_columns)
+        found = self._rows(
+            sql.SQL(
+                "SELECT customer_id, {} FROM churnops.online_features WHERE dataset = %s AND customer_id = ANY(%s)"
+            ).format(keys),
+            (self.dataset, [row["customer_id"] for row in rows]),
+        )
+        attributes = {row[0]: row[1:] for row in found}
+        for row in rows:
+            values = attributes.get(row["customer_id"], (None,) * len(segment_columns))
+            row.update(zip(segment_columns, values, strict=True))
+        return rows
+
+    def count_matches(self, current: CurrentList, filters: ListFilters) -> int:
         """Matching customers, counted up to COUNT_CAP + 1 (more means "over COUNT_CAP")."""
         if filters == ListFilters():
             return current.row_count
-        query, args = filtered_list_sql(self.dataset, current.logical_date, filters, segment_columns, for_count=True)
+        query, args = filtered_list_sql(self.dataset, current.logical_date, filters, for_count=True)
         capped = sql.SQL("SELECT count(*) FROM ({} LIMIT %s) matches").format(query)
         return int(self._rows(capped, [*args, COUNT_CAP + 1])[0][0])
-
-    def segment_values(self, column: str) -> list[str]:
-        """The values of one segment column among the published customers, cached per publication."""
-        published = self._rows(
-            "SELECT published_at FROM churnops.online_feature_sets WHERE dataset = %s", (self.dataset,)
-        )
-        key = (column, published[0][0] if published else None)
-        if key not in self._segment_values:
-            rows = self._rows(
-                """
-                SELECT DISTINCT features ->> %s AS value FROM churnops.online_features
-                WHERE dataset = %s AND features ->> %s IS NOT NULL ORDER BY value LIMIT 200
-                """,
-                (column, self.dataset, column),
-            )
-            self._segment_values[key] = [row[0] for row in rows]
-        return self._segment_values[key]
 
     def export_csv(
         self, current: CurrentList, filters: ListFilters, segment_columns: Sequence[str], limit: int | None
     ) -> Iterator[str]:
         """The filtered list (its first `limit` rows) as formula-safe CSV text, streamed in chunks."""
-        query, args = filtered_list_sql(self.dataset, current.logical_date, filters, segment_columns)
+        query, args = filtered_list_sql(self.dataset, current.logical_date, filters)
         if limit is not None:
             query, args = sql.SQL("{} LIMIT %s").format(query), [*args, limit]
         names = ["rank", *LIST_COLUMNS, *segment_columns]
@@ -144,7 +140,11 @@ class PageStore:
                 rank = 1
                 header = True
                 while chunk := cur.fetchmany(_EXPORT_CHUNK_ROWS):
-                    frame = pd.DataFrame([(rank + i, *row) for i, row in enumerate(chunk)], columns=names)
+                    rows = self._with_segments(
+                        [dict(zip(LIST_COLUMNS, row, strict=True)) for row in chunk], segment_columns
+                    )
+                    frame = pd.DataFrame(rows, columns=names[1:])
+                    frame.insert(0, "rank", range(rank, rank + len(frame)))
                     yield formula_safe_csv_text(frame, header=header)
                     rank += len(chunk)
                     header = False

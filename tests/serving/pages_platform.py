@@ -36,5 +36,5 @@ def platform_with_records(trained_platform, database_url: str) -> Settings:
     run_dates = sorted((dataset_dir(settings, contract.name) / RUNS_DIR).glob("*.json"))
     run_date = dt.date.fromisoformat(run_dates[-1].stem)
     run_drift_check(settings, contract, run_date=run_date)
-    decide_for_run(settings, contract, run_date, retrain_running=False, advisory=True)
+    decide_for_run(settings, contract, run_date, retrain_running=False, manual=True, advisory=True)
     return settings

@@ -78,7 +78,7 @@ def test_filter_the_list_open_a_customer_and_read_the_reasons(page, server, scre
     sign_in(page, server)
     everyone = int(page.locator("#matches").inner_text().replace(",", ""))
     # Keyboard only: tick the band, move on with Tab, submit with Enter.
-    page.get_by_label("high").focus()
+    page.get_by_label("high", exact=True).focus()
     page.keyboard.press("Space")
     page.get_by_label("Plan").select_option("premium")
     page.get_by_label("Lowest score").fill("0.1")
