@@ -19,6 +19,9 @@ PAGE_ROWS = 50
 # Counting the matches of a filter stops here: an exact count of a million joined rows would cost seconds, and a
 # person deciding a campaign needs "more than 10,000", not the exact figure.
 COUNT_CAP = 10_000
+# With a segment filter every candidate row costs a probe of its attributes: 1,000 matches of a segment that holds
+# one customer in twelve already cost 12,000 probes.
+SEGMENT_COUNT_CAP = 1_000
 
 
 class PageInputError(ValueError):
@@ -63,6 +66,10 @@ class ListFilters:
     budget_count: int | None = None
     budget_money: float | None = None
     cost_per_contact: float | None = None
+
+    @property
+    def count_cap(self) -> int:
+        return SEGMENT_COUNT_CAP if self.segments else COUNT_CAP
 
     @property
     def selected_count(self) -> int | None:

@@ -23,7 +23,7 @@ from churnops.dataset import DatasetContract
 from churnops.features import entity_feature_names, event_feature_specs
 from serving.pages.artifacts import ReportArtifacts
 from serving.pages.auth import SESSION_COOKIE, PageAuth
-from serving.pages.list_query import COUNT_CAP, PAGE_ROWS, Cursor, PageInputError, parse_filters
+from serving.pages.list_query import PAGE_ROWS, Cursor, PageInputError, parse_filters
 from serving.pages.reasons import reasons_in_words
 from serving.pages.store import PageStore, StoreUnavailable
 from serving.problems import ApiProblem
@@ -108,27 +108,31 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
         rows_wanted = PAGE_ROWS if selected is None else max(0, min(PAGE_ROWS, selected - start + 1))
 
         def read() -> tuple[list[dict[str, Any]], int]:
+            # One row more than the page shows: whether a next page exists, without counting the whole list.
             rows = (
-                store.list_page(current, filters, segment_columns, rows=rows_wanted, after=after, before=before)
+                store.list_page(current, filters, segment_columns, rows=rows_wanted + 1, after=after, before=before)
                 if rows_wanted
                 else []
             )
-            matches = store.count_matches(current, filters)
-            return rows, matches
+            return rows, store.count_matches(current, filters)
 
         try:
             rows, matches = await asyncio.to_thread(read)
         except StoreUnavailable as error:
             return problem_page(request, 503, None, str(error))
+        has_more = len(rows) > rows_wanted
+        rows = rows[1:] if before is not None and has_more else rows[:rows_wanted]
+        has_more = has_more or before is not None
         # The choices of a segment are the served model's categories (its schema); without a model, a text box.
         served = service.state.current
         segment_values = {
             c: list(served.model.schema.categorical.get(c, ())) if served else [] for c in segment_columns
         }
-        shown_total = matches if selected is None else min(matches, selected)
+        count_capped = matches > filters.count_cap
+        shown_total = matches if selected is None else selected if count_capped else min(matches, selected)
         filter_items = filters.query_items()
         links = {"csv": "/pages/list.csv?" + urlencode(filter_items)}
-        if rows and start + len(rows) - 1 < shown_total:
+        if rows and has_more:
             last = Cursor(rows[-1]["score"], rows[-1]["customer_id"])
             links["next"] = "?" + urlencode([*filter_items, ("after", last.encode()), ("start", start + len(rows))])
         if rows and start > 1:
@@ -142,14 +146,14 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
             rows=rows,
             start=start,
             matches=matches,
-            count_capped=matches > COUNT_CAP,
-            count_cap=COUNT_CAP,
+            count_capped=count_capped,
+            count_cap=filters.count_cap,
             shown_total=shown_total,
             filters=filters,
             selected=selected,
             spend=None
             if selected is None or filters.cost_per_contact is None
-            else min(selected, matches) * filters.cost_per_contact,
+            else shown_total * filters.cost_per_contact,
             band_choices=band_choices,
             segment_columns=segment_columns,
             segment_values=segment_values,

@@ -17,7 +17,7 @@ from churnops import db
 from churnops.config import Settings
 from churnops.spreadsheet_safety import formula_safe_csv_text
 from serving.online import _ConnectionPool  # the API's bounded pool of autocommit connections, shared code
-from serving.pages.list_query import COUNT_CAP, Cursor, ListFilters, filtered_list_sql
+from serving.pages.list_query import Cursor, ListFilters, filtered_list_sql
 from serving.prediction_log import bounded_database_settings
 
 LIST_COLUMNS = ("customer_id", "score", "risk_band", "risk_decile", "decision", "model_version", "cutoff")
@@ -51,6 +51,8 @@ class PageStore:
             raise StoreUnavailable(f"the platform database cannot be reached: {type(error).__name__}") from error
         try:
             with conn.cursor() as cur:
+                # JIT compiling costs more than these index walks save (0.46 s measured on a segment count).
+                cur.execute("SET jit = off")
                 cur.execute(query, list(args))
                 names = [column.name for column in cur.description]
                 rows = cur.fetchall()
@@ -117,12 +119,12 @@ class PageStore:
         return rows
 
     def count_matches(self, current: CurrentList, filters: ListFilters) -> int:
-        """Matching customers, counted up to COUNT_CAP + 1 (more means "over COUNT_CAP")."""
+        """Matching customers, counted up to `filters.count_cap` + 1 (more means "over the cap")."""
         if filters == ListFilters():
             return current.row_count
         query, args = filtered_list_sql(self.dataset, current.logical_date, filters, for_count=True)
         capped = sql.SQL("SELECT count(*) FROM ({} LIMIT %s) matches").format(query)
-        return int(self._rows(capped, [*args, COUNT_CAP + 1])[0][0])
+        return int(self._rows(capped, [*args, filters.count_cap + 1])[0][0])
 
     def export_csv(
         self, current: CurrentList, filters: ListFilters, segment_columns: Sequence[str], limit: int | None
