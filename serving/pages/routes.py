@@ -95,11 +95,13 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
             after = Cursor.decode("after", params["after"]) if params.get("after") else None
             before = Cursor.decode("before", params["before"]) if params.get("before") else None
             start = int(params.get("start") or 1)
+            # The count the first page found, carried by the paging links (it only labels the page).
+            carried_matches = max(0, int(params["matches"])) if params.get("matches") else None
             current = await asyncio.to_thread(store.current_list)
         except PageInputError as error:
             return problem_page(request, 422, error.field, error.message)
         except ValueError:
-            return problem_page(request, 422, "start", "must be a whole number")
+            return problem_page(request, 422, "start", "start and matches must be whole numbers")
         except StoreUnavailable as error:
             return problem_page(request, 503, None, str(error))
         if current is None:
@@ -109,12 +111,15 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
 
         def read() -> tuple[list[dict[str, Any]], int]:
             # One row more than the page shows: whether a next page exists, without counting the whole list.
-            rows = (
-                store.list_page(current, filters, segment_columns, rows=rows_wanted + 1, after=after, before=before)
-                if rows_wanted
-                else []
-            )
-            return rows, store.count_matches(current, filters)
+            wanted = rows_wanted + 1 if rows_wanted else 0
+            if after is None and before is None and filters.segments:
+                # The first page of a segment filter: one walk from the top serves the page and the capped count.
+                found = store.list_page(current, filters, rows=max(wanted, filters.count_cap + 1))
+                matches, found = len(found), found[:wanted]
+            else:
+                found = store.list_page(current, filters, rows=wanted, after=after, before=before) if wanted else []
+                matches = carried_matches if carried_matches is not None else store.count_matches(current, filters)
+            return store.with_segments(found, segment_columns), matches
 
         try:
             rows, matches = await asyncio.to_thread(read)
@@ -132,6 +137,7 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
         shown_total = matches if selected is None else selected if count_capped else min(matches, selected)
         filter_items = filters.query_items()
         links = {"csv": "/pages/list.csv?" + urlencode(filter_items)}
+        filter_items.append(("matches", str(matches)))
         if rows and has_more:
             last = Cursor(rows[-1]["score"], rows[-1]["customer_id"])
             links["next"] = "?" + urlencode([*filter_items, ("after", last.encode()), ("start", start + len(rows))])

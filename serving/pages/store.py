@@ -89,20 +89,19 @@ class PageStore:
         self,
         current: CurrentList,
         filters: ListFilters,
-        segment_columns: Sequence[str],
         *,
         rows: int,
         after: Cursor | None = None,
         before: Cursor | None = None,
     ) -> list[dict[str, Any]]:
-        """One page of the filtered list, each row with its segment attributes."""
+        """Up to `rows` rows of the filtered list in page order, without their segment attributes."""
         query, args = filtered_list_sql(self.dataset, current.logical_date, filters, after=after, before=before)
         found = self._rows(sql.SQL("{} LIMIT %s").format(query), [*args, rows])
         if before is not None:
             found.reverse()
-        return self._with_segments([dict(zip(LIST_COLUMNS, row, strict=True)) for row in found], segment_columns)
+        return [dict(zip(LIST_COLUMNS, row, strict=True)) for row in found]
 
-    def _with_segments(self, rows: list[dict[str, Any]], segment_columns: Sequence[str]) -> list[dict[str, Any]]:
+    def with_segments(self, rows: list[dict[str, Any]], segment_columns: Sequence[str]) -> list[dict[str, Any]]:
         if not rows or not segment_columns:
             return rows
         keys = sql.SQL(", ").join(sql.SQL("features ->> {}").format(sql.Literal(c)) for c in segment_columns)
@@ -142,7 +141,7 @@ class PageStore:
                 rank = 1
                 header = True
                 while chunk := cur.fetchmany(_EXPORT_CHUNK_ROWS):
-                    rows = self._with_segments(
+                    rows = self.with_segments(
                         [dict(zip(LIST_COLUMNS, row, strict=True)) for row in chunk], segment_columns
                     )
                     frame = pd.DataFrame(rows, columns=names[1:])
