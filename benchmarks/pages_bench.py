@@ -117,6 +117,8 @@ def main() -> None:
                 "band high": "/pages/list?band=high",
                 "band medium, score 0.25 to 0.35": "/pages/list?band=medium&score_min=0.25&score_max=0.35",
                 "segment plan=premium, region=north": "/pages/list?segment_plan=premium&segment_region=north",
+                "segment plan=premium, region=north, next page": "/pages/list?segment_plan=premium"
+                f"&segment_region=north&after={deep_cursor(conn, 50)}&start=51&matches=501",
                 "band high + segment + money budget": "/pages/list?band=high&segment_plan=basic"
                 "&budget_money=5000&cost_per_contact=2.5",
             }

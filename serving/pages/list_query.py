@@ -19,9 +19,9 @@ PAGE_ROWS = 50
 # Counting the matches of a filter stops here: an exact count of a million joined rows would cost seconds, and a
 # person deciding a campaign needs "more than 10,000", not the exact figure.
 COUNT_CAP = 10_000
-# With a segment filter every candidate row costs a probe of its attributes: 1,000 matches of a segment that holds
-# one customer in twelve already cost 12,000 probes.
-SEGMENT_COUNT_CAP = 1_000
+# With a segment filter every candidate row costs a probe of its attributes: 500 matches of a segment that holds one
+# customer in twelve already cost 6,000 probes (1,000 took 225 ms on a 1M list, docs/benchmarks/pages.md).
+SEGMENT_COUNT_CAP = 500
 
 
 class PageInputError(ValueError):
