@@ -3,8 +3,9 @@
 The list a marketer loads into a CRM or a spreadsheet: rank, customer, score, risk band and decile, decision,
 model version, cutoff and when it was scored. CSV cells that a spreadsheet would run as a formula (starting with
 = + - @, or a tab or carriage return) get a leading apostrophe, so a hostile customer id such as `=cmd|'/c calc'!A0`
-is shown as text instead of executed. The Parquet file keeps the values untouched: it is typed data for programs,
-and spreadsheets do not open it. Files appear atomically: a killed export leaves no partial file.
+is shown as text instead of executed (the rule is churnops/spreadsheet_safety.py, shared with the pages' download).
+The Parquet file keeps the values untouched: it is typed data for programs, and spreadsheets do not open it.
+Files appear atomically: a killed export leaves no partial file.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from churnops.db import latest_scores
+from churnops.spreadsheet_safety import SPREADSHEET_CSV_ENCODING, neutralise_formulas
 from churnops.storage import write_csv_atomically, write_parquet_atomically
 
 if TYPE_CHECKING:
@@ -34,8 +36,6 @@ CAMPAIGN_COLUMNS = (
     "cutoff",
     "scored_at",
 )
-# OWASP "CSV injection": cells starting with these are interpreted as formulas by Excel, LibreOffice, Sheets.
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_FORMATS = ("csv", "parquet")
 
 
@@ -57,21 +57,9 @@ def campaign_list(scores: pd.DataFrame, top_k: int) -> pd.DataFrame:
     return top.loc[:, list(CAMPAIGN_COLUMNS)]
 
 
-def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `frame` whose text cells cannot run as spreadsheet formulas (a leading apostrophe is added)."""
-    safe = frame.copy()
-    for column in safe.columns:
-        if not (pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column])):
-            continue  # numbers, booleans and timestamps are written as values, never as formulas
-        text = safe[column]
-        is_formula = text.map(lambda cell: isinstance(cell, str) and cell.startswith(FORMULA_TRIGGERS))
-        safe[column] = text.where(~is_formula, "'" + text.astype(str))
-    return safe
-
-
 def write_formula_safe_csv(frame: pd.DataFrame, path: Path) -> None:
     """Write `frame` as a formula-safe CSV (UTF-8 with BOM, so Excel reads accents) via staging and rename."""
-    write_csv_atomically(neutralise_formulas(frame), path, encoding="utf-8-sig")
+    write_csv_atomically(neutralise_formulas(frame), path, encoding=SPREADSHEET_CSV_ENCODING)
 
 
 def export_top_k(

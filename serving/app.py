@@ -30,6 +30,7 @@ from serving import metrics
 from serving.exposure import refuse_open_exposure
 from serving.middleware import MetricsMiddleware
 from serving.online import OnlineFeatureReader
+from serving.pages import pages_router
 from serving.prediction_log import PredictionLog
 from serving.problems import (
     JSON,
@@ -244,6 +245,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             schemas[model_type.__name__] = generated
         return document
 
+    app.include_router(pages_router(settings, contract, service))  # the teams' pages (docs/pages.md)
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 
