@@ -202,7 +202,6 @@ def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_th
 @pytest.mark.parametrize(
     "statement",
     [
-        "SELECT count(*) FROM churnops.scores",
         "UPDATE churnops.scores SET score = 0",
         "DELETE FROM churnops.scores",
         "INSERT INTO churnops.scores (dataset) VALUES ('x')",
@@ -212,8 +211,10 @@ def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_th
         "TRUNCATE churnops.prediction_log",
         "UPDATE churnops.online_features SET features = '{}'",
         "DELETE FROM churnops.online_features",
-        "SELECT count(*) FROM churnops.drift_runs",
-        "SELECT count(*) FROM churnops.promotion_decisions",
+        "DELETE FROM churnops.drift_runs",
+        "UPDATE churnops.promotion_decisions SET reason = ''",
+        "SELECT count(*) FROM churnops.schema_migrations",
+        "SELECT count(*) FROM churnops.ingestion_reports",
         "CREATE TABLE churnops.api_was_here (id int)",
         "CREATE TABLE public.api_was_here (id int)",
         "CREATE TEMPORARY TABLE api_was_here (id int)",
@@ -224,6 +225,27 @@ def test_the_api_role_may_do_nothing_else(initialised, statement: str) -> None:
         with pytest.raises(psycopg2.Error) as refused:
             cursor.execute(statement)
     assert refused.value.pgcode == "42501", refused.value  # insufficient privilege
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "scores",
+        "score_runs",
+        "online_feature_sets",
+        "realized_performance",
+        "model_evaluations",
+        "promotion_decisions",
+        "drift_runs",
+        "drift_metrics",
+        "retrain_decisions",
+        "replay_timeline",
+    ],
+)
+def test_the_api_role_reads_the_tables_its_pages_show(initialised, table: str) -> None:
+    with closing(_connect_as(initialised, initialised["API_DB_ROLE"])) as conn, conn.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM churnops.{table}")
+        assert cursor.fetchone()[0] >= 0
 
 
 @pytest.mark.parametrize("database", ["AIRFLOW_DB", "MLFLOW_DB", "MLFLOW_AUTH_DB"])
