@@ -138,21 +138,25 @@ class PredictionService:
                 )
             for customer, indices in to_look_up.items():
                 published = found[customer]
-                record = self._published_record(current, published.features, customer)
+                where = instance_loc(loc_prefix, indices[0], "customer_id")
+                record = self._published_record(current, published.features, where)
                 for index in indices:
                     features[index] = record
                     cutoffs[index] = published.cutoff.isoformat()
         return features, cutoffs  # type: ignore[return-value]
 
-    def _published_record(self, current: ServedModel, stored: Mapping[str, Any], customer: str) -> Mapping[str, Any]:
+    def _published_record(
+        self, current: ServedModel, stored: Mapping[str, Any], where: list[str | int]
+    ) -> Mapping[str, Any]:
         wanted = {name: stored[name] for name in current.model.schema.columns if name in stored}
         try:
             return current.record_type.model_validate(wanted).__dict__
         except ValidationError as error:
-            problems = validation_problems(error.errors(), prefix=("online_features", customer))
+            # Located by the request's position of the customer_id, not by the id (it may be personal data).
+            problems = validation_problems(error.errors(), prefix=(*where, "online_features"))
             for problem in problems:
                 problem["msg"] = (
-                    f"published features of customer {customer!r} do not fit model v{current.version}: "
+                    f"the published features of this customer do not fit model v{current.version}: "
                     f"{problem['msg']} (republish the online features)"
                 )
             raise ApiProblem(409, problems) from None
