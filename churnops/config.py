@@ -133,6 +133,10 @@ class ServingSettings(BaseModel):
     max_body_bytes: int | None = Field(None, ge=1024)
     # Top contributing features returned with `explain=true`.
     explain_top_features: int = Field(5, ge=1)
+    # A numeric value outside the range seen in training (stored with the model): "flag" scores it and names the
+    # feature in the response's `out_of_range`, "clip" scores it at the nearest bound (and flags it), "reject"
+    # answers 422 naming the field. Every such value is counted in churnops_out_of_range_values_total.
+    out_of_range_policy: Literal["flag", "clip", "reject"] = "flag"
     # Prediction log (PostgreSQL at Settings.database_url): appended in batches by a background thread per
     # worker; when the database is unreachable or the queue is full, predictions are dropped and counted.
     prediction_log_enabled: bool = True

@@ -31,6 +31,7 @@ from serving.middleware import MetricsMiddleware
 from serving.online import OnlineFeatureReader
 from serving.prediction_log import PredictionLog
 from serving.problems import (
+    ADMIN_REQUEST_OPENAPI,
     JSON,
     PROBLEM_RESPONSES,
     ApiProblem,
@@ -39,8 +40,8 @@ from serving.problems import (
     install_problem_handlers,
     parse_body,
     predict_openapi,
+    read_admin_request,
     read_capped_body,
-    require_json,
 )
 from serving.records import BatchPrediction, Prediction
 from serving.scoring import PredictionService, secret_matches
@@ -134,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batch = parse_body(current.batch_type, body, batch_limit)
         metrics.BATCH_ROWS.observe(len(batch.instances))
         features, cutoffs = await service.resolve_features(current, batch.instances, ("instances",))
-        results, logged = service.scored_customers(current, batch.instances, features, cutoffs, explain)
+        results, logged = service.scored_customers(current, batch.instances, features, cutoffs, explain, ("instances",))
         response = BatchPrediction(
             model_name=current.model.name,
             model_version=current.version,
@@ -197,11 +198,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/admin/reload",
         responses=PROBLEM_RESPONSES,
         summary="Load the champion now (this worker); send Content-Type: application/json (no body needed)",
+        openapi_extra=ADMIN_REQUEST_OPENAPI,
     )
     async def reload(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Security(admin_bearer)
     ) -> dict[str, Any]:
-        require_json(request)  # a web page cannot send this cross-site without a CORS preflight we never approve
+        await read_admin_request(request)  # JSON only: a web page cannot forge it (serving/problems.py)
         token = serving.admin_token
         if token is not None and not secret_matches(token, credentials.credentials if credentials else None):
             raise ApiProblem.one(

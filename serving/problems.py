@@ -82,6 +82,26 @@ async def read_capped_body(request: Request, limit: BodyLimit) -> bytes:
     return b"".join(chunks)
 
 
+_ADMIN_BODY_LIMIT = BodyLimit(1024, "an admin request takes no body")
+# An admin call's body: none, or an empty JSON object.
+ADMIN_REQUEST_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
+        "description": "none, or {}; the Content-Type must be application/json either way",
+    }
+}
+
+
+async def read_admin_request(request: Request) -> None:
+    """Refuse an admin call a web page could send: with auth off (the default) nothing else stops a page from
+    POSTing to the API on localhost, but a page can send a cross-site JSON request only after a CORS preflight, and
+    the API approves none. The body, if any, must be `{}`."""
+    body = await read_capped_body(request, _ADMIN_BODY_LIMIT)
+    if body.strip() and body.strip() != b"{}":
+        raise ApiProblem.one(422, ["body"], "extra_forbidden", "an admin request takes no body, or {}")
+
+
 def parse_body(model_type: type[BaseModel], body: bytes, batch_limit: BatchLimit | None = None) -> Any:
     try:
         return model_type.model_validate_json(body)

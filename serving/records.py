@@ -150,6 +150,11 @@ class ScoredCustomer(BaseModel):
     risk_band: str
     feature_source: Literal["request", "online_store"]
     features_cutoff: str | None = Field(description="cutoff of the looked-up features (online_store only)")
+    out_of_range: list[str] = Field(
+        default_factory=list,
+        description="numeric features outside the range seen in training (scored as sent, or clipped to the range: "
+        "serving.out_of_range_policy)",
+    )
     explanation: Explanation | None = None
 
 

@@ -11,10 +11,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from fastapi import Request
 from pydantic import SecretStr, ValidationError
 
 from churnops.config import ServingSettings
+from serving import metrics
 from serving.online import OnlineFeatureReader, OnlineStoreUnavailable
 from serving.prediction_log import PredictionLog
 from serving.problems import ApiProblem, instance_loc
@@ -168,14 +170,22 @@ class PredictionService:
         features: list[Mapping[str, Any]],
         cutoffs: list[str | None],
         explain: bool,
+        loc_prefix: tuple[str | int, ...] = (),
     ) -> tuple[list[ScoredCustomer], list[LoggedRow]]:
-        scores = current.score(features)
+        matrix = current.model.schema.encode_records(features)
+        flagged = self._out_of_range(current, matrix, loc_prefix)
+        if flagged and self.serving.out_of_range_policy == "clip":
+            matrix = current.ranges.clip(matrix)  # type: ignore[union-attr]  # flagged implies ranges
+        scores = current.score(matrix)
         explanations = current.explain(features, self.serving.explain_top_features) if explain else None
         threshold = current.model.threshold
         results = []
         logged = []
         for i, (instance, score) in enumerate(zip(instances, scores.tolist(), strict=True)):
+            outside = flagged.get(i, [])
             if not math.isfinite(score):
+                if outside:  # e.g. 1e308 through the stored blend: the input's fault, said as such
+                    raise ApiProblem(422, self._range_problems(current, loc_prefix, {i: outside}))
                 raise ApiProblem.one(500, [], "model_error", f"model v{current.version} produced a non-finite score")
             decision = score >= threshold
             band = current.bands.band(score)
@@ -187,8 +197,47 @@ class PredictionService:
                     risk_band=band,
                     feature_source="request" if instance.features is not None else "online_store",
                     features_cutoff=cutoffs[i],
+                    out_of_range=outside,
                     explanation=explanations[i] if explanations else None,
                 )
             )
             logged.append((instance.customer_id, features[i], score, decision, band))
         return results, logged
+
+    def _out_of_range(
+        self, current: ServedModel, matrix: np.ndarray, loc_prefix: tuple[str | int, ...]
+    ) -> dict[int, list[str]]:
+        """{row: features outside the training range}, counted per feature; refused (422) under "reject"."""
+        if current.ranges is None:
+            return {}
+        outside = current.ranges.outside(matrix)
+        if not outside.any():
+            return {}
+        names = current.ranges.names
+        for column in np.flatnonzero(outside.any(axis=0)):
+            metrics.OUT_OF_RANGE.labels(feature=names[column]).inc(int(outside[:, column].sum()))
+        flagged: dict[int, list[str]] = {}
+        for row, column in zip(*np.nonzero(outside), strict=True):
+            flagged.setdefault(int(row), []).append(names[column])
+        if self.serving.out_of_range_policy == "reject":
+            raise ApiProblem(422, self._range_problems(current, loc_prefix, flagged))
+        return flagged
+
+    @staticmethod
+    def _range_problems(
+        current: ServedModel, loc_prefix: tuple[str | int, ...], flagged: dict[int, list[str]]
+    ) -> list[dict[str, Any]]:
+        ranges = current.ranges
+        assert ranges is not None
+        problems = [
+            {
+                "loc": [*instance_loc(loc_prefix, row, "features"), name],
+                "type": "out_of_range",
+                # The training range, not the value sent (it is not echoed).
+                "msg": f"value outside the range seen in training {ranges.describe(name)} "
+                "(serving.out_of_range_policy)",
+            }
+            for row, names in flagged.items()
+            for name in names
+        ]
+        return problems[:50]

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from churnops.banding import RiskBands
 from churnops.config import ServingSettings, Settings
+from churnops.input_ranges import InputRanges
 from churnops.registry import CHAMPION_ALIAS, LoadedModel, configure_mlflow, load_model_version, resolve_alias
 from churnops.schema import FeatureSchema
 from serving import metrics
@@ -133,6 +134,8 @@ class ServedModel:
     batch_type: type[BaseModel]
     bands: RiskBands
     body_limit: BodyLimit
+    # Numeric ranges seen in training; None for models registered before they were recorded.
+    ranges: InputRanges | None
     # Metric children bound to this version: `.labels()` per request would cost a dict look-up and a lock.
     predictions_counter: Any = field(repr=False)
     score_histogram: Any = field(repr=False)
@@ -152,6 +155,7 @@ class ServedModel:
             batch_type=batch_request_model(request_type, max_batch_rows),
             bands=RiskBands.for_model(model.metadata, model.threshold),
             body_limit=body_limit(model.schema, serving),
+            ranges=InputRanges.from_metadata(model.metadata, model.schema.numeric),
             predictions_counter=metrics.PREDICTIONS.labels(model_version=model.version),
             score_histogram=metrics.PREDICTED_SCORE.labels(model_version=model.version),
             single_row=single_row,
@@ -167,10 +171,9 @@ class ServedModel:
     def version(self) -> str:
         return self.model.version
 
-    def score(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Probabilities for validated feature dicts (one OpenMP thread: a worker process per core instead)."""
-        matrix = self.model.schema.encode_records(records)
-        if len(records) == 1 and self.single_row is not None:
+    def score(self, matrix: np.ndarray) -> np.ndarray:
+        """Probabilities for encoded rows (one OpenMP thread: a worker process per core instead)."""
+        if len(matrix) == 1 and self.single_row is not None:
             raw = np.array([self.single_row(matrix[0])])
             # The booster's probability, then the blend/calibration stored with the model (as predict_matrix).
             postprocess = self.model.postprocess

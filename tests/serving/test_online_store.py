@@ -172,7 +172,7 @@ def test_published_features_missing_a_model_feature_are_a_409_naming_it_without_
     response = client.post("/predict", json={"customer_id": example_request["customer_id"]})
     assert response.status_code == 409
     assert response.json()["detail"][0]["loc"] == ["customer_id", "online_features", "age"]
-    assert f"\"{example_request['customer_id']}\"" not in response.text  # the id is not echoed
+    assert f'"{example_request["customer_id"]}"' not in response.text  # the id is not echoed
 
 
 def test_unreachable_online_store_is_a_503_not_a_500(trained_platform, example_request) -> None:
