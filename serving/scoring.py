@@ -18,13 +18,10 @@ from pydantic import SecretStr, ValidationError
 from churnops.config import ServingSettings
 from serving import metrics
 from serving.online import OnlineFeatureReader, OnlineStoreUnavailable
-from serving.prediction_log import PredictionLog
+from serving.prediction_log import LoggedRow, PredictionLog, RequestContext
 from serving.problems import ApiProblem, instance_loc
 from serving.records import ScoredCustomer, validation_problems
 from serving.state import ModelState, ServedModel
-
-# What the prediction log records of one scored customer: (customer_id, features, score, decision, band).
-LoggedRow = tuple[str | None, Mapping[str, Any], float, bool, str]
 
 
 def secret_matches(expected: SecretStr, given: str | None) -> bool:
@@ -77,25 +74,15 @@ class PredictionService:
     ) -> None:
         if not self.prediction_log.enabled:
             return
-        logged_at = dt.datetime.now(dt.UTC)
-        request_id = request.headers.get("x-request-id")
-        latency = time.perf_counter() - started
-        for customer_id, features, score, decision, band in rows:
-            self.prediction_log.submit(
-                {
-                    "logged_at": logged_at,
-                    "request_id": request_id,
-                    "endpoint": endpoint,
-                    "customer_id": customer_id,
-                    "model_name": current.model.name,
-                    "model_version": current.version,
-                    "score": score,
-                    "decision": decision,
-                    "risk_band": band,
-                    "latency_seconds": latency,
-                    "features": features,
-                }
-            )
+        context = RequestContext(
+            logged_at=dt.datetime.now(dt.UTC),
+            request_id=request.headers.get("x-request-id"),
+            endpoint=endpoint,
+            model_name=current.model.name,
+            model_version=current.version,
+            latency_seconds=time.perf_counter() - started,
+        )
+        self.prediction_log.submit_request(context, rows)
 
     async def resolve_features(
         self, current: ServedModel, instances: list[Any], loc_prefix: tuple[str | int, ...]

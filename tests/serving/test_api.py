@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from churnops.banding import agree_with_decision
 from serving.app import create_app
 from tests.serving.conftest import metric_value
 
@@ -99,7 +100,11 @@ def test_model_endpoint_reports_version_metrics_schema_threshold_and_lineage(
     # Bands come from the cut points training stored, or fall back to the threshold without them.
     stored = champion.metadata.get("risk_band_cutoffs")
     if stored:
-        assert body["risk_bands"] == {"source": "model_metadata", "cutoffs": stored, "default": "low"}
+        # The stored cut-offs, moved so that no band contradicts the decision.
+        ordered = sorted(stored.items(), key=lambda item: -item[1])
+        expected = dict(agree_with_decision(ordered, body["threshold"]))
+        assert body["risk_bands"] == {"source": "model_metadata", "cutoffs": expected, "default": "low"}
+        assert body["risk_bands"]["cutoffs"][ordered[0][0]] >= body["threshold"]
     else:
         assert body["risk_bands"]["source"] == "threshold"
         assert body["risk_bands"]["cutoffs"] == {"high": body["threshold"], "medium": body["threshold"] / 2}
