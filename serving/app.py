@@ -105,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service.require_api_key(request.headers.get("x-api-key"))
         explain = explain_flag(request)
         current = service.served()
-        instance = parse_body(current.request_type, await read_capped_body(request, current.body_limit))
+        body = await read_capped_body(request, current.body_limit)
+        instance = parse_body(current.request_type, body, fast_type=current.fast_request_type)
         features, cutoffs = await service.resolve_features(current, [instance], ())
         (result,), logged = service.scored_customers(current, [instance], features, cutoffs, explain)
         prediction = Prediction(
@@ -132,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         explain = explain_flag(request)
         current = service.served()
         body = await read_capped_body(request, current.body_limit)
-        batch = parse_body(current.batch_type, body, batch_limit)
+        batch = parse_body(current.batch_type, body, batch_limit, current.fast_batch_type)
         metrics.BATCH_ROWS.observe(len(batch.instances))
         features, cutoffs = await service.resolve_features(current, batch.instances, ("instances",))
         results, logged = service.scored_customers(current, batch.instances, features, cutoffs, explain, ("instances",))

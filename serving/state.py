@@ -132,6 +132,9 @@ class ServedModel:
     record_type: type[BaseModel]
     request_type: type[BaseModel]
     batch_type: type[BaseModel]
+    # The same, numbers as JSON numbers only: tried first (serving.records.JsonNumber).
+    fast_request_type: type[BaseModel]
+    fast_batch_type: type[BaseModel]
     bands: RiskBands
     body_limit: BodyLimit
     # Numeric ranges seen in training; None for models registered before they were recorded.
@@ -146,6 +149,7 @@ class ServedModel:
         max_batch_rows = serving.max_batch_rows
         record_type = record_model(model.schema)
         request_type = predict_request_model(model.schema, record_type)
+        fast_request_type = predict_request_model(model.schema, record_model(model.schema, numbers_as_text=False))
         n_features = len(model.schema.columns)
         single_row = _checked_single_row_predictor(model, n_features)
         served = cls(
@@ -153,6 +157,8 @@ class ServedModel:
             record_type=record_type,
             request_type=request_type,
             batch_type=batch_request_model(request_type, max_batch_rows),
+            fast_request_type=fast_request_type,
+            fast_batch_type=batch_request_model(fast_request_type, max_batch_rows),
             bands=RiskBands.for_model(model.metadata, model.threshold),
             body_limit=body_limit(model.schema, serving),
             ranges=InputRanges.from_metadata(model.metadata, model.schema.numeric),
