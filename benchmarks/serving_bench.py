@@ -194,7 +194,12 @@ def start_servers(
         stack.enter_context(
             server([*command, "--workers", str(args.workers)], env, f"{churnops_url}/ready", workdir / "churnops.log")
         )
-        check = httpx.post(f"{churnops_url}/predict", json=bodies[args.rows[0]][2], headers={"X-API-Key": API_KEY})
+        # /ready answered from one worker; the others may still be loading (503): wait until a run of answers is 200.
+        deadline, in_a_row = time.monotonic() + 120, 0
+        while in_a_row < 10 and time.monotonic() < deadline:
+            check = httpx.post(f"{churnops_url}/predict", json=bodies[args.rows[0]][2], headers={"X-API-Key": API_KEY})
+            in_a_row = in_a_row + 1 if check.status_code == 200 else 0
+            time.sleep(0.05 if in_a_row else 0.5)
         check.raise_for_status()
         print(f"churnops API: first score {check.json()['probability']:.12f}", flush=True)
         # One row goes to /predict (the CRM's call), several to /batch_predict.
