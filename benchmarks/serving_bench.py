@@ -1,13 +1,16 @@
-"""Serving benchmark: the same registered model behind `mlflow models serve` and behind the churnops API.
+"""Serving benchmark: the same registered model behind the churnops API, behind `mlflow models serve`, and as a bare
+booster behind uvicorn (the ceiling: `bare_booster_app.py`).
 
-Both servers run on loopback with the champion of the dataset (or `--version`); `wrk` drives single-row and
-100-row POSTs at each concurrency for a bounded duration, several runs each, and the medians are printed as a
-Markdown table (requests/s, p50, p99, errors). The churnops API runs as in production, everything on: API-key
-auth, request validation, multiprocess Prometheus metrics (`churnops serve --workers N`) and the prediction log
-written to a real PostgreSQL database (created for the run, migrated, dropped at the end unless --keep-database).
+All servers run at once on loopback with the champion of the dataset (or `--version`); for each cell (rows per
+request x connections) `wrk` drives every server in turn, round after round (the order rotates each round), so
+the ratios compare figures measured side by side under the same machine load. Medians of the rounds are printed
+as a Markdown table (requests/s, rows/s, p50, p99, errors), then the ratios. The churnops API runs as in
+production, everything on: API-key auth, request validation, multiprocess Prometheus metrics (`churnops serve
+--workers N`) and the prediction log written to a real PostgreSQL database (created for the run, migrated,
+dropped at the end unless --keep-database); the run checks that every prediction reached it.
 
-    .venv/bin/python benchmarks/serving_bench.py                 # 10 s x 3 runs per cell, c = 8 and 32
-    .venv/bin/python benchmarks/serving_bench.py --duration 5 --runs 1 --servers churnops
+    .venv/bin/python benchmarks/serving_bench.py                 # 10 s x 3 rounds per cell, c = 8 and 32
+    .venv/bin/python benchmarks/serving_bench.py --duration 5 --runs 1 --servers churnops bare
 
 Needs `wrk` (apt-get install wrk) and a trained champion in the working folder (`make run`).
 """
@@ -19,14 +22,10 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,40 +34,26 @@ import httpx
 import numpy as np
 import pandas as pd
 import psycopg2
-import psycopg2.sql
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from churnops import db  # noqa: E402
+from benchmarks.serving_bench_support import (  # noqa: E402
+    API_KEY,
+    bench_database,
+    drop_bench_database,
+    load_average,
+    server,
+    unused_port,
+    wrk,
+)
 from churnops.config import Settings  # noqa: E402
 from churnops.dataset import load_contract  # noqa: E402
 from churnops.features import CUTOFF, ENTITY_ID  # noqa: E402
 from churnops.registry import CHAMPION_ALIAS, configure_mlflow, load_model_version, resolve_alias  # noqa: E402
 from churnops.snapshots import latest_snapshot_dir, load_snapshot  # noqa: E402
 
-API_KEY = "serving-bench-key"
-ADMIN_URL = os.environ.get("CHURNOPS_BENCH_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
-BENCH_DATABASE = "churnops_serving_bench"
-
-# wrk posts the body of $BENCH_BODY with $BENCH_HEADERS (JSON object) and prints one JSON line at the end.
-WRK_SCRIPT = r"""
-local body_file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
-wrk.method = "POST"
-wrk.body = body_file:read("*a")
-body_file:close()
-wrk.headers["Content-Type"] = "application/json"
-local key = os.getenv("BENCH_API_KEY")
-if key and key ~= "" then wrk.headers["X-API-Key"] = key end
-
-done = function(summary, latency, requests)
-  io.write(string.format(
-    "BENCH_JSON {\"requests\": %d, \"duration_us\": %d, \"p50_us\": %d, \"p99_us\": %d, \"status_errors\": %d, " ..
-    "\"connect_errors\": %d, \"read_errors\": %d, \"write_errors\": %d, \"timeouts\": %d}\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), summary.errors.status,
-    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout))
-end
-"""
+SERVERS = ("churnops", "bare", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -80,16 +65,6 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
-
-
-def unused_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def json_value(value: Any) -> Any:
@@ -122,128 +97,62 @@ def request_bodies(settings: Settings, model: Any, rows: int) -> tuple[bytes, by
     return ours, theirs, instances[0]
 
 
-@contextlib.contextmanager
-def bench_database() -> Iterator[str]:
-    """A fresh platform database for the prediction log of the run."""
-    admin = psycopg2.connect(ADMIN_URL, connect_timeout=5)
-    admin.autocommit = True
-    name = psycopg2.sql.Identifier(BENCH_DATABASE)
-    with admin.cursor() as cur:
-        cur.execute(psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        cur.execute(psycopg2.sql.SQL("CREATE DATABASE {}").format(name))
-    dsn = psycopg2.extensions.make_dsn(ADMIN_URL, dbname=BENCH_DATABASE)
-    with contextlib.closing(psycopg2.connect(dsn)) as conn:
-        db.migrate(conn)
-    parsed = psycopg2.extensions.parse_dsn(dsn)
-    url = f"postgresql://{parsed.get('user', 'root')}@{parsed.get('host', '127.0.0.1')}:{parsed.get('port', '5432')}"
-    try:
-        yield f"{url}/{BENCH_DATABASE}"
-    finally:
-        admin.close()
+@dataclass(frozen=True)
+class Target:
+    """One server under load: where each request size goes, with which body and key."""
+
+    name: str
+    endpoints: dict[int, tuple[str, bytes]]  # rows per request -> (url, body)
+    key: str = ""
 
 
-def drop_bench_database() -> None:
-    with contextlib.closing(psycopg2.connect(ADMIN_URL, connect_timeout=5)) as admin:
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(
-                psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    psycopg2.sql.Identifier(BENCH_DATABASE)
-                )
-            )
+def one_run(target: Target, rows: int, connections: int, args: argparse.Namespace, workdir: Path) -> Run:
+    url, body = target.endpoints[rows]
+    raw = wrk(url, body, connections, args.duration, args.wrk_threads, workdir, target.key)
+    errors = sum(raw[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts"))
+    return Run(
+        server=target.name,
+        rows=rows,
+        connections=connections,
+        requests_per_second=raw["requests"] / (raw["duration_us"] / 1e6),
+        p50_ms=raw["p50_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        errors=errors,
+    )
 
 
-@contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], ready_url: str, log_path: Path) -> Iterator[None]:
-    """Start a server in its own process group, wait for `ready_url`, stop the whole group afterwards."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"{command[:3]} exited:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready_url, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{command[:3]} not ready in 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-
-
-def wrk(url: str, body: bytes, connections: int, duration: int, threads: int, workdir: Path, key: str) -> dict:
-    body_path = workdir / f"body-{len(body)}.json"
-    body_path.write_bytes(body)
-    script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT)
-    command = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(script),
-        url,
-    ]
-    env = {**os.environ, "BENCH_BODY": str(body_path), "BENCH_API_KEY": key}
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise SystemExit(f"wrk failed ({completed.returncode}): {completed.stdout}{completed.stderr}")
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("BENCH_JSON "))
-    return json.loads(line.removeprefix("BENCH_JSON "))
-
-
-def measure(
-    name: str, url: str, bodies: dict[int, bytes], args: argparse.Namespace, workdir: Path, key: str
-) -> list[Run]:
+def measure_alternating(targets: list[Target], args: argparse.Namespace, workdir: Path) -> list[Run]:
+    """Per cell, every target in turn for `args.runs` rounds (order rotated each round); the median of each."""
     results = []
-    for rows, body in bodies.items():
+    for rows in args.rows:
         for connections in args.connections:
-            wrk(url, body, connections, args.warmup, args.wrk_threads, workdir, key)  # warm-up, not recorded
-            runs = []
-            for _ in range(args.runs):
-                raw = wrk(url, body, connections, args.duration, args.wrk_threads, workdir, key)
-                errors = sum(
-                    raw[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")
+            for target in targets:  # warm-up, not recorded
+                url, body = target.endpoints[rows]
+                wrk(url, body, connections, args.warmup, args.wrk_threads, workdir, target.key)
+            runs: dict[str, list[Run]] = {target.name: [] for target in targets}
+            for round_index in range(args.runs):
+                shift = round_index % len(targets)
+                for target in targets[shift:] + targets[:shift]:
+                    runs[target.name].append(one_run(target, rows, connections, args, workdir))
+            for target in targets:
+                done = runs[target.name]
+                median = Run(
+                    server=target.name,
+                    rows=rows,
+                    connections=connections,
+                    requests_per_second=statistics.median(r.requests_per_second for r in done),
+                    p50_ms=statistics.median(r.p50_ms for r in done),
+                    p99_ms=statistics.median(r.p99_ms for r in done),
+                    errors=sum(r.errors for r in done),
                 )
-                runs.append(
-                    Run(
-                        server=name,
-                        rows=rows,
-                        connections=connections,
-                        requests_per_second=raw["requests"] / (raw["duration_us"] / 1e6),
-                        p50_ms=raw["p50_us"] / 1000,
-                        p99_ms=raw["p99_us"] / 1000,
-                        errors=errors,
-                    )
+                print(
+                    f"  {target.name:9s} rows={rows:<3d} c={connections:<3d} {median.requests_per_second:9.1f} req/s"
+                    f"  p50 {median.p50_ms:7.2f} ms  p99 {median.p99_ms:8.2f} ms  errors {median.errors}  "
+                    f"(rounds: {', '.join(f'{r.requests_per_second:.0f}' for r in done)} req/s; "
+                    f"load {load_average()})",
+                    flush=True,
                 )
-            median = Run(
-                server=name,
-                rows=rows,
-                connections=connections,
-                requests_per_second=statistics.median(r.requests_per_second for r in runs),
-                p50_ms=statistics.median(r.p50_ms for r in runs),
-                p99_ms=statistics.median(r.p99_ms for r in runs),
-                errors=sum(r.errors for r in runs),
-            )
-            print(
-                f"  {name:9s} rows={rows:<3d} c={connections:<3d} {median.requests_per_second:9.1f} req/s  "
-                f"p50 {median.p50_ms:7.2f} ms  p99 {median.p99_ms:8.2f} ms  errors {median.errors}  "
-                f"(runs: {', '.join(f'{r.requests_per_second:.0f}' for r in runs)} req/s; load {load_average()})",
-                flush=True,
-            )
-            results.append(median)
+                results.append(median)
     return results
 
 
@@ -258,17 +167,116 @@ def metric(exposition: str, name: str) -> float:
     )
 
 
+def start_servers(
+    stack: contextlib.ExitStack,
+    args: argparse.Namespace,
+    model_name: str,
+    version: str,
+    bodies: dict[int, tuple[bytes, bytes, dict[str, Any]]],
+    base_env: dict[str, str],
+    workdir: Path,
+) -> tuple[list[Target], str | None, str | None]:
+    """Start the requested servers; returns the targets, the churnops URL and its prediction-log database."""
+    venv_bin = Path(sys.executable).parent
+    targets: list[Target] = []
+    churnops_url = database_url = None
+    if "churnops" in args.servers:
+        database_url = stack.enter_context(bench_database())
+        port = unused_port()
+        env = {
+            **base_env,
+            "CHURNOPS_SERVING__API_KEY": API_KEY,
+            "CHURNOPS_DATABASE_URL": database_url,
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
+        }
+        command = [str(venv_bin / "churnops"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        churnops_url = f"http://127.0.0.1:{port}"
+        stack.enter_context(
+            server([*command, "--workers", str(args.workers)], env, f"{churnops_url}/ready", workdir / "churnops.log")
+        )
+        # /ready answered from one worker; the others may still be loading (503): wait until a run of answers is 200.
+        deadline, in_a_row = time.monotonic() + 120, 0
+        while in_a_row < 10 and time.monotonic() < deadline:
+            check = httpx.post(f"{churnops_url}/predict", json=bodies[args.rows[0]][2], headers={"X-API-Key": API_KEY})
+            in_a_row = in_a_row + 1 if check.status_code == 200 else 0
+            time.sleep(0.05 if in_a_row else 0.5)
+        check.raise_for_status()
+        print(f"churnops API: first score {check.json()['probability']:.12f}", flush=True)
+        # One row goes to /predict (the CRM's call), several to /batch_predict.
+        endpoints = {r: (f"{churnops_url}/{'predict' if r == 1 else 'batch_predict'}", b[0]) for r, b in bodies.items()}
+        targets.append(Target("churnops", endpoints, API_KEY))
+    if "bare" in args.servers:
+        port = unused_port()
+        env = {**base_env, "BENCH_MODEL_NAME": model_name, "BENCH_MODEL_VERSION": version}
+        command = [str(venv_bin / "uvicorn"), "bare_booster_app:app", "--app-dir", str(REPO / "benchmarks")]
+        command += [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ]
+        url = f"http://127.0.0.1:{port}"
+        stack.enter_context(server(command, env, url, workdir / "bare.log"))
+        targets.append(Target("bare", {r: (url, b[0]) for r, b in bodies.items()}))
+    if "mlflow" in args.servers:
+        port = unused_port()
+        command = [str(venv_bin / "mlflow"), "models", "serve", "-m", f"models:/{model_name}/{version}"]
+        command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(args.workers)]
+        url = f"http://127.0.0.1:{port}"
+        stack.enter_context(server(command, base_env, f"{url}/ping", workdir / "mlflow.log"))
+        check = httpx.post(
+            f"{url}/invocations", content=bodies[args.rows[0]][1], headers={"content-type": "application/json"}
+        )
+        check.raise_for_status()
+        print(f"mlflow models serve: first score {check.json()['predictions'][0]:.12f}", flush=True)
+        targets.append(Target("mlflow", {r: (f"{url}/invocations", b[1]) for r, b in bodies.items()}))
+    return targets, churnops_url, database_url
+
+
+def check_prediction_log(churnops_url: str, database_url: str) -> None:
+    time.sleep(3)  # let the prediction-log writers flush
+    exposition = httpx.get(f"{churnops_url}/metrics").text
+    with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM churnops.prediction_log")
+        logged = cur.fetchone()[0]
+    predicted = metric(exposition, "churnops_predictions_total")
+    dropped = metric(exposition, "churnops_prediction_log_dropped_total")
+    print(
+        f"prediction log: {predicted:.0f} predictions, {logged} rows in PostgreSQL, {dropped:.0f} dropped", flush=True
+    )
+
+
+def print_ratios(results: list[Run]) -> None:
+    by_cell = {(r.server, r.rows, r.connections): r for r in results}
+    for (server_name, rows, connections), run in sorted(by_cell.items()):
+        if server_name != "churnops":
+            continue
+        for other in ("bare", "mlflow"):
+            if (other, rows, connections) in by_cell:
+                base = by_cell[(other, rows, connections)]
+                ratio = run.requests_per_second / base.requests_per_second
+                print(
+                    f"rows={rows} c={connections}: churnops / {other} = {ratio:.2f}x "
+                    f"({run.requests_per_second * rows:,.0f} vs {base.requests_per_second * rows:,.0f} rows/s; "
+                    f"p99 {run.p99_ms:.2f} vs {base.p99_ms:.2f} ms)"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", help="model version (default: the champion)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per recorded run")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load before each cell")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per server before each cell")
+    parser.add_argument("--runs", type=int, default=3, help="rounds per cell (each server once per round)")
     parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--workers", type=int, default=2, help="worker processes of each server")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (the load generator shares the cores)")
-    parser.add_argument("--servers", nargs="+", default=["mlflow", "churnops"], choices=["mlflow", "churnops"])
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
     parser.add_argument("--keep-database", action="store_true", help="keep the prediction-log database afterwards")
     parser.add_argument("--output", type=Path, help="write every median as JSON here")
     args = parser.parse_args()
@@ -284,8 +292,7 @@ def main() -> None:
     venv_bin = Path(sys.executable).parent
     print(f"model {contract.model_name} v{version}; {os.cpu_count()} cores; load before: {load_average()}", flush=True)
 
-    results: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         base_env = {
             **os.environ,
@@ -294,76 +301,14 @@ def main() -> None:
             # `mlflow models serve` starts `uvicorn` through bash: it must be on PATH.
             "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
         }
-        if "mlflow" in args.servers:
-            port = unused_port()
-            command = [
-                str(venv_bin / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                f"models:/{contract.model_name}/{version}",
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-w",
-                str(args.workers),
-            ]
-            url = f"http://127.0.0.1:{port}"
-            with server(command, base_env, f"{url}/ping", workdir / "mlflow.log"):
-                check = httpx.post(
-                    f"{url}/invocations", content=bodies[args.rows[0]][1], headers={"content-type": "application/json"}
-                )
-                check.raise_for_status()
-                mlflow_score = check.json()["predictions"][0]
-                print(f"mlflow models serve: first score {mlflow_score:.12f}", flush=True)
-                results += measure(
-                    "mlflow", f"{url}/invocations", {r: b[1] for r, b in bodies.items()}, args, workdir, ""
-                )
-        if "churnops" in args.servers:
-            with bench_database() as database_url:
-                port = unused_port()
-                env = {
-                    **base_env,
-                    "CHURNOPS_SERVING__API_KEY": API_KEY,
-                    "CHURNOPS_DATABASE_URL": database_url,
-                    "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
-                }
-                command = [
-                    str(venv_bin / "churnops"),
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(args.workers),
-                ]
-                url = f"http://127.0.0.1:{port}"
-                with server(command, env, f"{url}/ready", workdir / "churnops.log"):
-                    check = httpx.post(f"{url}/predict", json=bodies[args.rows[0]][2], headers={"X-API-Key": API_KEY})
-                    check.raise_for_status()
-                    print(f"churnops API: first score {check.json()['probability']:.12f}", flush=True)
-                    # One row goes to /predict (the CRM's call), several to /batch_predict.
-                    single = {r: b[0] for r, b in bodies.items() if r == 1}
-                    batches = {r: b[0] for r, b in bodies.items() if r != 1}
-                    results += measure("churnops", f"{url}/predict", single, args, workdir, API_KEY)
-                    results += measure("churnops", f"{url}/batch_predict", batches, args, workdir, API_KEY)
-                    time.sleep(3)  # let the prediction-log writers flush
-                    exposition = httpx.get(f"{url}/metrics").text
-                with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
-                    cur.execute("SELECT count(*) FROM churnops.prediction_log")
-                    logged = cur.fetchone()[0]
-                predicted = metric(exposition, "churnops_predictions_total")
-                dropped = metric(exposition, "churnops_prediction_log_dropped_total")
-                print(
-                    f"prediction log: {predicted:.0f} predictions, {logged} rows in PostgreSQL, {dropped:.0f} dropped",
-                    flush=True,
-                )
-            if not args.keep_database:
-                drop_bench_database()
+        targets, churnops_url, database_url = start_servers(
+            stack, args, contract.model_name, version, bodies, base_env, workdir
+        )
+        results = measure_alternating(targets, args, workdir)
+        if churnops_url and database_url:
+            check_prediction_log(churnops_url, database_url)
+    if "churnops" in args.servers and not args.keep_database:
+        drop_bench_database()
 
     print(f"\nload after: {load_average()}\n")
     print("| server | rows/request | connections | requests/s | rows/s | p50 ms | p99 ms | errors |")
@@ -373,14 +318,7 @@ def main() -> None:
             f"| {run.server} | {run.rows} | {run.connections} | {run.requests_per_second:,.0f} | "
             f"{run.requests_per_second * run.rows:,.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {run.errors} |"
         )
-    single = {(r.server, r.connections): r for r in results if r.rows == 1}
-    for connections in args.connections:
-        if ("mlflow", connections) in single and ("churnops", connections) in single:
-            ratio = (
-                single[("churnops", connections)].requests_per_second
-                / single[("mlflow", connections)].requests_per_second
-            )
-            print(f"single-row, c={connections}: churnops / mlflow = {ratio:.1f}x")
+    print_ratios(results)
     if args.output:
         args.output.write_text(json.dumps([asdict(r) for r in results], indent=2))
 

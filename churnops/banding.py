@@ -117,11 +117,30 @@ def band_score_cutoffs(scores: np.ndarray, bands: Mapping[str, float] = DEFAULT_
 RISK_BAND_CUTOFFS_KEY = "risk_band_cutoffs"
 
 
+def agree_with_decision(cutoffs: list[tuple[str, float]], threshold: float) -> tuple[tuple[str, float], ...]:
+    """Band cut-offs (highest first) moved so that a band never contradicts the decision at `threshold`: the top
+    band holds only customers at or above the threshold, the default band only customers below it; bands in
+    between may hold both. With one named band, it is exactly the decision.
+
+    The stored cut-offs are training-score quantiles and the threshold is chosen apart from them, so without this a
+    score between the top cut-off and the threshold was "high" but not targeted.
+    """
+    if not cutoffs:
+        return ()
+    moved = list(cutoffs)
+    top_name, top_cut = moved[0]
+    moved[0] = (top_name, max(top_cut, threshold))
+    bottom_name, bottom_cut = moved[-1]
+    moved[-1] = (bottom_name, threshold if len(moved) == 1 else min(bottom_cut, threshold))
+    return tuple(moved)
+
+
 @dataclass(frozen=True)
 class RiskBands:
-    """Bands single scores with the cut-offs stored with the model: the first band, by decreasing cut-off, whose
-    cut-off the score reaches. The API and `churnops score --input` band this way, so a customer's band does not
-    depend on who else is in the request or the file."""
+    """Bands single scores with the cut-offs stored with the model (made to agree with the decision,
+    `agree_with_decision`): the first band, by decreasing cut-off, whose cut-off the score reaches. The API and
+    `churnops score --input` band this way, so a customer's band does not depend on who else is in the request or
+    the file."""
 
     cutoffs: tuple[tuple[str, float], ...]
     default: str
@@ -131,8 +150,8 @@ class RiskBands:
     def for_model(cls, metadata: Mapping[str, Any], threshold: float) -> RiskBands:
         stored = metadata.get(RISK_BAND_CUTOFFS_KEY)
         if stored:
-            cutoffs = tuple(sorted(((str(k), float(v)) for k, v in stored.items()), key=lambda kv: -kv[1]))
-            return cls(cutoffs=cutoffs, default=DEFAULT_BAND, source="model_metadata")
+            cutoffs = sorted(((str(k), float(v)) for k, v in stored.items()), key=lambda kv: -kv[1])
+            return cls(cutoffs=agree_with_decision(cutoffs, threshold), default=DEFAULT_BAND, source="model_metadata")
         # Fallback: "high" = at or above the decision threshold, "medium" = at least half of it.
         return cls(cutoffs=(("high", threshold), ("medium", threshold / 2)), default=DEFAULT_BAND, source="threshold")
 

@@ -128,9 +128,15 @@ class ServingSettings(BaseModel):
     admin_token: SecretStr | None = None
     reload_interval_seconds: float = Field(30.0, gt=0)
     max_batch_rows: int = Field(1000, ge=1)
-    max_body_bytes: int = Field(1_000_000, ge=1024)
+    # None = derived from max_batch_rows and the served model's schema: the size of max_batch_rows instances with
+    # every value at its widest legal length (serving.records.batch_body_bytes), so a full batch always fits.
+    max_body_bytes: int | None = Field(None, ge=1024)
     # Top contributing features returned with `explain=true`.
     explain_top_features: int = Field(5, ge=1)
+    # A numeric value outside the range seen in training (stored with the model): "flag" scores it and names the
+    # feature in the response's `out_of_range`, "clip" scores it at the nearest bound (and flags it), "reject"
+    # answers 422 naming the field. Every such value is counted in churnops_out_of_range_values_total.
+    out_of_range_policy: Literal["flag", "clip", "reject"] = "flag"
     # Prediction log (PostgreSQL at Settings.database_url): appended in batches by a background thread per
     # worker; when the database is unreachable or the queue is full, predictions are dropped and counted.
     prediction_log_enabled: bool = True

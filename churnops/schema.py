@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -92,13 +93,25 @@ class FeatureSchema:
         return matrix
 
     def encode_records(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
-        """Encode already-validated dicts (serving) into a float64 matrix without building a DataFrame."""
-        rows = []
-        for record in records:
+        """Encode already-validated dicts (serving) into a float64 matrix without building a DataFrame.
+
+        Column-wise, so that a batch costs one numpy conversion per block instead of a Python float() per value:
+        numpy turns a None into NaN (missing) when it builds a float64 array.
+        """
+        records = list(records)
+        if len(records) == 1:  # one row (most API calls): Python floats cost less than numpy's array set-up
+            record = records[0]
             row = [math.nan if record[n] is None else float(record[n]) for n in self.numeric]
-            row += [
-                lookup.get(record[n], math.nan) if record[n] is not None else math.nan
-                for n, lookup in self._lookup.items()
-            ]
-            rows.append(row)
-        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.columns))
+            row += [lookup.get(record[n], math.nan) for n, lookup in self._lookup.items()]
+            return np.array([row], dtype=np.float64)
+        matrix = np.empty((len(records), len(self.columns)), dtype=np.float64)
+        if not records:
+            return matrix
+        n_numeric = len(self.numeric)
+        if n_numeric:
+            values = itemgetter(*self.numeric)
+            block = [values(record) for record in records]
+            matrix[:, :n_numeric] = np.array(block, dtype=np.float64).reshape(len(records), n_numeric)
+        for j, (name, lookup) in enumerate(self._lookup.items(), start=n_numeric):
+            matrix[:, j] = [lookup.get(record[name], math.nan) for record in records]  # None is never in a vocabulary
+        return matrix

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, Security
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -33,16 +32,19 @@ from serving.online import OnlineFeatureReader
 from serving.pages import pages_router
 from serving.prediction_log import PredictionLog
 from serving.problems import (
+    ADMIN_REQUEST_OPENAPI,
     JSON,
     PROBLEM_RESPONSES,
     ApiProblem,
     BatchLimit,
     explain_flag,
+    install_problem_handlers,
     parse_body,
     predict_openapi,
+    read_admin_request,
     read_capped_body,
 )
-from serving.records import BatchPrediction, Prediction, validation_problems
+from serving.records import BatchPrediction, Prediction
 from serving.scoring import PredictionService, secret_matches
 from serving.state import ModelState
 
@@ -86,14 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_state = state
     app.state.prediction_log = prediction_log
 
-    @app.exception_handler(ApiProblem)
-    async def api_problem(_: Request, problem: ApiProblem) -> JSONResponse:
-        return JSONResponse({"detail": problem.problems}, status_code=problem.status, headers=problem.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_parameters(_: Request, error: RequestValidationError) -> JSONResponse:
-        # FastAPI's default echoes the submitted values (`input`); they may be personal data.
-        return JSONResponse({"detail": validation_problems(list(error.errors()))}, status_code=422)
+    install_problem_handlers(app)
 
     admin_bearer = HTTPBearer(auto_error=False, description="serving.admin_token")
 
@@ -111,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service.require_api_key(request.headers.get("x-api-key"))
         explain = explain_flag(request)
         current = service.served()
-        instance = parse_body(current.request_type, await read_capped_body(request, serving.max_body_bytes))
+        body = await read_capped_body(request, current.body_limit)
+        instance = parse_body(current.request_type, body, fast_type=current.fast_request_type)
         features, cutoffs = await service.resolve_features(current, [instance], ())
         (result,), logged = service.scored_customers(current, [instance], features, cutoffs, explain)
         prediction = Prediction(
@@ -137,11 +133,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service.require_api_key(request.headers.get("x-api-key"))
         explain = explain_flag(request)
         current = service.served()
-        body = await read_capped_body(request, serving.max_body_bytes)
-        batch = parse_body(current.batch_type, body, batch_limit)
+        body = await read_capped_body(request, current.body_limit)
+        batch = parse_body(current.batch_type, body, batch_limit, current.fast_batch_type)
         metrics.BATCH_ROWS.observe(len(batch.instances))
         features, cutoffs = await service.resolve_features(current, batch.instances, ("instances",))
-        results, logged = service.scored_customers(current, batch.instances, features, cutoffs, explain)
+        results, logged = service.scored_customers(current, batch.instances, features, cutoffs, explain, ("instances",))
         response = BatchPrediction(
             model_name=current.model.name,
             model_version=current.version,
@@ -165,7 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if current is None:
             # Only the kind of failure: the full message can name internal hosts, and /ready is unauthenticated.
             reason = state.status.last_error_kind or "loading"
-            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+            # `detail` too: every 4xx/5xx of the API carries the problem shape.
+            problem = {"loc": [], "type": "no_model", "msg": f"no model loaded yet: {reason}"}
+            return JSONResponse({"ready": False, "reason": reason, "detail": [problem]}, status_code=503)
         return JSONResponse(
             {
                 "ready": True,
@@ -198,8 +196,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "prediction_log": prediction_log.describe(),
         }
 
-    @app.post("/admin/reload", responses=PROBLEM_RESPONSES, summary="Load the champion now (this worker)")
-    async def reload(credentials: HTTPAuthorizationCredentials | None = Security(admin_bearer)) -> dict[str, Any]:
+    @app.post(
+        "/admin/reload",
+        responses=PROBLEM_RESPONSES,
+        summary="Load the champion now (this worker); send Content-Type: application/json (no body needed)",
+        openapi_extra=ADMIN_REQUEST_OPENAPI,
+    )
+    async def reload(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Security(admin_bearer)
+    ) -> dict[str, Any]:
+        await read_admin_request(request)  # JSON only: a web page cannot forge it (serving/problems.py)
         token = serving.admin_token
         if token is not None and not secret_matches(token, credentials.credentials if credentials else None):
             raise ApiProblem.one(

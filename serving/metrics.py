@@ -76,6 +76,11 @@ BATCH_ROWS = Histogram(
     "Rows per /batch_predict request",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000),
 )
+OUT_OF_RANGE = Counter(
+    "churnops_out_of_range_values",
+    "Numeric values outside the range seen in training, by feature (whatever serving.out_of_range_policy did)",
+    ["feature"],
+)
 ONLINE_LOOKUPS = Counter(
     "churnops_online_feature_lookups",
     "Customers looked up in the online feature table, by outcome (found, missing, error)",

@@ -1,21 +1,25 @@
 """The prediction log: every online prediction appended to PostgreSQL in batches, off the request path.
 
-Handlers call `PredictionLog.submit`, which formats the record as a CSV line and puts it on a bounded in-process
-queue. One background thread per worker drains it in batches (`prediction_log_batch_rows`, or whatever arrived
-within `prediction_log_flush_seconds`) with one COPY per batch (`copy_prediction_log`). The API never waits on the
-database: when it is unreachable, slow or the queue is full, the records are dropped and counted in
-`churnops_prediction_log_dropped_total`, and the writer retries the connection after `prediction_log_retry_seconds`.
+Handlers call `PredictionLog.submit_request`, which formats a request's scored customers as lines of COPY's text
+input (the columns they share once) and puts them on an in-process queue as one item, bounded by
+`prediction_log_max_pending` rows. One background thread per worker drains it in batches
+(`prediction_log_batch_rows`, or whatever arrived within `prediction_log_flush_seconds`) with one COPY per batch
+(`copy_prediction_log`). The API never waits on the database: when it is unreachable, slow or the queue is full,
+the records are dropped and counted in `churnops_prediction_log_dropped_total`, and the writer retries the
+connection after `prediction_log_retry_seconds`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -55,37 +59,62 @@ def _text_field(value: str | None) -> str:
     return "\\N" if value is None else value.translate(_TEXT_ESCAPES)
 
 
-def prediction_log_line(record: Mapping[str, Any]) -> str:
-    """One record (the keys of `churnops.db.write_prediction_log`, all present) as a line of COPY's text input.
+@dataclass(frozen=True)
+class RequestContext:
+    """What every logged row of one request shares."""
 
-    Handlers format their own records (about 15 us each): done in bulk by the writer thread, the same work held
-    the worker's GIL for whole batches and showed up as 10-20 ms stalls in the API's p99 latency.
+    logged_at: dt.datetime
+    request_id: str | None
+    endpoint: str
+    model_name: str
+    model_version: str
+    latency_seconds: float | None
+
+
+# One scored customer as logged: (customer_id, features, score, decision, risk_band).
+LoggedRow = tuple[str | None, Mapping[str, Any], float, bool, str]
+
+
+def _json_field(features: Mapping[str, Any]) -> str:
+    # JSON text never holds a raw tab or newline; its backslashes are escaped like any other field's.
+    # orjson: the stdlib's json.dumps took half of the formatting time.
+    text = orjson.dumps(features, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return text.translate(_TEXT_ESCAPES) if "\\" in text else text
+
+
+def prediction_log_lines(context: RequestContext, rows: Iterable[LoggedRow]) -> str:
+    """A request's scored customers as lines of COPY's text input, columns LOG_COLUMNS.
+
+    The columns a request shares are formatted once and only the per-customer ones per row, so a 100-row batch
+    costs about one orjson call per row. Handlers format their own lines: done in bulk by the writer thread, the
+    same work held the worker's GIL for whole batches and showed up as 10-20 ms stalls in the API's p99 latency.
     """
-    latency = record["latency_seconds"]
-    return (
-        "\t".join(
-            (
-                record["logged_at"].isoformat(),
-                _text_field(record["request_id"]),
-                _text_field(record["endpoint"]),
-                _text_field(record["customer_id"]),
-                _text_field(record["model_name"]),
-                _text_field(record["model_version"]),
-                repr(float(record["score"])),
-                "t" if record["decision"] else "f",
-                _text_field(record["risk_band"]),
-                "\\N" if latency is None else repr(float(latency)),
-                # JSON text never holds a raw tab or newline; its backslashes are escaped like any other field's.
-                # orjson: the stdlib's json.dumps took half of this function's time.
-                _text_field(orjson.dumps(record["features"], option=orjson.OPT_SERIALIZE_NUMPY).decode()),
-            )
-        )
-        + "\n"
+    head = f"{context.logged_at.isoformat()}\t{_text_field(context.request_id)}\t{_text_field(context.endpoint)}\t"
+    model = f"\t{_text_field(context.model_name)}\t{_text_field(context.model_version)}\t"
+    latency = "\\N" if context.latency_seconds is None else repr(float(context.latency_seconds))
+    return "".join(
+        f"{head}{_text_field(customer_id)}{model}{float(score)!r}\t{'t' if decision else 'f'}\t"
+        f"{_text_field(band)}\t{latency}\t{_json_field(features)}\n"
+        for customer_id, features, score, decision, band in rows
     )
 
 
+def prediction_log_line(record: Mapping[str, Any]) -> str:
+    """One record (the keys of `churnops.db.write_prediction_log`, all present) as a line of COPY's text input."""
+    context = RequestContext(
+        record["logged_at"],
+        record["request_id"],
+        record["endpoint"],
+        record["model_name"],
+        record["model_version"],
+        record["latency_seconds"],
+    )
+    row = (record["customer_id"], record["features"], record["score"], record["decision"], record["risk_band"])
+    return prediction_log_lines(context, [row])
+
+
 def copy_prediction_log(conn: Any, lines: list[str]) -> int:
-    """Append `prediction_log_line`s with one COPY, in one transaction; return the rows written.
+    """Append texts of `prediction_log_lines` with one COPY, in one transaction; return the rows written.
 
     Same rows as `write_prediction_log`, at a fraction of the cost, which matters because the writer shares its
     worker's GIL and the machine's cores with the API: measured on 500-row batches of 40 features, the client CPU
@@ -119,7 +148,11 @@ class PredictionLog:
         self._batch_rows = serving.prediction_log_batch_rows
         self._flush_seconds = serving.prediction_log_flush_seconds
         self._retry_seconds = serving.prediction_log_retry_seconds
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=serving.prediction_log_max_pending)
+        # One item per request: (its lines, how many). The bound is on rows, kept in _pending_rows.
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._max_pending = serving.prediction_log_max_pending
+        self._pending_rows = 0
+        self._pending_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
         self._retry_after = 0.0
@@ -135,17 +168,29 @@ class PredictionLog:
 
     def submit(self, record: Mapping[str, Any]) -> None:
         """Queue one record (keys of `churnops.db.write_prediction_log`); never blocks."""
-        if not self.enabled:
+        if self.enabled:
+            self.submit_lines(prediction_log_line(record), 1)
+
+    def submit_request(self, context: RequestContext, rows: list[LoggedRow]) -> None:
+        """Queue a request's scored customers as one item; never blocks."""
+        if self.enabled and rows:
+            self.submit_lines(prediction_log_lines(context, rows), len(rows))
+
+    def submit_lines(self, lines: str, count: int) -> None:
+        """Queue `count` formatted lines, or drop (and count) them all when `prediction_log_max_pending` rows wait."""
+        with self._pending_lock:
+            full = self._pending_rows + count > self._max_pending
+            if not full:
+                self._pending_rows += count
+        if full:
+            self._drop(count, "queue full: the database is not keeping up")
             return
-        try:
-            self._queue.put_nowait(prediction_log_line(record))
-        except queue.Full:
-            self._drop(1, "queue full: the database is not keeping up")
+        self._queue.put_nowait((lines, count))
 
     def describe(self) -> dict[str, Any]:
         return {
             "enabled": self.enabled,
-            "pending": self._queue.qsize(),
+            "pending": self._pending_rows,
             "written": self.written,
             "dropped": self.dropped,
             "last_error": self.last_error,
@@ -169,39 +214,45 @@ class PredictionLog:
         self.last_error = reason
         metrics.PREDICTION_LOG_DROPPED.inc(count)
 
-    def _next_batch(self) -> tuple[list[str], bool]:
-        """Wait for a first record, then gather more until the batch is full or the flush interval passed."""
+    def _next_batch(self) -> tuple[list[str], int, bool]:
+        """Wait for a first request's lines, then gather more until the batch has `prediction_log_batch_rows` rows
+        or the flush interval passed. Returns (texts, rows, stopping)."""
         first = self._queue.get()
         if first is _STOP:
-            return [], True
-        batch = [first]
+            return [], 0, True
+        texts, rows = [first[0]], first[1]
+        stopping = False
         deadline = time.monotonic() + self._flush_seconds
-        while len(batch) < self._batch_rows:
+        while rows < self._batch_rows:
             remaining = deadline - time.monotonic()
             try:
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
-                return batch, True
-            batch.append(item)
-        return batch, False
+                stopping = True
+                break
+            texts.append(item[0])
+            rows += item[1]
+        with self._pending_lock:
+            self._pending_rows -= rows
+        return texts, rows, stopping
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch, stopping = self._next_batch()
-            if batch:
-                self._write(batch)
+            texts, rows, stopping = self._next_batch()
+            if rows:
+                self._write(texts, rows)
 
-    def _write(self, batch: list[str]) -> None:
+    def _write(self, texts: list[str], rows: int) -> None:
         if time.monotonic() < self._retry_after:
-            self._drop(len(batch), f"database unavailable, retrying later: {self._database_error}")
+            self._drop(rows, f"database unavailable, retrying later: {self._database_error}")
             return
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = db.connect(self._settings, application_name="churnops-api-log")
-            copy_prediction_log(self._conn, batch)
+            copy_prediction_log(self._conn, texts)
         except Exception as error:  # unreachable, timed out, constraint violated: never reach the request path
             with suppress(Exception):
                 if self._conn is not None:
@@ -209,9 +260,9 @@ class PredictionLog:
             self._conn = None
             self._retry_after = time.monotonic() + self._retry_seconds
             self._database_error = f"{type(error).__name__}: {str(error).strip()}"
-            self._drop(len(batch), self._database_error)
-            log.warning("prediction log: dropped %d records: %s", len(batch), self.last_error)
+            self._drop(rows, self._database_error)
+            log.warning("prediction log: dropped %d records: %s", rows, self.last_error)
             return
-        self.written += len(batch)
+        self.written += rows
         self.last_error = None
-        metrics.PREDICTION_LOG_WRITTEN.inc(len(batch))
+        metrics.PREDICTION_LOG_WRITTEN.inc(rows)

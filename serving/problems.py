@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from http import HTTPStatus
+from typing import Any, NamedTuple
 
-from fastapi import Request
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.records import ProblemReport, validation_problems
 
@@ -27,35 +32,89 @@ class ApiProblem(Exception):
         return cls(status, [{"loc": loc, "type": kind, "msg": msg}], **kwargs)
 
 
-async def read_capped_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) a declared or actual size over `limit` before reading more than that."""
+class BodyLimit(NamedTuple):
+    """The body cap of the served model and where it comes from (said in the 413)."""
+
+    max_bytes: int
+    source: str
+
+
+def require_json(request: Request) -> None:
+    """Refuse (415) a body that is not declared `application/json`. Besides naming the problem, this keeps web pages
+    out: a browser sends a cross-site POST without asking only as a form or text/plain, never as JSON."""
+    declared = request.headers.get("content-type")
+    media_type = declared.split(";", 1)[0].strip().lower() if declared else None
+    if media_type != JSON:
+        raise ApiProblem.one(
+            415,
+            ["header", "Content-Type"],
+            "unsupported_media_type",
+            f"send the body as JSON with the header Content-Type: {JSON}"
+            + ("" if declared is None else " (the type sent is not echoed)"),
+        )
+
+
+async def read_capped_body(request: Request, limit: BodyLimit) -> bytes:
+    """The JSON request body, refusing (413) a declared or actual size over the limit before reading more."""
+    require_json(request)
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise ApiProblem.one(400, ["header", "content-length"], "invalid_header", "Content-Length is not a number")
-        if int(declared) > limit:
+        if not declared.isdigit():  # uvicorn usually answers this itself (docs/serving.md)
+            raise ApiProblem.one(400, ["header", "Content-Length"], "invalid_header", "Content-Length is not a number")
+        if int(declared) > limit.max_bytes:
             raise ApiProblem.one(
                 413,
                 ["body"],
                 "body_too_large",
-                f"request body is {int(declared)} bytes; the limit is {limit} (serving.max_body_bytes)",
+                f"request body is {int(declared):,} bytes; the limit is {limit.max_bytes:,} ({limit.source})",
             )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():  # a chunked body has no Content-Length: count while reading
         size += len(chunk)
-        if size > limit:
+        if size > limit.max_bytes:
             raise ApiProblem.one(
                 413,
                 ["body"],
                 "body_too_large",
-                f"request body exceeds the limit of {limit} bytes (serving.max_body_bytes)",
+                f"request body exceeds the limit of {limit.max_bytes:,} bytes ({limit.source})",
             )
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def parse_body(model_type: type[BaseModel], body: bytes, batch_limit: BatchLimit | None = None) -> Any:
+_ADMIN_BODY_LIMIT = BodyLimit(1024, "an admin request takes no body")
+# An admin call's body: none, or an empty JSON object.
+ADMIN_REQUEST_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {JSON: {"schema": {"type": "object", "maxProperties": 0}}},
+        "description": "none, or {}; the Content-Type must be application/json either way",
+    }
+}
+
+
+async def read_admin_request(request: Request) -> None:
+    """Refuse an admin call a web page could send: with auth off (the default) nothing else stops a page from
+    POSTing to the API on localhost, but a page can send a cross-site JSON request only after a CORS preflight, and
+    the API approves none. The body, if any, must be `{}`."""
+    body = await read_capped_body(request, _ADMIN_BODY_LIMIT)
+    if body.strip() and body.strip() != b"{}":
+        raise ApiProblem.one(422, ["body"], "extra_forbidden", "an admin request takes no body, or {}")
+
+
+def parse_body(
+    model_type: type[BaseModel],
+    body: bytes,
+    batch_limit: BatchLimit | None = None,
+    fast_type: type[BaseModel] | None = None,
+) -> Any:
+    """The body validated by `model_type`, or a 422 listing every problem. `fast_type`, a stricter variant, is tried
+    first: what it accepts `model_type` accepts with the same values, and what it refuses gets `model_type`'s
+    verdict and wording."""
+    if fast_type is not None:
+        with contextlib.suppress(ValidationError):
+            return fast_type.model_validate_json(body)
     try:
         return model_type.model_validate_json(body)
     except ValidationError as error:
@@ -135,8 +194,45 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "missing or invalid admin token (POST /admin/reload)",
         404: "customer_id not in the online feature table",
         409: "published features do not match the served model's schema",
-        413: "body over serving.max_body_bytes",
+        413: "body over the body cap (derived from serving.max_batch_rows and the schema, or serving.max_body_bytes)",
+        415: "the body is not declared Content-Type: application/json",
         422: "invalid request: every problem with its field",
         503: "no model loaded yet, or the online feature table is unavailable",
     }.items()
 }
+
+
+# What the API says for the errors Starlette raises itself: the kind only, never the path or method sent.
+_HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
+    404: ("not_found", "no such route; the routes are listed at /docs and /openapi.json"),
+    405: ("method_not_allowed", "this route does not take that method; see the Allow header"),
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every refusal in the problem shape: the API's own, pydantic's, Starlette's (404, 405, ...) and an
+    unexpected exception (500, details in the log only)."""
+
+    @app.exception_handler(ApiProblem)
+    async def api_problem(_: Request, problem: ApiProblem) -> JSONResponse:
+        return JSONResponse({"detail": problem.problems}, status_code=problem.status, headers=problem.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(_: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the submitted values (`input`); they may be personal data.
+        return JSONResponse({"detail": validation_problems(list(error.errors()))}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_problem(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        kind, msg = _HTTP_PROBLEMS.get(error.status_code, ("http_error", HTTPStatus(error.status_code).phrase))
+        return JSONResponse(
+            {"detail": [{"loc": [], "type": kind, "msg": msg}]}, status_code=error.status_code, headers=error.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, _error: Exception) -> JSONResponse:
+        # Starlette logs the exception after this answer; the client learns nothing of the internals.
+        return JSONResponse(
+            {"detail": [{"loc": [], "type": "internal_error", "msg": "internal error; it is in the server log"}]},
+            status_code=500,
+        )

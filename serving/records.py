@@ -21,12 +21,17 @@ from churnops.schema import FeatureSchema
 # schema below describes exactly what is accepted.
 NUMERIC_TEXT = r"\s*([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)?\s*"
 _NUMERIC_TEXT = re.compile(NUMERIC_TEXT)
+# Longest numeric string read as a number (a CSV cell of a double needs at most 24): it bounds a row's size, from
+# which the body cap is derived (`widest_row_bytes`).
+MAX_NUMERIC_TEXT = 32
+MAX_CATEGORY_CHARS = 256
+MAX_CUSTOMER_ID_CHARS = 128
 
 
 def number_from_text(value: Any) -> Any:
     """A numeric string as its number, a blank one as missing (None); anything else unchanged, for the strict
     number check to accept or refuse. Runs on numeric fields only, and returns at once for a JSON number."""
-    if type(value) is not str or not _NUMERIC_TEXT.fullmatch(value):
+    if type(value) is not str or len(value) > MAX_NUMERIC_TEXT or not _NUMERIC_TEXT.fullmatch(value):
         return value
     text = value.strip()
     return float(text) if text else None  # an overflowing "1e400" becomes inf: refused by allow_inf_nan below
@@ -38,20 +43,28 @@ FiniteNumber = Annotated[
     Field(strict=True, allow_inf_nan=False),
     BeforeValidator(
         number_from_text,
-        json_schema_input_type=float | None | Annotated[str, StringConstraints(pattern=f"^{NUMERIC_TEXT}$")],
+        json_schema_input_type=float
+        | None
+        | Annotated[str, StringConstraints(pattern=f"^{NUMERIC_TEXT}$", max_length=MAX_NUMERIC_TEXT)],
     ),
 ]
-CategoryValue = Annotated[StrictStr | None, Field(max_length=256)]
-CustomerId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+# The same without the text leniency, validated entirely in Rust: a body whose numbers are all JSON numbers is
+# validated with it first, because the before-validator above is a Python call per numeric value (most of a
+# 100-row batch's validation time). Anything it refuses is validated again with FiniteNumber, which accepts
+# what FiniteNumber accepts and words its errors (parse_body in serving/problems.py).
+JsonNumber = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]
+CategoryValue = Annotated[StrictStr | None, Field(max_length=MAX_CATEGORY_CHARS)]
+CustomerId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CUSTOMER_ID_CHARS)]
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def record_model(schema: FeatureSchema) -> type[BaseModel]:
-    """A pydantic model with one required field per feature of `schema`."""
-    fields: dict[str, Any] = dict.fromkeys(schema.numeric, (FiniteNumber, ...))
+def record_model(schema: FeatureSchema, numbers_as_text: bool = True) -> type[BaseModel]:
+    """A pydantic model with one required field per feature of `schema`; `numbers_as_text=False` takes numeric
+    values as JSON numbers only (the fast first try, see JsonNumber)."""
+    fields: dict[str, Any] = dict.fromkeys(schema.numeric, (FiniteNumber if numbers_as_text else JsonNumber, ...))
     fields |= {
         name: (CategoryValue, Field(..., description=f"one of {list(vocab)}; other values are scored as missing"))
         for name, vocab in schema.categorical.items()
@@ -59,18 +72,31 @@ def record_model(schema: FeatureSchema) -> type[BaseModel]:
     return create_model("CustomerFeatures", __base__=_Record, **fields)
 
 
+def _one_of_them_required(schema: dict[str, Any]) -> None:
+    # Left out is allowed, null is not: the schema must not announce a null default.
+    for field in schema["properties"].values():
+        field.pop("default", None)
+    schema["anyOf"] = [{"required": ["features"]}, {"required": ["customer_id"]}]
+
+
 def predict_request_model(schema: FeatureSchema, features: type[BaseModel] | None = None) -> type[BaseModel]:
     """`{"customer_id": ..., "features": {...}}`; with `features` left out, the customer's published features
-    are looked up in the online feature table."""
+    are looked up in the online feature table. Either may be left out, neither may be null, and at least one must
+    be present (the schema says so with `anyOf`; `resolve_features` enforces it)."""
+    # A default of None that is not validated: a left-out field is None, an explicit null is refused, and the
+    # JSON schema shows the non-null type only.
     return create_model(
         "PredictRequest",
-        __config__=ConfigDict(extra="forbid"),
+        __config__=ConfigDict(
+            extra="forbid",
+            json_schema_extra=_one_of_them_required,
+        ),
         customer_id=(
-            CustomerId | None,
+            CustomerId,
             Field(None, description="echoed back; required when `features` is left out (online look-up)"),
         ),
         features=(
-            (features or record_model(schema)) | None,
+            features or record_model(schema),
             Field(None, description="the customer's features; leave out to use the latest published ones"),
         ),
     )
@@ -83,6 +109,30 @@ def batch_request_model(request_type: type[BaseModel], max_rows: int) -> type[Ba
         __config__=ConfigDict(extra="forbid"),
         instances=(list[request_type], Field(..., min_length=1, max_length=max_rows)),  # type: ignore[valid-type]
     )
+
+
+# The widest JSON text of one legal value, as a JSON encoder writes it (UTF-8, `", "` and `": "` separators):
+# a number or numeric string at its longest, a string of the longest legal length in 4-byte characters.
+_WIDEST_NUMBER = MAX_NUMERIC_TEXT + 2  # quoted numeric text is wider than any double's repr (24)
+_UTF8_MAX = 4
+
+
+def _string_bytes(chars: int) -> int:
+    return 2 + chars * _UTF8_MAX
+
+
+def widest_row_bytes(schema: FeatureSchema) -> int:
+    """Bytes of the widest legal instance of `schema` (every value at its widest), separators included."""
+    values = [_WIDEST_NUMBER] * len(schema.numeric) + [_string_bytes(MAX_CATEGORY_CHARS)] * len(schema.categorical)
+    names = [len(name) + 2 for name in schema.columns]  # quoted; feature names are ASCII identifiers
+    features = 2 + sum(name + 2 + value for name, value in zip(names, values, strict=True)) + 2 * (len(names) - 1)
+    envelope = len('{"customer_id": , "features": }') + _string_bytes(MAX_CUSTOMER_ID_CHARS)
+    return envelope + features
+
+
+def batch_body_bytes(schema: FeatureSchema, max_rows: int) -> int:
+    """The body cap that lets `max_rows` of the widest legal instances through: `{"instances": [row, row, ...]}`."""
+    return len('{"instances": []}') + max_rows * widest_row_bytes(schema) + 2 * (max_rows - 1)
 
 
 class Contribution(BaseModel):
@@ -106,6 +156,11 @@ class ScoredCustomer(BaseModel):
     risk_band: str
     feature_source: Literal["request", "online_store"]
     features_cutoff: str | None = Field(description="cutoff of the looked-up features (online_store only)")
+    out_of_range: list[str] = Field(
+        default_factory=list,
+        description="numeric features outside the range seen in training (scored as sent, or clipped to the range: "
+        "serving.out_of_range_policy)",
+    )
     explanation: Explanation | None = None
 
 

@@ -11,18 +11,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from fastapi import Request
 from pydantic import SecretStr, ValidationError
 
 from churnops.config import ServingSettings
+from serving import metrics
 from serving.online import OnlineFeatureReader, OnlineStoreUnavailable
-from serving.prediction_log import PredictionLog
+from serving.prediction_log import LoggedRow, PredictionLog, RequestContext
 from serving.problems import ApiProblem, instance_loc
 from serving.records import ScoredCustomer, validation_problems
 from serving.state import ModelState, ServedModel
-
-# What the prediction log records of one scored customer: (customer_id, features, score, decision, band).
-LoggedRow = tuple[str | None, Mapping[str, Any], float, bool, str]
 
 
 def secret_matches(expected: SecretStr, given: str | None) -> bool:
@@ -75,25 +74,15 @@ class PredictionService:
     ) -> None:
         if not self.prediction_log.enabled:
             return
-        logged_at = dt.datetime.now(dt.UTC)
-        request_id = request.headers.get("x-request-id")
-        latency = time.perf_counter() - started
-        for customer_id, features, score, decision, band in rows:
-            self.prediction_log.submit(
-                {
-                    "logged_at": logged_at,
-                    "request_id": request_id,
-                    "endpoint": endpoint,
-                    "customer_id": customer_id,
-                    "model_name": current.model.name,
-                    "model_version": current.version,
-                    "score": score,
-                    "decision": decision,
-                    "risk_band": band,
-                    "latency_seconds": latency,
-                    "features": features,
-                }
-            )
+        context = RequestContext(
+            logged_at=dt.datetime.now(dt.UTC),
+            request_id=request.headers.get("x-request-id"),
+            endpoint=endpoint,
+            model_name=current.model.name,
+            model_version=current.version,
+            latency_seconds=time.perf_counter() - started,
+        )
+        self.prediction_log.submit_request(context, rows)
 
     async def resolve_features(
         self, current: ServedModel, instances: list[Any], loc_prefix: tuple[str | int, ...]
@@ -138,21 +127,25 @@ class PredictionService:
                 )
             for customer, indices in to_look_up.items():
                 published = found[customer]
-                record = self._published_record(current, published.features, customer)
+                where = instance_loc(loc_prefix, indices[0], "customer_id")
+                record = self._published_record(current, published.features, where)
                 for index in indices:
                     features[index] = record
                     cutoffs[index] = published.cutoff.isoformat()
         return features, cutoffs  # type: ignore[return-value]
 
-    def _published_record(self, current: ServedModel, stored: Mapping[str, Any], customer: str) -> Mapping[str, Any]:
+    def _published_record(
+        self, current: ServedModel, stored: Mapping[str, Any], where: list[str | int]
+    ) -> Mapping[str, Any]:
         wanted = {name: stored[name] for name in current.model.schema.columns if name in stored}
         try:
             return current.record_type.model_validate(wanted).__dict__
         except ValidationError as error:
-            problems = validation_problems(error.errors(), prefix=("online_features", customer))
+            # Located by the request's position of the customer_id, not by the id (it may be personal data).
+            problems = validation_problems(error.errors(), prefix=(*where, "online_features"))
             for problem in problems:
                 problem["msg"] = (
-                    f"published features of customer {customer!r} do not fit model v{current.version}: "
+                    f"the published features of this customer do not fit model v{current.version}: "
                     f"{problem['msg']} (republish the online features)"
                 )
             raise ApiProblem(409, problems) from None
@@ -164,14 +157,22 @@ class PredictionService:
         features: list[Mapping[str, Any]],
         cutoffs: list[str | None],
         explain: bool,
+        loc_prefix: tuple[str | int, ...] = (),
     ) -> tuple[list[ScoredCustomer], list[LoggedRow]]:
-        scores = current.score(features)
+        matrix = current.model.schema.encode_records(features)
+        flagged = self._out_of_range(current, matrix, loc_prefix)
+        if flagged and self.serving.out_of_range_policy == "clip":
+            matrix = current.ranges.clip(matrix)  # type: ignore[union-attr]  # flagged implies ranges
+        scores = current.score(matrix)
         explanations = current.explain(features, self.serving.explain_top_features) if explain else None
         threshold = current.model.threshold
         results = []
         logged = []
         for i, (instance, score) in enumerate(zip(instances, scores.tolist(), strict=True)):
+            outside = flagged.get(i, [])
             if not math.isfinite(score):
+                if outside:  # e.g. 1e308 through the stored blend: the input's fault, said as such
+                    raise ApiProblem(422, self._range_problems(current, loc_prefix, {i: outside}))
                 raise ApiProblem.one(500, [], "model_error", f"model v{current.version} produced a non-finite score")
             decision = score >= threshold
             band = current.bands.band(score)
@@ -183,8 +184,47 @@ class PredictionService:
                     risk_band=band,
                     feature_source="request" if instance.features is not None else "online_store",
                     features_cutoff=cutoffs[i],
+                    out_of_range=outside,
                     explanation=explanations[i] if explanations else None,
                 )
             )
             logged.append((instance.customer_id, features[i], score, decision, band))
         return results, logged
+
+    def _out_of_range(
+        self, current: ServedModel, matrix: np.ndarray, loc_prefix: tuple[str | int, ...]
+    ) -> dict[int, list[str]]:
+        """{row: features outside the training range}, counted per feature; refused (422) under "reject"."""
+        if current.ranges is None:
+            return {}
+        outside = current.ranges.outside(matrix)
+        if not outside.any():
+            return {}
+        names = current.ranges.names
+        for column in np.flatnonzero(outside.any(axis=0)):
+            metrics.OUT_OF_RANGE.labels(feature=names[column]).inc(int(outside[:, column].sum()))
+        flagged: dict[int, list[str]] = {}
+        for row, column in zip(*np.nonzero(outside), strict=True):
+            flagged.setdefault(int(row), []).append(names[column])
+        if self.serving.out_of_range_policy == "reject":
+            raise ApiProblem(422, self._range_problems(current, loc_prefix, flagged))
+        return flagged
+
+    @staticmethod
+    def _range_problems(
+        current: ServedModel, loc_prefix: tuple[str | int, ...], flagged: dict[int, list[str]]
+    ) -> list[dict[str, Any]]:
+        ranges = current.ranges
+        assert ranges is not None
+        problems = [
+            {
+                "loc": [*instance_loc(loc_prefix, row, "features"), name],
+                "type": "out_of_range",
+                # The training range, not the value sent (it is not echoed).
+                "msg": f"value outside the range seen in training {ranges.describe(name)} "
+                "(serving.out_of_range_policy)",
+            }
+            for row, names in flagged.items()
+            for name in names
+        ]
+        return problems[:50]

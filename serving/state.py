@@ -21,10 +21,20 @@ import numpy as np
 from pydantic import BaseModel
 
 from churnops.banding import RiskBands
-from churnops.config import Settings
+from churnops.config import ServingSettings, Settings
+from churnops.input_ranges import InputRanges
 from churnops.registry import CHAMPION_ALIAS, LoadedModel, configure_mlflow, load_model_version, resolve_alias
+from churnops.schema import FeatureSchema
 from serving import metrics
-from serving.records import Contribution, Explanation, batch_request_model, predict_request_model, record_model
+from serving.problems import BodyLimit
+from serving.records import (
+    Contribution,
+    Explanation,
+    batch_body_bytes,
+    batch_request_model,
+    predict_request_model,
+    record_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +114,16 @@ def _checked_single_row_predictor(model: LoadedModel, n_features: int) -> Single
     return single_row
 
 
+def body_limit(schema: FeatureSchema, serving: ServingSettings) -> BodyLimit:
+    """The configured body cap, or the one that lets `max_batch_rows` of the widest legal rows through."""
+    if serving.max_body_bytes is not None:
+        return BodyLimit(serving.max_body_bytes, "serving.max_body_bytes")
+    rows = serving.max_batch_rows
+    return BodyLimit(
+        batch_body_bytes(schema, rows), f"serving.max_batch_rows = {rows:,} rows of this model's widest legal row"
+    )
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """A loaded model with everything a request needs, built once at load time (not per request)."""
@@ -112,16 +132,24 @@ class ServedModel:
     record_type: type[BaseModel]
     request_type: type[BaseModel]
     batch_type: type[BaseModel]
+    # The same, numbers as JSON numbers only: tried first (serving.records.JsonNumber).
+    fast_request_type: type[BaseModel]
+    fast_batch_type: type[BaseModel]
     bands: RiskBands
+    body_limit: BodyLimit
+    # Numeric ranges seen in training; None for models registered before they were recorded.
+    ranges: InputRanges | None
     # Metric children bound to this version: `.labels()` per request would cost a dict look-up and a lock.
     predictions_counter: Any = field(repr=False)
     score_histogram: Any = field(repr=False)
     single_row: SingleRowPredictor | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, model: LoadedModel, max_batch_rows: int) -> ServedModel:
+    def build(cls, model: LoadedModel, serving: ServingSettings) -> ServedModel:
+        max_batch_rows = serving.max_batch_rows
         record_type = record_model(model.schema)
         request_type = predict_request_model(model.schema, record_type)
+        fast_request_type = predict_request_model(model.schema, record_model(model.schema, numbers_as_text=False))
         n_features = len(model.schema.columns)
         single_row = _checked_single_row_predictor(model, n_features)
         served = cls(
@@ -129,7 +157,11 @@ class ServedModel:
             record_type=record_type,
             request_type=request_type,
             batch_type=batch_request_model(request_type, max_batch_rows),
+            fast_request_type=fast_request_type,
+            fast_batch_type=batch_request_model(fast_request_type, max_batch_rows),
             bands=RiskBands.for_model(model.metadata, model.threshold),
+            body_limit=body_limit(model.schema, serving),
+            ranges=InputRanges.from_metadata(model.metadata, model.schema.numeric),
             predictions_counter=metrics.PREDICTIONS.labels(model_version=model.version),
             score_histogram=metrics.PREDICTED_SCORE.labels(model_version=model.version),
             single_row=single_row,
@@ -145,10 +177,9 @@ class ServedModel:
     def version(self) -> str:
         return self.model.version
 
-    def score(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Probabilities for validated feature dicts (one OpenMP thread: a worker process per core instead)."""
-        matrix = self.model.schema.encode_records(records)
-        if len(records) == 1 and self.single_row is not None:
+    def score(self, matrix: np.ndarray) -> np.ndarray:
+        """Probabilities for encoded rows (one OpenMP thread: a worker process per core instead)."""
+        if len(matrix) == 1 and self.single_row is not None:
             raw = np.array([self.single_row(matrix[0])])
             # The booster's probability, then the blend/calibration stored with the model (as predict_matrix).
             postprocess = self.model.postprocess
@@ -231,9 +262,7 @@ class ModelState:
                 if self.current is not None and self.current.version == version:
                     self._mark_healthy()
                     return False
-                loaded = ServedModel.build(
-                    load_model_version(self.model_name, version), self.settings.serving.max_batch_rows
-                )
+                loaded = ServedModel.build(load_model_version(self.model_name, version), self.settings.serving)
             except Exception as error:  # registry unreachable, alias missing, corrupted artifact...
                 self.status.last_error = f"{type(error).__name__}: {error}"
                 self.status.last_error_at = time.time()

@@ -75,9 +75,13 @@ def _model_metadata(
     git_commit: str,
 ) -> dict[str, Any]:
     from churnops.banding import band_score_cutoffs
+    from churnops.input_ranges import FEATURE_RANGES_KEY, observed_ranges
 
+    view = selected["view"]
     return {
-        "feature_schema": selected["view"].schema.to_dict(),
+        "feature_schema": view.schema.to_dict(),
+        # What the API compares new rows with (serving.out_of_range_policy).
+        FEATURE_RANGES_KEY: observed_ranges(view.x_train, view.schema.numeric),
         "threshold": selected["threshold"],
         POSTPROCESS_KEY: selected["postprocess"],
         "risk_band_cutoffs": band_score_cutoffs(selected["scores"]),

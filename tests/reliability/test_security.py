@@ -28,6 +28,7 @@ from tests.reliability.figures import record
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = secrets.token_hex(16)
 ADMIN_TOKEN = secrets.token_hex(16)
+JSON_TYPE = {"content-type": "application/json"}  # admin calls must be JSON (a web page cannot forge them)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ def test_a_missing_and_a_wrong_api_key_get_the_same_401_that_echoes_no_secret(gu
 
 def test_the_admin_endpoint_takes_only_the_admin_token(guarded, trained_platform) -> None:
     refused = [
-        guarded.post("/admin/reload", headers=headers)
+        guarded.post("/admin/reload", headers=headers | JSON_TYPE)
         for headers in (
             {},
             {"X-API-Key": API_KEY},
@@ -75,7 +76,7 @@ def test_the_admin_endpoint_takes_only_the_admin_token(guarded, trained_platform
     assert {answer.status_code for answer in refused} == {403}
     assert len({answer.text for answer in refused}) == 1
     assert all(API_KEY not in a.text and ADMIN_TOKEN not in a.text for a in refused)
-    allowed = guarded.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    allowed = guarded.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"} | JSON_TYPE)
     assert allowed.status_code == 200 and allowed.json()["model_version"] == trained_platform.model_version
 
 

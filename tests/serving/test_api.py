@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from churnops.banding import agree_with_decision
 from serving.app import create_app
 from tests.serving.conftest import metric_value
 
@@ -24,6 +25,7 @@ ADMIN_TOKEN = "test-admin-token"
 MAX_BATCH_ROWS = 5
 MAX_BODY_BYTES = 20_000
 AUTH = {"X-API-Key": API_KEY}
+JSON_TYPE = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,11 @@ def test_model_endpoint_reports_version_metrics_schema_threshold_and_lineage(
     # Bands come from the cut points training stored, or fall back to the threshold without them.
     stored = champion.metadata.get("risk_band_cutoffs")
     if stored:
-        assert body["risk_bands"] == {"source": "model_metadata", "cutoffs": stored, "default": "low"}
+        # The stored cut-offs, moved so that no band contradicts the decision.
+        ordered = sorted(stored.items(), key=lambda item: -item[1])
+        expected = dict(agree_with_decision(ordered, body["threshold"]))
+        assert body["risk_bands"] == {"source": "model_metadata", "cutoffs": expected, "default": "low"}
+        assert body["risk_bands"]["cutoffs"][ordered[0][0]] >= body["threshold"]
     else:
         assert body["risk_bands"]["source"] == "threshold"
         assert body["risk_bands"]["cutoffs"] == {"high": body["threshold"], "medium": body["threshold"] / 2}
@@ -390,9 +396,9 @@ def test_predict_endpoints_require_the_api_key(settings, example_request, header
 
 
 def test_admin_reload_requires_the_admin_token_not_the_api_key(client, trained_platform) -> None:
-    assert client.post("/admin/reload").status_code == 403
-    assert client.post("/admin/reload", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 403
-    response = client.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert client.post("/admin/reload", headers=JSON_TYPE).status_code == 403
+    assert client.post("/admin/reload", headers={"Authorization": f"Bearer {API_KEY}"} | JSON_TYPE).status_code == 403
+    response = client.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"} | JSON_TYPE)
     assert response.status_code == 200
     assert response.json() == {"reloaded": False, "model_version": trained_platform.model_version, "error": None}
 
@@ -400,11 +406,11 @@ def test_admin_reload_requires_the_admin_token_not_the_api_key(client, trained_p
 def test_auth_is_off_when_no_key_is_configured(trained_platform, example_request) -> None:
     with TestClient(create_app(trained_platform.settings)) as open_client:
         assert open_client.post("/predict", json=example_request).status_code == 200
-        assert open_client.post("/admin/reload").status_code == 200
+        assert open_client.post("/admin/reload", headers=JSON_TYPE).status_code == 200
 
 
 def test_single_rows_take_lightgbms_fast_path_with_the_regular_scores(client, champion, example_request) -> None:
     served = client.app.state.model_state.current
     assert served.single_row is not None, "the fast single-row predictor was refused at load"
     matrix = champion.schema.encode_records([example_request["features"]])
-    assert served.score([example_request["features"]])[0] == champion.predict_matrix(matrix, num_threads=1)[0]
+    assert served.score(matrix)[0] == champion.predict_matrix(matrix, num_threads=1)[0]

@@ -76,3 +76,18 @@ def test_unseen_and_missing_categories_encode_as_missing() -> None:
         pd.DataFrame({"visits": [1.0], "plan": ["gold"], "region": [None], "channel": ["web"]})
     )
     assert math.isnan(encoded[0, 1]) and math.isnan(encoded[0, 2]) and encoded[0, 3] == 2.0
+
+
+def test_a_batch_encodes_exactly_like_its_rows_one_at_a_time() -> None:
+    schema = FeatureSchema(numeric=("a", "b"), categorical={"plan": ("basic", "plus")})
+    records = [
+        {"a": 1, "b": None, "plan": "plus"},
+        {"a": 2.5, "b": -3e300, "plan": None},
+        {"a": None, "b": 0.0, "plan": "never-seen"},
+    ]
+    batch = schema.encode_records(records)
+    one_by_one = np.vstack([schema.encode_records([record]) for record in records])
+    assert np.array_equal(batch, one_by_one, equal_nan=True)
+    assert batch[0].tolist()[:1] == [1.0] and math.isnan(batch[0, 1]) and batch[0, 2] == 1.0
+    assert all(math.isnan(v) for v in (batch[1, 2], batch[2, 0], batch[2, 2]))
+    assert schema.encode_records([]).shape == (0, 3)
