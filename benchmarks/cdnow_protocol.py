@@ -22,9 +22,9 @@ from pathlib import Path
 
 from churnops.config import Settings
 from churnops.dataset import load_contract
+from churnops.jobs.report import metrics_table
+from churnops.jobs.training import train
 from churnops.snapshots import latest_snapshot_dir
-from jobs.report import metrics_table
-from jobs.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"

@@ -30,13 +30,12 @@ from churnops.bronze import event_part_paths, read_bronze_events, watermark
 from churnops.config import Settings
 from churnops.dataset import load_contract
 from churnops.features import CUTOFF, model_feature_columns
-from churnops.schema import FeatureSchema
-from jobs.cdnow import prepare_cdnow
-from jobs.ingest import ensure_bronze
-from jobs.reference_duckdb import compute_reference_features
-from jobs.survival.boosting import HazardBoostingModel
-from jobs.survival.classical import bgnbd_predictions, fit_lifelines_baseline
-from jobs.survival.data import (
+from churnops.jobs.cdnow import prepare_cdnow
+from churnops.jobs.ingest import ensure_bronze
+from churnops.jobs.reference_duckdb import compute_reference_features
+from churnops.jobs.survival.boosting import HazardBoostingModel
+from churnops.jobs.survival.classical import bgnbd_predictions, fit_lifelines_baseline
+from churnops.jobs.survival.data import (
     DURATION,
     EVENT,
     cutoffs_every,
@@ -44,7 +43,7 @@ from jobs.survival.data import (
     survival_frame,
     survival_targets,
 )
-from jobs.survival.metrics import (
+from churnops.jobs.survival.metrics import (
     HORIZONS_DAYS,
     SurvivalPredictions,
     calibration_table,
@@ -53,8 +52,9 @@ from jobs.survival.metrics import (
     survival_metrics,
     time_dependent_auc,
 )
-from jobs.survival.report import metrics_markdown, plot_calibration, plot_km_by_band
-from jobs.survival.tune import SearchResult, fit_setup, search, split_params, time_folds
+from churnops.jobs.survival.report import metrics_markdown, plot_calibration, plot_km_by_band
+from churnops.jobs.survival.tune import SearchResult, fit_setup, search, split_params, time_folds
+from churnops.schema import FeatureSchema
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"

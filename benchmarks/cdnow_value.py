@@ -4,10 +4,10 @@ Protocol: all 23,570 CDNOW customers; value = dollars spent in the 39 weeks (273
 purchases on 1997-10-01 .. 1998-06-30; everything is fitted on purchases up to 1997-09-30. Targets: the value model
 reaches Spearman >= 0.48 and top-10 % revenue capture >= 0.54 with MAE no worse than Pareto/NBD x Gamma-Gamma's.
 
-The value model (`jobs.value`) is trained out of time on fortnightly cutoffs 1997-03-11 .. 1997-07-01 with 13-week
-(91-day) targets that all end by 1997-09-30, and chosen by Optuna on time folds inside that period. The evaluation
-rows are used for the reported figures and, separately and labelled as such, for ceiling diagnostics that never
-feed back into the model. Every figure on the page comes from the JSON this run writes; nothing is typed by hand.
+The value model (`churnops.jobs.value`) is trained out of time on fortnightly cutoffs 1997-03-11 .. 1997-07-01 with
+13-week (91-day) targets that all end by 1997-09-30, and chosen by Optuna on time folds inside that period. The
+evaluation rows are used for the reported figures and, separately and labelled as such, for ceiling diagnostics that
+never feed back into the model. Every figure on the page comes from the JSON this run writes; nothing is typed by hand.
 
 Usage (CDNOW ships in the `lifetimes` dev dependency; nothing is downloaded):
 
@@ -37,15 +37,15 @@ from churnops.bronze import AMOUNT, EVENT_DAY, event_part_paths, read_bronze_eve
 from churnops.config import Settings  # noqa: E402
 from churnops.dataset import load_contract  # noqa: E402
 from churnops.features import CUTOFF, ENTITY_ID, LABEL, LABEL_AVAILABLE  # noqa: E402
-from jobs.cdnow import prepare_cdnow  # noqa: E402
-from jobs.ingest import ingest_events  # noqa: E402
-from jobs.reference_duckdb import compute_reference_features  # noqa: E402
-from jobs.value.ceiling import ceiling_diagnostics  # noqa: E402
-from jobs.value.features import baseline_values, cutoff_inputs  # noqa: E402
-from jobs.value.history import value_in_window  # noqa: E402
-from jobs.value.metrics import METRIC_NAMES, bootstrap_metrics  # noqa: E402
-from jobs.value.model import events_before  # noqa: E402
-from jobs.value.search import train_value_model  # noqa: E402
+from churnops.jobs.cdnow import prepare_cdnow  # noqa: E402
+from churnops.jobs.ingest import ingest_events  # noqa: E402
+from churnops.jobs.reference_duckdb import compute_reference_features  # noqa: E402
+from churnops.jobs.value.ceiling import ceiling_diagnostics  # noqa: E402
+from churnops.jobs.value.features import baseline_values, cutoff_inputs  # noqa: E402
+from churnops.jobs.value.history import value_in_window  # noqa: E402
+from churnops.jobs.value.metrics import METRIC_NAMES, bootstrap_metrics  # noqa: E402
+from churnops.jobs.value.model import events_before  # noqa: E402
+from churnops.jobs.value.search import train_value_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"

@@ -36,9 +36,9 @@ from churnops.bronze import event_part_paths
 from churnops.config import PACKAGE_DIR, Settings, SparkSettings
 from churnops.dataset import load_contract
 from churnops.features import CUTOFF, ENTITY_ID, model_feature_columns
-from jobs.generate import generate, write_generated
-from jobs.ingest import ingest_events
-from jobs.reference_duckdb import compute_reference_features
+from churnops.jobs.generate import generate, write_generated
+from churnops.jobs.ingest import ingest_events
+from churnops.jobs.reference_duckdb import compute_reference_features
 
 # The generator averages about 166 events per customer over its three years (seed 2024).
 EVENTS_PER_CUSTOMER = 166
@@ -125,8 +125,8 @@ def compare(spark_frame: pd.DataFrame, reference: pd.DataFrame, columns: list[st
 
 
 def run_size(size: int, root: Path, sample: int) -> dict:
-    from jobs.feature_frames import compute_feature_table
-    from jobs.spark import spark_session
+    from churnops.jobs.feature_frames import compute_feature_table
+    from churnops.jobs.spark import spark_session
 
     settings, contract, events = prepare(size, root)
     cutoffs = sorted(set(contract.plan().all))
@@ -146,7 +146,7 @@ def run_size(size: int, root: Path, sample: int) -> dict:
     # inputs digest), then the leakage probe, the feature computation, the write, the read back into the driver,
     # the hashes and the publication. Run 1 probes (a new definitions digest); later runs reuse the stored probe
     # verdict, as every daily run does; every run computes and hashes the whole snapshot again.
-    from jobs.features import build_feature_snapshot, prepare_run
+    from churnops.jobs.features import build_feature_snapshot, prepare_run
 
     shutil.rmtree(settings.features_dir, ignore_errors=True)
     entry_seconds, prepare_seconds = [], []

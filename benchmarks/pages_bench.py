@@ -6,8 +6,8 @@
 Set-up (timed apart, not part of the figures): a throwaway PostgreSQL database (created and dropped here) gets a
 1M-row scoring list through `churnops.db.write_scores` and 1M published customers (plan, region, channel and two
 activity features) through `churnops.online_store.write_online_features`, as the scoring job and the feature DAG
-write them; then ANALYZE, as autovacuum would. The app is `serving.app.create_app` (no champion is needed for the
-list), called in-process with Starlette's TestClient: each figure is the whole request (routing, the key check, the
+write them; then ANALYZE, as autovacuum would. The app is `churnops.serving.app.create_app` (no champion is needed for
+the list), called in-process with Starlette's TestClient: each figure is the whole request (routing, the key check, the
 queries, Jinja2 rendering of 50 rows), median of the requests after one warm-up request per case.
 Writes docs/benchmarks/pages.md unless --no-write.
 """
@@ -36,7 +36,7 @@ from churnops import db
 from churnops.banding import build_score_frame
 from churnops.config import Settings
 from churnops.online_store import write_online_features
-from serving.app import create_app
+from churnops.serving.app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")

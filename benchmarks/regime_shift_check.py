@@ -1,6 +1,6 @@
 """Evidence for the regime-change scenario, measured through the platform's own jobs but without the replay.
 
-On the `regime_shift` dataset (the seeded generator with its price rise, `jobs.generate.SCENARIOS`):
+On the `regime_shift` dataset (the seeded generator with its price rise, `churnops.jobs.generate.SCENARIOS`):
 
 1. builds feature snapshots with `run_feature_job` for a few run dates before and after the shift — the bootstrap
    (the first step of a weekly replay), the retraining dates below, and late dates whose training cutoffs hold every
@@ -9,10 +9,11 @@ On the `regime_shift` dataset (the seeded generator with its price rise, `jobs.g
 2. trains the pre-shift champion on the bootstrap snapshot (`jobs.train.train`, few Optuna trials), and retrains on
    the snapshots of a few later run dates (each through the real champion gate);
 3. scores every weekly cohort with each model that existed by then, and measures its realized ROC AUC from the
-   bronze events with the platform's label rule once the horizon has passed (`monitoring.realized`);
+   bronze events with the platform's label rule once the horizon has passed (`churnops.monitoring.realized`);
 4. measures, week by week, the PSI of each weekly cohort against the pre-shift champion's reference with
-   `monitoring.drift.measure_drift`, with the champion's gain importance, and asks the drift trigger of
-   `monitoring.retrain.drift_candidate` whether it would fire (the champion never retrained, the default settings).
+   `churnops.monitoring.drift.measure_drift`, with the champion's gain importance, and asks the drift trigger of
+   `churnops.monitoring.retrain.drift_candidate` whether it would fire (the champion never retrained, the default
+   settings).
 
     .venv/bin/python benchmarks/regime_shift_check.py [--customers 5000] [--trials 10] [--write-doc]
 
@@ -37,17 +38,17 @@ from churnops.bronze import read_bronze_events
 from churnops.config import PACKAGE_DIR, Settings
 from churnops.dataset import DatasetContract, load_contract
 from churnops.features import CUTOFF, ENTITY_ID, LABEL
+from churnops.jobs.features import run_feature_job
+from churnops.jobs.generate import SCENARIOS, PriceRise, generate, write_generated
+from churnops.jobs.score import score_frame
+from churnops.jobs.training import train
+from churnops.monitoring.drift import reference_rows, reference_snapshot_dir
+from churnops.monitoring.measure import gain_importances, measure_drift
+from churnops.monitoring.realized import evaluate_list, realized_outcomes
+from churnops.monitoring.retrain import drift_candidate
+from churnops.monitoring.store import DriftRun
 from churnops.registry import LoadedModel, configure_mlflow, load_model_version
 from churnops.snapshots import load_snapshot
-from jobs.features import run_feature_job
-from jobs.generate import SCENARIOS, PriceRise, generate, write_generated
-from jobs.score import score_frame
-from jobs.training import train
-from monitoring.drift import reference_rows, reference_snapshot_dir
-from monitoring.measure import gain_importances, measure_drift
-from monitoring.realized import evaluate_list, realized_outcomes
-from monitoring.retrain import drift_candidate
-from monitoring.store import DriftRun
 
 DATASET = "regime_shift"
 WEEK = dt.timedelta(days=7)
@@ -336,8 +337,8 @@ def render(measured: Measured, customers: int, seed: int, trials: int, seconds: 
             "",
             f"Reference: the champion's `{monitoring.reference_cutoffs}` rows; a feature drifts at PSI >= "
             f"{monitoring.psi_drift}; it counts for retraining with >= {monitoring.min_feature_importance:.0%} of the "
-            "champion's gain. The trigger column is `monitoring.retrain.drift_candidate` over the weeks so far "
-            "(default settings, champion never replaced).",
+            "champion's gain. The trigger column is `churnops.monitoring.retrain.drift_candidate` over the weeks so "
+            "far (default settings, champion never replaced).",
             "",
             markdown(measured.drift),
             "",

@@ -102,9 +102,9 @@ def stage_seconds(timeline: pd.DataFrame) -> dict[str, float]:
 
 
 def write_docs(args: argparse.Namespace, walls: dict[str, float]) -> None:
-    from jobs.generate import SCENARIOS
-    from monitoring.timeline import read_timeline
-    from monitoring.timeline_plot import plot_timelines
+    from churnops.jobs.generate import SCENARIOS
+    from churnops.monitoring.timeline import read_timeline
+    from churnops.monitoring.timeline_plot import plot_timelines
 
     shift = SCENARIOS[DATASET].shift_at
     timelines = {p: read_timeline(replay_folder(args.home, p)) for p in POLICIES}

@@ -1,5 +1,5 @@
-"""Benchmark: the scoring job's real entry point, `jobs.score.score`, on a snapshot of 1M customers, into Parquet and
-PostgreSQL.
+"""Benchmark: the scoring job's real entry point, `churnops.jobs.score.score`, on a snapshot of 1M customers, into
+Parquet and PostgreSQL.
 
     .venv/bin/python benchmarks/score_1m.py                       # 1M customers, 3 runs
     .venv/bin/python benchmarks/score_1m.py --customers 100000 --runs 1
@@ -70,9 +70,9 @@ def trained_home(home: Path) -> tuple[Settings, DatasetContract, float]:
         load_alias(contract.model_name)
         latest_snapshot_dir(settings, contract.name)
     except Exception:  # noqa: BLE001 — anything missing means the set-up has to run
-        from jobs.features import run_feature_job
-        from jobs.generate import generate, write_generated
-        from jobs.training import train
+        from churnops.jobs.features import run_feature_job
+        from churnops.jobs.generate import generate, write_generated
+        from churnops.jobs.training import train
 
         data = generate(SMALL_CUSTOMERS, seed=11)
         write_generated(data, contract.resolve(contract.events.path), contract.resolve(contract.entities.path))
@@ -138,7 +138,7 @@ def grown_snapshot(settings: Settings, contract: DatasetContract, customers: int
 
 def kernels(settings: Settings, contract: DatasetContract, run_date: dt.date, whole: bool) -> dict[str, float]:
     """Each stage of `score` timed on its own (same calls, same order)."""
-    from jobs.score import score_frame, store_list
+    from churnops.jobs.score import score_frame, store_list
 
     times: dict[str, float] = {}
     snapshot_dir = snapshot_dir_for(settings, contract.name, run_date)
@@ -170,7 +170,7 @@ def render(
 ) -> str:
     load = os.getloadavg()
     lines = [
-        "# Benchmark: the scoring job (`jobs.score.score`) on 1M customers into PostgreSQL",
+        "# Benchmark: the scoring job (`churnops.jobs.score.score`) on 1M customers into PostgreSQL",
         "",
         "Produced by `benchmarks/score_1m.py` (do not edit the figures by hand). Command:",
         "",
@@ -179,7 +179,8 @@ def render(
         f"Machine: 2 cores, {platform.platform()}; run on {dt.date.today()}; 1-minute load average at the end "
         f"{load[0]:.1f} (other work was running beside it).",
         "",
-        "What is timed: the scoring DAG task's call, `jobs.score.score(settings, contract, run_date=...)`, on a "
+        "What is timed: the scoring DAG task's call, `churnops.jobs.score.score(settings, contract, run_date=...)`, on "
+        "a "
         f"snapshot whose scoring cutoff holds {rows:,} customers (the real synthetic snapshot's rows resampled per "
         "cutoff under fresh ids, published with the snapshot module's hashes), with the real champion from the "
         "MLflow registry (Optuna-trained LightGBM with its stored blend, calibration and threshold): metadata, "
@@ -212,7 +213,7 @@ def render(
 
 
 def main() -> None:
-    from jobs.score import score
+    from churnops.jobs.score import score
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)

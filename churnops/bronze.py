@@ -194,7 +194,7 @@ def committed_manifest(settings: Settings, dataset: str) -> BronzeManifest:
     if manifest is None:
         raise BronzeMissingError(
             f"no bronze layer for dataset {dataset!r} ({manifest_path(settings, dataset)} does not exist): ingest "
-            "it first with `churnops features` or `python -m jobs.ingest --dataset <name>`"
+            "it first with `churnops features` or `python -m churnops.jobs.ingest --dataset <name>`"
         )
     return manifest
 

@@ -129,7 +129,7 @@ class ServingSettings(BaseModel):
     reload_interval_seconds: float = Field(30.0, gt=0)
     max_batch_rows: int = Field(1000, ge=1)
     # None = derived from max_batch_rows and the served model's schema: the size of max_batch_rows instances with
-    # every value at its widest legal length (serving.records.batch_body_bytes), so a full batch always fits.
+    # every value at its widest legal length (churnops.serving.records.batch_body_bytes), so a full batch always fits.
     max_body_bytes: int | None = Field(None, ge=1024)
     # Top contributing features returned with `explain=true`.
     explain_top_features: int = Field(5, ge=1)

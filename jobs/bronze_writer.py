@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from churnops.bronze import EVENT_DAY, EVENTS_DIR, LOCK_FILE, MANIFEST_FILE, BronzeManifest, event_schema
-from jobs.event_rules import IngestionError
+from churnops.jobs.event_rules import IngestionError
 
 LOCK_TIMEOUT_SECONDS = 600.0
 

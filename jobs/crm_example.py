@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from churnops.config import Settings
-from jobs.generate import generate
+from churnops.jobs.generate import generate
 
 EXPORT_DATE = dt.date(2024, 7, 1)
 HORIZON_DAYS = 60

@@ -64,10 +64,10 @@ def read_events(
     """The validated (bronze) event log: customer_id, event_time, event_day, event_type, amount.
 
     Reads exactly the part files `manifest` lists, never a folder: a crashed ingestion's leftovers stay invisible.
-    Without a manifest, first ingests whatever landed since the last run (`jobs.ingest.ensure_bronze`).
+    Without a manifest, first ingests whatever landed since the last run (`churnops.jobs.ingest.ensure_bronze`).
     """
     if manifest is None:
-        from jobs.ingest import ensure_bronze
+        from churnops.jobs.ingest import ensure_bronze
 
         manifest = ensure_bronze(contract, settings)
     paths = [str(path) for path in event_part_paths(settings, contract.name, manifest)]
@@ -78,7 +78,7 @@ def read_events(
 
 def read_entities(spark: SparkSession, contract: DatasetContract) -> DataFrame | None:
     """The entity table in the platform's columns and types. Text cells holding nothing but blanks are missing
-    values; the source check (`jobs.source_check`) has already refused values that do not parse."""
+    values; the source check (`churnops.jobs.source_check`) has already refused values that do not parse."""
     source = contract.entities
     if source is None:
         return None

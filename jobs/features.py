@@ -2,10 +2,10 @@
 
 A run works for one run date (`churnops.run_dates`): its scoring cutoff, and the cutoffs of the contract's schedule
 whose labels are observed by then (`DatasetContract.plan`). Before Spark starts, the job checks the sources against
-the contract (`jobs.source_check`), brings the bronze layer up to date, refuses a run date the data does not reach,
-and digests everything the snapshot depends on (feature definitions, contract, plan, source fingerprints); when a
+the contract (`churnops.jobs.source_check`), brings the bronze layer up to date, refuses a run date the data does not
+reach, and digests everything the snapshot depends on (feature definitions, contract, plan, source fingerprints); when a
 published snapshot has the same digest it is reused and Spark never starts. Otherwise the frames of
-`jobs.feature_frames` are computed, checked by the leakage probe, and published atomically.
+`churnops.jobs.feature_frames` are computed, checked by the leakage probe, and published atomically.
 
 Run it through the CLI (`churnops features`), from Airflow (spark-submit of this file), or directly:
 `spark-submit jobs/features.py --dataset synthetic [--run-date YYYY-MM-DD]`.
@@ -28,6 +28,7 @@ from churnops.bronze import BronzeManifest
 from churnops.config import Settings
 from churnops.dataset import CutoffPlan, DatasetContract, load_contract
 from churnops.features import CUTOFF, model_feature_columns
+from churnops.jobs.feature_frames import compute_feature_table, probe_source_timestamps
 from churnops.run_dates import DataNotReady, parse_date, require_watermark, run_date_from_data
 from churnops.snapshots import (
     DATA_DIR,
@@ -41,7 +42,6 @@ from churnops.snapshots import (
     write_metadata,
 )
 from churnops.storage import publish_directory, staging_directory_for, write_json_atomically
-from jobs.feature_frames import compute_feature_table, probe_source_timestamps
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _definitions_digest() -> str:
     """Digest of the code that defines the features (the declarations, the Spark frames and this job), so a changed
     definition never reuses a snapshot computed by the old one."""
     from churnops import features as definitions
-    from jobs import feature_frames
+    from churnops.jobs import feature_frames
 
     digest = hashlib.sha256()
     for module_file in (Path(definitions.__file__), Path(feature_frames.__file__), Path(__file__)):
@@ -119,8 +119,8 @@ def prepare_run(contract: DatasetContract, settings: Settings, run_date: dt.date
     files not yet ingested. Without a `run_date` the run takes the day after the latest day of data. A run date the
     data does not reach (within `settings.watermark.tolerance_days`) is refused with the last day seen.
     """
-    from jobs.ingest import ensure_bronze
-    from jobs.source_check import event_files_not_yet_ingested, require_clean_sources
+    from churnops.jobs.ingest import ensure_bronze
+    from churnops.jobs.source_check import event_files_not_yet_ingested, require_clean_sources
 
     new_event_files = event_files_not_yet_ingested(contract, settings) if contract.events is not None else None
     require_clean_sources(contract, new_event_files)
@@ -211,7 +211,7 @@ def run_feature_job(
     contract: DatasetContract, settings: Settings, run_date: dt.date | None = None, app_name: str | None = None
 ) -> FeatureRun:
     """The whole job: prepare, reuse a snapshot with the same inputs, or start Spark and build one."""
-    from jobs.spark import spark_session
+    from churnops.jobs.spark import spark_session
 
     prepared = prepare_run(contract, settings, run_date)
     reused = reuse_snapshot(settings, contract, prepared)

@@ -11,7 +11,7 @@ just that file again.
 
 A change of the contract's `events.path` or of its ingestion rules re-ingests every file.
 
-Run: `python -m jobs.ingest --dataset synthetic`.
+Run: `python -m churnops.jobs.ingest --dataset synthetic`.
 """
 
 from __future__ import annotations
@@ -40,10 +40,16 @@ from churnops.bronze import (
 )
 from churnops.config import Settings
 from churnops.dataset import DatasetContract, EventSource, bronze_dir, load_contract
+from churnops.jobs.bronze_writer import (
+    LOCK_TIMEOUT_SECONDS,
+    bronze_lock,
+    part_stem,
+    remove_unlisted_files,
+    write_day_parts,
+)
+from churnops.jobs.event_rules import EVENT_IDENTITY, IngestionError, validate_file
+from churnops.jobs.landing import SourceFile, detect_changes, is_glob, list_source_files, source_root
 from churnops.storage import write_json_atomically
-from jobs.bronze_writer import LOCK_TIMEOUT_SECONDS, bronze_lock, part_stem, remove_unlisted_files, write_day_parts
-from jobs.event_rules import EVENT_IDENTITY, IngestionError, validate_file
-from jobs.landing import SourceFile, detect_changes, is_glob, list_source_files, source_root
 
 log = logging.getLogger(__name__)
 

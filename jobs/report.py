@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jobs.evaluate import binary_metrics, stability
+from churnops.jobs.evaluate import binary_metrics, stability
 
 if TYPE_CHECKING:
     from churnops.dataset import DatasetContract

@@ -31,9 +31,9 @@ from churnops.banding import RiskBands
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
+from churnops.jobs.score import score_frame, store_list
 from churnops.registry import LoadedModel, champion_or_none, configure_mlflow, load_model_version
 from churnops.storage import write_csv_atomically, write_parquet_atomically
-from jobs.score import score_frame, store_list
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -151,12 +151,12 @@ def input_features(
     entities_path: Path | None = None,
 ) -> tuple[pd.DataFrame, dt.date, dict[str, int]]:
     """The file's feature rows (one per customer), their cutoff, and the rows the ingestion rules left out."""
-    from jobs.spark import spark_session
+    from churnops.jobs.spark import spark_session
 
     spark = spark_session(settings, f"churnops-score-input-{contract.name}")
     try:
         if contract.events is None:
-            from jobs.feature_frames import build_entity_features, read_entity_table
+            from churnops.jobs.feature_frames import build_entity_features, read_entity_table
 
             cutoff = contract.plan().scoring
             table = read_entity_table(spark, contract, input_path, fmt, labelled=False)
@@ -177,8 +177,8 @@ def _event_log_features(
     import pyarrow.parquet as pq
 
     from churnops.bronze import EVENT_DAY, event_schema
-    from jobs.event_rules import IngestionError, validate_file
-    from jobs.feature_frames import (
+    from churnops.jobs.event_rules import IngestionError, validate_file
+    from churnops.jobs.feature_frames import (
         BRONZE_EVENTS_DDL,
         bucket_by_day,
         build_features,

@@ -3,8 +3,8 @@
 reference = rows of the champion's own training snapshot (found by the `snapshot_hash` stored with the model);
 current = the scoring cutoff of the run date's feature snapshot and, when the prediction log has enough rows, a
 sample of the online traffic of the last N days drawn in SQL (a second comparison). Per feature: PSI
-(`monitoring.psi`, missing values dropped), the share of missing values on each side (its own drift signal), the
-champion's gain importance; plus the PSI of the champion's score distribution and the plain and importance-weighted
+(`churnops.monitoring.psi`, missing values dropped), the share of missing values on each side (its own drift signal),
+the champion's gain importance; plus the PSI of the champion's score distribution and the plain and importance-weighted
 share of drifted features. The Evidently HTML report (the two distributions of every column) is written to disk and
 logged as an artifact of the champion's training run in MLflow.
 """
@@ -23,10 +23,10 @@ import pandas as pd
 from churnops.config import MonitoringSettings, Settings
 from churnops.dataset import DatasetContract
 from churnops.features import CALENDAR_AGED_FEATURES, CUTOFF
+from churnops.monitoring.measure import SCORE_COLUMN, DriftMeasurement, gain_importances, measure_drift
+from churnops.monitoring.store import DriftRun, MonitoringStore, monitoring_dir, open_store
 from churnops.registry import LoadedModel
 from churnops.snapshots import SnapshotMetadata, dataset_dir, load_snapshot, snapshot_dir_for
-from monitoring.measure import SCORE_COLUMN, DriftMeasurement, gain_importances, measure_drift
-from monitoring.store import DriftRun, MonitoringStore, monitoring_dir, open_store
 
 log = logging.getLogger(__name__)
 

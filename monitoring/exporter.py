@@ -1,5 +1,5 @@
 """The monitoring exporter: a small HTTP process Prometheus scrapes for drift, realized performance, training and
-pipeline figures (`python -m monitoring.exporter`, port 9108, `GET /metrics`).
+pipeline figures (`python -m churnops.monitoring.exporter`, port 9108, `GET /metrics`).
 
 The DAGs that produce these figures are short-lived, so their gauges would vanish between runs. The exporter
 reads the latest values from where the DAGs record them at every scrape — the monitoring store (PostgreSQL or the
@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from churnops.config import MonitoringSettings, Settings
-from monitoring.store import MonitoringStore, open_store
+from churnops.monitoring.store import MonitoringStore, open_store
 
 log = logging.getLogger(__name__)
 

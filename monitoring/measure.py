@@ -1,6 +1,6 @@
 """Drift between two samples of the model's inputs: PSI per feature, missing-share drift, score PSI, and the
 importance-weighted share of drifted features — plain functions of frames, the champion's importances and the
-thresholds. `monitoring.drift` chooses the samples and records the run."""
+thresholds. `churnops.monitoring.drift` chooses the samples and records the run."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from churnops.config import MonitoringSettings
+from churnops.monitoring.psi import missing_share, psi
+from churnops.monitoring.store import FeatureDrift
 from churnops.registry import LoadedModel
-from monitoring.psi import missing_share, psi
-from monitoring.store import FeatureDrift
 
 SCORE_COLUMN = "churn_score"
 
@@ -32,7 +32,7 @@ def _evidently_report(
     reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str], report_path: Path
 ) -> None:
     """Evidently's HTML report of the two samples (distributions per column) — for people to look at; the PSI
-    values the platform acts on are `monitoring.psi`'s, on reference-quantile bins."""
+    values the platform acts on are `churnops.monitoring.psi`'s, on reference-quantile bins."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -51,7 +51,7 @@ def _evidently_report(
 def platform_psi(
     reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str]
 ) -> dict[str, float]:
-    """PSI per column (`monitoring.psi`: reference-decile bins for continuous columns, per value otherwise)."""
+    """PSI per column (`churnops.monitoring.psi`: reference-decile bins for continuous columns, per value otherwise)."""
     values = {column: psi(reference[column], current[column], numeric=True) for column in numeric}
     return values | {column: psi(reference[column], current[column], numeric=False) for column in categorical}
 

@@ -1,8 +1,8 @@
 """Realized performance per cohort: once the horizon of a past scoring list has passed, how good were its scores?
 
-Each scoring list (Parquet files of `jobs.score`, or the PostgreSQL score lists when the database is configured)
-is evaluated once, on the first monitoring run whose date and data cover its whole horizon (cutoff + horizon on or
-before both the run date and the day after the latest event): the outcome of every scored customer is derived from
+Each scoring list (Parquet files of `churnops.jobs.score`, or the PostgreSQL score lists when the database is
+configured) is evaluated once, on the first monitoring run whose date and data cover its whole horizon (cutoff + horizon
+on or before both the run date and the day after the latest event): the outcome of every scored customer is derived from
 the committed bronze event log (`churnops.bronze`; the feature job ingests it, this reads only the label windows'
 days) with the dataset's own label rule — churn: no event in [cutoff, cutoff + H);
 propensity: at least one — and compared with the scores: ROC AUC, precision in the top 10 %, and calibration
@@ -24,8 +24,8 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
 from churnops.metrics import precision_at_top
+from churnops.monitoring.store import MonitoringStore, RealizedPerformance, open_store
 from churnops.paths import scores_folder
-from monitoring.store import MonitoringStore, RealizedPerformance, open_store
 
 log = logging.getLogger(__name__)
 

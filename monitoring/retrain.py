@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from churnops.config import MonitoringSettings
-from monitoring.store import DriftRun, MonitoringStore, RealizedPerformance, RetrainDecision
+from churnops.monitoring.store import DriftRun, MonitoringStore, RealizedPerformance, RetrainDecision
 
 TRIGGERS = ("manual", "drift_detected", "performance_drop", "scheduled")
 

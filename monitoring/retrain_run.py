@@ -1,6 +1,6 @@
 """One run date's retraining decision, with the platform around it: the champion as the registry knows it (and
 the data time it was trained at), the run's snapshot, the monitoring store, and the training run's MLflow tags.
-The control itself is `monitoring.retrain` (pure over its inputs)."""
+The control itself is `churnops.monitoring.retrain` (pure over its inputs)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
-from monitoring.retrain import TRIGGERS, ChampionState, decide_and_record
-from monitoring.store import RetrainDecision
+from churnops.monitoring.retrain import TRIGGERS, ChampionState, decide_and_record
+from churnops.monitoring.store import RetrainDecision
 
 
 def champion_state(settings: Settings, model_name: str, dataset: str) -> ChampionState:
@@ -74,9 +74,9 @@ def decide_for_run(
     Records every decision that did not fire (and, when `advisory`, the fired one as advice); a fired decision is
     left to whoever emits the request, through `record_decision`.
     """
+    from churnops.monitoring.store import open_store
     from churnops.registry import configure_mlflow
     from churnops.snapshots import read_metadata, snapshot_dir_for
-    from monitoring.store import open_store
 
     day = run_date if isinstance(run_date, dt.date) else dt.date.fromisoformat(run_date)
     snapshot = read_metadata(snapshot_dir_for(settings, contract.name, day))

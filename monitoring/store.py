@@ -208,7 +208,7 @@ def monitoring_dir(settings: Settings) -> Path:
 def open_store(settings: Settings) -> MonitoringStore:
     """PostgreSQL when `Settings.database_url` is set, the local JSON store otherwise."""
     if settings.database_url is not None:
-        from monitoring.store_postgres import PostgresStore
+        from churnops.monitoring.store_postgres import PostgresStore
 
         return PostgresStore(settings)
     return LocalStore(monitoring_dir(settings))

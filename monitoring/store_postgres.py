@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from churnops.config import Settings
-from monitoring.store import DriftRun, FeatureDrift, RealizedPerformance, RetrainDecision, parse_timestamp
+from churnops.monitoring.store import DriftRun, FeatureDrift, RealizedPerformance, RetrainDecision, parse_timestamp
 
 
 class PostgresStore:

@@ -20,9 +20,9 @@ import pandas as pd
 from churnops.bronze import watermark as latest_event_day
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
+from churnops.monitoring.store import open_store
 from churnops.snapshots import read_metadata, snapshot_dir_for
 from churnops.storage import write_parquet_atomically
-from monitoring.store import open_store
 
 TIMELINE_FILE = "timeline.parquet"
 

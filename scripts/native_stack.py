@@ -11,7 +11,7 @@ from postgres-init/), spark-master / spark-worker → Spark standalone via Spark
 the pyspark package), mlflow → `mlflow server` on PostgreSQL with its basic-auth app (compose's entrypoint),
 airflow-apiserver / -scheduler / -dag-processor /
 -triggerer → Airflow 3 on PostgreSQL with the LocalExecutor, api → uvicorn with 2 workers, monitoring-exporter →
-`python -m monitoring.exporter`, prometheus → Debian's Prometheus with monitoring/prometheus.native.yml. As in
+`python -m churnops.monitoring.exporter`, prometheus → Debian's Prometheus with monitoring/prometheus.native.yml. As in
 compose, the feature job is submitted to the Spark master, every service listens on the loopback interface only,
 and every credential comes from secret files (generated once by scripts/generate-secrets.sh into the stack's own
 secrets folder); the API reads them as compose's API does: its database role may only append to the prediction

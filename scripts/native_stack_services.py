@@ -337,7 +337,7 @@ def services(paths: StackPaths) -> list[Service]:
         ),
         Service(
             "monitoring-exporter",
-            [sys.executable, "-m", "monitoring.exporter"],
+            [sys.executable, "-m", "churnops.monitoring.exporter"],
             lambda: http_ok(f"http://127.0.0.1:{ports['monitoring-exporter']}/metrics"),
             extra_env={
                 "CHURNOPS_SECRETS_DIR": str(paths.secret_view("monitoring-exporter")),

@@ -1,6 +1,6 @@
 """The churnops prediction API.
 
-`uvicorn serving.app:app` serves the `champion` of the configured dataset's model (docs/serving.md). Endpoints:
+`uvicorn churnops.serving.app:app` serves the `champion` of the configured dataset's model (docs/serving.md). Endpoints:
 `POST /predict` (one customer: a full feature record, or a `customer_id` looked up in the online feature table),
 `POST /batch_predict`, `GET /health` (alive), `GET /ready` (a model is loaded), `GET /model`, `GET /metrics`,
 `POST /admin/reload`.
@@ -25,13 +25,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from churnops.config import Settings
 from churnops.dataset import load_contract
-from serving import metrics
-from serving.exposure import refuse_open_exposure
-from serving.middleware import MetricsMiddleware
-from serving.online import OnlineFeatureReader
-from serving.pages import pages_router
-from serving.prediction_log import PredictionLog
-from serving.problems import (
+from churnops.serving import metrics
+from churnops.serving.exposure import refuse_open_exposure
+from churnops.serving.middleware import MetricsMiddleware
+from churnops.serving.online import OnlineFeatureReader
+from churnops.serving.pages import pages_router
+from churnops.serving.prediction_log import PredictionLog
+from churnops.serving.problems import (
     ADMIN_REQUEST_OPENAPI,
     JSON,
     PROBLEM_RESPONSES,
@@ -44,9 +44,9 @@ from serving.problems import (
     read_admin_request,
     read_capped_body,
 )
-from serving.records import BatchPrediction, Prediction
-from serving.scoring import PredictionService, secret_matches
-from serving.state import ModelState
+from churnops.serving.records import BatchPrediction, Prediction
+from churnops.serving.scoring import PredictionService, secret_matches
+from churnops.serving.state import ModelState
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -257,7 +257,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def __getattr__(name: str) -> Any:
-    # `uvicorn serving.app:app` builds the app lazily, so importing this module (tests, tools) loads no model.
+    # `uvicorn churnops.serving.app:app` builds the app lazily, so importing this module (tests, tools) loads no model.
     if name == "app":
         return create_app()
     raise AttributeError(name)

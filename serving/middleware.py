@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from serving import metrics
+from churnops.serving import metrics
 
 # Paths labelled by name; anything else is counted as "other", so a scanner cannot blow up the label set.
 KNOWN_PATHS = frozenset({"/predict", "/batch_predict", "/health", "/ready", "/model", "/metrics", "/admin/reload"})

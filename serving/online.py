@@ -15,8 +15,8 @@ from typing import Any
 from churnops import db, online_store
 from churnops.config import Settings
 from churnops.online_store import OnlineFeatures
-from serving import metrics
-from serving.prediction_log import bounded_database_settings
+from churnops.serving import metrics
+from churnops.serving.prediction_log import bounded_database_settings
 
 _POOL_SIZE = 4
 

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from churnops import db
 from churnops.config import Settings
-from serving import metrics
+from churnops.serving import metrics
 
 log = logging.getLogger(__name__)
 

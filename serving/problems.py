@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.records import ProblemReport, validation_problems
+from churnops.serving.records import ProblemReport, validation_problems
 
 JSON = "application/json"
 

@@ -16,12 +16,12 @@ from fastapi import Request
 from pydantic import SecretStr, ValidationError
 
 from churnops.config import ServingSettings
-from serving import metrics
-from serving.online import OnlineFeatureReader, OnlineStoreUnavailable
-from serving.prediction_log import LoggedRow, PredictionLog, RequestContext
-from serving.problems import ApiProblem, instance_loc
-from serving.records import ScoredCustomer, validation_problems
-from serving.state import ModelState, ServedModel
+from churnops.serving import metrics
+from churnops.serving.online import OnlineFeatureReader, OnlineStoreUnavailable
+from churnops.serving.prediction_log import LoggedRow, PredictionLog, RequestContext
+from churnops.serving.problems import ApiProblem, instance_loc
+from churnops.serving.records import ScoredCustomer, validation_problems
+from churnops.serving.state import ModelState, ServedModel
 
 
 def secret_matches(expected: SecretStr, given: str | None) -> bool:

@@ -25,9 +25,9 @@ from churnops.config import ServingSettings, Settings
 from churnops.input_ranges import InputRanges
 from churnops.registry import CHAMPION_ALIAS, LoadedModel, configure_mlflow, load_model_version, resolve_alias
 from churnops.schema import FeatureSchema
-from serving import metrics
-from serving.problems import BodyLimit
-from serving.records import (
+from churnops.serving import metrics
+from churnops.serving.problems import BodyLimit
+from churnops.serving.records import (
     Contribution,
     Explanation,
     batch_body_bytes,
@@ -132,7 +132,7 @@ class ServedModel:
     record_type: type[BaseModel]
     request_type: type[BaseModel]
     batch_type: type[BaseModel]
-    # The same, numbers as JSON numbers only: tried first (serving.records.JsonNumber).
+    # The same, numbers as JSON numbers only: tried first (churnops.serving.records.JsonNumber).
     fast_request_type: type[BaseModel]
     fast_batch_type: type[BaseModel]
     bands: RiskBands

@@ -24,10 +24,10 @@ class TrainedPlatform:
 @pytest.fixture(scope="session")
 def trained_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedPlatform]:
     """Generate a small synthetic dataset, build its snapshot with Spark and train a registered champion."""
-    from jobs.features import build_feature_snapshot
-    from jobs.generate import generate, write_generated
-    from jobs.spark import spark_session
-    from jobs.training import train
+    from churnops.jobs.features import build_feature_snapshot
+    from churnops.jobs.generate import generate, write_generated
+    from churnops.jobs.spark import spark_session
+    from churnops.jobs.training import train
 
     home: Path = tmp_path_factory.mktemp("churnops-home")
     settings = Settings(home=home, training={"n_trials": 10, "seed": 3}, spark={"master": "local[2]"})

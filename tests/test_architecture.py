@@ -89,7 +89,12 @@ def test_no_source_file_is_over_400_lines():
 
 @pytest.mark.parametrize(
     ("module", "room"),
-    [("churnops.config", "core"), ("churnops.cli.stages", "edge"), ("jobs.training", "jobs"), ("pandas", None)],
+    [
+        ("churnops.config", "core"),
+        ("churnops.cli.stages", "edge"),
+        ("churnops.jobs.training", "jobs"),
+        ("pandas", None),
+    ],
 )
 def test_rooms_are_read_from_module_names(module, room):
     assert room_of_module(module) == room

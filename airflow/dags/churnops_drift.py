@@ -63,7 +63,7 @@ def churnops_drift() -> None:
 
         from churnops.config import Settings
         from churnops.dataset import load_contract
-        from monitoring.realized import compute_realized_performance
+        from churnops.monitoring.realized import compute_realized_performance
 
         settings = Settings()
         contract = load_contract(target["dataset"], settings)
@@ -85,7 +85,7 @@ def churnops_drift() -> None:
 
         from churnops.config import Settings
         from churnops.dataset import load_contract
-        from monitoring.drift import NoChampionError, drift_summary, run_drift_check
+        from churnops.monitoring.drift import NoChampionError, drift_summary, run_drift_check
 
         settings = Settings()
         contract = load_contract(target["dataset"], settings)
@@ -100,8 +100,8 @@ def churnops_drift() -> None:
     def decide_retraining(drift: dict[str, Any], params: dict[str, Any] | None = None, ti: Any = None) -> Any:
         from churnops.config import Settings
         from churnops.dataset import load_contract
-        from monitoring.retrain import decision_to_dict
-        from monitoring.retrain_run import decide_for_run
+        from churnops.monitoring.retrain import decision_to_dict
+        from churnops.monitoring.retrain_run import decide_for_run
 
         print(f"drift check: {drift}")  # noqa: T201
         settings = Settings()
@@ -122,8 +122,8 @@ def churnops_drift() -> None:
     @task(outlets=[RETRAIN_REQUEST])
     def request_retraining(request: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
         from churnops.config import Settings
-        from monitoring.retrain import decision_from_dict, record_decision
-        from monitoring.store import open_store
+        from churnops.monitoring.retrain import decision_from_dict, record_decision
+        from churnops.monitoring.store import open_store
 
         decision = decision_from_dict(request["decision"])
         extra = {

@@ -62,8 +62,8 @@ def churnops_features() -> None:
         if settings.database_url is None:
             return {**target, "snapshot_id": snapshot.snapshot_id, "online_rows": None}
         from churnops.bronze import read_manifest
+        from churnops.jobs.ingest import record_ingestion_reports
         from churnops.online_store import publish_latest_snapshot
-        from jobs.ingest import record_ingestion_reports
 
         manifest = read_manifest(settings, contract.name) if contract.events is not None else None
         if manifest is not None:

@@ -67,8 +67,8 @@ def churnops_scoring() -> None:
 
         from churnops.config import Settings
         from churnops.dataset import load_contract
+        from churnops.jobs.score import score
         from churnops.registry import champion_or_none, configure_mlflow
-        from jobs.score import score
 
         target = run_target(params, dag_run, triggering_asset_events, MODEL)
         settings = Settings()

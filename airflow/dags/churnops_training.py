@@ -61,8 +61,8 @@ def churnops_training() -> None:
 
         from churnops.config import Settings
         from churnops.dataset import load_contract
+        from churnops.jobs.training import train
         from churnops.snapshots import snapshot_dir_for
-        from jobs.training import train
 
         target = run_target(params, dag_run, triggering_asset_events, RETRAIN_REQUEST)
         requests = list(triggering_asset_events[RETRAIN_REQUEST]) if triggering_asset_events else []
@@ -93,8 +93,8 @@ def churnops_training() -> None:
     @task
     def record_retrain_reason(summary: dict[str, Any]) -> dict[str, Any]:
         from churnops.config import Settings
+        from churnops.monitoring.retrain_run import record_training_reason
         from churnops.registry import configure_mlflow
-        from monitoring.retrain_run import record_training_reason
 
         configure_mlflow(Settings())
         record_training_reason(summary["run_id"], summary["retrain_reason"], {"detail": summary["retrain_detail"]})

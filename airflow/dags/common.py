@@ -135,9 +135,9 @@ class DataWatermarkSensor(BaseSensorOperator):
         from churnops.bronze import watermark
         from churnops.config import Settings
         from churnops.dataset import load_contract
+        from churnops.jobs.ingest import ensure_bronze
+        from churnops.jobs.source_check import event_files_not_yet_ingested, require_clean_sources
         from churnops.run_dates import watermark_reached
-        from jobs.ingest import ensure_bronze
-        from jobs.source_check import event_files_not_yet_ingested, require_clean_sources
 
         params, events = context["params"], context.get("triggering_asset_events")
         settings = Settings()

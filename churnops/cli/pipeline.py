@@ -119,12 +119,12 @@ def drift(
 ) -> None:
     """Realized performance, PSI drift of the champion's inputs (Evidently report), and the retraining decision."""
     settings, contract = setup(dataset)
+    from churnops.monitoring.drift import NoChampionError, drift_summary, run_drift_check
+    from churnops.monitoring.realized import compute_realized_performance
+    from churnops.monitoring.retrain import record_decision
+    from churnops.monitoring.retrain_run import decide_for_run
+    from churnops.monitoring.store import open_store
     from churnops.snapshots import read_metadata, snapshot_dir_for
-    from monitoring.drift import NoChampionError, drift_summary, run_drift_check
-    from monitoring.realized import compute_realized_performance
-    from monitoring.retrain import record_decision
-    from monitoring.retrain_run import decide_for_run
-    from monitoring.store import open_store
 
     snapshot = read_metadata(snapshot_dir_for(settings, contract.name, day(run_date)))
     when = day(run_date) or dt.date.fromisoformat(snapshot.run_date or snapshot.cutoffs["scoring"][0])
@@ -175,7 +175,7 @@ def inject_drift(
 ) -> None:
     """Write a drifted copy of a dataset (shifted columns, new categories, changed label rate) for demos and tests."""
     settings, contract = setup(dataset)
-    from jobs.inject_drift import write_drifted_dataset
+    from churnops.jobs.inject_drift import write_drifted_dataset
 
     def pairs(items: list[str] | None) -> dict[str, str]:
         try:

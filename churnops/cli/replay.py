@@ -86,7 +86,7 @@ def replay(
     ] = None,
 ) -> None:
     """Replay a dataset's history through the real DAGs, one run date at a time, and record the timeline."""
-    from monitoring.retrain import RetrainPolicy
+    from churnops.monitoring.retrain import RetrainPolicy
 
     settings, source = setup(dataset)
     try:
@@ -153,9 +153,9 @@ def run_replay(
     policy: str,
     overrides: dict[str, str],
 ) -> None:
+    from churnops.jobs.feeder import EventFeeder
+    from churnops.monitoring.timeline import append_step, observe_step, read_timeline
     from churnops.registry import configure_mlflow
-    from jobs.feeder import EventFeeder
-    from monitoring.timeline import append_step, observe_step, read_timeline
 
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     feeder = EventFeeder.for_contract(source, folder / "landing")
@@ -193,8 +193,8 @@ def _run_step(
     airflow: EmbeddedAirflow, settings: Settings, contract: DatasetContract, contract_path: Path, run_date: dt.date
 ) -> tuple[dict[str, float], int | None]:
     """The DAGs of one run date: features, drift, training if the drift DAG asked for it, scoring."""
+    from churnops.monitoring.store import open_store
     from churnops.paths import scores_path
-    from monitoring.store import open_store
 
     conf = {"dataset": str(contract_path), "run_date": run_date.isoformat()}
     seconds = {"features": airflow.run("churnops_features", run_date, conf)}
@@ -232,8 +232,8 @@ def timeline(
     mark: Annotated[list[str] | None, typer.Option(help="NAME=YYYY-MM-DD lines on the plot.")] = None,
 ) -> None:
     """Print a replay's timeline and draw it as a PNG (realized ROC AUC and drift over time, trainings marked)."""
-    from monitoring.timeline import read_timeline
-    from monitoring.timeline_plot import plot_timelines
+    from churnops.monitoring.timeline import read_timeline
+    from churnops.monitoring.timeline_plot import plot_timelines
 
     frames = {}
     for folder in replay_dirs:

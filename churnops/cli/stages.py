@@ -16,10 +16,13 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract
 
 if TYPE_CHECKING:
-    from jobs.source_check import SourceReport
+    from churnops.jobs.source_check import SourceReport
 
 # Datasets whose source files come from a preparer rather than the synthetic generator.
-REAL_DATA_PREPARERS = {"cdnow": "jobs.cdnow:prepare_cdnow", "crm_example": "jobs.crm_example:prepare_crm_example"}
+REAL_DATA_PREPARERS = {
+    "cdnow": "churnops.jobs.cdnow:prepare_cdnow",
+    "crm_example": "churnops.jobs.crm_example:prepare_crm_example",
+}
 
 
 def _trial_progress(progress: Progress) -> tuple[object, object]:
@@ -56,8 +59,8 @@ def generate(
         path = getattr(importlib.import_module(module), function)(settings)
         console.print(f"{contract.name} source written to {path}")
         return
-    from jobs.generate import SCENARIOS, Scenario, write_generated
-    from jobs.generate import generate as generate_data
+    from churnops.jobs.generate import SCENARIOS, Scenario, write_generated
+    from churnops.jobs.generate import generate as generate_data
 
     if contract.events is None or contract.entities is None:
         raise typer.BadParameter(f"dataset {contract.name!r} has no generator; its files come from elsewhere")
@@ -103,7 +106,7 @@ def check(dataset: DatasetOption = None) -> None:
     do not parse as their declared type, label values outside the declared classes, duplicate keys, empty files.
     Exits 1 when there is an error; `features` runs the same check first (and `train`, for entity-level data)."""
     _, contract = setup(dataset)
-    from jobs.source_check import check_sources
+    from churnops.jobs.source_check import check_sources
 
     report = check_sources(contract)
     print_source_report(report)
@@ -116,8 +119,8 @@ def features(dataset: DatasetOption = None, run_date: RunDateOption = None) -> N
     """Check the sources, then compute a run date's point-in-time features and labels with Spark and publish a
     hashed snapshot (reused without starting Spark when its inputs are unchanged)."""
     settings, contract = setup(dataset)
-    from jobs.features import run_feature_job
-    from jobs.source_check import SourceCheckError
+    from churnops.jobs.features import run_feature_job
+    from churnops.jobs.source_check import SourceCheckError
 
     try:
         with console.status("checking the sources, then computing features"):
@@ -141,9 +144,9 @@ def train(
 ) -> None:
     """Tune LightGBM with Optuna (trials tracked in MLflow), evaluate out of time, register, gate the champion."""
     settings, contract = setup(dataset)
+    from churnops.jobs.source_check import SourceCheckError
+    from churnops.jobs.training import train as train_model
     from churnops.snapshots import snapshot_dir_for
-    from jobs.source_check import SourceCheckError
-    from jobs.training import train as train_model
 
     snapshot = snapshot_dir_for(settings, contract.name, day(run_date))
 
@@ -213,8 +216,8 @@ def score(
         return
     if output is not None or entities is not None:
         raise typer.BadParameter("--output and --entities go with --input FILE")
-    from jobs.score import UnknownCutoffError
-    from jobs.score import score as score_customers
+    from churnops.jobs.score import UnknownCutoffError
+    from churnops.jobs.score import score as score_customers
 
     try:
         run = score_customers(settings, contract, run_date=day(run_date), cutoff=day(cutoff))
@@ -226,7 +229,7 @@ def score(
 def _score_input(
     settings: Settings, contract: DatasetContract, input_file: Path, output: Path | None, entities: Path | None
 ) -> None:
-    from jobs.score_input import InputFileError, score_input
+    from churnops.jobs.score_input import InputFileError, score_input
 
     try:
         with console.status(f"scoring {input_file}"):
@@ -257,7 +260,7 @@ def export(
             "the campaign export reads the scoring list from PostgreSQL: set CHURNOPS_DATABASE_URL"
         )
     from churnops import db
-    from jobs.export import export_top_k
+    from churnops.jobs.export import export_top_k
 
     with contextlib.closing(db.connect(settings)) as conn:
         result = export_top_k(
@@ -285,7 +288,7 @@ def serve(
     settings, _ = setup(dataset)  # loads the contract: a broken one fails here, not in every worker
     # The dataset as given (a contract path stays a path: the API loads the same contract).
     env = {**os.environ, "CHURNOPS_DATASET": dataset or settings.dataset, "OMP_NUM_THREADS": "1"}
-    from serving.exposure import OpenExposureError, refuse_open_exposure
+    from churnops.serving.exposure import OpenExposureError, refuse_open_exposure
 
     # The app checks the address it is served on (no key beyond loopback): tell it the one given here, and say no
     # before uvicorn starts rather than in every worker's traceback.
@@ -306,7 +309,7 @@ def serve(
         sys.executable,
         "-m",
         "uvicorn",
-        "serving.app:app",
+        "churnops.serving.app:app",
         "--host",
         host or settings.serving.host,
         "--port",

@@ -9,7 +9,7 @@ set -euo pipefail
 rm -rf "$PROMETHEUS_MULTIPROC_DIR"
 mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
-exec uvicorn serving.app:app \
+exec uvicorn churnops.serving.app:app \
     --host "${CHURNOPS_API_BIND_HOST:-0.0.0.0}" \
     --port "${CHURNOPS_SERVING__PORT:-8000}" \
     --workers "${CHURNOPS_API_WORKERS:-2}" \

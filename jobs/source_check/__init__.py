@@ -5,7 +5,7 @@ The entity table is read whole (it is one row per customer): missing and extra c
 not parse, label values outside the declared classes, blank and duplicate keys, an empty file. Event logs are judged
 on their structure only - missing columns, an empty file, a timestamp or amount column of which not one of the first
 `SAMPLE_ROWS` values parses (the contract names the wrong column) - because their rows go through ingestion's
-quarantine rules (`jobs.event_rules`) anyway, one bad row at a time.
+quarantine rules (`churnops.jobs.event_rules`) anyway, one bad row at a time.
 
 pandera (which the issue suggests) is not in the lock, and these checks are a handful of vectorised pandas
 expressions whose whole value is in the wording: each message names the column and the contract line to change,
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
-from jobs.landing import SourceFile, list_source_files
-from jobs.source_check.entities import check_entity_table
-from jobs.source_check.events import check_event_file, no_event_files
-from jobs.source_check.findings import Finding, SourceCheckError, SourceReport, SourceSummary
+from churnops.jobs.landing import SourceFile, list_source_files
+from churnops.jobs.source_check.entities import check_entity_table
+from churnops.jobs.source_check.events import check_event_file, no_event_files
+from churnops.jobs.source_check.findings import Finding, SourceCheckError, SourceReport, SourceSummary
 
 __all__ = [
     "Finding",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from churnops.dataset import DatasetContract, EntitySource, LabelDefinition
-from jobs.source_check.findings import (
+from churnops.jobs.source_check.findings import (
     EXAMPLES,
     Finding,
     SourceSummary,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from churnops.dataset import DatasetContract
-from jobs.event_rules import parse_timestamps
-from jobs.landing import SourceFile
-from jobs.source_check.findings import (
+from churnops.jobs.event_rules import parse_timestamps
+from churnops.jobs.landing import SourceFile
+from churnops.jobs.source_check.findings import (
     SAMPLE_ROWS,
     Finding,
     SourceSummary,

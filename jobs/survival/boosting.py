@@ -1,10 +1,10 @@
-"""The gradient-boosted survival model: LightGBM fitted on person-period rows (see `jobs.survival.hazard`).
+"""The gradient-boosted survival model: LightGBM fitted on person-period rows (see `churnops.jobs.survival.hazard`).
 
 One booster predicts a customer's log daily purchase rate in each time bin from their features, the bin's start and
 their time-since columns advanced to it; the Poisson objective with log(exposure) as the initial score is the exact
 piecewise-exponential likelihood, so censoring is handled row by row. Serving needs only the booster, the feature
 schema, the bins, the advanced column names and two numbers (`base_log_rate`, `horizon_days`): every curve,
-P(buy by t) and median comes from `jobs.survival.hazard` on the booster's raw scores.
+P(buy by t) and median comes from `churnops.jobs.survival.hazard` on the booster's raw scores.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from churnops.schema import FeatureSchema
-from jobs.survival.data import DURATION, EVENT
-from jobs.survival.hazard import (
+from churnops.jobs.survival.data import DURATION, EVENT
+from churnops.jobs.survival.hazard import (
     AT_BIN_START,
     BIN_START,
     TimeBins,
@@ -29,6 +28,7 @@ from jobs.survival.hazard import (
     median_days,
     survival_curves,
 )
+from churnops.schema import FeatureSchema
 
 # Horizons of the per-customer probabilities in the lists and from /predict.
 REPORTED_HORIZONS_DAYS = (30, 90, 180)

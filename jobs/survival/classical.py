@@ -3,8 +3,8 @@
 - **Cox PH** (lifelines `CoxPHFitter`) and a **Weibull AFT** model (lifelines `WeibullAFTFitter`) on six RFM
   covariates, fitted on the same out-of-time training rows as the boosted model. Cox's baseline hazard is known only
   up to the longest training follow-up, so its curves stay flat after it; the Weibull curve is parametric and goes on.
-- **BG/NBD** (`jobs.baselines`): P(buy by day t) is its probability of at least one purchase in (T, T + t], from
-  parameters fitted on the evaluated cutoff's purchase history alone (no outcome), as the churn baselines do.
+- **BG/NBD** (`churnops.jobs.baselines`): P(buy by day t) is its probability of at least one purchase in (T, T + t],
+  from parameters fitted on the evaluated cutoff's purchase history alone (no outcome), as the churn baselines do.
 
 Every baseline returns `SurvivalPredictions` on the same daily grid; its risk is minus the restricted mean
 purchase-free days on that grid, as for the boosted model, so the C-index ranks every model the same way.
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.baselines import bgnbd_purchase_probability, fit_bgnbd, rfm_from_features
-from jobs.survival.data import DURATION, EVENT
-from jobs.survival.metrics import SurvivalPredictions, restricted_mean_days
+from churnops.jobs.baselines import bgnbd_purchase_probability, fit_bgnbd, rfm_from_features
+from churnops.jobs.survival.data import DURATION, EVENT
+from churnops.jobs.survival.metrics import SurvivalPredictions, restricted_mean_days
 
 # Six RFM covariates (frequency, recency, tenure, monetary, recent activity), on a log scale: the snapshot columns.
 RFM_COVARIATES = (

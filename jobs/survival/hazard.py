@@ -8,7 +8,7 @@ the days they were at risk in it (the exposure): a customer censored, or buying,
 that day, so censoring mid-bin is exact and never counts as "did not buy". A Poisson fit of the outcome with
 log(exposure) as offset is then the exact likelihood (Whitehead 1980; Friedman 1982).
 
-Times are in days from the cutoff, day 1 being the cutoff day (see `jobs.survival.data`). The last bin is
+Times are in days from the cutoff, day 1 being the cutoff day (see `churnops.jobs.survival.data`). The last bin is
 open-ended: its rate continues for every later day, which is how a curve reaches beyond the longest follow-up
 the model was trained on.
 

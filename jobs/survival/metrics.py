@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from jobs.survival.data import DURATION, EVENT
+from churnops.jobs.survival.data import DURATION, EVENT
 
 HORIZONS_DAYS = (30, 90, 180)
 CALIBRATION_GROUPS = 10

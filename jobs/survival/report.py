@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from churnops.banding import DEFAULT_BAND, DEFAULT_RISK_BANDS
-from jobs.survival.data import DURATION, EVENT
-from jobs.survival.metrics import HORIZONS_DAYS, SurvivalPredictions, calibration_table
+from churnops.jobs.survival.data import DURATION, EVENT
+from churnops.jobs.survival.metrics import HORIZONS_DAYS, SurvivalPredictions, calibration_table
 
 METRIC_COLUMNS = ("c_index", "auc_30d", "auc_90d", "auc_180d", "integrated_brier", "calibration_error_90d")
 

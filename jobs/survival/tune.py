@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from churnops.features import CUTOFF
+from churnops.jobs.survival.boosting import HazardBoostingModel, fit_hazard_model
+from churnops.jobs.survival.data import DURATION, EVENT, censor_before
+from churnops.jobs.survival.hazard import TimeBins
+from churnops.jobs.survival.metrics import harrell_c_index, restricted_mean_days, time_dependent_auc
 from churnops.schema import FeatureSchema
-from jobs.survival.boosting import HazardBoostingModel, fit_hazard_model
-from jobs.survival.data import DURATION, EVENT, censor_before
-from jobs.survival.hazard import TimeBins
-from jobs.survival.metrics import harrell_c_index, restricted_mean_days, time_dependent_auc
 
 MAX_ROUNDS = 2000
 EARLY_STOPPING_ROUNDS = 50

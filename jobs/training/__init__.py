@@ -4,7 +4,7 @@
 beside it holds one step (docs/model-selection.md maps them).
 """
 
-from jobs.training.gate import PromotionDecision
-from jobs.training.job import TrainingResult, train
+from churnops.jobs.training.gate import PromotionDecision
+from churnops.jobs.training.job import TrainingResult, train
 
 __all__ = ["PromotionDecision", "TrainingResult", "train"]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.training.data import TrainingData
+from churnops.jobs.training.data import TrainingData
 
 
 def _signed_log1p(x: np.ndarray) -> np.ndarray:

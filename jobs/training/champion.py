@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from churnops.jobs.training.data import TrainingData
+from churnops.jobs.training.gate import Champion, ChampionScores, ChampionUnavailable, NoChampion
 from churnops.registry import champion_or_none, load_model_version
-from jobs.training.data import TrainingData
-from jobs.training.gate import Champion, ChampionScores, ChampionUnavailable, NoChampion
 
 # An error's text is recorded in MLflow tags and the database; a stack of nested causes is cut to this length.
 MAX_ERROR_CHARS = 500

@@ -3,7 +3,7 @@
 Inputs are plain data: the evaluation labels, the challenger's scores, what is known about the champion (none
 exists, its scores on the same rows, or why it could not be loaded or scored), the leakage findings and the rules
 from `TrainingSettings`. Nothing here talks to MLflow or a database, so every rule is tested directly
-(tests/training/test_gate.py); `jobs.training.registration` acts on the decision and records it.
+(tests/training/test_gate.py); `churnops.jobs.training.registration` acts on the decision and records it.
 
 Rules, in the order they decide (every number is computed and recorded whichever rule decides):
 
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from churnops.config import TrainingSettings
-from jobs.evaluate import PairedAucComparison, binary_metrics, compare_aucs
+from churnops.jobs.evaluate import PairedAucComparison, binary_metrics, compare_aucs
 
 COMPARED_METRICS = ("roc_auc", "brier", "log_loss")
 

@@ -24,21 +24,21 @@ from typing import Any
 
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
-from churnops.registry import configure_mlflow, ensure_experiment
-from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snapshot
-from jobs.training.champion import champion_for_comparison
-from jobs.training.data import TrainingData, leakage_findings
-from jobs.training.gate import Champion, ChampionScores, NoChampion, PromotionDecision, decide_promotion
-from jobs.training.registration import GATED_ATTR, apply_decision, gate_metrics, register_model
-from jobs.training.search import (
+from churnops.jobs.training.champion import champion_for_comparison
+from churnops.jobs.training.data import TrainingData, leakage_findings
+from churnops.jobs.training.gate import Champion, ChampionScores, NoChampion, PromotionDecision, decide_promotion
+from churnops.jobs.training.registration import GATED_ATTR, apply_decision, gate_metrics, register_model
+from churnops.jobs.training.search import (
     PARENT_RUN_ATTR,
     TrialCallback,
     close_interrupted_trial_runs,
     open_study,
     run_search,
 )
-from jobs.training.selection import select_and_evaluate
-from jobs.training.unchanged import learning_key, record_skip, tag_learning_key, version_trained_on
+from churnops.jobs.training.selection import select_and_evaluate
+from churnops.jobs.training.unchanged import learning_key, record_skip, tag_learning_key, version_trained_on
+from churnops.registry import configure_mlflow, ensure_experiment
+from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def train(
     if not contract.has_event_time:
         # The user's table is the whole input of entity-level data: a table that no longer fits its contract (say,
         # edited since the feature run) fails here in seconds, with the column named, rather than inside the fit.
-        from jobs.source_check import require_clean_sources
+        from churnops.jobs.source_check import require_clean_sources
 
         require_clean_sources(contract)
     data, metadata = _training_data(settings, contract, snapshot_dir)
@@ -229,7 +229,7 @@ def _write_report(
     tagged on the parent run."""
     import mlflow
 
-    from jobs.report import build_evaluation, write_report
+    from churnops.jobs.report import build_evaluation, write_report
 
     champion_scores = champion.scores if isinstance(champion, ChampionScores) else None
     champion_version = None if isinstance(champion, NoChampion) else champion.version

@@ -19,10 +19,10 @@ import pandas as pd
 
 from churnops.config import TrainingSettings
 from churnops.dataset import DatasetContract
+from churnops.jobs.evaluate import choose_threshold, select_calibration
+from churnops.jobs.training.data import EncodedView, Split, TrainingData
+from churnops.jobs.training.search import fit_booster
 from churnops.postprocess import apply_calibration
-from jobs.evaluate import choose_threshold, select_calibration
-from jobs.training.data import EncodedView, Split, TrainingData
-from jobs.training.search import fit_booster
 
 BLEND_WEIGHTS = tuple(round(w, 1) for w in np.arange(0.0, 1.0, 0.1))
 
@@ -57,7 +57,7 @@ class Postprocessing:
 
 def bgnbd_scores(frame: pd.DataFrame, contract: DatasetContract) -> tuple[np.ndarray, dict[str, float]] | None:
     """BG/NBD label-oriented scores for one cutoff's rows, fitted on those rows' history (no labels used)."""
-    from jobs.baselines import bgnbd_purchase_probability, fit_bgnbd, has_rfm, rfm_from_features
+    from churnops.jobs.baselines import bgnbd_purchase_probability, fit_bgnbd, has_rfm, rfm_from_features
 
     if contract.label.horizon_days is None or not has_rfm(frame):
         return None

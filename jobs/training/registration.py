@@ -16,11 +16,11 @@ import pandas as pd
 
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
+from churnops.jobs.training.data import TrainingData
+from churnops.jobs.training.gate import PromotionDecision
 from churnops.postprocess import ScorePostprocess
 from churnops.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, POSTPROCESS_KEY
 from churnops.snapshots import SnapshotMetadata
-from jobs.training.data import TrainingData
-from jobs.training.gate import PromotionDecision
 
 log = logging.getLogger(__name__)
 

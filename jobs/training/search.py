@@ -17,8 +17,8 @@ import numpy as np
 
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
+from churnops.jobs.training.data import EncodedView, TrainingData
 from churnops.snapshots import SnapshotMetadata
-from jobs.training.data import EncodedView, TrainingData
 
 # Study user attribute holding the MLflow parent run of the training, so a retried task re-enters it.
 PARENT_RUN_ATTR = "mlflow_parent_run_id"

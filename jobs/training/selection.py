@@ -14,18 +14,18 @@ import numpy as np
 
 from churnops.config import TrainingSettings
 from churnops.dataset import DatasetContract
-from churnops.postprocess import apply_calibration
-from jobs.evaluate import binary_metrics, stability
-from jobs.training.candidates import logistic_candidate
-from jobs.training.data import TrainingData
-from jobs.training.postprocess import (
+from churnops.jobs.evaluate import binary_metrics, stability
+from churnops.jobs.training.candidates import logistic_candidate
+from churnops.jobs.training.data import TrainingData
+from churnops.jobs.training.postprocess import (
     Postprocessing,
     bgnbd_scores,
     choose_postprocessing,
     fold_predictions,
     stored_postprocess,
 )
-from jobs.training.search import booster_params, fit_booster
+from churnops.jobs.training.search import booster_params, fit_booster
+from churnops.postprocess import apply_calibration
 
 # Metrics of each baseline logged to the MLflow parent run (all of them are in evaluation.json).
 LOGGED_BASELINE_METRICS = ("roc_auc", "gini", "pr_auc", "brier", "precision_at_10")
@@ -37,7 +37,8 @@ def select_and_evaluate(
     """Refit the best trial, choose blend/calibration/threshold on the folds, and score the evaluation rows.
 
     Returns what registration and the report need: the booster and its encoded view, the evaluation scores and
-    metrics, the post-processing, the retro-test and the baselines' scores (a plain dict: `jobs.report` reads it).
+    metrics, the post-processing, the retro-test and the baselines' scores (a plain dict: `churnops.jobs.report` reads
+    it).
     """
     best = study.best_trial
     params, feature_set = booster_params(seed, best.params)
@@ -57,7 +58,7 @@ def select_and_evaluate(
     if data.eval_cutoff is not None:
         retro[data.eval_cutoff] = metrics["gini"]
 
-    from jobs.baselines import score_baselines
+    from churnops.jobs.baselines import score_baselines
 
     baselines = score_baselines(data.train, data.eval, contract, bgnbd_params=eval_bgnbd and eval_bgnbd[1])
     logistic = logistic_candidate(data)

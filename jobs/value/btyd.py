@@ -1,6 +1,6 @@
 """Pareto/NBD and Gamma-Gamma: the buy-till-you-die forecast of a customer's future spend, and its spend model.
 
-BG/NBD (the platform's churn baseline) lives in `jobs.baselines` and is reused, with its `RFM` inputs (repeat
+BG/NBD (the platform's churn baseline) lives in `churnops.jobs.baselines` and is reused, with its `RFM` inputs (repeat
 purchase days x, time of the last purchase t_x and age T, in weeks from the first purchase day).
 
 - **Pareto/NBD** (Schmittlein, Morrison & Colombo 1987; likelihood and conditional expectation as derived by Fader
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize, special
 
-from jobs.baselines import RFM
+from churnops.jobs.baselines import RFM
 
 # Fitted parameters stay within exp(-8) .. exp(8) (0.0003 .. 2981).
 LOG_PARAM_BOUND = 8.0

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from jobs.value.features import CutoffInputs, log_offset
-from jobs.value.metrics import value_metrics
-from jobs.value.model import TrainingRows, ValueModelParams, booster_params, feature_columns, fit_value_model
-from jobs.value.search import selection_score
+from churnops.jobs.value.features import CutoffInputs, log_offset
+from churnops.jobs.value.metrics import value_metrics
+from churnops.jobs.value.model import TrainingRows, ValueModelParams, booster_params, feature_columns, fit_value_model
+from churnops.jobs.value.search import selection_score
 
 N_FOLDS = 5
 # The in-time fits are judged at each of these round counts (learning rate 0.03) and keep the best on the rows.

@@ -7,7 +7,7 @@ the evaluated cutoff's own history is not a leak) and give the model what it can
   Gamma-Gamma spend per purchase and their product, the current value rate — which mean the same thing whatever
   window the target covers, so a model trained on short windows can be applied to a longer horizon;
 - the Pareto/NBD x Gamma-Gamma value over the target's own window, which the model corrects multiplicatively
-  (`jobs.value.model` uses its log as the LightGBM offset): the extrapolation from a short training window to a
+  (`churnops.jobs.value.model` uses its log as the LightGBM offset): the extrapolation from a short training window to a
   long horizon is the BTYD model's, the correction is learned.
 """
 
@@ -22,8 +22,8 @@ import pandas as pd
 
 from churnops.bronze import AMOUNT, EVENT_DAY
 from churnops.features import ENTITY_ID
-from jobs.baselines import DAYS_PER_PERIOD, BGNBDParams, bgnbd_expected_purchases, fit_bgnbd
-from jobs.value.btyd import (
+from churnops.jobs.baselines import DAYS_PER_PERIOD, BGNBDParams, bgnbd_expected_purchases, fit_bgnbd
+from churnops.jobs.value.btyd import (
     GammaGammaParams,
     ParetoNBDParams,
     fit_gamma_gamma,
@@ -32,7 +32,7 @@ from jobs.value.btyd import (
     pareto_nbd_expected_purchases,
     pareto_nbd_probability_alive,
 )
-from jobs.value.history import (
+from churnops.jobs.value.history import (
     AGE_WEEKS,
     AMOUNT_TOTAL,
     FREQUENCY,

@@ -1,7 +1,7 @@
 """Per-customer purchase history as of a cutoff, and the value a customer spent in a window after it.
 
-Both read the bronze event layer's columns (`customer_id`, `event_day`, `amount`; see `jobs.ingest`) and nothing
-else, so they work on any event dataset with an amount. A *purchase day* is the unit of a transaction, as in the
+Both read the bronze event layer's columns (`customer_id`, `event_day`, `amount`; see `churnops.jobs.ingest`) and
+nothing else, so they work on any event dataset with an amount. A *purchase day* is the unit of a transaction, as in the
 platform's BG/NBD baseline and the published CDNOW summaries: several orders on one day are one transaction whose
 spend is their sum. History reads only days strictly before the cutoff; the value window starts on the cutoff day.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 
 from churnops.bronze import AMOUNT, EVENT_DAY
 from churnops.features import ENTITY_ID
-from jobs.baselines import DAYS_PER_PERIOD, RFM
+from churnops.jobs.baselines import DAYS_PER_PERIOD, RFM
 
 # Columns of `purchase_history`, in order.
 PURCHASE_DAYS = "purchase_days"

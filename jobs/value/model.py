@@ -9,7 +9,7 @@ cutoff) enters LightGBM as a fixed offset (`init_score`, log link) and the boost
 Tweedie objective, how far off that forecast is for customers like this one. The horizon enters only through the
 offset. That is what lets a model trained on **short windows** that end before the evaluation cutoff (13 weeks
 on CDNOW) forecast a **longer horizon** (39 weeks): the BTYD model extrapolates the purchase process, the booster
-corrects levels and is fed only horizon-free features (`jobs.value.features`).
+corrects levels and is fed only horizon-free features (`churnops.jobs.value.features`).
 
 Training rows are (customer, cutoff) pairs whose target window ends on or before the evaluation cutoff, built from
 the event log cut at the evaluation cutoff, so no purchase on or after it can reach the model.
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from churnops.bronze import EVENT_DAY
-from jobs.value.features import VALUE_FEATURES, CutoffInputs, SpendBasis, log_offset
-from jobs.value.history import value_in_window
+from churnops.jobs.value.features import VALUE_FEATURES, CutoffInputs, SpendBasis, log_offset
+from churnops.jobs.value.history import value_in_window
 
 Objective = Literal["poisson", "tweedie"]
 # `value`: the value model's own inputs (`VALUE_FEATURES`); `all`: those and every catalog feature given.
@@ -40,7 +40,7 @@ class ValueModelParams:
 
     objective: Objective = "poisson"
     feature_set: FeatureSet = "value"
-    # The Gamma-Gamma basis of the offset's spend (`jobs.value.features.BTYDFit`).
+    # The Gamma-Gamma basis of the offset's spend (`churnops.jobs.value.features.BTYDFit`).
     offset_spend: SpendBasis = "repeat"
     tweedie_variance_power: float = 1.5
     learning_rate: float = 0.03

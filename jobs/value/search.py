@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.value.features import SPEND_BASES, CutoffInputs, baseline_values
-from jobs.value.metrics import mae, revenue_capture, spearman
-from jobs.value.model import ValueModel, ValueModelParams, fit_value_model, training_rows
+from churnops.jobs.value.features import SPEND_BASES, CutoffInputs, baseline_values
+from churnops.jobs.value.metrics import mae, revenue_capture, spearman
+from churnops.jobs.value.model import ValueModel, ValueModelParams, fit_value_model, training_rows
 
 MAX_ROUNDS = 1500
 EARLY_STOPPING_ROUNDS = 50

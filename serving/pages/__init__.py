@@ -1,5 +1,5 @@
 """Server-rendered pages for the retention and marketing teams who act on the lists (docs/pages.md)."""
 
-from serving.pages.routes import pages_router
+from churnops.serving.pages.routes import pages_router
 
 __all__ = ["pages_router"]

@@ -15,7 +15,7 @@ import hmac
 from fastapi import Request
 from pydantic import SecretStr
 
-from serving.scoring import secret_matches
+from churnops.serving.scoring import secret_matches
 
 SESSION_COOKIE = "churnops_pages_session"
 _SESSION_PURPOSE = b"churnops-pages-session-v1"

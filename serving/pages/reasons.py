@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from serving.records import Contribution
+from churnops.serving.records import Contribution
 
 # Log-odds steps: 0.5 moves a 20 % risk to about 29 %, 0.15 to about 22 %.
 _STRONG = 0.5

@@ -1,7 +1,8 @@
 """The pages' routes: sign-in, the current list (filters, budget, paging, CSV), one customer, the model.
 
-Handlers are thin: inputs are read by serving.pages.list_query, data comes from serving.pages.store (PostgreSQL) and
-the served model (its SHAP contributions), and Jinja2 templates render the HTML. Every page works without JavaScript.
+Handlers are thin: inputs are read by churnops.serving.pages.list_query, data comes from churnops.serving.pages.store
+(PostgreSQL) and the served model (its SHAP contributions), and Jinja2 templates render the HTML. Every page works
+without JavaScript.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from churnops.banding import DEFAULT_BAND
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import entity_feature_names, event_feature_specs
-from serving.pages.artifacts import ReportArtifacts
-from serving.pages.auth import SESSION_COOKIE, PageAuth
-from serving.pages.list_query import PAGE_ROWS, Cursor, PageInputError, parse_filters
-from serving.pages.reasons import reasons_in_words
-from serving.pages.store import PageStore, StoreUnavailable
-from serving.problems import ApiProblem
-from serving.scoring import PredictionService
+from churnops.serving.pages.artifacts import ReportArtifacts
+from churnops.serving.pages.auth import SESSION_COOKIE, PageAuth
+from churnops.serving.pages.list_query import PAGE_ROWS, Cursor, PageInputError, parse_filters
+from churnops.serving.pages.reasons import reasons_in_words
+from churnops.serving.pages.store import PageStore, StoreUnavailable
+from churnops.serving.problems import ApiProblem
+from churnops.serving.scoring import PredictionService
 
 HERE = Path(__file__).parent
 _LOGIN_BODY_LIMIT = 4096

@@ -15,10 +15,10 @@ from psycopg2 import sql
 
 from churnops import db
 from churnops.config import Settings
+from churnops.serving.online import _ConnectionPool  # the API's bounded pool of autocommit connections, shared code
+from churnops.serving.pages.list_query import Cursor, ListFilters, filtered_list_sql
+from churnops.serving.prediction_log import bounded_database_settings
 from churnops.spreadsheet_safety import formula_safe_csv_text
-from serving.online import _ConnectionPool  # the API's bounded pool of autocommit connections, shared code
-from serving.pages.list_query import Cursor, ListFilters, filtered_list_sql
-from serving.prediction_log import bounded_database_settings
 
 LIST_COLUMNS = ("customer_id", "score", "risk_band", "risk_decile", "decision", "model_version", "cutoff")
 _EXPORT_CHUNK_ROWS = 20_000

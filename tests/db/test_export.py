@@ -14,7 +14,7 @@ import pytest
 
 from churnops import db
 from churnops.banding import build_score_frame
-from jobs.export import CAMPAIGN_COLUMNS, export_top_k, neutralise_formulas
+from churnops.jobs.export import CAMPAIGN_COLUMNS, export_top_k, neutralise_formulas
 
 HOSTILE_IDS = ["=cmd|' /C calc'!A0", "+SUM(1,2)", "-2+3", "@SUM(A1)", "\tTAB", "plain-id", "C-0001"]
 

@@ -9,7 +9,7 @@ from contextlib import closing
 import psycopg2
 
 from churnops.config import Settings
-from jobs.ingest import ingest_events, record_ingestion_reports
+from churnops.jobs.ingest import ingest_events, record_ingestion_reports
 from tests.db.conftest import PlatformDatabases
 from tests.features.test_incremental_ingest import DAY1, DAY2, deliver
 from tests.features.test_ingest import NOW, contract_for

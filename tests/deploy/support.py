@@ -199,10 +199,10 @@ def serving_metric_names() -> set[str]:
     """
     from prometheus_client.metrics import MetricWrapperBase
 
-    import serving.metrics
+    import churnops.serving.metrics
 
     names: set[str] = set()
-    for value in vars(serving.metrics).values():
+    for value in vars(churnops.serving.metrics).values():
         if not isinstance(value, MetricWrapperBase):
             continue
         for family in value.describe():

@@ -158,8 +158,8 @@ def _owner_connection(initialised: dict) -> psycopg2.extensions.connection:
 def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_through_the_apis_own_code(
     initialised,
 ) -> None:
-    from serving.online import OnlineFeatureReader
-    from serving.prediction_log import PredictionLog
+    from churnops.serving.online import OnlineFeatureReader
+    from churnops.serving.prediction_log import PredictionLog
 
     dataset = f"roles_{secrets.token_hex(3)}"
     features = pd.DataFrame({"customer_id": ["c1", "c2"], "recency_days": [3.0, 40.0], "region": ["north", None]})

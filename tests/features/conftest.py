@@ -11,7 +11,7 @@ import yaml
 
 from churnops.config import Settings, SparkSettings
 from churnops.dataset import DatasetContract, load_contract
-from jobs.generate import generate, write_generated
+from churnops.jobs.generate import generate, write_generated
 
 # A small slice of the synthetic generator: a few hundred customers over 2022-2024 (tens of thousands of events).
 SMALL_CUSTOMERS = 250
@@ -20,7 +20,7 @@ SMALL_CUSTOMERS = 250
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One SparkSession per test module (JVM start costs seconds; per-test sessions would dominate the run)."""
-    from jobs.spark import spark_session
+    from churnops.jobs.spark import spark_session
 
     settings = Settings(home=tmp_path_factory.mktemp("spark-home"), spark=small_spark())
     session = spark_session(settings, "churnops-feature-tests")

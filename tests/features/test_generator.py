@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from jobs.generate import SCENARIOS, GeneratedData, PriceRise, generate
+from churnops.jobs.generate import SCENARIOS, GeneratedData, PriceRise, generate
 
 CUSTOMERS = 600
 SEED = 7

@@ -13,8 +13,8 @@ import pytest
 from churnops.bronze import AMOUNT, read_manifest
 from churnops.dataset import bronze_dir
 from churnops.features import CUTOFF, ENTITY_ID, model_feature_columns
-from jobs.feature_frames import compute_feature_table
-from jobs.ingest import ingest_events
+from churnops.jobs.feature_frames import compute_feature_table
+from churnops.jobs.ingest import ingest_events
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
 from tests.features.test_spark_features import OBSERVED_UNTIL, assert_same_features, spark_features
 

@@ -23,8 +23,8 @@ from churnops.bronze import (
     read_quarantine,
 )
 from churnops.dataset import bronze_dir
-from jobs.bronze_writer import bronze_lock
-from jobs.ingest import IngestionError, IngestionFailed, ingest_events
+from churnops.jobs.bronze_writer import bronze_lock
+from churnops.jobs.ingest import IngestionError, IngestionFailed, ingest_events
 from tests.features.conftest import make_settings
 from tests.features.test_ingest import HEADER, NOW, contract_for
 
@@ -208,7 +208,7 @@ def test_a_crash_before_the_commit_leaves_the_previous_bronze_readable_and_the_n
         raise RuntimeError("killed before the commit")
 
     with monkeypatch.context() as patched:
-        patched.setattr("jobs.ingest.write_json_atomically", crash)
+        patched.setattr("churnops.jobs.ingest.write_json_atomically", crash)
         with pytest.raises(RuntimeError, match="killed before the commit"):
             ingest_events(contract, settings, future_after=NOW)
 

@@ -11,7 +11,7 @@ import pytest
 
 from churnops.bronze import REASON, SOURCE_ROW, read_bronze_events, read_manifest, read_quarantine
 from churnops.dataset import bronze_dir
-from jobs.ingest import IngestionError, ingest_events
+from churnops.jobs.ingest import IngestionError, ingest_events
 from tests.features.conftest import make_settings, write_contract
 
 NOW = dt.datetime(2024, 6, 1, 12, 0, 0)

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from churnops.bronze import read_manifest
+from churnops.jobs.features import PROBES_DIR, build_feature_snapshot
+from churnops.jobs.generate import generate, write_generated
 from churnops.snapshots import (
     DATA_DIR,
     INPUTS_DIR,
@@ -25,8 +27,6 @@ from churnops.snapshots import (
     latest_snapshot_dir,
     load_snapshot,
 )
-from jobs.features import PROBES_DIR, build_feature_snapshot
-from jobs.generate import generate, write_generated
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_a_job_killed_mid_write_publishes_nothing(spark, tiny, tmp_path):
         "PYTHONPATH": str(REPO),
     }
     job = subprocess.Popen(
-        [sys.executable, "-m", "jobs.features", "--dataset", str(folder / "tiny.yaml")],
+        [sys.executable, "-m", "churnops.jobs.features", "--dataset", str(folder / "tiny.yaml")],
         cwd=REPO,
         env=env,
         start_new_session=True,

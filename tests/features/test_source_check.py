@@ -1,7 +1,7 @@
 """A user's own file fails fast and plainly: the source check judges it against the contract with pandas, before any
 Spark work, and every message names the column and the fix (the contract line or the cells to change).
 
-The feature job is run with a tripwire in place of `jobs.spark.spark_session`: a test passes only if the check
+The feature job is run with a tripwire in place of `churnops.jobs.spark.spark_session`: a test passes only if the check
 refuses the file before the job asks for a Spark session.
 """
 
@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from churnops.dataset import DatasetContract, LabelDefinition, load_contract
-from jobs.source_check import SourceCheckError, check_sources
+from churnops.jobs.source_check import SourceCheckError, check_sources
 from tests.features.conftest import make_settings, write_contract
 
 KEYS = [f"a{i}" for i in range(8)]
@@ -71,11 +71,11 @@ def spark_must_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the feature job asked for a Spark session before the source check refused the file")
 
-    monkeypatch.setattr("jobs.spark.spark_session", refuse)
+    monkeypatch.setattr("churnops.jobs.spark.spark_session", refuse)
 
 
 def refused_by_feature_job(contract: DatasetContract, folder: Path) -> SourceCheckError:
-    from jobs.features import run_feature_job
+    from churnops.jobs.features import run_feature_job
 
     with pytest.raises(SourceCheckError) as refused:
         run_feature_job(contract, make_settings(folder / "home"))
@@ -187,7 +187,7 @@ def test_blank_numeric_cells_are_missing_values_counted_in_the_report(tmp_path):
 
 
 def test_spark_reads_the_positive_label_as_1_and_blank_numbers_as_missing(tmp_path, spark):
-    from jobs.feature_frames import read_entities
+    from churnops.jobs.feature_frames import read_entities
 
     write_accounts(
         tmp_path,
@@ -266,7 +266,7 @@ def test_the_features_command_stops_at_the_check_with_the_same_table(tmp_path, s
 
 
 def test_entity_level_training_runs_the_check_before_reading_a_snapshot(tmp_path):
-    from jobs.training import train
+    from churnops.jobs.training import train
 
     write_accounts(tmp_path, account_id=["a0", "a0", *KEYS[2:]])
 
@@ -280,7 +280,7 @@ def test_the_source_check_runs_without_spark(tmp_path):
     entity_contract(tmp_path)
     script = (
         "import sys; from churnops.config import Settings; from churnops.dataset import load_contract; "
-        "from jobs.source_check import check_sources; "
+        "from churnops.jobs.source_check import check_sources; "
         f"report = check_sources(load_contract({str(tmp_path / 'accounts.yaml')!r}, Settings())); "
         "print(len(report.errors), 'pyspark' in sys.modules)"
     )
@@ -300,7 +300,7 @@ def test_an_unquoted_yes_in_the_contract_is_refused_with_the_quoting_fix(tmp_pat
 
 
 def test_an_entity_level_contract_needs_no_date(tmp_path):
-    from jobs.features import prepare_run
+    from churnops.jobs.features import prepare_run
 
     write_accounts(tmp_path)
     contract = entity_contract(tmp_path)
@@ -344,8 +344,8 @@ def test_a_file_of_customers_to_score_needs_no_label_column(tmp_path):
 
 
 def test_the_feature_job_checks_only_the_event_files_not_yet_ingested(tmp_path):
-    from jobs.ingest import ensure_bronze
-    from jobs.source_check import event_files_not_yet_ingested
+    from churnops.jobs.ingest import ensure_bronze
+    from churnops.jobs.source_check import event_files_not_yet_ingested
 
     landing = tmp_path / "landing"
     landing.mkdir()

@@ -8,8 +8,8 @@ import datetime as dt
 
 import pytest
 
-import jobs.feature_frames as frames
-import jobs.features as feature_job
+import churnops.jobs.feature_frames as frames
+import churnops.jobs.features as feature_job
 from churnops.features import FeatureSpec, event_feature_specs
 from churnops.snapshots import dataset_dir
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract

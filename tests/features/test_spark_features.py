@@ -16,9 +16,9 @@ import yaml
 
 from churnops.bronze import event_part_paths
 from churnops.features import CUTOFF, ENTITY_ID, LABEL, LABEL_AVAILABLE, event_feature_specs, model_feature_columns
-from jobs.cdnow import cdnow_source_file, read_cdnow
-from jobs.feature_frames import compute_feature_table
-from jobs.reference_duckdb import compute_reference_features
+from churnops.jobs.cdnow import cdnow_source_file, read_cdnow
+from churnops.jobs.feature_frames import compute_feature_table
+from churnops.jobs.reference_duckdb import compute_reference_features
 from tests.features.brute_force import brute_force_row
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
 

@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 
 from churnops.bronze import watermark
+from churnops.jobs.ingest import ingest_events
 from churnops.run_dates import DataNotReady, require_watermark, watermark_reached
-from jobs.ingest import ingest_events
 from tests.features.conftest import make_settings
 from tests.features.test_incremental_ingest import deliver
 from tests.features.test_ingest import NOW, contract_for

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from churnops.config import MonitoringSettings
-from jobs.inject_drift import shift_columns
-from monitoring.measure import SCORE_COLUMN, measure_drift
+from churnops.jobs.inject_drift import shift_columns
+from churnops.monitoring.measure import SCORE_COLUMN, measure_drift
 from tests.monitoring.conftest import CATEGORICAL, NUMERIC, customer_frame
 
 IMPORTANCES = {

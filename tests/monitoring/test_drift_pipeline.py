@@ -13,11 +13,11 @@ import pytest
 
 from churnops.config import MonitoringSettings, Settings
 from churnops.dataset import load_contract
+from churnops.monitoring.drift import run_drift_check
+from churnops.monitoring.retrain import decide_and_record
+from churnops.monitoring.retrain_run import champion_state
+from churnops.monitoring.store import LocalStore
 from churnops.snapshots import latest_snapshot_dir, read_metadata
-from monitoring.drift import run_drift_check
-from monitoring.retrain import decide_and_record
-from monitoring.retrain_run import champion_state
-from monitoring.store import LocalStore
 
 pytestmark = pytest.mark.slow
 
@@ -62,9 +62,9 @@ def test_unchanged_data_shows_no_important_drift_and_starts_no_retraining(platfo
 
 
 def test_injected_drift_is_flagged_on_the_shifted_features_of_the_new_snapshot(platform_copy, tmp_path: Path) -> None:
-    from jobs.features import build_feature_snapshot
-    from jobs.inject_drift import write_drifted_dataset
-    from jobs.spark import spark_session
+    from churnops.jobs.features import build_feature_snapshot
+    from churnops.jobs.inject_drift import write_drifted_dataset
+    from churnops.jobs.spark import spark_session
 
     settings, contract = platform_copy
     drifted = write_drifted_dataset(
@@ -87,12 +87,12 @@ def test_injected_drift_is_flagged_on_the_shifted_features_of_the_new_snapshot(p
 
 def test_realized_performance_of_a_matured_list_matches_the_feature_jobs_labels(platform_copy) -> None:
     from churnops.features import CUTOFF
+    from churnops.jobs.score import score_frame
+    from churnops.monitoring.realized import compute_realized_performance
     from churnops.paths import scores_path
     from churnops.registry import configure_mlflow, load_alias
     from churnops.snapshots import latest_snapshot_dir, load_snapshot
     from churnops.storage import write_parquet_atomically
-    from jobs.score import score_frame
-    from monitoring.realized import compute_realized_performance
 
     settings, contract = platform_copy
     configure_mlflow(settings)
@@ -110,7 +110,7 @@ def test_realized_performance_of_a_matured_list_matches_the_feature_jobs_labels(
     from sklearn.metrics import roc_auc_score
 
     from churnops.bronze import read_bronze_events
-    from monitoring.realized import realized_outcomes
+    from churnops.monitoring.realized import realized_outcomes
 
     joined = scored.merge(rows[["customer_id", "label"]], on="customer_id", validate="one_to_one")
     events = read_bronze_events(settings, contract.name)

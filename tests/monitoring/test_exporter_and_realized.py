@@ -13,9 +13,9 @@ import pytest
 
 from churnops.config import MonitoringSettings, Settings
 from churnops.dataset import load_contract
-from monitoring.exporter import build_registry
-from monitoring.realized import calibration, realized_outcomes
-from monitoring.store import LocalStore, RealizedPerformance, RetrainDecision
+from churnops.monitoring.exporter import build_registry
+from churnops.monitoring.realized import calibration, realized_outcomes
+from churnops.monitoring.store import LocalStore, RealizedPerformance, RetrainDecision
 from tests.monitoring.test_retrain import T0, drift_run
 
 CONTRACT_NAMES = (
@@ -99,9 +99,9 @@ def test_realized_performance_reads_the_committed_bronze_layer(tmp_path: Path) -
     """Outcomes come from the bronze the last ingestion committed (a file landed since is not read), and a dataset
     never ingested is refused with the command that fixes it."""
     from churnops.bronze import BronzeMissingError
+    from churnops.jobs.ingest import ingest_events
+    from churnops.monitoring.realized import compute_realized_performance
     from churnops.paths import scores_path
-    from jobs.ingest import ingest_events
-    from monitoring.realized import compute_realized_performance
     from tests.features.test_incremental_ingest import deliver
     from tests.features.test_ingest import NOW, contract_for
 

@@ -11,14 +11,14 @@ import pytest
 
 from churnops.config import Settings
 from churnops.dataset import load_contract
-from jobs.inject_drift import write_drifted_dataset
+from churnops.jobs.inject_drift import write_drifted_dataset
 
 SINCE = dt.date(2024, 9, 1)
 
 
 @pytest.fixture(scope="module")
 def contract(tmp_path_factory: pytest.TempPathFactory):
-    from jobs.generate import generate, write_generated
+    from churnops.jobs.generate import generate, write_generated
 
     settings = Settings(home=tmp_path_factory.mktemp("home"))
     contract = load_contract("synthetic", settings)

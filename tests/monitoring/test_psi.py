@@ -13,9 +13,9 @@ import pytest
 from churnops.config import MonitoringSettings
 from churnops.dataset import load_contract
 from churnops.features import CUTOFF, model_feature_columns
-from jobs.generate import generate
-from jobs.reference_duckdb import compute_reference_features
-from monitoring.psi import QUANTILE_BINS, binned_shares, missing_share, psi, quantile_edges
+from churnops.jobs.generate import generate
+from churnops.jobs.reference_duckdb import compute_reference_features
+from churnops.monitoring.psi import QUANTILE_BINS, binned_shares, missing_share, psi, quantile_edges
 
 
 def test_continuous_columns_use_the_reference_deciles() -> None:

@@ -11,9 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from churnops.config import MonitoringSettings, Settings
-from monitoring.retrain import ChampionState, decide_and_record
-from monitoring.store import DriftRun, FeatureDrift, LocalStore
-from monitoring.store_postgres import PostgresStore
+from churnops.monitoring.retrain import ChampionState, decide_and_record
+from churnops.monitoring.store import DriftRun, FeatureDrift, LocalStore
+from churnops.monitoring.store_postgres import PostgresStore
 
 T0 = dt.datetime(2025, 3, 1, 4, 0, tzinfo=dt.UTC)
 CHAMPION = ChampionState(version="3", out_of_time_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=5))
@@ -173,7 +173,7 @@ def test_an_old_champion_is_retrained_on_schedule(store) -> None:
 
 
 def test_a_realized_auc_drop_beyond_the_margin_fires_performance_drop(store) -> None:
-    from monitoring.store import RealizedPerformance
+    from churnops.monitoring.store import RealizedPerformance
 
     def realized(day: int, auc: float) -> RealizedPerformance:
         return RealizedPerformance(
@@ -225,7 +225,7 @@ def test_an_unknown_policy_is_refused_with_the_accepted_forms() -> None:
 
 
 def test_a_fired_decision_left_to_the_requester_starts_no_cooldown_until_recorded(store) -> None:
-    from monitoring.retrain import record_decision
+    from churnops.monitoring.retrain import record_decision
 
     store.record_drift_run(drift_run("r1", T0, {"spend_30d": 0.5}))
     (fired,) = decide(store, T0, record_fired=False, run_date=T0.date())

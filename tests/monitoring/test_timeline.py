@@ -11,8 +11,8 @@ import psycopg2
 from pydantic import SecretStr
 
 from churnops.config import Settings
-from monitoring.timeline import TimelineStep, append_step, read_timeline
-from monitoring.timeline_plot import plot_timelines
+from churnops.monitoring.timeline import TimelineStep, append_step, read_timeline
+from churnops.monitoring.timeline_plot import plot_timelines
 
 REPO = Path(__file__).resolve().parents[2]
 

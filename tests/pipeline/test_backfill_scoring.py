@@ -17,11 +17,11 @@ from sklearn.metrics import roc_auc_score
 from churnops.config import Settings
 from churnops.dataset import load_contract
 from churnops.features import CUTOFF
+from churnops.jobs.score import UnknownCutoffError, score
+from churnops.monitoring.realized import compute_realized_performance
+from churnops.monitoring.store import LocalStore
 from churnops.paths import scores_path
 from churnops.snapshots import latest_snapshot_dir, load_snapshot
-from jobs.score import UnknownCutoffError, score
-from monitoring.realized import compute_realized_performance
-from monitoring.store import LocalStore
 from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
 
 pytestmark = pytest.mark.slow

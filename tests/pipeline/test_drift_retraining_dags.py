@@ -373,7 +373,7 @@ def _drift_round(
 
 
 def _store_of(airflow: EmbeddedAirflow):  # noqa: ANN202 - a LocalStore; imported late like everywhere in tests
-    from monitoring.store import LocalStore, monitoring_dir
+    from churnops.monitoring.store import LocalStore, monitoring_dir
 
     return LocalStore(monitoring_dir(airflow.settings))
 
@@ -417,8 +417,8 @@ def test_injected_drift_is_confirmed_then_retrains_through_the_assets_and_the_ga
 ) -> None:
     from mlflow import MlflowClient
 
+    from churnops.jobs.inject_drift import write_drifted_dataset
     from churnops.registry import configure_mlflow
-    from jobs.inject_drift import write_drifted_dataset
 
     settings, contract = airflow.settings, airflow.contract
     with airflow.explained():

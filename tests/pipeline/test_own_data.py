@@ -34,7 +34,7 @@ def churnops(*args: str, home: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_a_telco_like_csv_trains_from_a_short_contract_with_no_edits_of_the_file(tmp_path: Path) -> None:
-    from jobs.crm_example import build_crm_export
+    from churnops.jobs.crm_example import build_crm_export
 
     export = build_crm_export(quirks=True)
     export.to_csv(tmp_path / "accounts.csv", index=False)

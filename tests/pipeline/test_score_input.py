@@ -20,9 +20,9 @@ from churnops import db
 from churnops.config import Settings
 from churnops.dataset import load_contract
 from churnops.features import CUTOFF, ENTITY_ID
+from churnops.jobs.score_input import InputFileError, check_input, score_input
+from churnops.serving.app import create_app
 from churnops.snapshots import latest_snapshot_dir, load_snapshot
-from jobs.score_input import InputFileError, check_input, score_input
-from serving.app import create_app
 from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
 
 CUSTOMERS_IN_FILE = 40
@@ -234,9 +234,9 @@ def test_unusable_file_names_are_refused_before_any_work(
 @pytest.fixture(scope="module")
 def crm_champion(tmp_path_factory) -> Settings:
     """The entity-level example (a CRM export, a `churned` column, no dates) with a trained champion."""
-    from jobs.crm_example import prepare_crm_example
-    from jobs.features import run_feature_job
-    from jobs.training import train
+    from churnops.jobs.crm_example import prepare_crm_example
+    from churnops.jobs.features import run_feature_job
+    from churnops.jobs.training import train
 
     settings = Settings(
         home=tmp_path_factory.mktemp("crm-home"), training={"n_trials": 3, "seed": 3}, spark={"master": "local[2]"}
@@ -252,7 +252,7 @@ def crm_champion(tmp_path_factory) -> Settings:
 def test_a_new_entity_table_read_as_text_scores_like_the_same_rows_sent_to_the_api(crm_champion, tmp_path) -> None:
     import csv
 
-    from jobs.crm_example import build_crm_export
+    from churnops.jobs.crm_example import build_crm_export
 
     contract = load_contract("crm_example", crm_champion)
     new_accounts = tmp_path / "new_accounts.csv"

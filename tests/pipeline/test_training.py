@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from churnops.jobs.evaluate import binary_metrics, f1_threshold
+from churnops.jobs.training.data import time_folds
 from churnops.metrics import precision_at_top
-from jobs.evaluate import binary_metrics, f1_threshold
-from jobs.training.data import time_folds
 
 
 def test_time_folds_fit_only_on_cutoffs_whose_labels_ended_before_validation() -> None:
@@ -98,8 +98,8 @@ def test_retraining_an_unchanged_snapshot_is_skipped_and_registers_no_version(tr
     import mlflow
     from mlflow import MlflowClient
 
+    from churnops.jobs.training import train
     from churnops.registry import configure_mlflow
-    from jobs.training import train
 
     settings, contract = trained_platform.settings, trained_platform.contract
     configure_mlflow(settings)
@@ -121,8 +121,8 @@ def test_the_same_training_rows_and_seed_reproduce_the_model(trained_platform, t
     import mlflow
 
     from churnops.config import Settings
+    from churnops.jobs.training import train
     from churnops.registry import configure_mlflow
-    from jobs.training import train
 
     original = trained_platform.settings
     copy = Settings(home=tmp_path / "home", training=original.training, spark=original.spark)

@@ -22,8 +22,8 @@ import pytest
 from pydantic import SecretStr
 
 from churnops import db
+from churnops.jobs.score import score
 from churnops.snapshots import latest_snapshot_dir, read_metadata
-from jobs.score import score
 from tests.reliability.figures import record
 from tests.serving.conftest import REPO, unused_port
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from churnops.bronze import REASON, read_bronze_events, read_manifest, read_quarantine
-from jobs.export import campaign_list, write_formula_safe_csv
-from jobs.ingest import IngestionError, ingest_events
+from churnops.jobs.export import campaign_list, write_formula_safe_csv
+from churnops.jobs.ingest import IngestionError, ingest_events
 from tests.features.conftest import make_settings
 from tests.features.test_ingest import HEADER, NOW, contract_for
 from tests.reliability.figures import record

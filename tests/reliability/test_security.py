@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from churnops.config import Settings
-from serving.app import create_app
-from serving.exposure import OpenExposureError, refuse_open_exposure
+from churnops.serving.app import create_app
+from churnops.serving.exposure import OpenExposureError, refuse_open_exposure
 from tests.reliability.figures import record
 
 REPO = Path(__file__).resolve().parents[2]

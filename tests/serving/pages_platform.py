@@ -15,11 +15,11 @@ PAGES_API_KEY = "pages-test-key"
 def platform_with_records(trained_platform, database_url: str) -> Settings:
     """Settings of the trained platform on `database_url`, with the API key set, after scoring, publishing and
     monitoring ran once against that database."""
+    from churnops.jobs.score import score
+    from churnops.monitoring.drift import run_drift_check
+    from churnops.monitoring.retrain_run import decide_for_run
     from churnops.online_store import publish_latest_snapshot
     from churnops.snapshots import RUNS_DIR, dataset_dir
-    from jobs.score import score
-    from monitoring.drift import run_drift_check
-    from monitoring.retrain_run import decide_for_run
 
     base = trained_platform.settings
     settings = base.model_copy(

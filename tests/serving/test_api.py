@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from churnops.banding import agree_with_decision
-from serving.app import create_app
+from churnops.serving.app import create_app
 from tests.serving.conftest import metric_value
 
 REPO = Path(__file__).resolve().parents[2]

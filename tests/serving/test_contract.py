@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from starlette.routing import Route
 
 from churnops.schema import FeatureSchema
-from serving.app import create_app
-from serving.records import MAX_CATEGORY_CHARS, MAX_CUSTOMER_ID_CHARS, MAX_NUMERIC_TEXT, batch_body_bytes
+from churnops.serving.app import create_app
+from churnops.serving.records import MAX_CATEGORY_CHARS, MAX_CUSTOMER_ID_CHARS, MAX_NUMERIC_TEXT, batch_body_bytes
 
 API_KEY = "contract-api-key"
 ADMIN_TOKEN = "contract-admin-token"
@@ -261,8 +261,8 @@ def champion_schema(trained_platform) -> FeatureSchema:
     "value", [45, -4.5e1, 0.0, None, " 4.5 ", "", True, "forty", "1e400", "NaN", [1], 1e308, "9" * 40]
 )
 def test_the_json_numbers_only_first_try_never_changes_the_verdict_or_the_values(value) -> None:
-    from serving.problems import ApiProblem, parse_body
-    from serving.records import batch_request_model, predict_request_model, record_model
+    from churnops.serving.problems import ApiProblem, parse_body
+    from churnops.serving.records import batch_request_model, predict_request_model, record_model
 
     schema = FeatureSchema(numeric=("age", "spend"), categorical={"plan": ("basic", "plus")})
     lenient = batch_request_model(predict_request_model(schema), 10)

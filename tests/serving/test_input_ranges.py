@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from churnops.banding import RiskBands, agree_with_decision
 from churnops.input_ranges import FEATURE_RANGES_KEY, InputRanges, observed_ranges
-from serving.app import create_app
-from serving.state import ServedModel
+from churnops.serving.app import create_app
+from churnops.serving.state import ServedModel
 from tests.serving.conftest import metric_value
 
 JSON_TYPE = {"content-type": "application/json"}

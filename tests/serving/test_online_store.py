@@ -13,8 +13,8 @@ from pydantic import SecretStr
 
 from churnops import online_store
 from churnops.features import CUTOFF, ENTITY_ID
+from churnops.serving.app import create_app
 from churnops.snapshots import latest_snapshot_dir, load_snapshot
-from serving.app import create_app
 from tests.serving.conftest import unreachable_database_url
 
 

@@ -11,8 +11,8 @@ import psycopg2
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.pages.auth import SESSION_COOKIE
+from churnops.serving.app import create_app
+from churnops.serving.pages.auth import SESSION_COOKIE
 from tests.serving.pages_platform import PAGES_API_KEY, platform_with_records
 
 

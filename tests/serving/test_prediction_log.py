@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from serving.app import create_app
-from serving.prediction_log import copy_prediction_log, prediction_log_line
+from churnops.serving.app import create_app
+from churnops.serving.prediction_log import copy_prediction_log, prediction_log_line
 from tests.serving.conftest import metric_value, unreachable_database_url
 
 

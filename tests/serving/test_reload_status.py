@@ -3,7 +3,7 @@ hosts, users and paths, and /ready and /model answer without credentials."""
 
 from __future__ import annotations
 
-from serving.state import ReloadStatus
+from churnops.serving.state import ReloadStatus
 
 
 def test_the_reload_status_shows_the_kind_of_failure_and_not_its_message() -> None:

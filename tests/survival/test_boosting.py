@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from churnops.features import CUTOFF, ENTITY_ID
+from churnops.jobs.survival.boosting import REPORTED_HORIZONS_DAYS, fit_hazard_model
+from churnops.jobs.survival.data import DURATION, EVENT, out_of_time_targets, survival_frame
+from churnops.jobs.survival.hazard import TimeBins
+from churnops.jobs.survival.metrics import harrell_c_index
+from churnops.jobs.survival.tune import time_folds
 from churnops.schema import FeatureSchema
-from jobs.survival.boosting import REPORTED_HORIZONS_DAYS, fit_hazard_model
-from jobs.survival.data import DURATION, EVENT, out_of_time_targets, survival_frame
-from jobs.survival.hazard import TimeBins
-from jobs.survival.metrics import harrell_c_index
-from jobs.survival.tune import time_folds
 
 PARAMS = {"learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 50, "seed": 1}
 BINS = TimeBins.regular(15, 45)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.survival.classical import RFM_COVARIATES, bgnbd_predictions, fit_lifelines_baseline
-from jobs.survival.data import DURATION, EVENT
-from jobs.survival.metrics import harrell_c_index
+from churnops.jobs.survival.classical import RFM_COVARIATES, bgnbd_predictions, fit_lifelines_baseline
+from churnops.jobs.survival.data import DURATION, EVENT
+from churnops.jobs.survival.metrics import harrell_c_index
 
 
 def rfm_customers(n: int, seed: int, follow_up: int = 90) -> pd.DataFrame:

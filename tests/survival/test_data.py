@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from churnops.features import CUTOFF, ENTITY_ID
-from jobs.survival.data import (
+from churnops.jobs.survival.data import (
     DURATION,
     EVENT,
     assert_follow_up_before,

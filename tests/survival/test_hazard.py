@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from jobs.survival.hazard import (
+from churnops.jobs.survival.hazard import (
     TimeBins,
     all_bins_inputs,
     cumulative_hazard,

@@ -10,8 +10,8 @@ from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored, cumulative_dynamic_auc, integrated_brier_score
 from sksurv.util import Surv
 
-from jobs.survival.data import DURATION, EVENT
-from jobs.survival.metrics import (
+from churnops.jobs.survival.data import DURATION, EVENT
+from churnops.jobs.survival.metrics import (
     SurvivalPredictions,
     calibration_error,
     calibration_table,

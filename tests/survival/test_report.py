@@ -7,9 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.survival.data import DURATION, EVENT
-from jobs.survival.metrics import SurvivalPredictions
-from jobs.survival.report import kaplan_meier_curve, metrics_markdown, plot_calibration, plot_km_by_band, risk_bands
+from churnops.jobs.survival.data import DURATION, EVENT
+from churnops.jobs.survival.metrics import SurvivalPredictions
+from churnops.jobs.survival.report import (
+    kaplan_meier_curve,
+    metrics_markdown,
+    plot_calibration,
+    plot_km_by_band,
+    risk_bands,
+)
 from tests.survival.test_metrics import sample
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from churnops.features import CUTOFF
+from churnops.jobs.survival.data import DURATION, EVENT
+from churnops.jobs.survival.tune import fit_setup, search, split_params, time_folds
 from churnops.schema import FeatureSchema
-from jobs.survival.data import DURATION, EVENT
-from jobs.survival.tune import fit_setup, search, split_params, time_folds
 from tests.survival.test_boosting import simulated
 
 CUTOFFS = [dt.date(2024, 1, 1), dt.date(2024, 1, 31), dt.date(2024, 3, 1)]

@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 
 from churnops.dataset import DatasetContract
-from jobs.feeder import DAY_FILE, INITIAL_FILE, EventFeeder
+from churnops.jobs.feeder import DAY_FILE, INITIAL_FILE, EventFeeder
 
 D = dt.date
 

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
+from churnops.jobs.features import PROBES_DIR, build_feature_snapshot, prepare_run, reuse_snapshot
+from churnops.jobs.generate import generate, write_generated
 from churnops.run_dates import DataNotReady
 from churnops.snapshots import dataset_dir, latest_snapshot_dir, read_metadata, snapshot_dir_for
-from jobs.features import PROBES_DIR, build_feature_snapshot, prepare_run, reuse_snapshot
-from jobs.generate import generate, write_generated
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
 
 D = dt.date

@@ -16,8 +16,8 @@ import yaml
 
 from churnops.config import Settings
 from churnops.dataset import load_contract
-from jobs.feeder import EventFeeder
-from jobs.generate import generate, write_generated
+from churnops.jobs.feeder import EventFeeder
+from churnops.jobs.generate import generate, write_generated
 
 RUN_DATE = dt.date(2024, 12, 2)
 MISSING_DAY = RUN_DATE - dt.timedelta(days=1)

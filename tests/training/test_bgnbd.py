@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnops.postprocess import ScorePostprocess
-from jobs.baselines import (
+from churnops.jobs.baselines import (
     RFM,
     BGNBDParams,
     bgnbd_expected_purchases,
@@ -19,6 +18,7 @@ from jobs.baselines import (
     fit_bgnbd,
     rfm_from_features,
 )
+from churnops.postprocess import ScorePostprocess
 
 # Fader, Hardie & Lee (2005), table/figure for the 2,357-customer CDNOW sample, 39-week calibration period.
 PUBLISHED = BGNBDParams(r=0.243, alpha=4.414, a=0.793, b=2.426)

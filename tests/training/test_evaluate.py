@@ -10,9 +10,7 @@ from scipy import stats
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from churnops.metrics import precision_at_top, recall_at_top
-from churnops.postprocess import apply_calibration
-from jobs.evaluate import (
+from churnops.jobs.evaluate import (
     binary_metrics,
     choose_threshold,
     compare_aucs,
@@ -21,6 +19,8 @@ from jobs.evaluate import (
     select_calibration,
     stability,
 )
+from churnops.metrics import precision_at_top, recall_at_top
+from churnops.postprocess import apply_calibration
 
 
 def noisy_scores(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

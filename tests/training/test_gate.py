@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from churnops.config import TrainingSettings
-from jobs.training.gate import ChampionScores, ChampionUnavailable, NoChampion, decide_promotion
+from churnops.jobs.training.gate import ChampionScores, ChampionUnavailable, NoChampion, decide_promotion
 
 RULES = TrainingSettings(
     min_auc=0.6,

@@ -58,7 +58,7 @@ def fresh_home(root: Path, trained_platform, seed: int = SEED, **settings: objec
 @pytest.fixture(scope="module")
 def champion_home(tmp_path_factory: pytest.TempPathFactory, trained_platform):
     """A folder whose registry has one champion, trained on the real (unshuffled) snapshot."""
-    from jobs.training import train
+    from churnops.jobs.training import train
 
     home = fresh_home(tmp_path_factory.mktemp("champion"), trained_platform)
     result = train(home.settings, home.contract)
@@ -124,7 +124,7 @@ def throwaway_database():
 def test_model_trained_on_shuffled_labels_is_challenger_and_not_promoted(champion_home) -> None:
     """It is registered and aliased `challenger`, the champion stays, and the reason is in MLflow, in
     evaluation.json and in PostgreSQL."""
-    from jobs.training import train
+    from churnops.jobs.training import train
 
     home, champion = champion_home
     shuffled = write_shuffled_snapshot(home.snapshot_dir, seed=1)
@@ -158,7 +158,7 @@ def test_model_trained_on_shuffled_labels_is_challenger_and_not_promoted(champio
 
 
 def test_two_runs_with_the_same_snapshot_and_seed_give_identical_metrics(champion_home, tmp_path, trained_platform):
-    from jobs.training import train
+    from churnops.jobs.training import train
 
     _, first = champion_home
     again = fresh_home(tmp_path, trained_platform)
@@ -175,8 +175,8 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
     parent run and registers exactly one new version."""
     import optuna
 
-    from jobs.training import train
-    from jobs.training.search import PARENT_RUN_ATTR, study_name
+    from churnops.jobs.training import train
+    from churnops.jobs.training.search import PARENT_RUN_ATTR, study_name
 
     home, champion = champion_home
     total = 8
@@ -186,7 +186,7 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
     the_study = study_name(home.contract.name, load_snapshot(home.snapshot_dir)[1], seed)
     script = (
         "import sys; from churnops.config import Settings; from churnops.dataset import load_contract; "
-        "from jobs.training import train; s = Settings(); "
+        "from churnops.jobs.training import train; s = Settings(); "
         f"train(s, load_contract({home.contract.name!r}, s), n_trials={total})"
     )
     env = {**os.environ, "CHURNOPS_HOME": str(settings.home), "CHURNOPS_TRAINING__SEED": str(seed)}
@@ -235,8 +235,8 @@ def test_a_champion_whose_artifact_cannot_be_loaded_fails_the_training_without_m
     import mlflow
     from mlflow import MlflowClient
 
-    from jobs.training import train
-    from jobs.training.job import ChampionUnavailableError
+    from churnops.jobs.training import train
+    from churnops.jobs.training.job import ChampionUnavailableError
 
     home = fresh_home(tmp_path, trained_platform)
     first = train(home.settings, home.contract)

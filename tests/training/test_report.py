@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.report import CARD_METRICS, gain_curve, global_importances, write_report
+from churnops.jobs.report import CARD_METRICS, gain_curve, global_importances, write_report
 
 
 def test_report_writes_plots_model_card_and_evaluation_json(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.baselines import RFM
-from jobs.value.btyd import (
+from churnops.jobs.baselines import RFM
+from churnops.jobs.value.btyd import (
     GammaGammaParams,
     ParetoNBDParams,
     fit_gamma_gamma,

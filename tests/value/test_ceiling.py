@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.value.ceiling import best_blend_in_hindsight
+from churnops.jobs.value.ceiling import best_blend_in_hindsight
 
 
 def test_hindsight_blend_takes_all_of_the_forecast_that_matches_the_realised_values() -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.value.features import recent_purchase_features
-from jobs.value.history import purchase_history, value_in_window
+from churnops.jobs.value.features import recent_purchase_features
+from churnops.jobs.value.history import purchase_history, value_in_window
 
 CUTOFF = dt.date(2024, 3, 1)
 
@@ -78,7 +78,7 @@ def test_recent_purchase_features_read_the_last_purchase_days_before_the_cutoff(
 
 
 def test_past_spend_rate_is_spend_per_day_known_times_the_horizon() -> None:
-    from jobs.value.features import past_spend_rate_value
+    from churnops.jobs.value.features import past_spend_rate_value
 
     history = purchase_history(LOG, CUTOFF)
     # a: $75 over 56 days; b: $8 over 7 days.
@@ -86,7 +86,7 @@ def test_past_spend_rate_is_spend_per_day_known_times_the_horizon() -> None:
 
 
 def test_catalog_features_must_be_one_row_per_customer_and_not_rename_value_features() -> None:
-    from jobs.value.features import cutoff_inputs
+    from churnops.jobs.value.features import cutoff_inputs
 
     duplicated = pd.DataFrame({"amount_sum_30d": [1.0, 2.0]}, index=pd.Index(["a", "a"], name="customer_id"))
     with pytest.raises(ValueError, match="duplicate customer ids"):

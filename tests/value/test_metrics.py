@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.value.metrics import (
+from churnops.jobs.value.metrics import (
     METRIC_NAMES,
     bootstrap_metrics,
     mae,

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.value.features import cutoff_inputs
-from jobs.value.metrics import spearman
-from jobs.value.model import ValueModelParams, fit_value_model, training_rows
-from jobs.value.search import train_value_model, value_time_folds
+from churnops.jobs.value.features import cutoff_inputs
+from churnops.jobs.value.metrics import spearman
+from churnops.jobs.value.model import ValueModelParams, fit_value_model, training_rows
+from churnops.jobs.value.search import train_value_model, value_time_folds
 
 START = pd.Timestamp("2023-01-01")
 EVALUATION_CUTOFF = pd.Timestamp("2023-09-01")
