@@ -6,8 +6,8 @@ On the `regime_shift` dataset (the seeded generator with its price rise, `churno
    (the first step of a weekly replay), the retraining dates below, and late dates whose training cutoffs hold every
    weekly cohort (a cutoff's rows are point-in-time, so they are the same in any snapshot that holds the cutoff;
    the script checks it on the cutoffs two snapshots share);
-2. trains the pre-shift champion on the bootstrap snapshot (`jobs.train.train`, few Optuna trials), and retrains on
-   the snapshots of a few later run dates (each through the real champion gate);
+2. trains the pre-shift champion on the bootstrap snapshot (`churnops.jobs.training.train`, few Optuna trials), and
+   retrains on the snapshots of a few later run dates (each through the real champion gate);
 3. scores every weekly cohort with each model that existed by then, and measures its realized ROC AUC from the
    bronze events with the platform's label rule once the horizon has passed (`churnops.monitoring.realized`);
 4. measures, week by week, the PSI of each weekly cohort against the pre-shift champion's reference with

@@ -38,8 +38,6 @@ def room_of_module(name: str) -> str | None:
     parts = name.split(".")
     if parts[0] == "churnops" and len(parts) > 1 and parts[1] in STAGES:
         return parts[1]
-    if parts[0] in STAGES:
-        return parts[0]
     if parts[0] == "churnops":
         return "edge" if len(parts) > 1 and parts[1] == "cli" else "core"
     return None
@@ -69,6 +67,19 @@ def test_no_room_imports_a_room_above_it_or_beside_it():
             if target is not None and target not in ALLOWED[room]:
                 wrong.append(f"{path.relative_to(REPO)} ({room}) imports {name} ({target})")
     assert wrong == [], "\n".join(wrong)
+
+
+def test_no_file_imports_a_stage_by_a_top_level_name():
+    """The stages are `churnops.jobs`, `churnops.serving`, `churnops.monitoring` (docs/architecture.md, Packaging);
+    their folders' bare names would give a second module object for the same file."""
+    files = source_files() + sorted((REPO / "tests").rglob("*.py"))
+    bare = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in files
+        for name in imported_modules(path)
+        if name.split(".")[0] in STAGES
+    ]
+    assert bare == []
 
 
 def test_the_api_never_imports_spark():
