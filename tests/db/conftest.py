@@ -25,6 +25,19 @@ import pytest
 from churnops.db import MIGRATIONS_DIR
 
 REPO = Path(__file__).resolve().parents[2]
+# The tables the API's pages read (serving/pages/store.py), granted to the API's role by postgres-init.
+API_PAGE_TABLES = (
+    "scores",
+    "score_runs",
+    "online_feature_sets",
+    "realized_performance",
+    "model_evaluations",
+    "promotion_decisions",
+    "drift_runs",
+    "drift_metrics",
+    "retrain_decisions",
+    "replay_timeline",
+)
 INIT_SCRIPT = REPO / "postgres-init" / "10-churnops-databases.sh"
 from tests.deploy.support import POSTGRES_ADMIN_URL as ADMIN_URL  # noqa: E402
 from tests.deploy.support import admin_connection  # noqa: E402, F401

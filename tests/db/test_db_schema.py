@@ -12,6 +12,7 @@ import pytest
 
 from churnops import db
 from tests.db.conftest import (
+    API_PAGE_TABLES,
     KINDS,
     MIGRATIONS_DIR,
     PlatformDatabases,
@@ -198,12 +199,13 @@ def table_privileges(conn: psycopg2.extensions.connection, role: str) -> set[tup
         return set(cur.fetchall())
 
 
-def test_the_api_role_may_only_append_to_the_prediction_log_and_read_the_online_features(
+def test_the_api_role_may_only_append_to_the_prediction_log_and_read_the_online_features_and_its_pages_tables(
     conn: psycopg2.extensions.connection, platform_databases: PlatformDatabases
 ) -> None:
     assert table_privileges(conn, platform_databases.api) == {
         ("prediction_log", "INSERT"),
         ("online_features", "SELECT"),
+        *((table, "SELECT") for table in API_PAGE_TABLES),
     }
 
 

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from churnops import online_store
 from churnops.config import Settings
+from tests.db.conftest import API_PAGE_TABLES
 from tests.deploy.support import MIGRATIONS_DIR, POSTGRES_ADMIN_URL, REPO, admin_connection, run_sql_panels
 
 ADMIN = psycopg2.extensions.parse_dsn(POSTGRES_ADMIN_URL)
@@ -227,21 +228,7 @@ def test_the_api_role_may_do_nothing_else(initialised, statement: str) -> None:
     assert refused.value.pgcode == "42501", refused.value  # insufficient privilege
 
 
-@pytest.mark.parametrize(
-    "table",
-    [
-        "scores",
-        "score_runs",
-        "online_feature_sets",
-        "realized_performance",
-        "model_evaluations",
-        "promotion_decisions",
-        "drift_runs",
-        "drift_metrics",
-        "retrain_decisions",
-        "replay_timeline",
-    ],
-)
+@pytest.mark.parametrize("table", API_PAGE_TABLES)
 def test_the_api_role_reads_the_tables_its_pages_show(initialised, table: str) -> None:
     with closing(_connect_as(initialised, initialised["API_DB_ROLE"])) as conn, conn.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM churnops.{table}")
