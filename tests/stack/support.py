@@ -124,6 +124,10 @@ def send_traffic(paths: Any) -> None:
         assert 0 <= answer.json()["probability"] <= 1
     bad = httpx.post(f"{api}/predict", json={"features": {}}, headers={"X-API-Key": key}, timeout=30)
     assert bad.status_code == 422
+    # An age no training row had: scored and flagged (the default policy), counted for the out-of-range panel.
+    outlier = {"features": {**body["features"], "age": 10_000}}
+    flagged = httpx.post(f"{api}/predict", json=outlier, headers={"X-API-Key": key}, timeout=30)
+    assert flagged.status_code == 200 and "age" in flagged.json()["out_of_range"], flagged.text
     # By customer_id alone: the features come from the online table the feature DAG published.
     with psycopg2.connect(paths.secret("churnops_database_url")) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT customer_id FROM churnops.online_features ORDER BY customer_id LIMIT 20")
