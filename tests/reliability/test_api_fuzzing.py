@@ -145,7 +145,8 @@ def run_generated_cases(operation, mode, headers, checks, count: Callable[[int],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
     )
     def fuzz(case) -> None:
-        response = case.call_and_validate(headers=headers, checks=checks, timeout=10)
+        # A generous ceiling: a loaded machine may take seconds to answer (a reload reads the registry).
+        response = case.call_and_validate(headers=headers, checks=checks, timeout=60)
         count(response.status_code)
 
     fuzz()
