@@ -62,6 +62,7 @@ def test_the_check_passes_where_everything_is_in_place() -> None:
         "promtool",
         "prometheus",
         "Java 17+",
+        "chromium",
     ]
 
 
