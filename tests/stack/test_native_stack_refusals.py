@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_api_works_as_its_least_privilege_database_role(pipeline_ran: Any) -> None:
-    """Its online look-ups and prediction log run as churnops_api, which may change no score and read no list."""
+    """Its online look-ups and prediction log run as churnops_api, which may change no score (its pages read the
+    lists) and read nothing outside what the API and its pages show."""
     send_traffic(pipeline_ran)
     role = "churnops_api" + _suffix_of(pipeline_ran)
     with psycopg2.connect(pipeline_ran.secret("churnops_database_url")) as owner, owner.cursor() as cursor:
@@ -32,7 +33,7 @@ def test_the_api_works_as_its_least_privilege_database_role(pipeline_ran: Any) -
         )
         assert {row[0] for row in cursor.fetchall()} == {role}
     with psycopg2.connect(pipeline_ran.secret("churnops_api_database_url")) as api, api.cursor() as cursor:
-        for statement in ("UPDATE churnops.scores SET score = 0", "SELECT count(*) FROM churnops.scores"):
+        for statement in ("UPDATE churnops.scores SET score = 0", "SELECT count(*) FROM churnops.ingestion_reports"):
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cursor.execute(statement)
             api.rollback()
