@@ -15,8 +15,8 @@ airflow-apiserver / -scheduler / -dag-processor /
 compose, the feature job is submitted to the Spark master, every service listens on the loopback interface only,
 and every credential comes from secret files (generated once by scripts/generate-secrets.sh into the stack's own
 secrets folder); the API reads them as compose's API does: its database role may only append to the prediction
-log and read the online features, and its MLflow account only reads. Folders, ports, environment and service
-commands live in scripts/native_stack_services.py.
+log and read the online features and the tables its pages show, and its MLflow account only reads. Folders, ports,
+environment and service commands live in scripts/native_stack_services.py.
 """
 
 from __future__ import annotations
