@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     mlflow_tracking_password: SecretStr | None = None
     # The platform's PostgreSQL database (scores, prediction log, metrics). None = not configured.
     database_url: SecretStr | None = None
+    # Where Optuna keeps its studies (an SQLAlchemy URL). None = SQLite under the working folder (the embedded
+    # default). The full deployment points it at the platform database's `optuna` schema (migration 0010), so a
+    # training task retried on another worker resumes the same study: secret file `churnops_optuna_storage_url`.
+    optuna_storage_url: SecretStr | None = None
     airflow_dags_folder: Path = _CHECKOUT / "airflow" / "dags"
     spark: SparkSettings = SparkSettings()
     watermark: WatermarkSettings = WatermarkSettings()
@@ -249,6 +253,8 @@ class Settings(BaseSettings):
 
     @property
     def optuna_storage(self) -> str:
+        if self.optuna_storage_url is not None:
+            return self.optuna_storage_url.get_secret_value()
         return f"sqlite:///{self.home / 'optuna.db'}"
 
     def airflow_environment(self) -> dict[str, str]:

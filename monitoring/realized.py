@@ -7,7 +7,8 @@ the committed bronze event log (`churnops.bronze`; the feature job ingests it, t
 days) with the dataset's own label rule — churn: no event in [cutoff, cutoff + H);
 propensity: at least one — and compared with the scores: ROC AUC, precision in the top 10 %, and calibration
 (mean score vs observed rate, expected calibration error over ten equal-width score bins). Lists already evaluated
-are not evaluated again, so the series over time is one point per cohort.
+are not evaluated again, so the series over time is one point per cohort. Each listed customer's outcome is kept
+with the evaluation (`churnops.realized_outcomes`, or Parquet beside the JSON records), for the customer page.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
 from churnops.metrics import precision_at_top
-from churnops.monitoring.store import MonitoringStore, RealizedPerformance, open_store
+from churnops.monitoring.store import ListOutcomes, MonitoringStore, RealizedPerformance, open_store
 from churnops.paths import scores_folder
 
 log = logging.getLogger(__name__)
@@ -177,9 +178,12 @@ def compute_realized_performance(
         first_day=min(stored.cutoff for stored in pending),
         last_day=max(stored.cutoff for stored in pending) + horizon - dt.timedelta(days=1),
     )
-    results = []
+    results, outcomes_by_list = [], {}
     for stored in pending:
         outcomes = realized_outcomes(events, contract, stored.frame[ENTITY_ID], stored.cutoff)
-        results.append(evaluate_list(stored.frame, outcomes, contract, stored.logical_date, stored.list_kind))
-    store.record_realized(results)
+        result = evaluate_list(stored.frame, outcomes, contract, stored.logical_date, stored.list_kind)
+        results.append(result)
+        # Kept per customer too, for the customer page ("did she leave?").
+        outcomes_by_list[result.key] = ListOutcomes(stored.frame[ENTITY_ID].reset_index(drop=True), outcomes)
+    store.record_realized(results, outcomes_by_list)
     return results

@@ -1,25 +1,30 @@
 """Where monitoring results live: PostgreSQL when the platform database is configured, JSON files otherwise.
 
 Both stores hold the same three records — drift runs (with their per-feature rows), retraining decisions (fired or
-suppressed) and realized performance — and answer the same questions the retraining control and the exporter
-ask. The embedded default keeps them under `<home>/monitoring/<dataset>/`; the full deployment writes the
-`churnops` schema through the writers in `churnops.db`.
+suppressed) and realized performance (with each listed customer's outcome) — and answer the same questions the
+retraining control and the exporter ask. The embedded default keeps them under `<home>/monitoring/<dataset>/`
+(outcomes as Parquet); the full deployment writes the `churnops` schema through the writers in `churnops.db`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+import pandas as pd
+
 from churnops.config import Settings
-from churnops.storage import write_json_atomically
+from churnops.storage import write_json_atomically, write_parquet_atomically
 
 DRIFT_RUNS_FILE = "drift_runs.json"
 RETRAIN_DECISIONS_FILE = "retrain_decisions.json"
 REALIZED_FILE = "realized_performance.json"
+OUTCOMES_DIR = "realized_outcomes"
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,24 @@ class RealizedPerformance:
         return (self.logical_date, self.list_kind, self.model_version)
 
 
+@dataclass(frozen=True)
+class ListOutcomes:
+    """Each listed customer's realized outcome (the label rule's answer: churn True = left, propensity True =
+    bought), in the list's order."""
+
+    customer_ids: pd.Series
+    outcomes: np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"customer_id": self.customer_ids.astype(str).to_numpy(), "outcome": self.outcomes.astype(bool)}
+        )
+
+
+# Outcomes of the evaluations being recorded, by `RealizedPerformance.key`.
+OutcomesByList = Mapping[tuple[dt.date, str, str], ListOutcomes]
+
+
 def parse_timestamp(value: Any) -> dt.datetime:
     parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
@@ -136,7 +159,7 @@ class MonitoringStore(Protocol):
     def recent_drift_runs(self, dataset: str, limit: int) -> list[DriftRun]: ...
     def record_retrain_decision(self, decision: RetrainDecision) -> None: ...
     def retrain_decisions(self, dataset: str) -> list[RetrainDecision]: ...
-    def record_realized(self, rows: list[RealizedPerformance]) -> None: ...
+    def record_realized(self, rows: list[RealizedPerformance], outcomes: OutcomesByList | None = None) -> None: ...
     def realized(self, dataset: str) -> list[RealizedPerformance]: ...
     def datasets(self) -> list[str]: ...
 
@@ -178,7 +201,13 @@ class LocalStore:
         rows = [{k: v for k, v in row.items() if k != "key"} for row in self._read(dataset, RETRAIN_DECISIONS_FILE)]
         return [RetrainDecision(**{**row, "decided_at": parse_timestamp(row["decided_at"])}) for row in rows]
 
-    def record_realized(self, rows: list[RealizedPerformance]) -> None:
+    def record_realized(self, rows: list[RealizedPerformance], outcomes: OutcomesByList | None = None) -> None:
+        # Outcomes first: an evaluation counts as done once its summary row is written (see compute_realized_...).
+        for row in rows:
+            if outcomes and row.key in outcomes:
+                date, kind, version = row.key
+                path = self.root / row.dataset / OUTCOMES_DIR / f"{date.isoformat()}_{kind}_v{version}.parquet"
+                write_parquet_atomically(outcomes[row.key].frame(), path)
         for dataset in {row.dataset for row in rows}:
             raws = [
                 {**asdict(r), "key": f"{r.logical_date.isoformat()}/{r.list_kind}/{r.model_version}"}

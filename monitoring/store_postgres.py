@@ -6,7 +6,14 @@ import datetime as dt
 from typing import Any
 
 from churnops.config import Settings
-from churnops.monitoring.store import DriftRun, FeatureDrift, RealizedPerformance, RetrainDecision, parse_timestamp
+from churnops.monitoring.store import (
+    DriftRun,
+    FeatureDrift,
+    OutcomesByList,
+    RealizedPerformance,
+    RetrainDecision,
+    parse_timestamp,
+)
 
 
 class PostgresStore:
@@ -175,12 +182,25 @@ class PostgresStore:
             for r in rows
         ]
 
-    def record_realized(self, rows: list[RealizedPerformance]) -> None:
+    def record_realized(self, rows: list[RealizedPerformance], outcomes: OutcomesByList | None = None) -> None:
         from churnops import db
 
         conn = self._connect()
         try:
             for row in rows:
+                if outcomes and row.key in outcomes:
+                    # Before the summary row: a failure in between leaves the list unevaluated, and the retry
+                    # replaces these rows.
+                    listed = outcomes[row.key]
+                    db.replace_realized_outcomes(
+                        conn,
+                        dataset=row.dataset,
+                        logical_date=row.logical_date,
+                        list_kind=row.list_kind,
+                        model_version=row.model_version,
+                        customer_ids=listed.customer_ids.astype(str).tolist(),
+                        outcomes=listed.outcomes.astype(bool).tolist(),
+                    )
                 db.write_realized_performance(
                     conn,
                     dataset=row.dataset,

@@ -162,6 +162,6 @@ SELECT format('GRANT SELECT ON churnops.online_features TO %I', :'role_name') \g
 SELECT format('GRANT SELECT ON churnops.%I TO %I', page_table, :'role_name')
 FROM unnest(ARRAY['scores', 'score_runs', 'online_feature_sets', 'realized_performance', 'model_evaluations',
                   'promotion_decisions', 'drift_runs', 'drift_metrics', 'retrain_decisions',
-                  'replay_timeline']) AS page_table \gexec
+                  'replay_timeline', 'realized_outcomes']) AS page_table \gexec
 SQL
 echo "postgres-init: API role '$API_DB_ROLE' on database '$CHURNOPS_DB' ready (insert prediction_log, read online_features and the pages' tables)"

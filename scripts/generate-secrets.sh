@@ -78,9 +78,12 @@ write_secret mlflow_auth_db_url \
 write_secret churnops_database_url "$(db_url postgresql churnops "${CHURNOPS_DB:-churnops}")"
 write_secret churnops_api_database_url \
     "$(db_url postgresql churnops_api "${API_DB_ROLE:-churnops_api}" "${CHURNOPS_DB:-churnops}")"
+# Optuna's study storage (SQLAlchemy URL): the platform database's `optuna` schema (migration 0010), as the owner.
+write_secret churnops_optuna_storage_url \
+    "$(db_url postgresql+psycopg2 churnops "${CHURNOPS_DB:-churnops}")?options=-csearch_path%3Doptuna"
 
 for pair in airflow_db_url:airflow mlflow_db_url:mlflow mlflow_auth_db_url:mlflow churnops_database_url:churnops \
-    churnops_api_database_url:churnops_api; do
+    churnops_api_database_url:churnops_api churnops_optuna_storage_url:churnops; do
     url_name="${pair%%:*}" role="${pair##*:}"
     if [[ "$(read_secret "$url_name")" != *":$(read_secret "${role}_db_password")@"* ]]; then
         echo "generate-secrets: $url_name does not contain the password in ${role}_db_password;" \

@@ -55,6 +55,7 @@ _SECRET_VIEW_FILES = {
     # Airflow components (their DAG tasks) and a shell from `native_stack.py env`.
     "platform": (
         ("churnops_database_url", "churnops_database_url"),
+        ("churnops_optuna_storage_url", "churnops_optuna_storage_url"),
         ("churnops_mlflow_tracking_password", "mlflow_admin_password"),
     ),
     "api": (

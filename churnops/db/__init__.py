@@ -23,6 +23,7 @@ from churnops.db.connection import (
     migrate,
 )
 from churnops.db.monitoring_writers import (
+    replace_realized_outcomes,
     write_drift_run,
     write_realized_performance,
     write_replay_step,
@@ -55,6 +56,7 @@ __all__ = [
     "latest_scores",
     "migrate",
     "record_dag_run",
+    "replace_realized_outcomes",
     "write_drift_run",
     "write_ingestion_reports",
     "write_model_evaluation",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +181,51 @@ def write_realized_performance(
         ],
         conflict_key=("dataset", "logical_date", "list_kind", "model_version"),
     )
+
+
+def replace_realized_outcomes(
+    conn: Connection,
+    *,
+    dataset: str,
+    logical_date: dt.date,
+    list_kind: str,
+    model_version: str,
+    customer_ids: Sequence[str],
+    outcomes: Sequence[bool],
+) -> int:
+    """Replace the per-customer outcomes of one evaluated list (one transaction: the old rows stay readable until
+    the new ones are committed). Returns the rows written.
+
+    Written before the list's `realized_performance` row: an evaluation is only "done" once that row exists, so a
+    failure between the two is retried in full and this replaces its own half.
+    """
+    if len(customer_ids) != len(outcomes):
+        raise ValueError(f"{len(customer_ids)} customer ids but {len(outcomes)} outcomes")
+    key = (dataset, logical_date, list_kind, str(model_version))
+    prefix = "\t".join(_copy_text(value) for value in (dataset, logical_date.isoformat(), list_kind, model_version))
+    buffer = io.StringIO()
+    for customer_id, outcome in zip(customer_ids, outcomes, strict=True):
+        buffer.write(f"{prefix}\t{_copy_text(customer_id)}\t{'t' if outcome else 'f'}\n")
+    buffer.seek(0)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM churnops.realized_outcomes "
+            "WHERE dataset = %s AND logical_date = %s AND list_kind = %s AND model_version = %s",
+            key,
+        )
+        cur.copy_expert(
+            "COPY churnops.realized_outcomes (dataset, logical_date, list_kind, model_version, customer_id, outcome) "
+            "FROM STDIN",
+            buffer,
+            size=1 << 20,
+        )
+        return len(customer_ids)
+
+
+def _copy_text(value: object) -> str:
+    """A value as a field of COPY's text format: the characters it treats specially escaped."""
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def write_replay_step(conn: Connection, step: Mapping[str, Any]) -> None:

@@ -219,6 +219,8 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
             "customer.html",
             customer_id=customer_id,
             history=history,
+            # How the customer's realized outcome reads: the label rule's True and False for this dataset.
+            outcome_words=OUTCOME_WORDS.get(contract.label.kind, ("positive", "negative")),
             features_cutoff=published[0] if published else None,
             attributes=[(name, attributes[name]) for name in sorted(entity_names) if name in attributes],
             activity=[(definitions[name], _shown(attributes[name])) for name in definitions if name in attributes][:16],
@@ -265,6 +267,10 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
         return FileResponse(path, media_type="image/png")
 
     return router
+
+
+# The label rule's answer for one customer once a list's horizon passed, in words (True, False).
+OUTCOME_WORDS = {"churn": ("left", "stayed"), "propensity": ("bought", "did not buy")}
 
 
 def _with_bom(chunks: Any) -> Any:

@@ -158,18 +158,22 @@ class PageStore:
         rows = self._rows(
             """
             SELECT s.logical_date, s.list_kind, s.score, s.risk_band, s.risk_decile, s.decision, s.model_version,
-                   s.cutoff, r.roc_auc, r.observed_rate
+                   s.cutoff, r.roc_auc, r.observed_rate, o.outcome
             FROM churnops.scores s
             LEFT JOIN churnops.realized_performance r
               ON r.dataset = s.dataset AND r.logical_date = s.logical_date AND r.list_kind = s.list_kind
              AND r.model_version = s.model_version
+            LEFT JOIN churnops.realized_outcomes o
+              ON o.dataset = s.dataset AND o.customer_id = s.customer_id AND o.logical_date = s.logical_date
+             AND o.list_kind = s.list_kind AND o.model_version = s.model_version
             WHERE s.customer_id = %s AND s.dataset = %s
             ORDER BY s.logical_date DESC, s.list_kind LIMIT 60
             """,
             (customer_id, self.dataset),
         )
         names = ("logical_date", "list_kind", "score", "risk_band", "risk_decile", "decision", "model_version")
-        return [dict(zip((*names, "cutoff", "list_roc_auc", "list_observed_rate"), row, strict=True)) for row in rows]
+        extra = ("cutoff", "list_roc_auc", "list_observed_rate", "outcome")
+        return [dict(zip((*names, *extra), row, strict=True)) for row in rows]
 
     def published_features(self, customer_id: str) -> tuple[dt.date, dict[str, Any]] | None:
         rows = self._rows(

@@ -37,6 +37,7 @@ API_PAGE_TABLES = (
     "drift_metrics",
     "retrain_decisions",
     "replay_timeline",
+    "realized_outcomes",
 )
 INIT_SCRIPT = REPO / "postgres-init" / "10-churnops-databases.sh"
 from tests.deploy.support import POSTGRES_ADMIN_URL as ADMIN_URL  # noqa: E402

@@ -42,6 +42,7 @@ PLATFORM_TABLES = {
     "online_feature_sets",
     "online_features",
     "replay_timeline",
+    "realized_outcomes",
 }
 
 

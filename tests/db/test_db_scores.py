@@ -346,7 +346,7 @@ def test_lists_written_before_the_partitioning_migration_keep_their_rows(empty_d
                     (LOGICAL_DATE, kind, f"C{number}", CUTOFF),
                 )
 
-    assert db.migrate(empty_database) == ["0008"]
+    assert db.migrate(empty_database) == [m.version for m in db.discover_migrations() if m.version >= "0008"]
 
     assert len(partitions_of(empty_database, "old")) == 2
     with empty_database, empty_database.cursor() as cur:

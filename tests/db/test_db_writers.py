@@ -195,3 +195,36 @@ def test_realized_performance_is_upserted_per_scoring_date(conn: psycopg2.extens
         )  # fmt: skip
     rows = fetch(conn, "SELECT roc_auc FROM churnops.realized_performance WHERE dataset = %s", (dataset,))
     assert rows == [(0.72,)]
+
+
+def test_realized_outcomes_of_a_list_are_replaced_not_appended_when_it_is_evaluated_again(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    dataset = unique("ds")
+    key = {"dataset": dataset, "logical_date": dt.date(2024, 3, 1), "list_kind": "regular", "model_version": "3"}
+    # Ids with the characters COPY's text format treats specially arrive unchanged.
+    ids = ["C1", "tab\there", "back\\slash", "line\nbreak"]
+    db.replace_realized_outcomes(conn, **key, customer_ids=ids, outcomes=[True, False, True, False])
+    written = db.replace_realized_outcomes(conn, **key, customer_ids=ids[:2], outcomes=[False, True])
+
+    rows = fetch(
+        conn,
+        "SELECT customer_id, outcome FROM churnops.realized_outcomes WHERE dataset = %s ORDER BY customer_id",
+        (dataset,),
+    )
+    assert written == 2 and rows == [("C1", False), ("tab\there", True)]
+
+
+def test_realized_outcomes_of_other_lists_are_left_alone(conn: psycopg2.extensions.connection) -> None:
+    dataset = unique("ds")
+    for day in (1, 2):
+        db.replace_realized_outcomes(
+            conn, dataset=dataset, logical_date=dt.date(2024, 3, day), list_kind="regular", model_version="3",
+            customer_ids=["C1"], outcomes=[day == 1],
+        )  # fmt: skip
+    rows = fetch(
+        conn,
+        "SELECT logical_date, outcome FROM churnops.realized_outcomes WHERE dataset = %s ORDER BY 1",
+        (dataset,),
+    )
+    assert rows == [(dt.date(2024, 3, 1), True), (dt.date(2024, 3, 2), False)]

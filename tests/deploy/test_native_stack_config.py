@@ -137,6 +137,7 @@ def test_dag_tasks_write_as_the_owner_and_the_mlflow_administrator(stack_on_free
     native_stack().make_secret_views(paths)
     scheduler = _settings_of(paths, "airflow-scheduler", monkeypatch)
     assert scheduler.database_url.get_secret_value() == paths.secret("churnops_database_url")
+    assert scheduler.optuna_storage == paths.secret("churnops_optuna_storage_url")
     assert scheduler.mlflow_client_environment()["MLFLOW_TRACKING_PASSWORD"] == paths.secret("mlflow_admin_password")
     exporter = _settings_of(paths, "monitoring-exporter", monkeypatch)
     assert exporter.mlflow_client_environment()["MLFLOW_TRACKING_PASSWORD"] == paths.secret("mlflow_reader_password")

@@ -73,6 +73,7 @@ def test_database_urls_carry_the_role_passwords(generated: Path):
         ("mlflow_auth_db_url", "mlflow", "mlflow_auth"),
         ("churnops_database_url", "churnops", "churnops"),
         ("churnops_api_database_url", "churnops_api", "churnops"),
+        ("churnops_optuna_storage_url", "churnops", "churnops?options=-csearch_path%3Doptuna"),
     ):
         password = (generated / f"{role}_db_password").read_text()
         assert (generated / url_file).read_text().endswith(f"://{role}:{password}@postgres:5432/{database}")

@@ -7,6 +7,7 @@ import csv
 import io
 import re
 
+import pandas as pd
 import psycopg2
 import pytest
 from fastapi.testclient import TestClient
@@ -17,8 +18,8 @@ from tests.serving.pages_platform import PAGES_API_KEY, platform_with_records
 
 
 @pytest.fixture(scope="module")
-def settings(trained_platform, platform_database_url):
-    return platform_with_records(trained_platform, platform_database_url)
+def settings(trained_platform, platform_database_url, tmp_path_factory):
+    return platform_with_records(trained_platform, platform_database_url, tmp_path_factory.mktemp("pages") / "home")
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +163,36 @@ def test_customer_page_shows_history_reasons_attributes_and_activity(client, sto
     reasons = re.findall(r'<li class="(raises|lowers)">([^<]+)</li>', page.text)
     assert reasons and all(" the risk." in text for _, text in reasons)
     assert "Plan" in page.text and "Number of events" in page.text
+
+
+def test_customer_page_shows_what_the_customer_did_once_a_lists_horizon_passed(
+    client, settings, platform_database_url
+) -> None:
+    # Independent of the realized-outcome code: the feature job's own label of each customer at the backfilled
+    # cutoff (the snapshot), against what the page says for that list.
+    from churnops.features import CUTOFF
+    from churnops.snapshots import latest_snapshot_dir, load_snapshot
+
+    frame, metadata = load_snapshot(latest_snapshot_dir(settings, "synthetic"))
+    cutoff = metadata.cutoffs["out_of_time"][0]
+    labelled = frame[frame[CUTOFF] == pd.Timestamp(cutoff)].set_index("customer_id")["label"]
+    with psycopg2.connect(platform_database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT customer_id FROM churnops.scores WHERE dataset = 'synthetic' AND list_kind = 'backfill' "
+            "ORDER BY score DESC LIMIT 40"
+        )
+        listed = [row[0] for row in cur.fetchall()]
+    left = next(c for c in listed if labelled[c] == 1)
+    stayed = next(c for c in listed if labelled[c] == 0)
+    for customer_id, words in ((left, "left"), (stayed, "stayed")):
+        page = client.get(f"/pages/customers/{customer_id}")
+        rows = re.findall(r"<tr><td>([0-9-]+)</td><td>(regular|backfill)</td>.*?</tr>", page.text, flags=re.S)
+        backfill_row = re.search(r"<td>backfill</td>.*?<td class=\"outcome\">([^<]+)</td>", page.text, flags=re.S)
+        assert (cutoff, "backfill") in rows and backfill_row is not None
+        assert backfill_row.group(1) == words
+    # The current list's horizon has not passed: nothing is claimed about it.
+    regular_row = re.search(r"<td>regular</td>.*?<td class=\"outcome\">([^<]+)</td>", page.text, flags=re.S)
+    assert regular_row is not None and regular_row.group(1) == "not known yet"
 
 
 def test_unknown_customer_is_a_404_naming_the_field(client) -> None:

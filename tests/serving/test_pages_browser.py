@@ -25,7 +25,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def server(trained_platform, platform_database_url, tmp_path_factory):
-    settings = platform_with_records(trained_platform, platform_database_url)
+    settings = platform_with_records(trained_platform, platform_database_url, tmp_path_factory.mktemp("pages") / "home")
     env = {"CHURNOPS_DATABASE_URL": platform_database_url, "CHURNOPS_SERVING__API_KEY": PAGES_API_KEY}
     running = start_server(settings, tmp_path_factory.mktemp("pages-server"), env=env)
     yield running

@@ -28,6 +28,7 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import CUTOFF, LABEL
 from churnops.snapshots import DATA_DIR, describe, latest_snapshot_dir, load_snapshot, write_metadata
+from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
 
 pytestmark = pytest.mark.slow
 TRIALS = 4
@@ -170,9 +171,16 @@ def test_two_runs_with_the_same_snapshot_and_seed_give_identical_metrics(champio
     assert baselines[0] == baselines[1]
 
 
-def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, tmp_path) -> None:
+@pytest.mark.parametrize("study_storage", ["sqlite", "postgresql"])
+def test_training_killed_mid_study_resumes_it_and_registers_once(
+    champion_home,
+    tmp_path,
+    study_storage,
+    platform_database_url,  # noqa: F811 - the fixture
+) -> None:
     """SIGKILL after some trials: no registration, champion untouched; the retry continues the same study and
-    parent run and registers exactly one new version."""
+    parent run and registers exactly one new version. With the embedded SQLite file and with the deployment's
+    storage, the platform database's `optuna` schema (migration 0010)."""
     import optuna
 
     from churnops.jobs.training import train
@@ -180,8 +188,20 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
 
     home, champion = champion_home
     total = 8
-    seed = SEED + 100  # a new study on the same snapshot
-    settings = home.settings.model_copy(update={"training": home.settings.training.model_copy(update={"seed": seed})})
+    seed = SEED + 100 + (study_storage == "postgresql")  # a new study on the same snapshot
+    # The killed subprocess gets the storage through the environment, as a deployed worker does: if it did not, the
+    # study would not be found here and the kill would never come.
+    storage_url = (
+        platform_database_url.replace("postgresql://", "postgresql+psycopg2://", 1) + "?options=-csearch_path%3Doptuna"
+        if study_storage == "postgresql"
+        else None
+    )
+    settings = home.settings.model_copy(
+        update={
+            "training": home.settings.training.model_copy(update={"seed": seed}),
+            "optuna_storage_url": SecretStr(storage_url) if storage_url else None,
+        }
+    )
     before_versions, before_aliases = registry_state(home)
     the_study = study_name(home.contract.name, load_snapshot(home.snapshot_dir)[1], seed)
     script = (
@@ -190,6 +210,8 @@ def test_training_killed_mid_study_resumes_it_and_registers_once(champion_home, 
         f"train(s, load_contract({home.contract.name!r}, s), n_trials={total})"
     )
     env = {**os.environ, "CHURNOPS_HOME": str(settings.home), "CHURNOPS_TRAINING__SEED": str(seed)}
+    if storage_url:
+        env["CHURNOPS_OPTUNA_STORAGE_URL"] = storage_url
     process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env)
     completed_before_kill = 0
     try:
