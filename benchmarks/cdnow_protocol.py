@@ -22,7 +22,7 @@ from pathlib import Path
 
 from churnops.config import Settings
 from churnops.dataset import load_contract
-from churnops.jobs.report import metrics_table
+from churnops.jobs.model_card import metrics_table
 from churnops.jobs.training import train
 from churnops.snapshots import latest_snapshot_dir
 
