@@ -133,6 +133,8 @@ def train(
         champion = champion_for_comparison(contract.model_name, data)
         version = register_model(study, selected, data, contract, metadata, run_id, commit)
         tag_learning_key(contract.model_name, version, learned_from)
+        # `scores` are the evaluation rows scored by the model fitted without them, even when (entity data) the
+        # registered version is the refit on every labelled row: the gate compares what was measured on unseen rows.
         decision = decide_promotion(data.y_eval, selected["scores"], champion, leakage, settings.training)
         apply_decision(settings, contract, data, version, selected["metrics"], decision, run_id)
         if decision.champion_error is None:
