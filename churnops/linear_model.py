@@ -104,7 +104,10 @@ class LinearModel:
     def from_json(cls, text: str) -> LinearModel:
         """The model from its JSON file; refuses a file whose parts do not fit together."""
         raw = json.loads(text)
-        model = cls(**raw)
+        try:
+            model = cls(**raw)
+        except (TypeError, KeyError) as error:  # fields missing or unknown, or a vocabulary without coefficients
+            raise ValueError(f"the linear model's JSON is inconsistent: {error}") from error
         n_numeric, n_indicators = len(model.numeric), len(model.indicator_columns)
         lengths = {len(model.medians)} == {n_numeric} and {
             len(model.scale_mean),
