@@ -22,7 +22,7 @@ from pathlib import Path
 
 from churnops.config import Settings
 from churnops.dataset import load_contract
-from churnops.jobs.report import metrics_table
+from churnops.jobs.model_card import FAMILY_NAMES, metrics_table
 from churnops.jobs.training import train
 from churnops.snapshots import latest_snapshot_dir
 
@@ -73,7 +73,9 @@ def main() -> None:
         f"cutoffs {evaluation['training_cutoffs'][0]} .. {evaluation['training_cutoffs'][-1]} (labels all end "
         "before the evaluation cutoff); every choice below was made on time folds inside that window.",
         "",
-        f"- Champion candidate (LightGBM, {selection['n_trials']} trials, feature set `{selection['feature_set']}`, "
+        f"- Champion candidate ({FAMILY_NAMES[selection['family']]}, chosen on the time folds' mean ROC AUC: "
+        + ", ".join(f"{name} {auc:.4f}" for name, auc in selection["family_cv_roc_auc"].items())
+        + f"; {selection['n_trials']} LightGBM trials, feature set `{selection['feature_set']}`, "
         f"BG/NBD blend weight {selection['blend_weight_bgnbd']}, calibration `{selection['calibration']}`): "
         f"**ROC AUC {model_auc:.4f}**.",
         f"- BG/NBD on the same customers (its stronger score, `{bgnbd_name}`): ROC AUC {bgnbd_auc:.4f} (parameters "

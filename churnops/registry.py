@@ -1,10 +1,13 @@
 """The MLflow side shared by training, scoring, serving and monitoring: tracking set-up, experiments, aliases, and
-loading a registered model as a native LightGBM booster plus the feature schema, threshold and score
-post-processing (`churnops.postprocess`) stored with it.
+loading a registered model plus the feature schema, threshold and score post-processing (`churnops.postprocess`)
+stored with it.
 
-Loading the booster (not the pyfunc wrapper) keeps pandas off the serving hot path: rows are encoded straight
-into a numpy matrix with `FeatureSchema`. LightGBM's own explanations (`pred_contrib`) explain the booster's raw
-margin, before post-processing.
+A registered model is one of exactly two kinds, both read as data, never unpickled: a native LightGBM booster
+(text model file), or the logistic regression as JSON numbers (`churnops.linear_model`). Both answer the same
+`predict` / `pred_contrib` / `feature_importance` calls, so no caller needs to know which family won. Loading
+them (not the pyfunc wrapper) keeps pandas off the serving hot path: rows are encoded straight into a numpy
+matrix with `FeatureSchema`. The explanations (`pred_contrib`) explain the model's raw margin (log-odds), before
+post-processing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
+from churnops.linear_model import LINEAR_FLAVOR, LinearModel
 from churnops.postprocess import ScorePostprocess
 from churnops.schema import FeatureSchema
 
@@ -33,7 +37,8 @@ CHALLENGER_ALIAS = "challenger"
 POSTPROCESS_KEY = "postprocess"
 # The MLflow error code of a registered model that does not exist (the same from a local store and over REST).
 MODEL_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
-# The only model class churnops loads: MLflow's lightgbm flavour stores it as LightGBM's text format, never a pickle.
+# The only LightGBM model class churnops loads: MLflow's lightgbm flavour stores it as LightGBM's text format, never
+# a pickle (the other family, the linear model, is JSON: `churnops.linear_model`).
 NATIVE_BOOSTER_CLASS = "lightgbm.basic.Booster"
 
 
@@ -91,6 +96,7 @@ class LoadedModel:
 
     name: str
     version: str
+    # A LightGBM Booster or a `LinearModel`: the same predict / pred_contrib / feature_importance interface.
     booster: Any
     schema: FeatureSchema
     threshold: float
@@ -98,8 +104,13 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     postprocess: ScorePostprocess | None = None
 
+    @property
+    def family(self) -> str:
+        """`lightgbm` or `logistic_regression`: which model family won the training's selection."""
+        return "logistic_regression" if isinstance(self.booster, LinearModel) else "lightgbm"
+
     def predict_matrix(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """The model's score for encoded rows: the booster's probability, then the stored post-processing."""
+        """The model's score for encoded rows: the model's probability, then the stored post-processing."""
         # num_threads=1 for single-row serving: LightGBM's thread pool costs more than it saves on one row.
         raw = self.booster.predict(matrix, num_threads=num_threads)
         return raw if self.postprocess is None else self.postprocess.apply(raw, matrix)
@@ -111,30 +122,43 @@ def resolve_alias(name: str, alias: str) -> str:
     return str(MlflowClient().get_model_version_by_alias(name, alias).version)
 
 
-def _native_booster(model_dir: Path, flavors: dict[str, Any], label: str) -> Any:
-    """The version's LightGBM Booster, read from its text model file; anything else is refused before a byte of it
-    is deserialised. MLflow's own loaders unpickle scikit-learn-style and pyfunc models, and whoever can register a
-    version could have such a file executed in the API and the workers."""
-    import lightgbm
-
-    flavor = flavors.get("lightgbm") or {}
+def _file_inside(model_dir: Path, flavor: dict[str, Any], suffix: str) -> Path | None:
+    """The flavour's `data` file when it has the expected suffix and lies inside the model folder, else None."""
     data = str(flavor.get("data", ""))
     data_path = (model_dir / data).resolve()
-    if (
-        flavor.get("model_class") != NATIVE_BOOSTER_CLASS
-        or not data.endswith(".lgb")
-        or model_dir.resolve() not in data_path.parents
-    ):
+    return data_path if data.endswith(suffix) and model_dir.resolve() in data_path.parents else None
+
+
+def _registered_model(model_dir: Path, flavors: dict[str, Any], label: str) -> Any:
+    """The version's model, read as data: a LightGBM Booster from its text model file, or a `LinearModel` from its
+    JSON file. Anything else is refused, from the MLmodel file, before a byte of it is deserialised: MLflow's own
+    loaders unpickle scikit-learn-style and pyfunc models, and whoever can register a version could have such a
+    file executed in the API and the workers."""
+    import lightgbm
+
+    linear = flavors.get(LINEAR_FLAVOR)
+    if linear is not None:
+        json_path = _file_inside(model_dir, linear, ".json")
+        if json_path is None:
+            raise ValueError(
+                f"model {label}: its {LINEAR_FLAVOR} flavour must name a .json file inside the model folder "
+                f"(data {linear.get('data')!r}); churnops loads only that"
+            )
+        return LinearModel.load(json_path)
+    flavor = flavors.get("lightgbm") or {}
+    text_path = _file_inside(model_dir, flavor, ".lgb")
+    if flavor.get("model_class") != NATIVE_BOOSTER_CLASS or text_path is None:
         raise ValueError(
-            f"model {label} is not a native LightGBM Booster saved as text (flavours: {sorted(flavors)}, "
-            f"lightgbm model_class {flavor.get('model_class')!r}, data {data!r}); churnops loads only those"
+            f"model {label} is not a native LightGBM Booster saved as text nor a churnops linear model (flavours: "
+            f"{sorted(flavors)}, lightgbm model_class {flavor.get('model_class')!r}, data {flavor.get('data')!r}); "
+            "churnops loads only those"
         )
-    return lightgbm.Booster(model_file=str(data_path))
+    return lightgbm.Booster(model_file=str(text_path))
 
 
 def load_model_version(name: str, version: str) -> LoadedModel:
-    """Load a version's booster and the schema/threshold it was trained with; refuse a model that cannot predict
-    its own stored input example."""
+    """Load a version's model and the schema/threshold it was trained with; refuse a model that cannot score a row
+    of missing values."""
     import mlflow
 
     uri = f"models:/{name}/{version}"
@@ -146,8 +170,8 @@ def load_model_version(name: str, version: str) -> LoadedModel:
             raise ValueError(
                 f"model {name} v{version} has no feature schema in its metadata; it was not trained by churnops"
             )
-        booster = _native_booster(model_dir, info.flavors, f"{name} v{version}")
-    # The booster's feature names are the order it was trained in: encode rows in exactly that order.
+        booster = _registered_model(model_dir, info.flavors, f"{name} v{version}")
+    # The model's feature names are the order it was trained in: encode rows in exactly that order.
     schema = FeatureSchema.from_dict(metadata["feature_schema"]).in_column_order(booster.feature_name())
     model = LoadedModel(
         name=name,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from churnops.jobs.evaluate import binary_metrics, stability
+from churnops.jobs.model_card import model_card
 
 if TYPE_CHECKING:
     from churnops.dataset import DatasetContract
@@ -61,7 +62,9 @@ def build_evaluation(
         "label": {"kind": contract.label.kind, "horizon_days": contract.label.horizon_days},
         **data_summary,
         "new_model": {
-            "family": "lightgbm",
+            "family": selected["family"],
+            # Entity data: the registered model is the choice refitted on all labelled rows after evaluation.
+            "refitted_on_all_rows": selected["refitted_on_all_rows"],
             "metrics": selected["metrics"],
             "uncalibrated_metrics": selected["uncalibrated_metrics"],
         },
@@ -79,7 +82,8 @@ def build_evaluation(
             "feature_set": selected["feature_set"],
             "boosting_rounds": selected["rounds"],
             "cv_roc_auc": selected["cv_roc_auc"],
-            "logistic_regression_cv_roc_auc": selected["logistic_regression_cv_roc_auc"],
+            "family": selected["family"],
+            "family_cv_roc_auc": selected["family_cv_roc_auc"],
             "blend_weight_bgnbd": selected["blend_weight"],
             "blend_cv_roc_auc_by_weight": selected["blend_auc_by_weight"],
             "calibration": selected["calibration"]["method"],
@@ -100,7 +104,7 @@ def write_report(
     *,
     labels: np.ndarray,
     scores: dict[str, np.ndarray],
-    booster: Any,
+    model: Any,
     x_eval: np.ndarray,
     feature_names: list[str],
     seed: int,
@@ -109,8 +113,8 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = plot_curves(out_dir, labels, scores)
     rows = np.random.default_rng(seed).permutation(len(x_eval))[:SHAP_SAMPLE_ROWS]
-    importances = global_importances(booster, x_eval[np.sort(rows)], feature_names)
-    figures += plot_importances(out_dir, booster, x_eval[np.sort(rows)], feature_names, importances)
+    importances = global_importances(model, x_eval[np.sort(rows)], feature_names)
+    figures += plot_importances(out_dir, model, x_eval[np.sort(rows)], feature_names, importances)
     evaluation = {**evaluation, "global_importances": importances, "artifacts": sorted(p.name for p in figures)}
     path = out_dir / EVALUATION_FILE
     path.write_text(json.dumps(evaluation, indent=2, sort_keys=False, default=_json_default) + "\n")
@@ -228,10 +232,11 @@ def plot_curves(out_dir: Path, labels: np.ndarray, scores: dict[str, np.ndarray]
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def global_importances(booster: Any, x: np.ndarray, feature_names: list[str]) -> dict[str, dict[str, float]]:
-    """Per feature: mean |SHAP| (LightGBM's exact TreeSHAP contributions, log-odds) and total split gain."""
-    contributions = booster.predict(x, pred_contrib=True)[:, :-1]  # last column is the expected value
-    gains = booster.feature_importance(importance_type="gain")
+def global_importances(model: Any, x: np.ndarray, feature_names: list[str]) -> dict[str, dict[str, float]]:
+    """Per feature: mean |SHAP| (LightGBM's exact TreeSHAP contributions, or the linear model's centred terms;
+    log-odds) and total split gain (the linear model: its mean |term| on the training rows)."""
+    contributions = model.predict(x, pred_contrib=True)[:, :-1]  # last column is the expected value
+    gains = model.feature_importance(importance_type="gain")
     table = {
         name: {"mean_abs_shap": float(np.abs(contributions[:, i]).mean()), "gain": float(gains[i])}
         for i, name in enumerate(feature_names)
@@ -240,11 +245,11 @@ def global_importances(booster: Any, x: np.ndarray, feature_names: list[str]) ->
 
 
 def plot_importances(
-    out_dir: Path, booster: Any, x: np.ndarray, feature_names: list[str], importances: dict[str, dict[str, float]]
+    out_dir: Path, model: Any, x: np.ndarray, feature_names: list[str], importances: dict[str, dict[str, float]]
 ) -> list[Path]:
     """SHAP summary (one dot per customer and feature, coloured by the feature's value) and gain importances."""
     plt = _pyplot()
-    contributions = booster.predict(x, pred_contrib=True)[:, :-1]
+    contributions = model.predict(x, pred_contrib=True)[:, :-1]
     top = list(importances)[:TOP_FEATURES]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(top) + 1.5))
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(x))
@@ -272,124 +277,3 @@ def plot_importances(
     fig.savefig(out_dir / "importance_gain.png", dpi=110)
     plt.close(fig)
     return [out_dir / "shap_summary.png", out_dir / "importance_gain.png"]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Model card
-# ---------------------------------------------------------------------------------------------------------------
-
-CARD_METRICS = (
-    "roc_auc",
-    "gini",
-    "pr_auc",
-    "log_loss",
-    "brier",
-    "ks",
-    "precision_at_5",
-    "recall_at_5",
-    "lift_at_5",
-    "precision_at_10",
-    "recall_at_10",
-    "lift_at_10",
-)
-
-
-def metrics_table(evaluation: dict[str, Any]) -> list[str]:
-    """Markdown table: one row per scorer (new model, champion, baselines), one column per metric."""
-    rows = [("new model (LightGBM)", evaluation["new_model"]["metrics"])]
-    champion = evaluation.get("champion")
-    if champion and champion.get("metrics"):
-        rows.append((f"champion v{champion['version']}", champion["metrics"]))
-    rows += [(f"baseline: {name}", m) for name, m in evaluation["baselines"].items()]
-    lines = ["| scorer | " + " | ".join(CARD_METRICS) + " |", "|---|" + "---:|" * len(CARD_METRICS)]
-    for name, metrics in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{metrics[k]:.4f}" for k in CARD_METRICS) + " |")
-    return lines
-
-
-def model_card(evaluation: dict[str, Any]) -> str:
-    """A one-page model card: data window, population, features, metrics, choices, caveats, decision."""
-    selection, retro, promotion = evaluation["selection"], evaluation["retro_test"], evaluation["promotion"]
-    label = evaluation["label"]
-    label_text = (
-        f"`{label['kind']}` within {label['horizon_days']} days of the cutoff"
-        if label["horizon_days"]
-        else f"`{label['kind']}` (the entity table's label column)"
-    )
-    out_of_time = evaluation["validation"] == "out_of_time"
-    evaluated_on = (
-        f"the out-of-time cutoff {evaluation['evaluation_cutoff']}"
-        if out_of_time
-        else "a stratified 20 % holdout (no event time: **no out-of-time validation was possible**)"
-    )
-    top_features = list(evaluation.get("global_importances", {}))[:10]
-    lines = [
-        f"# Model card: {evaluation['model_name']} v{evaluation['model_version']}",
-        "",
-        f"Generated by `jobs/report.py` for training run `{evaluation['training_run_id']}` on "
-        f"{evaluation['created_at']}.",
-        "",
-        "## Data",
-        f"- Dataset `{evaluation['dataset']}`, snapshot `{evaluation['snapshot_id']}` (SHA-256 "
-        f"`{evaluation['snapshot_hash']}`), code commit `{evaluation['git_commit']}`.",
-        f"- Label: {label_text}.",
-        f"- Training window: cutoffs {', '.join(evaluation['training_cutoffs'])} "
-        f"({evaluation['training_rows']:,} customer-cutoff rows); every label ends before the evaluation cutoff.",
-        f"- Evaluated on {evaluated_on}: {evaluation['evaluation_rows']:,} customers.",
-        "",
-        "## Model",
-        f"- LightGBM, {selection['n_trials']} Optuna trials, feature set `{selection['feature_set']}`, "
-        f"{selection['boosting_rounds']} rounds; time-fold CV ROC AUC {selection['cv_roc_auc']:.4f} "
-        f"(logistic regression on the same folds: {selection['logistic_regression_cv_roc_auc']:.4f}).",
-        f"- Post-processing chosen on the training folds: BG/NBD blend weight {selection['blend_weight_bgnbd']}, "
-        f"calibration `{selection['calibration']}`, threshold {selection['threshold']:.4f} "
-        f"({selection['threshold_objective']}).",
-        f"- Best parameters: `{json.dumps(selection['best_params'], default=_json_default)}`.",
-        f"- Most important features (mean |SHAP|): {', '.join(f'`{f}`' for f in top_features)}.",
-        "",
-        "## Evaluation",
-        "",
-        *metrics_table(evaluation),
-        "",
-        "Retro-test (Gini per past cutoff, the last one being the evaluation cutoff): "
-        + ", ".join(f"{k}: {v:.3f}" for k, v in retro["gini_by_cutoff"].items())
-        + f"; mean {retro['gini_mean']:.3f}, std {retro['gini_std']:.3f}, spread {retro['gini_spread']:.3f}.",
-        "",
-        "## Promotion",
-        f"- Promoted to champion: **{promotion['promoted']}** (rule `{promotion.get('rule', 'n/a')}`) — "
-        f"{promotion['reason']}.",
-        f"- Sanity checks: {promotion['sanity_checks']}; margin {promotion['margin']}, "
-        f"AUC floor {promotion['min_auc']}.",
-        *_comparison_lines(promotion),
-        "",
-        "## Caveats",
-        "- Scores rank customers at one cutoff; deciles and bands are relative to the scored list.",
-        "- Probabilities are calibrated on the training folds' out-of-fold predictions; a label-rate shift after "
-        "training moves them (watch the calibration plot and the drift DAG).",
-        "- The registered artifact is the LightGBM booster; the BG/NBD blend and calibration are stored in its "
-        "metadata and applied by `churnops.postprocess` (scoring and the API), not by MLflow's generic pyfunc.",
-    ]
-    if evaluation["leakage_findings"]:
-        lines.append(
-            "- Leakage probes: "
-            + "; ".join(
-                f"`{f['feature']}` {f['probe']} {f['value']} (allowed: {f['allowed']})"
-                for f in evaluation["leakage_findings"]
-            )
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _comparison_lines(promotion: dict[str, Any]) -> list[str]:
-    """The champion comparison behind the decision, when there was a champion to compare with."""
-    if promotion.get("auc_difference") is None:
-        return []
-    return [
-        f"- Against the champion on the same rows: ROC AUC difference {promotion['auc_difference']:+.4f} "
-        f"({1 - promotion['significance_level']:.0%} CI [{promotion['auc_difference_ci_low']:+.4f}, "
-        f"{promotion['auc_difference_ci_high']:+.4f}], DeLong p = {promotion['p_value']:.3g}, level "
-        f"{promotion['significance_level']}); Brier {promotion['challenger_brier']:.4f} vs "
-        f"{promotion['champion_brier']:.4f} (tolerance {promotion['brier_tolerance']}), log loss "
-        f"{promotion['challenger_log_loss']:.4f} vs {promotion['champion_log_loss']:.4f} "
-        f"(tolerance {promotion['log_loss_tolerance']})."
-    ]

@@ -125,7 +125,8 @@ def measure_drift(
 
 
 def gain_importances(model: LoadedModel) -> dict[str, float]:
-    """The champion's gain importance per model input column, as shares of the total (sum 1)."""
+    """The champion's gain importance per model input column, as shares of the total (sum 1); for a linear
+    champion, its mean |logit term| on the training rows."""
     gains = np.asarray(model.booster.feature_importance(importance_type="gain"), dtype=np.float64)
     names = list(model.booster.feature_name())
     total = gains.sum()

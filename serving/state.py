@@ -95,6 +95,8 @@ class SingleRowPredictor:
 def _checked_single_row_predictor(model: LoadedModel, n_features: int) -> SingleRowPredictor | None:
     """The fast single-row predictor if it reproduces `predict_matrix` exactly on probe rows, else None (the
     regular path then serves single rows too: slower, never wrong)."""
+    if model.family != "lightgbm":
+        return None  # a LightGBM C API; the linear model's numpy `predict` is the regular path
     # Probe rows: all missing, zeros, seeded noise.
     probes = np.vstack([np.full(n_features, np.nan), np.zeros(n_features)])
     probes = np.vstack([probes, np.random.default_rng(0).normal(0.0, 50.0, size=(8, n_features))])
@@ -192,8 +194,8 @@ class ServedModel:
         return scores
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """LightGBM's own SHAP values of the booster's margin (log-odds before any stored blend or calibration),
-        one column per feature plus the bias last."""
+        """SHAP values of the model's margin (log-odds before any stored blend or calibration), one column per
+        feature plus the bias last: LightGBM's own TreeSHAP, or the linear model's centred terms."""
         return np.asarray(self.model.booster.predict(matrix, pred_contrib=True, num_threads=1))
 
     def explain(self, records: Sequence[Mapping[str, Any]], top: int) -> list[Explanation]:

@@ -144,6 +144,19 @@ class TrainingData:
             )
         return self._views[feature_set]
 
+    def all_rows_view(self, feature_set: str) -> EncodedView:
+        """Training and evaluation rows together (`x_train`, labels `y_all`), the schema fitted on all of them: what
+        an entity-data champion is refitted on after evaluation. `x_eval` keeps the evaluation rows, for the report."""
+        numeric, categorical = self.feature_sets[feature_set]
+        every_row = pd.concat([self.train, self.eval], ignore_index=True)
+        schema = FeatureSchema.fit(every_row, numeric, categorical)
+        return EncodedView(schema, schema.encode_frame(every_row), schema.encode_frame(self.eval))
+
+    @property
+    def y_all(self) -> np.ndarray:
+        """The labels of `all_rows_view`'s rows: training rows, then evaluation rows."""
+        return np.concatenate([self.y_train, self.y_eval])
+
     def summary(self) -> dict[str, Any]:
         """What the evaluation report says about the rows: validation kind, cutoffs and row counts."""
         return {

@@ -2,10 +2,11 @@
 
 1. **Search** (`search`): an Optuna study over LightGBM, each trial a nested MLflow run, cross-validated inside the
    training period only (`data`).
-2. **Selection** (`selection`, `postprocess`, `candidates`): the best trial refitted; BG/NBD blend, calibration and
-   threshold chosen on the time folds; the model, the logistic-regression candidate and the baselines measured on
-   the evaluation rows.
-3. **Registry** (`registration`): the LightGBM model is registered once and aliased `challenger`.
+2. **Selection** (`selection`, `postprocess`, `candidates`): the family with the best cross-validated ROC AUC
+   (LightGBM's best trial or the logistic regression) refitted; BG/NBD blend, calibration and threshold chosen on
+   the folds; the model, the other family and the baselines measured on the evaluation rows; on entity data the
+   choice refitted on every labelled row.
+3. **Registry** (`registration`): the chosen model is registered once and aliased `challenger`.
 4. **Gate** (`gate`, `champion`): `champion` moves only when the pure promotion rules say so; the decision is
    recorded in MLflow, `evaluation.json` and PostgreSQL.
 
@@ -132,6 +133,8 @@ def train(
         champion = champion_for_comparison(contract.model_name, data)
         version = register_model(study, selected, data, contract, metadata, run_id, commit)
         tag_learning_key(contract.model_name, version, learned_from)
+        # `scores` are the evaluation rows scored by the model fitted without them, even when (entity data) the
+        # registered version is the refit on every labelled row: the gate compares what was measured on unseen rows.
         decision = decide_promotion(data.y_eval, selected["scores"], champion, leakage, settings.training)
         apply_decision(settings, contract, data, version, selected["metrics"], decision, run_id)
         if decision.champion_error is None:
@@ -146,9 +149,10 @@ def train(
         )
 
     log.info(
-        "trained %s v%s: out-of-time ROC AUC %.4f; %s; evaluation report: %s",
+        "trained %s v%s (%s): out-of-time ROC AUC %.4f; %s; evaluation report: %s",
         contract.model_name,
         version,
+        selected["family"],
         selected["metrics"]["roc_auc"],
         decision.reason,
         evaluation_path,
@@ -257,7 +261,7 @@ def _write_report(
             **({f"champion v{champion_version}": champion_scores} if champion_scores is not None else {}),
             **selected["baseline_scores"],
         },
-        booster=selected["booster"],
+        model=selected["model"],
         x_eval=selected["view"].x_eval,
         feature_names=selected["view"].schema.columns,
         seed=settings.training.seed,

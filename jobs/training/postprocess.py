@@ -1,16 +1,18 @@
 """Post-processing chosen on the training folds, never on the evaluation rows: the BG/NBD blend weight, the
 calibration map and the decision threshold.
 
-The best trial's configuration is refitted (fixed rounds) on each retro split and scored on its validation rows;
-those out-of-fold predictions choose the blend weight (best mean fold ROC AUC), then, pooled over every retro fold,
-the calibration (none / Platt / isotonic, kept only if it lowers the cross-fitted Brier score) and the threshold
-for the configured objective. Pooling fits the map on predictions of the final configuration from every fold
-model rather than on one fold model's, and on all the out-of-fold rows there are. What is chosen is stored with
-the model (`churnops.postprocess.ScorePostprocess`) and applied wherever the model scores.
+The chosen family's configuration (LightGBM's best trial with fixed rounds, or the logistic regression) is
+refitted on each retro split and scored on its validation rows; those out-of-fold predictions choose the blend
+weight (best mean fold ROC AUC), then, pooled over every retro fold, the calibration (none / Platt / isotonic,
+kept only if it lowers the cross-fitted Brier score) and the threshold for the configured objective. Pooling fits
+the map on predictions of the final configuration from every fold model rather than on one fold model's, and on
+all the out-of-fold rows there are. What is chosen is stored with the model
+(`churnops.postprocess.ScorePostprocess`) and applied wherever the model scores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +23,17 @@ from churnops.config import TrainingSettings
 from churnops.dataset import DatasetContract
 from churnops.jobs.evaluate import choose_threshold, select_calibration
 from churnops.jobs.training.data import EncodedView, Split, TrainingData
-from churnops.jobs.training.search import fit_booster
 from churnops.postprocess import apply_calibration
+
+# Fits one model family's chosen configuration on the masked training rows of a view; the result has `predict`.
+FitOnRows = Callable[[EncodedView, np.ndarray, np.ndarray], Any]
 
 BLEND_WEIGHTS = tuple(round(w, 1) for w in np.arange(0.0, 1.0, 0.1))
 
 
 @dataclass(frozen=True)
 class FoldPredictions:
-    """The chosen configuration refitted (fixed rounds) on one retro split and scored on its validation rows."""
+    """The chosen configuration refitted on one retro split and scored on its validation rows."""
 
     split: Split
     labels: np.ndarray
@@ -49,7 +53,7 @@ class Postprocessing:
     threshold_objective: str
 
     def blended(self, raw: np.ndarray, bgnbd: np.ndarray | None) -> np.ndarray:
-        """The booster's scores blended with BG/NBD's at the chosen weight (unchanged without BG/NBD)."""
+        """The model's scores blended with BG/NBD's at the chosen weight (unchanged without BG/NBD)."""
         if self.blend_weight == 0 or bgnbd is None:
             return raw
         return (1 - self.blend_weight) * raw + self.blend_weight * bgnbd
@@ -68,20 +72,21 @@ def bgnbd_scores(frame: pd.DataFrame, contract: DatasetContract) -> tuple[np.nda
 
 
 def fold_predictions(
-    data: TrainingData, contract: DatasetContract, view: EncodedView, params: dict[str, Any], rounds: int
+    data: TrainingData, contract: DatasetContract, view: EncodedView, fit: FitOnRows
 ) -> list[FoldPredictions]:
-    """Refit the configuration on every retro split and score its validation rows (BG/NBD too, for time data)."""
+    """Refit the chosen family's configuration on every retro split and score its validation rows (BG/NBD too,
+    for time data)."""
     folds = []
     for split in data.retro_splits:
-        booster = fit_booster(view, data.y_train, params, split.fit, rounds)
+        model = fit(view, data.y_train, split.fit)
         bgnbd = bgnbd_scores(data.train[split.valid], contract) if data.validation == "out_of_time" else None
-        raw = booster.predict(view.x_train[split.valid])
+        raw = model.predict(view.x_train[split.valid])
         folds.append(FoldPredictions(split, data.y_train[split.valid], raw, bgnbd and bgnbd[0]))
     return folds
 
 
 def choose_blend(folds: list[FoldPredictions]) -> tuple[float, dict[str, float]]:
-    """The BG/NBD blend weight with the best mean ROC AUC over the retro folds (0 = LightGBM alone)."""
+    """The BG/NBD blend weight with the best mean ROC AUC over the retro folds (0 = the model alone)."""
     from sklearn.metrics import roc_auc_score
 
     if any(f.bgnbd is None for f in folds):

@@ -1,8 +1,10 @@
 """What a training leaves in the registry and the database: the registered model version (logged once, even
 across retries), the aliases the gate's decision moves, the version's tags and the PostgreSQL records.
 
-The model is logged as a native LightGBM booster with its feature schema, threshold and post-processing in the
-metadata, so scoring and serving load exactly what was evaluated (`churnops.registry.load_model_version`).
+The model is logged as a native LightGBM booster (text) or, when the logistic regression won, as its JSON numbers
+under churnops' own MLmodel flavour (`churnops.linear_model`), with its feature schema, threshold and
+post-processing in the metadata, so scoring and serving load exactly what was evaluated
+(`churnops.registry.load_model_version` reads those two kinds and nothing else).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -18,6 +22,7 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.jobs.training.data import TrainingData
 from churnops.jobs.training.gate import PromotionDecision
+from churnops.linear_model import LINEAR_FLAVOR, LINEAR_MODEL_FILE, LinearModel
 from churnops.postprocess import ScorePostprocess
 from churnops.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, POSTPROCESS_KEY
 from churnops.snapshots import SnapshotMetadata
@@ -52,18 +57,53 @@ def register_model(
     example = pd.DataFrame(view.x_eval[:5], columns=view.schema.columns)
     # Check the post-processing round-trips before it is registered: scoring and serving rebuild it from metadata.
     ScorePostprocess.from_metadata(selected["postprocess"], view.schema.columns)
-    info = mlflow.lightgbm.log_model(
-        selected["booster"],
-        name="model",
-        signature=infer_signature(example, selected["scores"][:5]),
-        input_example=example,
-        registered_model_name=contract.model_name,
-        metadata=_model_metadata(selected, data, contract, metadata, run_id, git_commit),
-        pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
-    )
+    signature = infer_signature(example, selected["scores"][:5])
+    metadata = _model_metadata(selected, data, contract, metadata, run_id, git_commit)
+    if isinstance(selected["model"], LinearModel):
+        info = log_linear_model(
+            selected["model"], registered_model_name=contract.model_name, metadata=metadata, signature=signature
+        )
+    else:
+        info = mlflow.lightgbm.log_model(
+            selected["model"],
+            name="model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=contract.model_name,
+            metadata=metadata,
+            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
+        )
     version = str(info.registered_model_version)
     study.set_user_attr(REGISTERED_ATTR, version)
     return version
+
+
+def _save_linear_model(path: str, mlflow_model: Any, model: LinearModel, signature: Any = None) -> None:
+    """The model folder MLflow's `Model.log` asks its flavour for: the JSON numbers and an MLmodel naming them."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LINEAR_MODEL_FILE).write_text(model.to_json())
+    mlflow_model.signature = signature
+    mlflow_model.add_flavor(LINEAR_FLAVOR, data=LINEAR_MODEL_FILE, format_version=1)
+    mlflow_model.save(str(folder / "MLmodel"))
+
+
+def log_linear_model(
+    model: LinearModel, *, registered_model_name: str, metadata: dict[str, Any], signature: Any = None
+) -> Any:
+    """Log and register a `LinearModel` on the active run under churnops' own flavour (no pickle, no pyfunc)."""
+    from mlflow.models import Model
+
+    flavor = SimpleNamespace(__name__=LINEAR_FLAVOR, save_model=_save_linear_model)
+    return Model.log(
+        artifact_path=None,
+        name="model",
+        flavor=flavor,
+        registered_model_name=registered_model_name,
+        metadata=metadata,
+        model=model,
+        signature=signature,
+    )
 
 
 def _model_metadata(
@@ -95,6 +135,10 @@ def _model_metadata(
         "training_run_id": run_id,
         "git_commit": git_commit,
         "best_params": selected["best_params"],
+        "model_family": selected["family"],
+        "family_cv_roc_auc": selected["family_cv_roc_auc"],
+        # Entity data: the row count the registered model learned from (train + holdout), None when not refitted.
+        "refitted_on_all_rows": selected["refitted_on_all_rows"],
     }
 
 

@@ -1,9 +1,11 @@
-"""The chosen model: the best trial refitted on every training row, its post-processing chosen on the folds, and
-every candidate scored on the evaluation rows.
+"""The chosen model: the model family with the best cross-validated ROC AUC (LightGBM's best trial or the
+logistic regression) refitted on every training row, its post-processing chosen on the folds, and every candidate
+scored on the evaluation rows.
 
-The evaluation rows (the out-of-time cutoff, or the holdout) are only ever used here to *measure*: the model, its
-post-processing and threshold were all chosen on the training period. Next to the model the report shows the
-logistic-regression candidate and the recency / BG/NBD baselines on the same rows.
+The evaluation rows (the out-of-time cutoff, or the holdout) are only ever used here to *measure*: the family, the
+model, its post-processing and threshold were all chosen on the training period. Next to the model the report
+shows the family not chosen and the recency / BG/NBD baselines on the same rows. On entity data the chosen
+configuration is then refitted on every labelled row, and that refit is what gets registered.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import numpy as np
 from churnops.config import TrainingSettings
 from churnops.dataset import DatasetContract
 from churnops.jobs.evaluate import binary_metrics, stability
-from churnops.jobs.training.candidates import logistic_candidate
-from churnops.jobs.training.data import TrainingData
+from churnops.jobs.training.candidates import fit_linear, linear_cv_roc_auc
+from churnops.jobs.training.data import EncodedView, TrainingData
 from churnops.jobs.training.postprocess import (
+    FitOnRows,
     Postprocessing,
     bgnbd_scores,
     choose_postprocessing,
@@ -34,23 +37,41 @@ LOGGED_BASELINE_METRICS = ("roc_auc", "gini", "pr_auc", "brier", "precision_at_1
 def select_and_evaluate(
     training: TrainingSettings, contract: DatasetContract, data: TrainingData, study: Any, seed: int
 ) -> dict[str, Any]:
-    """Refit the best trial, choose blend/calibration/threshold on the folds, and score the evaluation rows.
+    """Choose the model family on the validation folds, choose its blend/calibration/threshold on the folds, score
+    the evaluation rows, and (entity data) refit the choice on every labelled row.
 
-    Returns what registration and the report need: the booster and its encoded view, the evaluation scores and
-    metrics, the post-processing, the retro-test and the baselines' scores (a plain dict: `churnops.jobs.report` reads
-    it).
+    Returns what registration and the report need: the model to register and its encoded view, the evaluation
+    scores and metrics, the family choice, the post-processing, the retro-test and the baselines' scores (a plain
+    dict: `churnops.jobs.report` reads it).
     """
     best = study.best_trial
     params, feature_set = booster_params(seed, best.params)
     rounds = int(best.user_attrs["rounds"])
-    view = data.view(feature_set)
 
-    folds = fold_predictions(data, contract, view, params, rounds)
+    def fit_lightgbm(view: EncodedView, y: np.ndarray, mask: np.ndarray) -> Any:
+        return fit_booster(view, y, params, mask, rounds)
+
+    # Both families are scored by mean ROC AUC on the same cross-validation splits of the training period; the
+    # evaluation rows play no part in the choice. A tie keeps LightGBM.
+    family_cv_roc_auc = {
+        "lightgbm": float(best.value),
+        "logistic_regression": linear_cv_roc_auc(data, data.view("all")),
+    }
+    family = max(family_cv_roc_auc, key=lambda name: family_cv_roc_auc[name])
+    fits: dict[str, tuple[str, FitOnRows]] = {
+        "lightgbm": (feature_set, fit_lightgbm),
+        "logistic_regression": ("all", fit_linear),
+    }
+    model_features, fit = fits[family]
+    view = data.view(model_features)
+
+    folds = fold_predictions(data, contract, view, fit)
     chosen = choose_postprocessing(folds, training, seed)
 
-    booster = fit_booster(view, data.y_train, params, np.ones(len(data.y_train), dtype=bool), rounds)
+    every_training_row = np.ones(len(data.y_train), dtype=bool)
+    model = fit(view, data.y_train, every_training_row)
     eval_bgnbd = bgnbd_scores(data.eval, contract)
-    uncalibrated = chosen.blended(booster.predict(view.x_eval), eval_bgnbd and eval_bgnbd[0])
+    uncalibrated = chosen.blended(model.predict(view.x_eval), eval_bgnbd and eval_bgnbd[0])
     scores = apply_calibration(chosen.calibration, uncalibrated)
     metrics = binary_metrics(data.y_eval, scores)
 
@@ -61,23 +82,38 @@ def select_and_evaluate(
     from churnops.jobs.baselines import score_baselines
 
     baselines = score_baselines(data.train, data.eval, contract, bgnbd_params=eval_bgnbd and eval_bgnbd[1])
-    logistic = logistic_candidate(data)
+    # The family not chosen, fitted on the same rows and shown next to the model (without post-processing).
+    [(other, (other_features, fit_other))] = [item for item in fits.items() if item[0] != family]
+    other_view = data.view(other_features)
+    other_scores = fit_other(other_view, data.y_train, every_training_row).predict(other_view.x_eval)
+
+    refit_rows = None
+    if data.validation != "out_of_time":
+        # Entity data: the holdout has measured the choice, so the same configuration now learns from every
+        # labelled row (train + holdout) and that refit is what is registered. The figures and the promotion
+        # gate keep using `scores`, the holdout scores of the model fitted without the holdout: the refit has no
+        # unseen rows left to be measured on. Out-of-time data keeps the model fitted on the training cutoffs.
+        view = data.all_rows_view(model_features)
+        model = fit(view, data.y_all, np.ones(len(data.y_all), dtype=bool))
+        refit_rows = len(data.y_all)
     selected = {
-        "best_params": dict(best.params),
-        "feature_set": feature_set,
+        "family": family,
+        "family_cv_roc_auc": family_cv_roc_auc,
+        "best_params": dict(best.params) if family == "lightgbm" else {},
+        "feature_set": model_features,
         "rounds": rounds,
-        "cv_roc_auc": float(best.value),
+        "cv_roc_auc": family_cv_roc_auc[family],
         "n_trials": len(study.trials),
-        "booster": booster,
+        "model": model,
         "view": view,
+        "refitted_on_all_rows": refit_rows,
         "scores": scores,
         "metrics": metrics,
         "uncalibrated_metrics": binary_metrics(data.y_eval, uncalibrated),
         **_postprocessing_fields(chosen),
         "postprocess": stored_postprocess(chosen, eval_bgnbd, contract),
         "retro_gini": retro,
-        "logistic_regression_cv_roc_auc": logistic["cv_roc_auc"],
-        "baseline_scores": {"logistic_regression": logistic["scores"], **baselines.scores},
+        "baseline_scores": {other: other_scores, **baselines.scores},
         "baseline_details": baselines.details,
     }
     _log_selection(selected, data.y_eval)
@@ -113,7 +149,7 @@ def _log_selection(selected: dict[str, Any], labels: np.ndarray) -> None:
         }
         | {
             "best_cv_roc_auc": selected["cv_roc_auc"],
-            "logistic_regression_cv_roc_auc": selected["logistic_regression_cv_roc_auc"],
+            **{f"{name}_cv_roc_auc": auc for name, auc in selected["family_cv_roc_auc"].items()},
             "threshold": selected["threshold"],
             "blend_weight": selected["blend_weight"],
             "n_trials": selected["n_trials"],
@@ -121,3 +157,4 @@ def _log_selection(selected: dict[str, Any], labels: np.ndarray) -> None:
         | {f"retro_{k}": v for k, v in stability(selected["retro_gini"]).items()}
     )
     mlflow.set_tag("churnops.calibration", selected["calibration"]["method"])
+    mlflow.set_tag("churnops.model_family", selected["family"])

@@ -1,6 +1,7 @@
-"""Only a native LightGBM Booster is ever loaded from the registry: a version saved in a pickled form is refused
-from its MLmodel file, before any of its bytes are deserialised (whoever can register a version must not be able to
-run code in the API or the workers)."""
+"""Only two kinds of model are ever loaded from the registry, both read as data: a native LightGBM Booster (text)
+and churnops' linear model (JSON). A version saved in a pickled form, or a flavour naming a file outside its model
+folder, is refused from its MLmodel file, before any of its bytes are deserialised (whoever can register a version
+must not be able to run code in the API or the workers)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import mlflow
 import numpy as np
 import pytest
 
+from churnops.jobs.training.candidates import fit_linear
+from churnops.jobs.training.data import EncodedView
+from churnops.jobs.training.registration import log_linear_model
+from churnops.linear_model import LINEAR_FLAVOR
 from churnops.registry import load_model_version
 from churnops.schema import FeatureSchema
 
@@ -77,3 +82,41 @@ def test_a_pickled_model_is_refused_before_it_is_unpickled(tracking: Path) -> No
     with pytest.raises(ValueError, match=r"not a native LightGBM Booster.*_ExplodesWhenUnpickled"):
         load_model_version("pickled", version)
     assert not model.marker.exists()
+
+
+def test_a_linear_model_is_loaded_from_its_json_and_scores_as_it_was_fitted(tracking: Path) -> None:
+    matrix, labels = _training_rows()
+    view = EncodedView(FeatureSchema(numeric=tuple(FEATURES), categorical={}), matrix, matrix)
+    fitted = fit_linear(view, labels, np.ones(len(labels), dtype=bool))
+    with mlflow.start_run():
+        info = log_linear_model(fitted, registered_model_name="linear", metadata=_metadata())
+
+    loaded = load_model_version("linear", str(info.registered_model_version))
+    assert loaded.family == "logistic_regression"
+    assert np.array_equal(loaded.predict_matrix(matrix), fitted.predict(matrix))
+    assert np.array_equal(loaded.booster.predict(matrix, pred_contrib=True), fitted.predict(matrix, pred_contrib=True))
+
+
+def test_a_linear_flavour_naming_a_file_outside_its_model_folder_is_refused(tracking: Path) -> None:
+    from types import SimpleNamespace
+
+    from mlflow.models import Model
+
+    outside = tracking / "elsewhere.json"
+    outside.write_text("{}")
+
+    def save_model(path: str, mlflow_model: Model) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        mlflow_model.add_flavor(LINEAR_FLAVOR, data=str(Path("..") / ".." / outside.name))
+        mlflow_model.save(str(Path(path) / "MLmodel"))
+
+    with mlflow.start_run():
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=SimpleNamespace(__name__=LINEAR_FLAVOR, save_model=save_model),
+            registered_model_name="escaping",
+            metadata=_metadata(),
+        )
+    with pytest.raises(ValueError, match=r"must name a \.json file inside the model folder"):
+        load_model_version("escaping", str(info.registered_model_version))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from churnops.jobs.report import CARD_METRICS, gain_curve, global_importances, write_report
+from churnops.jobs.model_card import CARD_METRICS
+from churnops.jobs.report import gain_curve, global_importances, write_report
 
 
 def test_report_writes_plots_model_card_and_evaluation_json(tmp_path: Path) -> None:
@@ -25,7 +26,7 @@ def test_report_writes_plots_model_card_and_evaluation_json(tmp_path: Path) -> N
         evaluation,
         labels=labels,
         scores={"new model": scores, "recency_rule": x[:, 0]},
-        booster=booster,
+        model=booster,
         x_eval=x,
         feature_names=["strong", "medium", "gappy", "noise"],
         seed=0,
@@ -85,7 +86,8 @@ def minimal_evaluation() -> dict:
             "feature_set": "all",
             "boosting_rounds": 30,
             "cv_roc_auc": 0.8,
-            "logistic_regression_cv_roc_auc": 0.79,
+            "family": "lightgbm",
+            "family_cv_roc_auc": {"lightgbm": 0.8, "logistic_regression": 0.79},
             "blend_weight_bgnbd": 0.0,
             "calibration": "platt",
             "threshold": 0.3,
