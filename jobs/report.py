@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from churnops.jobs.evaluate import binary_metrics, stability
+from churnops.metrics import evaluation_label
 
 if TYPE_CHECKING:
     from churnops.dataset import DatasetContract
@@ -322,6 +323,12 @@ def model_card(evaluation: dict[str, Any]) -> str:
         if out_of_time
         else "a stratified 20 % holdout (no event time: **no out-of-time validation was possible**)"
     )
+    # Entity data has no time axis: its folds are stratified and its evaluation rows a holdout, not a later cutoff.
+    held_out = (
+        "every label ends before the evaluation cutoff" if out_of_time else "the holdout's customers are not among them"
+    )
+    folds = "time-fold" if out_of_time else "stratified-fold"
+    retro_of = "past cutoff, the last one being the evaluation cutoff" if out_of_time else "validation fold"
     top_features = list(evaluation.get("global_importances", {}))[:10]
     lines = [
         f"# Model card: {evaluation['model_name']} v{evaluation['model_version']}",
@@ -334,12 +341,12 @@ def model_card(evaluation: dict[str, Any]) -> str:
         f"`{evaluation['snapshot_hash']}`), code commit `{evaluation['git_commit']}`.",
         f"- Label: {label_text}.",
         f"- Training window: cutoffs {', '.join(evaluation['training_cutoffs'])} "
-        f"({evaluation['training_rows']:,} customer-cutoff rows); every label ends before the evaluation cutoff.",
+        f"({evaluation['training_rows']:,} customer-cutoff rows); {held_out}.",
         f"- Evaluated on {evaluated_on}: {evaluation['evaluation_rows']:,} customers.",
         "",
         "## Model",
         f"- LightGBM, {selection['n_trials']} Optuna trials, feature set `{selection['feature_set']}`, "
-        f"{selection['boosting_rounds']} rounds; time-fold CV ROC AUC {selection['cv_roc_auc']:.4f} "
+        f"{selection['boosting_rounds']} rounds; {folds} CV ROC AUC {selection['cv_roc_auc']:.4f} "
         f"(logistic regression on the same folds: {selection['logistic_regression_cv_roc_auc']:.4f}).",
         f"- Post-processing chosen on the training folds: BG/NBD blend weight {selection['blend_weight_bgnbd']}, "
         f"calibration `{selection['calibration']}`, threshold {selection['threshold']:.4f} "
@@ -347,11 +354,11 @@ def model_card(evaluation: dict[str, Any]) -> str:
         f"- Best parameters: `{json.dumps(selection['best_params'], default=_json_default)}`.",
         f"- Most important features (mean |SHAP|): {', '.join(f'`{f}`' for f in top_features)}.",
         "",
-        "## Evaluation",
+        f"## Evaluation ({evaluation_label(evaluation['validation'])})",
         "",
         *metrics_table(evaluation),
         "",
-        "Retro-test (Gini per past cutoff, the last one being the evaluation cutoff): "
+        f"Retro-test (Gini per {retro_of}): "
         + ", ".join(f"{k}: {v:.3f}" for k, v in retro["gini_by_cutoff"].items())
         + f"; mean {retro['gini_mean']:.3f}, std {retro['gini_std']:.3f}, spread {retro['gini_spread']:.3f}.",
         "",

@@ -37,6 +37,7 @@ from churnops.jobs.training.search import (
 )
 from churnops.jobs.training.selection import select_and_evaluate
 from churnops.jobs.training.unchanged import learning_key, record_skip, tag_learning_key, version_trained_on
+from churnops.metrics import evaluation_label
 from churnops.registry import configure_mlflow, ensure_experiment
 from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snapshot
 
@@ -54,7 +55,8 @@ class TrainingResult:
     model_version: str
     run_id: str
     best_params: dict[str, Any]
-    out_of_time_metrics: dict[str, float]
+    # Measured on the evaluation rows: a later cutoff, or the holdout of entity data (see `validation`).
+    evaluation_metrics: dict[str, float]
     threshold: float
     n_trials: int
     decision: PromotionDecision | None  # None when skipped
@@ -64,6 +66,8 @@ class TrainingResult:
     # True when the snapshot's training rows are those a registered version already learned from: nothing ran.
     skipped: bool = False
     skip_reason: str = ""
+    # What the evaluation rows are: "out_of_time" or "stratified_holdout" (churnops.metrics.evaluation_label).
+    validation: str = "out_of_time"
 
 
 def git_commit() -> str:
@@ -116,6 +120,7 @@ def train(
             metadata.snapshot_id,
             skipped=True,
             skip_reason=why,
+            validation=data.validation,
         )
     seed = settings.training.seed
     leakage = leakage_findings(data, contract)
@@ -146,9 +151,10 @@ def train(
         )
 
     log.info(
-        "trained %s v%s: out-of-time ROC AUC %.4f; %s; evaluation report: %s",
+        "trained %s v%s: %s ROC AUC %.4f; %s; evaluation report: %s",
         contract.model_name,
         version,
+        evaluation_label(data.validation),
         selected["metrics"]["roc_auc"],
         decision.reason,
         evaluation_path,
@@ -158,13 +164,14 @@ def train(
         model_version=version,
         run_id=run_id,
         best_params=dict(study.best_trial.params),
-        out_of_time_metrics=selected["metrics"],
+        evaluation_metrics=selected["metrics"],
         threshold=selected["threshold"],
         n_trials=len(study.trials),
         decision=decision,
         snapshot_id=metadata.snapshot_id,
         evaluation_path=evaluation_path,
         evaluation=evaluation,
+        validation=data.validation,
     )
 
 
