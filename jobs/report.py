@@ -324,9 +324,7 @@ def model_card(evaluation: dict[str, Any]) -> str:
         else "a stratified 20 % holdout (no event time: **no out-of-time validation was possible**)"
     )
     # Entity data has no time axis: its folds are stratified and its evaluation rows a holdout, not a later cutoff.
-    held_out = (
-        "every label ends before the evaluation cutoff" if out_of_time else "the holdout's customers are not among them"
-    )
+    held_out = "every label ends before the evaluation cutoff" if out_of_time else "the holdout is not among them"
     folds = "time-fold" if out_of_time else "stratified-fold"
     retro_of = "past cutoff, the last one being the evaluation cutoff" if out_of_time else "validation fold"
     top_features = list(evaluation.get("global_importances", {}))[:10]
