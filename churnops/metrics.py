@@ -21,3 +21,19 @@ def recall_at_top(labels: np.ndarray, scores: np.ndarray, fraction: float) -> fl
     """Share of all positives that the top `fraction` of customers by score catches."""
     labels = np.asarray(labels)
     return float(labels[top_indices(np.asarray(scores), fraction)].sum() / labels.sum())
+
+
+# What the evaluation rows are (`DatasetContract.validation`), as metric names and text call them: a later cutoff
+# for event data ("oot_roc_auc", "out-of-time ROC AUC"); a stratified holdout for entity data, which has no time
+# axis ("holdout_roc_auc", "holdout ROC AUC").
+_EVALUATION_NAMES = {"out_of_time": ("oot", "out-of-time"), "stratified_holdout": ("holdout", "holdout")}
+
+
+def evaluation_prefix(validation: str) -> str:
+    """The prefix of the evaluation metrics' names in MLflow: `oot` or `holdout`."""
+    return _EVALUATION_NAMES[validation][0]
+
+
+def evaluation_label(validation: str) -> str:
+    """How text names the evaluation: "out-of-time" or "holdout"."""
+    return _EVALUATION_NAMES[validation][1]

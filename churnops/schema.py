@@ -76,8 +76,11 @@ class FeatureSchema:
 
     @classmethod
     def fit(cls, frame: Any, numeric: Iterable[str], categorical: Iterable[str]) -> FeatureSchema:
-        """Learn the categorical vocabularies from a training frame (sorted, so the encoding is reproducible)."""
-        vocab = {name: tuple(sorted(str(v) for v in frame[name].dropna().unique())) for name in categorical}
+        """Learn the categorical vocabularies from a training frame (sorted, so the encoding is reproducible). A blank
+        value is a missing one, never a category."""
+        vocab = {
+            name: tuple(sorted(str(v) for v in frame[name].dropna().unique() if str(v).strip())) for name in categorical
+        }
         return cls(numeric=tuple(numeric), categorical=vocab)
 
     def encode_frame(self, frame: Any) -> np.ndarray:

@@ -9,6 +9,10 @@ Rules, in the order they are reported: `missing_entity_key`, `missing_timestamp`
 `missing_event_type` (when the contract names a type column), and `exact_duplicate` (unless the contract keeps
 duplicates): a row identical in every column to an earlier valid row of the same file, or an event identical in the
 platform's columns (customer, timestamp, type, amount) to one another source file already put in bronze.
+
+A quarantined row's reason names the source column each rule looked at, as the file spells it
+(`unparseable_timestamp(InvoiceDate)`); the counts per file are by rule. An event time is a date written in digits:
+a relative word that pandas would read as the moment of ingestion ("now", "today") is an unparseable timestamp.
 """
 
 from __future__ import annotations
@@ -94,13 +98,30 @@ def validate_file(
         accepted, quarantine = validate_events(raw, source, future_after, earlier_events)
     except IngestionError as error:
         raise IngestionError(f"cannot ingest {path}: {error}") from error
-    counts = quarantine[REASON].str.split(";").explode().value_counts() if len(quarantine) else pd.Series()
+    # A reason is `rule(column)` or `rule`; rule names hold no "(" (column names may hold anything).
+    rules = quarantine[REASON].str.split(";").explode().str.split("(", n=1).str[0] if len(quarantine) else None
+    counts = rules.value_counts() if rules is not None else pd.Series()
     return ValidatedFile(
         rows_read=len(raw),
         accepted=accepted,
         quarantine=quarantine,
         quarantined_by_reason={rule: int(counts.get(rule, 0)) for rule in RULES if counts.get(rule, 0)},
     )
+
+
+def _rule_columns(source: EventSource) -> dict[str, str | None]:
+    """Every rule, in reporting order, with the source column it judges (None: the whole row)."""
+    return {
+        "missing_entity_key": source.entity_key,
+        "missing_timestamp": source.timestamp,
+        "unparseable_timestamp": source.timestamp,
+        "future_timestamp": source.timestamp,
+        "missing_amount": source.amount,
+        "non_numeric_amount": source.amount,
+        "negative_amount": source.amount,
+        "missing_event_type": source.event_type,
+        "exact_duplicate": None,
+    }
 
 
 def _is_missing(values: pd.Series) -> np.ndarray:
@@ -115,6 +136,8 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         parsed = values if values.dt.tz is None else values.dt.tz_convert("UTC").dt.tz_localize(None)
     else:
         text = values.astype("string").str.strip()
+        # pandas reads "now" and "today" as the current time even with an ISO 8601 format: a date starts with a digit.
+        text = text.where(text.str.match(r"\d").fillna(False).astype(bool))
         parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
     return parsed.astype("datetime64[us]")
 
@@ -198,9 +221,10 @@ def validate_events(
     rejected = invalid | duplicated
 
     reasons = np.full(len(raw), "", dtype=object)
-    for rule in RULES:
+    for rule, column in _rule_columns(source).items():
         mask = broken[rule]
-        reasons[mask] = np.where(reasons[mask] == "", rule, reasons[mask] + ";" + rule)
+        reason = f"{rule}({column})" if column else rule
+        reasons[mask] = np.where(reasons[mask] == "", reason, reasons[mask] + ";" + reason)
 
     quarantine = raw.loc[rejected].astype("string")
     quarantine.insert(0, REASON, reasons[rejected].astype(str))

@@ -99,20 +99,21 @@ def read_entity_table(
     columns = [F.col(source.key).cast("string").alias(ENTITY_ID)]
     if source.signup:
         columns.append(_blank_as_null(raw, source.signup).cast("date").alias("signup_date"))
-    columns += [F.col(c).cast("string").alias(c) for c in source.categorical]
+    # A blank category is missing, not a category of its own; other values stay as written (the API looks them up so).
+    columns += [_blank_as_null(raw, c, trim=False).cast("string").alias(c) for c in source.categorical]
     columns += [_blank_as_null(raw, c).cast("double").alias(c) for c in source.numeric]
     if contract.label.kind == "column":
         columns.append(_label_classes(raw, contract.label).alias(LABEL))
     return raw.select(*columns)
 
 
-def _blank_as_null(raw: DataFrame, column: str) -> Column:
+def _blank_as_null(raw: DataFrame, column: str, trim: bool = True) -> Column:
     """A text column with blank and whitespace-only cells as nulls (a CSV's " " in a numeric column, which the CSV
-    reader keeps as text and a cast would refuse)."""
+    reader keeps as text and a cast would refuse); the other cells trimmed unless `trim` is False."""
     if not isinstance(raw.schema[column].dataType, StringType):
         return F.col(column)
     trimmed = F.trim(F.col(column))
-    return F.when(trimmed != "", trimmed)
+    return F.when(trimmed != "", trimmed if trim else F.col(column))
 
 
 def _label_classes(raw: DataFrame, label: LabelDefinition) -> Column:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from churnops.metrics import evaluation_label
+
 FAMILY_NAMES = {"lightgbm": "LightGBM", "logistic_regression": "logistic regression"}
 CARD_METRICS = (
     "roc_auc",
@@ -55,6 +57,9 @@ def model_card(evaluation: dict[str, Any]) -> str:
         if out_of_time
         else "a stratified 20 % holdout (no event time: **no out-of-time validation was possible**)"
     )
+    # Entity data has no time axis: its folds are stratified and its evaluation rows a holdout, not a later cutoff.
+    held_out = "every label ends before the evaluation cutoff" if out_of_time else "the holdout is not among them"
+    retro_of = "past cutoff, the last one being the evaluation cutoff" if out_of_time else "validation fold"
     top_features = list(evaluation.get("global_importances", {}))[:10]
     lines = [
         f"# Model card: {evaluation['model_name']} v{evaluation['model_version']}",
@@ -67,7 +72,7 @@ def model_card(evaluation: dict[str, Any]) -> str:
         f"`{evaluation['snapshot_hash']}`), code commit `{evaluation['git_commit']}`.",
         f"- Label: {label_text}.",
         f"- Training window: cutoffs {', '.join(evaluation['training_cutoffs'])} "
-        f"({evaluation['training_rows']:,} customer-cutoff rows); every label ends before the evaluation cutoff.",
+        f"({evaluation['training_rows']:,} customer-cutoff rows); {held_out}.",
         f"- Evaluated on {evaluated_on}: {evaluation['evaluation_rows']:,} customers.",
         "",
         "## Model",
@@ -82,11 +87,11 @@ def model_card(evaluation: dict[str, Any]) -> str:
         ),
         f"- Most important features (mean |SHAP|): {', '.join(f'`{f}`' for f in top_features)}.",
         "",
-        "## Evaluation",
+        f"## Evaluation ({evaluation_label(evaluation['validation'])})",
         "",
         *metrics_table(evaluation),
         "",
-        "Retro-test (Gini per past cutoff, the last one being the evaluation cutoff): "
+        f"Retro-test (Gini per {retro_of}): "
         + ", ".join(f"{k}: {v:.3f}" for k, v in retro["gini_by_cutoff"].items())
         + f"; mean {retro['gini_mean']:.3f}, std {retro['gini_std']:.3f}, spread {retro['gini_spread']:.3f}.",
         "",
@@ -127,7 +132,8 @@ def _family_lines(evaluation: dict[str, Any]) -> list[str]:
         )
     else:
         chosen = "Logistic regression (median imputation, signed log1p, standardisation, one-hot), all features"
-    lines = [f"- {chosen}: chosen on the validation folds' mean ROC AUC ({cv}); the evaluation rows played no part."]
+    folds = "time-fold" if evaluation["validation"] == "out_of_time" else "stratified-fold"
+    lines = [f"- {chosen}: chosen on the mean {folds} CV ROC AUC ({cv}); the evaluation rows played no part."]
     if refit_rows:
         lines.append(
             f"- Refitted on all {refit_rows:,} labelled rows after evaluation; the figures below and the promotion "

@@ -103,7 +103,9 @@ def compute_reference_features(
         entities = pd.read_csv(path) if source.format == "csv" else pd.read_parquet(path)
         attributes = pd.DataFrame({ENTITY_ID: entities[source.key].astype(str)})
         for column in source.categorical:
-            attributes[column] = entities[column].astype("string")
+            # A blank category is a missing value, as in the Spark job's `read_entities`.
+            values = entities[column].astype("string")
+            attributes[column] = values.where(values.str.strip() != "")
         for column in source.numeric:
             values = entities[column]
             if not pd.api.types.is_numeric_dtype(values):

@@ -66,16 +66,25 @@ def score_frame(
 
 
 def store_list(
-    settings: Settings, scored: pd.DataFrame, dataset: str, run_id: str, cutoff: dt.date, list_kind: str
+    settings: Settings,
+    scored: pd.DataFrame,
+    dataset: str,
+    run_id: str,
+    cutoff: dt.date,
+    list_kind: str,
+    list_name: str = "",
 ) -> int | None:
-    """Write a scored list to the platform database when one is configured (rows written; None without one)."""
+    """Write a scored list to the platform database when one is configured (rows written; None without one).
+    `list_name` tells apart the `adhoc` lists of one date (churnops.db.write_scores)."""
     if settings.database_url is None:
         return None
     from churnops import db
 
     with contextlib.closing(db.connect(settings)) as conn:
         db.migrate(conn)
-        return db.write_scores(conn, scored, dataset=dataset, run_id=run_id, logical_date=cutoff, list_kind=list_kind)
+        return db.write_scores(
+            conn, scored, dataset=dataset, run_id=run_id, logical_date=cutoff, list_kind=list_kind, list_name=list_name
+        )
 
 
 def score(

@@ -12,13 +12,15 @@ the API gives for the same features.
 
 Nothing of the dataset's own state is read or written besides its champion and entity table: no bronze, snapshot,
 `latest` pointer, drift reference or scheduled list. The list goes to a CSV or Parquet file and, with a platform
-database, to an `adhoc` list of (dataset, cutoff) whose run_id names the file (a later file scored at the same
-cutoff replaces it there; the files stay).
+database, to an `adhoc` list of (dataset, cutoff) named by the input's identity (`input_identity`: file name and
+content hash): scoring the same file again replaces its own list; another file, even one scored the same day, gets
+a list of its own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -232,6 +234,17 @@ def scored_list(model: LoadedModel, features: pd.DataFrame, cutoff: dt.date, set
     return scored
 
 
+def input_identity(path: Path) -> str:
+    """The name of the `adhoc` list a file's scores are stored under: `<file name>@<first 16 hex digits of the
+    SHA-256 of its bytes>`. The same file scored again has the same identity; a different file, or the same file
+    edited, another."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return f"{path.name}@{digest.hexdigest()[:16]}"
+
+
 def _write_list(scored: pd.DataFrame, path: Path) -> None:
     frame = scored.rename(columns={"score": "probability"}).loc[:, list(OUTPUT_COLUMNS)]
     if file_format(path, "output") == "parquet":
@@ -290,7 +303,8 @@ def score_input(
         )
     scored = scored_list(model, features, cutoff, settings)
     _write_list(scored, output_path)
-    in_database = store_list(settings, scored, contract.name, f"{LIST_KIND}:{input_path.name}", cutoff, LIST_KIND)
+    identity = input_identity(input_path)
+    in_database = store_list(settings, scored, contract.name, f"{LIST_KIND}:{identity}", cutoff, LIST_KIND, identity)
     log.info(
         "scored %s customers of %s at %s with %s v%s -> %s",
         len(scored),

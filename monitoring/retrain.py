@@ -15,7 +15,7 @@ Triggers, checked in this order (at most one fires per decision; the others are 
   important features drifted on each of the last `confirm_runs` *different* current snapshots of the same champion
   version (checking one snapshot twice confirms nothing).
 - `performance_drop`: the realized ROC AUC of the champion's latest evaluated list fell more than
-  `performance_drop_margin` below its out-of-time ROC AUC.
+  `performance_drop_margin` below its evaluation ROC AUC (out of time, or the holdout of entity data).
 - `scheduled`: the champion is older than the schedule, or there is no champion yet (the bootstrap).
 
 Guards, applied to every trigger that wants to fire: a training run already queued or running suppresses it; a
@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from churnops.config import MonitoringSettings
+from churnops.metrics import evaluation_label
 from churnops.monitoring.store import DriftRun, MonitoringStore, RealizedPerformance, RetrainDecision
 
 TRIGGERS = ("manual", "drift_detected", "performance_drop", "scheduled")
@@ -59,8 +60,10 @@ class ChampionState:
     """What the control needs to know about the champion (None fields when there is none)."""
 
     version: str | None
-    out_of_time_roc_auc: float | None = None
+    # Its ROC AUC on its evaluation rows: a later cutoff, or a holdout for entity data (`validation`).
+    evaluation_roc_auc: float | None = None
     trained_at: dt.datetime | None = None
+    validation: str = "out_of_time"
 
 
 @dataclass(frozen=True)
@@ -148,16 +151,17 @@ def performance_candidate(
     realized: list[RealizedPerformance], champion: ChampionState, monitoring: MonitoringSettings
 ) -> Candidate | None:
     rows = [r for r in realized if r.model_version == champion.version and r.roc_auc is not None]
-    if not rows or champion.out_of_time_roc_auc is None:
+    if not rows or champion.evaluation_roc_auc is None:
         return None
     latest = max(rows, key=lambda r: r.logical_date)
-    floor = champion.out_of_time_roc_auc - monitoring.performance_drop_margin
+    floor = champion.evaluation_roc_auc - monitoring.performance_drop_margin
     if latest.roc_auc >= floor:
         return None
     return Candidate(
         "performance_drop",
         f"realized ROC AUC {latest.roc_auc:.4f} of the {latest.logical_date} list is below the champion's "
-        f"out-of-time {champion.out_of_time_roc_auc:.4f} minus the margin {monitoring.performance_drop_margin}",
+        f"{evaluation_label(champion.validation)} {champion.evaluation_roc_auc:.4f} minus the margin "
+        f"{monitoring.performance_drop_margin}",
         details={"logical_date": latest.logical_date.isoformat(), "realized_roc_auc": latest.roc_auc},
     )
 

@@ -14,8 +14,8 @@ from churnops.monitoring.store import RetrainDecision
 
 
 def champion_state(settings: Settings, model_name: str, dataset: str) -> ChampionState:
-    """The registry's champion: version, out-of-time ROC AUC and the data time it was trained at (the run date of
-    its training snapshot; the registration time for models that record none)."""
+    """The registry's champion: version, evaluation ROC AUC (out of time, or holdout) and the data time it was
+    trained at (the run date of its training snapshot; the registration time for models that record none)."""
     import mlflow
 
     from churnops.registry import champion_or_none
@@ -31,7 +31,12 @@ def champion_state(settings: Settings, model_name: str, dataset: str) -> Champio
         if run_date is not None
         else dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC)
     )
-    return ChampionState(version=str(version.version), out_of_time_roc_auc=auc, trained_at=trained_at)
+    return ChampionState(
+        version=str(version.version),
+        evaluation_roc_auc=auc,
+        trained_at=trained_at,
+        validation=metadata.get("validation", "out_of_time"),
+    )
 
 
 def _training_run_date(settings: Settings, dataset: str, metadata: dict[str, Any]) -> dt.date | None:

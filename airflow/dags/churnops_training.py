@@ -62,6 +62,7 @@ def churnops_training() -> None:
         from churnops.config import Settings
         from churnops.dataset import load_contract
         from churnops.jobs.training import train
+        from churnops.metrics import evaluation_prefix
         from churnops.snapshots import snapshot_dir_for
 
         target = run_target(params, dag_run, triggering_asset_events, RETRAIN_REQUEST)
@@ -82,7 +83,8 @@ def churnops_training() -> None:
             "model_version": result.model_version,
             "promoted": result.decision.promoted,
             "reason": result.decision.reason,
-            "out_of_time_roc_auc": result.out_of_time_metrics["roc_auc"],
+            # `oot_roc_auc` or `holdout_roc_auc`, as in MLflow.
+            f"{evaluation_prefix(result.validation)}_roc_auc": result.evaluation_metrics["roc_auc"],
             "run_id": result.run_id,
             "retrain_reason": request.get("reason", params["retrain_reason"]),
             "retrain_detail": request.get("detail"),

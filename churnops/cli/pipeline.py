@@ -75,6 +75,7 @@ def run(
 
 
 def _print_summary(settings: Settings, contract: DatasetContract, timings: dict[str, float]) -> None:
+    from churnops.metrics import evaluation_label
     from churnops.paths import scores_path
     from churnops.registry import configure_mlflow, load_alias
     from churnops.snapshots import latest_snapshot_dir, read_metadata
@@ -88,10 +89,11 @@ def _print_summary(settings: Settings, contract: DatasetContract, timings: dict[
     out.rule("churnops main job finished")
     for stage, seconds in timings.items():
         out.print(f"  {stage:<28} {seconds:6.1f} s")
+    validation = champion.metadata.get("validation", "out_of_time")
+    evaluated_at = f" at cutoff {champion.metadata.get('out_of_time_cutoff')}" if validation == "out_of_time" else ""
     out.print(
         f"Champion: {champion.name} v{champion.version} — "
-        f"out-of-time ROC AUC {metrics.get('roc_auc', float('nan')):.4f} "
-        f"at cutoff {champion.metadata.get('out_of_time_cutoff')} "
+        f"{evaluation_label(validation)} ROC AUC {metrics.get('roc_auc', float('nan')):.4f}{evaluated_at} "
         f"(precision at top 10 %: {metrics.get('precision_at_10', float('nan')):.3f})"
     )
     out.print(f"Run date: {snapshot.run_date} (features and scores as of this day; data through the day before)")

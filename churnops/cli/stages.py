@@ -142,10 +142,12 @@ def train(
     run_date: RunDateOption = None,
     trials: Annotated[int | None, typer.Option(help="Optuna trials (default from settings).", min=1)] = None,
 ) -> None:
-    """Tune LightGBM with Optuna (trials tracked in MLflow), evaluate out of time, register, gate the champion."""
+    """Tune LightGBM with Optuna (trials tracked in MLflow), evaluate out of time (a holdout for entity data),
+    register, gate the champion."""
     settings, contract = setup(dataset)
     from churnops.jobs.source_check import SourceCheckError
     from churnops.jobs.training import train as train_model
+    from churnops.metrics import evaluation_label
     from churnops.snapshots import snapshot_dir_for
 
     snapshot = snapshot_dir_for(settings, contract.name, day(run_date))
@@ -168,8 +170,8 @@ def train(
         console.print(f"training skipped: {result.skip_reason}")
         return
     console.print(
-        f"{result.model_name} v{result.model_version}: out-of-time ROC AUC "
-        f"{result.out_of_time_metrics['roc_auc']:.4f}; promoted={result.decision.promoted} "
+        f"{result.model_name} v{result.model_version}: {evaluation_label(result.validation)} ROC AUC "
+        f"{result.evaluation_metrics['roc_auc']:.4f}; promoted={result.decision.promoted} "
         f"({result.decision.reason})"
     )
     if result.evaluation_path is not None:

@@ -112,10 +112,12 @@ def write_scores(
     run_id: str,
     logical_date: dt.date,
     list_kind: str = "regular",
+    list_name: str = "",
 ) -> int:
-    """Replace the scoring list of (dataset, logical_date, list_kind) with `scores`, atomically; return the rows
-    written. A list replaces only the list of the same kind and date: a `backfill` (a past date re-scored) or
-    an `adhoc` list (a new file, `churnops score --input`) never replaces the `regular` one, nor the other way round.
+    """Replace the scoring list of (dataset, logical_date, list_kind, list_name) with `scores`, atomically; return
+    the rows written. A list replaces only the list of the same kind, date and name: a `backfill` (a past date
+    re-scored) or an `adhoc` list (a new file, `churnops score --input`) never replaces the `regular` one, nor the
+    other way round, and an `adhoc` list is named by its input (`list_name`), so two files never replace each other.
 
     In ONE transaction: COPY the rows into a new table, index it in bulk, drop the list's old partition of
     churnops.scores, attach the new one and record the list in churnops.score_runs. Readers see the old complete
@@ -127,10 +129,12 @@ def write_scores(
     """
     if list_kind not in LIST_KINDS:
         raise ValueError(f"list_kind must be one of {LIST_KINDS}, got {list_kind!r}")
+    if list_name and list_kind != "adhoc":
+        raise ValueError(f"only an adhoc list has a name: a {list_kind} list is one per date, got {list_name!r}")
     frame = _validated_score_frame(scores)
     model_name, model_version = _single_value(frame, "model_name"), _single_value(frame, "model_version")
     cutoff = pd.Timestamp(_single_value(frame, "cutoff")).date()
-    key = list_key(dataset, logical_date, list_kind)
+    key = list_key(dataset, logical_date, list_kind, list_name)
     partition = f"scores_{hashlib.md5(key.encode()).hexdigest()[:12]}_{uuid.uuid4().hex[:8]}"
     columns = ("dataset", "logical_date", "list_kind", "run_id", *SCORE_COLUMNS, "list_key")
     with conn, conn.cursor() as cur:
@@ -138,8 +142,8 @@ def write_scores(
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('churnops.scores'), hashtext(%s))", (key,))
         cur.execute(
             "SELECT partition_name FROM churnops.score_runs "
-            "WHERE dataset = %s AND logical_date = %s AND list_kind = %s",
-            (dataset, logical_date, list_kind),
+            "WHERE dataset = %s AND logical_date = %s AND list_kind = %s AND list_name = %s",
+            (dataset, logical_date, list_kind, list_name),
         )
         previous = cur.fetchone()
         # The new rows go into a table of their own, without indexes, so the COPY only appends.
@@ -165,22 +169,34 @@ def write_scores(
         )
         cur.execute(
             """
-            INSERT INTO churnops.score_runs (dataset, logical_date, list_kind, run_id, model_name, model_version,
-                                             cutoff, row_count, partition_name)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (dataset, logical_date, list_kind) DO UPDATE SET
+            INSERT INTO churnops.score_runs (dataset, logical_date, list_kind, list_name, run_id, model_name,
+                                             model_version, cutoff, row_count, partition_name)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (dataset, logical_date, list_kind, list_name) DO UPDATE SET
                 run_id = EXCLUDED.run_id, model_name = EXCLUDED.model_name,
                 model_version = EXCLUDED.model_version, cutoff = EXCLUDED.cutoff,
                 row_count = EXCLUDED.row_count, partition_name = EXCLUDED.partition_name, written_at = now()
             """,
-            (dataset, logical_date, list_kind, run_id, model_name, model_version, cutoff, len(frame), partition),
+            (
+                dataset,
+                logical_date,
+                list_kind,
+                list_name,
+                run_id,
+                model_name,
+                model_version,
+                cutoff,
+                len(frame),
+                partition,
+            ),
         )
     return written
 
 
-def list_key(dataset: str, logical_date: dt.date, list_kind: str) -> str:
-    """The partition key of one list in churnops.scores (migration 0008)."""
-    return f"{dataset}/{logical_date.isoformat()}/{list_kind}"
+def list_key(dataset: str, logical_date: dt.date, list_kind: str, list_name: str = "") -> str:
+    """The partition key of one list in churnops.scores (migration 0008; a named `adhoc` list, 0011)."""
+    key = f"{dataset}/{logical_date.isoformat()}/{list_kind}"
+    return f"{key}/{list_name}" if list_name else key
 
 
 def _keyed(

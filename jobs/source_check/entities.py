@@ -63,6 +63,9 @@ def check_entity_table(
     for column in source.numeric:
         if column in table.columns:
             findings += _numeric_findings(table[column], column)
+    for column in source.categorical:
+        if column in table.columns:
+            findings += _blank_findings(table[column], column)
     if source.signup and source.signup in table.columns:
         findings += _signup_findings(table[source.signup], source.signup)
     label = contract.label
@@ -128,6 +131,13 @@ def _numeric_findings(values: pd.Series, column: str) -> list[Finding]:
     if blank:
         findings.append(Finding("note", "entities", column, f"{blank:,} blank cell(s) read as missing values"))
     return findings
+
+
+def _blank_findings(values: pd.Series, column: str) -> list[Finding]:
+    """A categorical column's blank cells: missing values, not a category (`feature_frames.read_entity_table`)."""
+    _, blank = text_cells(values)
+    n = int(blank.sum())
+    return [Finding("note", "entities", column, f"{n:,} blank cell(s) read as missing values")] if n else []
 
 
 def _signup_findings(values: pd.Series, column: str) -> list[Finding]:

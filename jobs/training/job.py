@@ -38,6 +38,7 @@ from churnops.jobs.training.search import (
 )
 from churnops.jobs.training.selection import select_and_evaluate
 from churnops.jobs.training.unchanged import learning_key, record_skip, tag_learning_key, version_trained_on
+from churnops.metrics import evaluation_label
 from churnops.registry import configure_mlflow, ensure_experiment
 from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snapshot
 
@@ -55,7 +56,8 @@ class TrainingResult:
     model_version: str
     run_id: str
     best_params: dict[str, Any]
-    out_of_time_metrics: dict[str, float]
+    # Measured on the evaluation rows: a later cutoff, or the holdout of entity data (see `validation`).
+    evaluation_metrics: dict[str, float]
     threshold: float
     n_trials: int
     decision: PromotionDecision | None  # None when skipped
@@ -65,6 +67,8 @@ class TrainingResult:
     # True when the snapshot's training rows are those a registered version already learned from: nothing ran.
     skipped: bool = False
     skip_reason: str = ""
+    # What the evaluation rows are: "out_of_time" or "stratified_holdout" (churnops.metrics.evaluation_label).
+    validation: str = "out_of_time"
 
 
 def git_commit() -> str:
@@ -117,6 +121,7 @@ def train(
             metadata.snapshot_id,
             skipped=True,
             skip_reason=why,
+            validation=data.validation,
         )
     seed = settings.training.seed
     leakage = leakage_findings(data, contract)
@@ -149,10 +154,11 @@ def train(
         )
 
     log.info(
-        "trained %s v%s (%s): out-of-time ROC AUC %.4f; %s; evaluation report: %s",
+        "trained %s v%s (%s): %s ROC AUC %.4f; %s; evaluation report: %s",
         contract.model_name,
         version,
         selected["family"],
+        evaluation_label(data.validation),
         selected["metrics"]["roc_auc"],
         decision.reason,
         evaluation_path,
@@ -162,13 +168,14 @@ def train(
         model_version=version,
         run_id=run_id,
         best_params=dict(study.best_trial.params),
-        out_of_time_metrics=selected["metrics"],
+        evaluation_metrics=selected["metrics"],
         threshold=selected["threshold"],
         n_trials=len(study.trials),
         decision=decision,
         snapshot_id=metadata.snapshot_id,
         evaluation_path=evaluation_path,
         evaluation=evaluation,
+        validation=data.validation,
     )
 
 

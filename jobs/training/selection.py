@@ -28,6 +28,7 @@ from churnops.jobs.training.postprocess import (
     stored_postprocess,
 )
 from churnops.jobs.training.search import booster_params, fit_booster
+from churnops.metrics import evaluation_prefix
 from churnops.postprocess import apply_calibration
 
 # Metrics of each baseline logged to the MLflow parent run (all of them are in evaluation.json).
@@ -116,7 +117,7 @@ def select_and_evaluate(
         "baseline_scores": {other: other_scores, **baselines.scores},
         "baseline_details": baselines.details,
     }
-    _log_selection(selected, data.y_eval)
+    _log_selection(selected, data.y_eval, data.validation)
     return selected
 
 
@@ -131,16 +132,18 @@ def _postprocessing_fields(chosen: Postprocessing) -> dict[str, Any]:
     }
 
 
-def _log_selection(selected: dict[str, Any], labels: np.ndarray) -> None:
-    """The choice and its out-of-time figures on the active MLflow (parent) run."""
+def _log_selection(selected: dict[str, Any], labels: np.ndarray, validation: str) -> None:
+    """The choice and its evaluation figures on the active MLflow (parent) run, named for what the evaluation rows
+    are: `oot_*` (a later cutoff) or `holdout_*` (entity data, no time axis)."""
     import mlflow
 
+    evaluated = evaluation_prefix(validation)
     mlflow.log_params(
         {f"best_{k}": v for k, v in selected["best_params"].items()} | {"best_rounds": selected["rounds"]}
     )
     mlflow.log_metrics(
-        {f"oot_{k}": v for k, v in selected["metrics"].items()}
-        | {f"oot_uncalibrated_{k}": v for k, v in selected["uncalibrated_metrics"].items()}
+        {f"{evaluated}_{k}": v for k, v in selected["metrics"].items()}
+        | {f"{evaluated}_uncalibrated_{k}": v for k, v in selected["uncalibrated_metrics"].items()}
         | {
             f"baseline_{name}_{k}": v
             for name, s in selected["baseline_scores"].items()

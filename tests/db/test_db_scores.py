@@ -130,6 +130,35 @@ def test_a_backfill_or_adhoc_list_of_a_date_never_replaces_its_regular_list_nor_
         db.write_scores(conn, regular, dataset=dataset, run_id="x", logical_date=LOGICAL_DATE, list_kind="weekly")
 
 
+def test_adhoc_lists_of_two_files_on_one_date_are_kept_apart_and_each_file_replaces_only_its_own(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    """`churnops score --input` names an adhoc list by its input: two files scored the same day both stay, and
+    scoring a file again replaces that file's list only."""
+    dataset = new_dataset()
+    adhoc = {"list_kind": "adhoc", "dataset": dataset, "logical_date": LOGICAL_DATE}
+    db.write_scores(conn, score_frame(50, seed=14), run_id="adhoc:a", list_name="a.csv@0123", **adhoc)
+    db.write_scores(conn, score_frame(70, seed=15), run_id="adhoc:b", list_name="b.csv@4567", **adhoc)
+    db.write_scores(conn, score_frame(40, seed=16), run_id="adhoc:a again", list_name="a.csv@0123", **adhoc)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT list_name, run_id, row_count FROM churnops.score_runs WHERE dataset = %s ORDER BY 1", (dataset,)
+        )
+        assert cur.fetchall() == [("a.csv@0123", "adhoc:a again", 40), ("b.csv@4567", "adhoc:b", 70)]
+        cur.execute("SELECT run_id, count(*) FROM churnops.scores WHERE dataset = %s GROUP BY 1", (dataset,))
+        assert dict(cur.fetchall()) == {"adhoc:a again": 40, "adhoc:b": 70}
+    assert len(partitions_of(conn, dataset)) == 2
+    with pytest.raises(ValueError, match="only an adhoc list has a name"):
+        db.write_scores(
+            conn,
+            score_frame(5, seed=17),
+            dataset=dataset,
+            run_id="x",
+            logical_date=LOGICAL_DATE,
+            list_name="a.csv@0123",
+        )
+
+
 def test_latest_scores_returns_the_newest_list_highest_score_first(
     conn: psycopg2.extensions.connection,
 ) -> None:

@@ -122,9 +122,9 @@ def test_quarantine_and_counts_are_kept_per_file(landing):
     assert b.quarantined_by_reason == {"non_numeric_amount": 1}
     assert a.reconciles and b.reconciles
     assert sorted(zip(quarantine[SOURCE_FILE], quarantine["_source_row"], quarantine[REASON], strict=True)) == [
-        ("a.csv", 3, "negative_amount"),
-        ("a.csv", 4, "unparseable_timestamp"),
-        ("b.csv", 3, "non_numeric_amount"),
+        ("a.csv", 3, "negative_amount(value)"),
+        ("a.csv", 4, "unparseable_timestamp(ts)"),
+        ("b.csv", 3, "non_numeric_amount(value)"),
     ]
     assert (a.min_event_day, a.max_event_day, b.min_event_day) == ("2024-05-01", "2024-05-01", "2024-05-02")
 

@@ -22,16 +22,16 @@ ROWS = [
     ("c1,2024-01-06T11:00:00Z,visit,0", None),
     ("c2,2024-02-01,purchase,3", None),
     ("c2,2024-02-01,purchase,3", "exact_duplicate"),
-    (",2024-01-05 10:00:00,purchase,1", "missing_entity_key"),
-    ("c3,,purchase,1", "missing_timestamp"),
-    ("c3,yesterday at noon,purchase,1", "unparseable_timestamp"),
-    ("c3,2024-02-30 10:00:00,purchase,1", "unparseable_timestamp"),
-    ("c3,2031-01-01 00:00:00,purchase,1", "future_timestamp"),
-    ("c4,2024-01-05 10:00:00,purchase,", "missing_amount"),
-    ("c4,2024-01-05 10:00:00,purchase,twelve", "non_numeric_amount"),
-    ("c4,2024-01-05 10:00:00,purchase,-5.00", "negative_amount"),
-    ("c4,2024-01-05 10:00:00,,5.00", "missing_event_type"),
-    (",not a date,purchase,-1", "missing_entity_key;unparseable_timestamp;negative_amount"),
+    (",2024-01-05 10:00:00,purchase,1", "missing_entity_key(customer)"),
+    ("c3,,purchase,1", "missing_timestamp(ts)"),
+    ("c3,yesterday at noon,purchase,1", "unparseable_timestamp(ts)"),
+    ("c3,2024-02-30 10:00:00,purchase,1", "unparseable_timestamp(ts)"),
+    ("c3,2031-01-01 00:00:00,purchase,1", "future_timestamp(ts)"),
+    ("c4,2024-01-05 10:00:00,purchase,", "missing_amount(value)"),
+    ("c4,2024-01-05 10:00:00,purchase,twelve", "non_numeric_amount(value)"),
+    ("c4,2024-01-05 10:00:00,purchase,-5.00", "negative_amount(value)"),
+    ("c4,2024-01-05 10:00:00,,5.00", "missing_event_type(kind)"),
+    (",not a date,purchase,-1", "missing_entity_key(customer);unparseable_timestamp(ts);negative_amount(value)"),
 ]
 
 
@@ -70,6 +70,19 @@ def test_every_bad_row_is_quarantined_with_its_reason(dirty):
     assert "twelve" in set(quarantine["value"].dropna())
 
 
+@pytest.mark.parametrize("word", ["now", "today", " now ", "NOW", "Today", "yesterday", "tomorrow"])
+def test_a_relative_date_word_is_never_an_event_time(tmp_path, word):
+    """pandas reads "now" and "today" as the current moment; as an event time that would be a made-up date."""
+    (tmp_path / "events.csv").write_text(HEADER + f"c1,2024-01-05 10:00:00,purchase,1\nc2,{word},purchase,1\n")
+    contract, settings = contract_for(tmp_path), make_settings(tmp_path / "home")
+    report = ingest_events(contract, settings, future_after=NOW)
+    quarantine = read_quarantine(settings, contract.name)
+
+    assert report.rows_accepted == 1
+    assert quarantine[REASON].tolist() == ["unparseable_timestamp(ts)"]
+    assert quarantine["ts"].str.strip().tolist() == [word.strip()], "the quarantine keeps the word as written"
+
+
 def test_counts_reconcile_and_are_reported(dirty):
     _, contract, settings = dirty
     report = ingest_events(contract, settings, future_after=NOW)
@@ -78,6 +91,7 @@ def test_counts_reconcile_and_are_reported(dirty):
     assert report.rows_read == len(ROWS) == report.rows_accepted + report.rows_quarantined
     assert report.rows_accepted == 3
     assert written.rows_quarantined == 11
+    # Counted by rule; each quarantined row's reason also names the column.
     assert written.quarantined_by_reason["unparseable_timestamp"] == 3
     assert written.quarantined_by_reason["missing_entity_key"] == 2
 

@@ -204,6 +204,28 @@ def test_spark_reads_the_positive_label_as_1_and_blank_numbers_as_missing(tmp_pa
     assert rows.loc["a3", "spend"] == 13.25
 
 
+def test_blank_categorical_cells_are_missing_values_counted_in_the_report(tmp_path):
+    write_accounts(tmp_path, plan=["basic", " ", "", "plus", "basic", "   ", "basic", "plus"])
+
+    report = check_sources(entity_contract(tmp_path))
+
+    assert report.errors == []
+    assert ("plan", "3 blank cell(s) read as missing values") in [(f.column, f.problem) for f in report.notes]
+
+
+def test_spark_reads_blank_categorical_cells_as_missing_not_as_a_category(tmp_path, spark):
+    """A " " cell would otherwise become a category of its own, learned by the model and absent from the API's
+    records (which send null or "" for the same blank)."""
+    from churnops.jobs.feature_frames import read_entities
+
+    write_accounts(tmp_path, plan=["basic", " ", "", "plus", " basic", "   ", "basic", "plus"])
+
+    rows = read_entities(spark, entity_contract(tmp_path)).toPandas().set_index("customer_id")
+
+    assert rows["plan"].isna().tolist() == [False, True, True, False, False, True, False, False]
+    assert rows.loc["a4", "plan"] == " basic", "a value that is not blank is kept as written, as the API reads it"
+
+
 def test_event_files_are_checked_for_structure_not_row_by_row(tmp_path):
     landing = tmp_path / "landing"
     landing.mkdir()

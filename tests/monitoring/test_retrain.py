@@ -16,7 +16,7 @@ from churnops.monitoring.store import DriftRun, FeatureDrift, LocalStore
 from churnops.monitoring.store_postgres import PostgresStore
 
 T0 = dt.datetime(2025, 3, 1, 4, 0, tzinfo=dt.UTC)
-CHAMPION = ChampionState(version="3", out_of_time_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=5))
+CHAMPION = ChampionState(version="3", evaluation_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=5))
 MONITORING = MonitoringSettings(cooldown_hours=24, confirm_runs=2, min_weighted_drift_share=0.3)
 
 
@@ -165,7 +165,7 @@ def test_no_champion_bootstraps_a_scheduled_training(store) -> None:
 
 
 def test_an_old_champion_is_retrained_on_schedule(store) -> None:
-    old = ChampionState(version="3", out_of_time_roc_auc=0.8, trained_at=T0 - dt.timedelta(days=45))
+    old = ChampionState(version="3", evaluation_roc_auc=0.8, trained_at=T0 - dt.timedelta(days=45))
     (decision,) = decide_and_record(
         store, dataset="synthetic", champion=old, now=T0, retrain_running=False, monitoring=MONITORING
     )
@@ -212,7 +212,7 @@ def test_the_schedule_policy_retrains_on_the_age_of_the_champions_data_only(stor
     every_28 = MONITORING.model_copy(update={"retrain_policy": "schedule:28d"})
     store.record_drift_run(drift_run("r1", T0, {"spend_30d": 0.5}))
     assert decide(store, T0, monitoring=every_28) == []  # five days old, drift ignored
-    old = ChampionState(version="3", out_of_time_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=28))
+    old = ChampionState(version="3", evaluation_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=28))
     (decision,) = decide(store, T0, monitoring=every_28, champion=old)
     assert decision.fired and decision.trigger == "scheduled" and "every 28 days" in decision.reason
 
@@ -291,7 +291,7 @@ def test_after_a_drift_retraining_the_next_waits_until_the_training_data_reaches
 
 def test_a_retraining_that_lost_its_gate_restarts_the_schedule(store) -> None:
     every_28 = MONITORING.model_copy(update={"retrain_policy": "schedule:28d"})
-    old = ChampionState(version="3", out_of_time_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=28))
+    old = ChampionState(version="3", evaluation_roc_auc=0.82, trained_at=T0 - dt.timedelta(days=28))
     (first,) = decide(store, T0, monitoring=every_28, champion=old)
     assert first.fired  # trains, loses its gate: the champion (and its age) stay
     assert decide(store, T0 + dt.timedelta(days=7), monitoring=every_28, champion=old) == []

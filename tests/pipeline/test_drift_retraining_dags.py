@@ -480,7 +480,7 @@ def test_injected_drift_is_confirmed_then_retrains_through_the_assets_and_the_ga
         # if every comparison rule passed (margin, significance, Brier and log loss non-inferiority).
         gate = new_version.tags
         assert gate["gate.champion_version"] == str(champion_before.version), gate
-        assert float(gate["gate.challenger_roc_auc"]) == pytest.approx(summary["out_of_time_roc_auc"], abs=1e-12)
+        assert float(gate["gate.challenger_roc_auc"]) == pytest.approx(summary["oot_roc_auc"], abs=1e-12)
         assert float(gate["gate.margin"]) == settings.training.promotion_margin
         checks = dict(check.split("=") for check in gate["sanity_checks"].split(","))
         assert {"auc_gain_above_margin", "auc_gain_significant", "brier_non_inferior"} <= set(checks), checks

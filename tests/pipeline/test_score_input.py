@@ -20,7 +20,7 @@ from churnops import db
 from churnops.config import Settings
 from churnops.dataset import load_contract
 from churnops.features import CUTOFF, ENTITY_ID
-from churnops.jobs.score_input import InputFileError, check_input, score_input
+from churnops.jobs.score_input import InputFileError, check_input, input_identity, score_input
 from churnops.serving.app import create_app
 from churnops.snapshots import latest_snapshot_dir, load_snapshot
 from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
@@ -129,12 +129,40 @@ def test_scoring_a_file_writes_an_adhoc_list_and_leaves_the_datasets_state_alone
     # Snapshots, `latest` pointers, bronze, drift references and scheduled lists: not one file added or changed.
     assert _files_under(home, skip=settings.mlflow_dir) == before
     assert len(pd.read_parquet(run.output_path)) == run.rows_scored == run.rows_in_database == CUSTOMERS_IN_FILE
+    # A second file of the same day gets a list of its own; scoring the first file again replaces only its list.
+    other_file = tmp_path / "other_customers.csv"
+    events = pd.read_csv(new_events_csv, dtype=str)
+    active_last = events.loc[events["event_time"] == events["event_time"].max(), "customer_id"].iloc[0]
+    five = {active_last, *sorted(set(events["customer_id"]) - {active_last})[:4]}  # the same last day: same cutoff
+    events[events["customer_id"].isin(five)].to_csv(other_file, index=False)
+    other = score_input(settings, contract, other_file, tmp_path / "other.parquet")
+    again = score_input(settings, contract, new_events_csv, tmp_path / "scores.parquet")
+    assert run.cutoff == other.cutoff == again.cutoff
+    first, second = input_identity(new_events_csv), input_identity(other_file)
+    assert first.startswith("new_customers.csv@") and second.startswith("other_customers.csv@")
     with closing(psycopg2.connect(platform_database_url)) as conn:
         with conn.cursor() as cur:
-            cur.execute("SELECT list_kind, run_id, row_count FROM churnops.score_runs WHERE dataset = 'synthetic'")
-            assert cur.fetchall() == [("adhoc", "adhoc:new_customers.csv", CUSTOMERS_IN_FILE)]
+            cur.execute(
+                "SELECT list_kind, list_name, run_id, row_count FROM churnops.score_runs "
+                "WHERE dataset = 'synthetic' ORDER BY list_name"
+            )
+            assert cur.fetchall() == [
+                ("adhoc", first, f"adhoc:{first}", CUSTOMERS_IN_FILE),
+                ("adhoc", second, f"adhoc:{second}", other.rows_scored),
+            ]
         # The campaign export reads the scheduled list only: an ad-hoc file is never sent as a campaign.
         assert db.latest_scores(conn, "synthetic").empty
+
+
+def test_a_files_list_is_named_by_its_name_and_content_so_only_the_same_file_replaces_it(tmp_path: Path) -> None:
+    first, edited = tmp_path / "first" / "export.csv", tmp_path / "second" / "export.csv"
+    for path, text in ((first, "customer_id\n1\n"), (edited, "customer_id\n2\n")):
+        path.parent.mkdir()
+        path.write_text(text)
+
+    assert input_identity(first) == input_identity(first) == input_identity(first.parent / "." / "export.csv")
+    assert input_identity(first) != input_identity(edited), "two exports of the same name are two lists"
+    assert input_identity(first).startswith("export.csv@")
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ def test_the_same_training_rows_and_seed_reproduce_the_model(trained_platform, t
     name = trained_platform.contract.model_name
     logged = mlflow.get_run(mlflow.models.get_model_info(f"models:/{name}/{trained_platform.model_version}").run_id)
     assert not result.skipped
-    assert result.out_of_time_metrics["roc_auc"] == pytest.approx(logged.data.metrics["oot_roc_auc"], abs=1e-12)
+    assert result.evaluation_metrics["roc_auc"] == pytest.approx(logged.data.metrics["oot_roc_auc"], abs=1e-12)
 
 
 def test_training_run_logs_every_report_artifact_and_compares_with_baselines(trained_platform) -> None:

@@ -120,7 +120,7 @@ def test_huge_fields_are_kept_whole_or_quarantined_never_truncated(tmp_path, tal
     ]
     report, bronze, quarantine = ingest_file(tmp_path, (HEADER + "\n".join(rows) + "\n").encode(), tally, records=3)
     assert huge_key in set(bronze["customer_id"]) and huge_type in set(bronze["event_type"])
-    assert quarantine[REASON].tolist() == ["non_numeric_amount"]
+    assert quarantine[REASON].tolist() == ["non_numeric_amount(value)"]
     assert len(quarantine["value"].iloc[0]) == HUGE, "the quarantine keeps the raw value whole"
 
 
@@ -131,14 +131,14 @@ def test_a_row_with_an_extra_field_refuses_the_file_instead_of_shifting_columns(
 
 def test_dates_far_in_the_past_or_future_are_quarantined_with_a_reason(tmp_path, tally) -> None:
     dates = {
-        "0001-01-01": "unparseable_timestamp",  # outside what a timestamp column can hold
-        "1500-06-01": "unparseable_timestamp",
-        "1677-09-21 00:00:00": "unparseable_timestamp",
-        "2262-04-12 00:00:00": "unparseable_timestamp",
-        "9999-12-31 23:59:59": "unparseable_timestamp",
-        "10000-01-01": "unparseable_timestamp",
-        "2030-01-01": "future_timestamp",
-        "2024-06-01 12:00:01": "future_timestamp",  # one second after the ingestion time
+        "0001-01-01": "unparseable_timestamp(ts)",  # outside what a timestamp column can hold
+        "1500-06-01": "unparseable_timestamp(ts)",
+        "1677-09-21 00:00:00": "unparseable_timestamp(ts)",
+        "2262-04-12 00:00:00": "unparseable_timestamp(ts)",
+        "9999-12-31 23:59:59": "unparseable_timestamp(ts)",
+        "10000-01-01": "unparseable_timestamp(ts)",
+        "2030-01-01": "future_timestamp(ts)",
+        "2024-06-01 12:00:01": "future_timestamp(ts)",  # one second after the ingestion time
     }
     rows = [f"c1,{date},purchase,1" for date in dates]
     report, _, quarantine = ingest_file(tmp_path, (HEADER + "\n".join(rows) + "\n").encode(), tally, records=len(rows))

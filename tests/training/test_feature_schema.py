@@ -78,6 +78,18 @@ def test_unseen_and_missing_categories_encode_as_missing() -> None:
     assert math.isnan(encoded[0, 1]) and math.isnan(encoded[0, 2]) and encoded[0, 3] == 2.0
 
 
+def test_a_blank_category_is_never_learned_so_a_blank_cell_is_missing_everywhere() -> None:
+    """The feature job reads blank categorical cells as null; a frame that still holds one (a snapshot written
+    before that) must not teach the model a " " category that the API and `score --input` would then disagree on."""
+    rows = ROWS.assign(plan=["plus", " ", ""])
+    schema = FeatureSchema.fit(rows, ["visits"], CATEGORICAL)
+
+    assert schema.categorical["plan"] == ("plus",)
+    blank, missing = ({"visits": 1.0, "plan": p, "region": "north", "channel": "web"} for p in (" ", None))
+    assert np.array_equal(schema.encode_records([blank]), schema.encode_records([missing]), equal_nan=True)
+    assert np.array_equal(schema.encode_frame(pd.DataFrame([blank])), schema.encode_records([missing]), equal_nan=True)
+
+
 def test_a_batch_encodes_exactly_like_its_rows_one_at_a_time() -> None:
     schema = FeatureSchema(numeric=("a", "b"), categorical={"plan": ("basic", "plus")})
     records = [

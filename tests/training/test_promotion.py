@@ -165,7 +165,7 @@ def test_two_runs_with_the_same_snapshot_and_seed_give_identical_metrics(champio
     again = fresh_home(tmp_path, trained_platform)
     second = train(again.settings, again.contract)
     assert second.best_params == first.best_params
-    assert second.out_of_time_metrics == first.out_of_time_metrics
+    assert second.evaluation_metrics == first.evaluation_metrics
     assert second.threshold == first.threshold
     baselines = [json.loads(r.evaluation_path.read_text())["baselines"] for r in (first, second)]
     assert baselines[0] == baselines[1]

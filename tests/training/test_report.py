@@ -103,3 +103,16 @@ def minimal_evaluation() -> dict:
             "min_auc": 0.6,
         },
     }
+
+
+def test_the_card_of_an_entity_level_model_says_holdout_where_there_is_no_time_axis() -> None:
+    from churnops.jobs.report import model_card
+
+    holdout = minimal_evaluation() | {"validation": "stratified_holdout", "evaluation_cutoff": None}
+    card = model_card(holdout)
+    assert "## Evaluation (holdout)" in card
+    assert "stratified 20 % holdout" in card and "stratified-fold CV ROC AUC" in card
+    assert "out-of-time cutoff" not in card and "evaluation cutoff" not in card and "time-fold" not in card
+
+    out_of_time = model_card(minimal_evaluation())
+    assert "## Evaluation (out-of-time)" in out_of_time and "the out-of-time cutoff 2024-11-01" in out_of_time
