@@ -237,7 +237,8 @@ def start_servers(
     return targets, churnops_url, database_url
 
 
-def check_prediction_log(churnops_url: str, database_url: str) -> None:
+def check_prediction_log(churnops_url: str, database_url: str) -> str:
+    """Every prediction of the run must be in PostgreSQL: the line saying so, or SystemExit naming the loss."""
     time.sleep(3)  # let the prediction-log writers flush
     exposition = httpx.get(f"{churnops_url}/metrics").text
     with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
@@ -245,12 +246,15 @@ def check_prediction_log(churnops_url: str, database_url: str) -> None:
         logged = cur.fetchone()[0]
     predicted = metric(exposition, "churnops_predictions_total")
     dropped = metric(exposition, "churnops_prediction_log_dropped_total")
-    print(
-        f"prediction log: {predicted:.0f} predictions, {logged} rows in PostgreSQL, {dropped:.0f} dropped", flush=True
-    )
+    line = f"prediction log: {predicted:,.0f} predictions, {logged:,} rows in PostgreSQL, {dropped:,.0f} dropped"
+    print(line, flush=True)
+    if logged != predicted or dropped:
+        raise SystemExit(f"the prediction log lost rows: {line}")
+    return line
 
 
-def print_ratios(results: list[Run]) -> None:
+def ratio_lines(results: list[Run]) -> list[str]:
+    lines = []
     by_cell = {(r.server, r.rows, r.connections): r for r in results}
     for (server_name, rows, connections), run in sorted(by_cell.items()):
         if server_name != "churnops":
@@ -259,11 +263,40 @@ def print_ratios(results: list[Run]) -> None:
             if (other, rows, connections) in by_cell:
                 base = by_cell[(other, rows, connections)]
                 ratio = run.requests_per_second / base.requests_per_second
-                print(
+                lines.append(
                     f"rows={rows} c={connections}: churnops / {other} = {ratio:.2f}x "
                     f"({run.requests_per_second * rows:,.0f} vs {base.requests_per_second * rows:,.0f} rows/s; "
                     f"p99 {run.p99_ms:.2f} vs {base.p99_ms:.2f} ms)"
                 )
+    return lines
+
+
+def table_lines(results: list[Run]) -> list[str]:
+    lines = [
+        "| server | rows/request | connections | requests/s | rows/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in results:
+        lines.append(
+            f"| {run.server} | {run.rows} | {run.connections} | {run.requests_per_second:,.0f} | "
+            f"{run.requests_per_second * run.rows:,.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {run.errors} |"
+        )
+    return lines
+
+
+DOC = REPO / "docs" / "benchmarks" / "serving.md"
+DOC_START, DOC_END = "<!-- serving_bench.py --write-doc: start -->", "<!-- serving_bench.py --write-doc: end -->"
+
+
+def write_doc(section: list[str]) -> None:
+    """Replace the generated section of docs/benchmarks/serving.md (between the markers) with this run's."""
+    text = DOC.read_text()
+    if DOC_START not in text or DOC_END not in text:
+        raise SystemExit(f"{DOC} has no {DOC_START} ... {DOC_END} section to replace")
+    head, rest = text.split(DOC_START, 1)
+    tail = rest.split(DOC_END, 1)[1]
+    DOC.write_text(f"{head}{DOC_START}\n" + "\n".join(section) + f"\n{DOC_END}{tail}")
+    print(f"wrote the table into {DOC}")
 
 
 def main() -> None:
@@ -279,6 +312,9 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
     parser.add_argument("--keep-database", action="store_true", help="keep the prediction-log database afterwards")
     parser.add_argument("--output", type=Path, help="write every median as JSON here")
+    parser.add_argument(
+        "--write-doc", action="store_true", help="write the table into docs/benchmarks/serving.md (between markers)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -292,6 +328,9 @@ def main() -> None:
     venv_bin = Path(sys.executable).parent
     print(f"model {contract.model_name} v{version}; {os.cpu_count()} cores; load before: {load_average()}", flush=True)
 
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_before = load_average()
+    log_line = "prediction log: not measured (churnops not in --servers)"
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         base_env = {
@@ -306,21 +345,31 @@ def main() -> None:
         )
         results = measure_alternating(targets, args, workdir)
         if churnops_url and database_url:
-            check_prediction_log(churnops_url, database_url)
+            log_line = check_prediction_log(churnops_url, database_url)
     if "churnops" in args.servers and not args.keep_database:
         drop_bench_database()
 
-    print(f"\nload after: {load_average()}\n")
-    print("| server | rows/request | connections | requests/s | rows/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for run in results:
-        print(
-            f"| {run.server} | {run.rows} | {run.connections} | {run.requests_per_second:,.0f} | "
-            f"{run.requests_per_second * run.rows:,.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {run.errors} |"
-        )
-    print_ratios(results)
+    load_after = load_average()
+    print(f"\nload after: {load_after}\n")
+    table, ratios = table_lines(results), ratio_lines(results)
+    print("\n".join([*table, *ratios]))
     if args.output:
         args.output.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    if args.write_doc:
+        command = " ".join(["benchmarks/serving_bench.py", *sys.argv[1:]])
+        write_doc(
+            [
+                f"Run of {started}: `.venv/bin/python {command}` ({args.runs} rounds x {args.duration} s per cell, "
+                f"medians; model {contract.model_name} v{version}; {os.cpu_count()} cores; load average "
+                f"{load_before} before, {load_after} after).",
+                "",
+                *table,
+                "",
+                f"{log_line[0].upper()}{log_line[1:]}. Ratios in the same rounds:",
+                "",
+                *(f"- {line}" for line in ratios),
+            ]
+        )
 
 
 if __name__ == "__main__":

@@ -1,26 +1,26 @@
 """The prediction log: every online prediction appended to PostgreSQL in batches, off the request path.
 
-Handlers call `PredictionLog.submit_request`, which formats a request's scored customers as lines of COPY's text
-input (the columns they share once) and puts them on an in-process queue as one item, bounded by
-`prediction_log_max_pending` rows. One background thread per worker drains it in batches
-(`prediction_log_batch_rows`, or whatever arrived within `prediction_log_flush_seconds`) with one COPY per batch
-(`copy_prediction_log`). The API never waits on the database: when it is unreachable, slow or the queue is full,
-the records are dropped and counted in `churnops_prediction_log_dropped_total`, and the writer retries the
-connection after `prediction_log_retry_seconds`.
+Handlers call `PredictionLog.submit_request` with a request's scored customers by column; it formats them as
+lines of COPY's text input (what the rows share once) and puts them on an in-process queue as one item, bounded by
+`prediction_log_max_pending` rows. One background thread per worker drains it every
+`prediction_log_flush_seconds`, or as soon as `prediction_log_batch_rows` rows wait, with one COPY per batch
+(`copy_prediction_log`), which releases the GIL while PostgreSQL works. The API never waits on the database: when it
+is unreachable, slow or the queue is full, the records are dropped and counted in
+`churnops_prediction_log_dropped_total`, and the writer retries the connection after `prediction_log_retry_seconds`.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import io
 import logging
-import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import orjson
@@ -31,8 +31,6 @@ from churnops.config import Settings
 from churnops.serving import metrics
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
 
 # The record keys of churnops.db.write_prediction_log, in the order of the COPY columns.
 LOG_COLUMNS = (
@@ -55,8 +53,8 @@ _COPY_SQL = f"COPY churnops.prediction_log ({', '.join(LOG_COLUMNS)}) FROM STDIN
 _TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _text_field(value: str | None) -> str:
-    return "\\N" if value is None else value.translate(_TEXT_ESCAPES)
+def _text_field(value: str | None) -> bytes:
+    return b"\\N" if value is None else value.translate(_TEXT_ESCAPES).encode()
 
 
 @dataclass(frozen=True)
@@ -71,35 +69,56 @@ class RequestContext:
     latency_seconds: float | None
 
 
-# One scored customer as logged: (customer_id, features, score, decision, risk_band).
-LoggedRow = tuple[str | None, Mapping[str, Any], float, bool, str]
+class LoggedColumns(NamedTuple):
+    """A request's scored customers, by column."""
+
+    customer_ids: list[str | None]
+    features: list[Mapping[str, Any]]
+    scores: list[float]
+    decisions: list[bool]
+    bands: list[str]
 
 
-def _json_field(features: Mapping[str, Any]) -> str:
+def _json_field(features: Mapping[str, Any]) -> bytes:
     # JSON text never holds a raw tab or newline; its backslashes are escaped like any other field's.
     # orjson: the stdlib's json.dumps took half of the formatting time.
-    text = orjson.dumps(features, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    return text.translate(_TEXT_ESCAPES) if "\\" in text else text
+    text = orjson.dumps(features, option=orjson.OPT_SERIALIZE_NUMPY)
+    return text.replace(b"\\", b"\\\\") if b"\\" in text else text
 
 
-def prediction_log_lines(context: RequestContext, rows: Iterable[LoggedRow]) -> str:
-    """A request's scored customers as lines of COPY's text input, columns LOG_COLUMNS.
+def prediction_log_lines(context: RequestContext, columns: LoggedColumns) -> bytes:
+    """A request's scored customers as lines of COPY's text input (bytes), columns LOG_COLUMNS.
 
-    The columns a request shares are formatted once and only the per-customer ones per row, so a 100-row batch
-    costs about one orjson call per row. Handlers format their own lines: done in bulk by the writer thread, the
-    same work held the worker's GIL for whole batches and showed up as 10-20 ms stalls in the API's p99 latency.
+    What the rows share (time, request, endpoint, model, latency) is formatted once, the scores in one orjson call
+    and each (decision, band) pair once, so a row costs an orjson call for its features and one bytes formatting.
+    Formatted by the handler, not the writer thread: a thread formatting whole batches held the worker's GIL and
+    stalled the event loop (10-20 ms in p99), and under full load it fell behind and the queue overflowed.
     """
-    head = f"{context.logged_at.isoformat()}\t{_text_field(context.request_id)}\t{_text_field(context.endpoint)}\t"
-    model = f"\t{_text_field(context.model_name)}\t{_text_field(context.model_version)}\t"
-    latency = "\\N" if context.latency_seconds is None else repr(float(context.latency_seconds))
-    return "".join(
-        f"{head}{_text_field(customer_id)}{model}{float(score)!r}\t{'t' if decision else 'f'}\t"
-        f"{_text_field(band)}\t{latency}\t{_json_field(features)}\n"
-        for customer_id, features, score, decision, band in rows
+    head = b"%b\t%b\t%b\t" % (
+        context.logged_at.isoformat().encode(),
+        _text_field(context.request_id),
+        _text_field(context.endpoint),
+    )
+    model = b"\t%b\t%b\t" % (_text_field(context.model_name), _text_field(context.model_version))
+    latency = b"\\N" if context.latency_seconds is None else repr(float(context.latency_seconds)).encode()
+    # Finite floats never hold a comma: the JSON array splits into the shortest round-trip text of each score.
+    scores = orjson.dumps([float(score) for score in columns.scores])[1:-1].split(b",")
+    outcomes = {
+        (decision, band): b"\t%b\t%b\t%b\t" % (b"t" if decision else b"f", _text_field(band), latency)
+        for decision, band in set(zip(columns.decisions, columns.bands, strict=True))
+    }
+    return b"".join(
+        [
+            b"%b%b%b%b%b%b\n"
+            % (head, _text_field(customer_id), model, score, outcomes[(decision, band)], _json_field(features))
+            for customer_id, features, score, decision, band in zip(
+                columns.customer_ids, columns.features, scores, columns.decisions, columns.bands, strict=True
+            )
+        ]
     )
 
 
-def prediction_log_line(record: Mapping[str, Any]) -> str:
+def prediction_log_line(record: Mapping[str, Any]) -> bytes:
     """One record (the keys of `churnops.db.write_prediction_log`, all present) as a line of COPY's text input."""
     context = RequestContext(
         record["logged_at"],
@@ -109,11 +128,13 @@ def prediction_log_line(record: Mapping[str, Any]) -> str:
         record["model_version"],
         record["latency_seconds"],
     )
-    row = (record["customer_id"], record["features"], record["score"], record["decision"], record["risk_band"])
-    return prediction_log_lines(context, [row])
+    columns = LoggedColumns(
+        [record["customer_id"]], [record["features"]], [record["score"]], [record["decision"]], [record["risk_band"]]
+    )
+    return prediction_log_lines(context, columns)
 
 
-def copy_prediction_log(conn: Any, lines: list[str]) -> int:
+def copy_prediction_log(conn: Any, lines: list[bytes]) -> int:
     """Append texts of `prediction_log_lines` with one COPY, in one transaction; return the rows written.
 
     Same rows as `write_prediction_log`, at a fraction of the cost, which matters because the writer shares its
@@ -121,7 +142,7 @@ def copy_prediction_log(conn: Any, lines: list[str]) -> int:
     per row fell from 60 to 37 us and PostgreSQL's from 40 to 20 us (execute_values vs COPY).
     """
     with conn, conn.cursor() as cur:
-        cur.copy_expert(_COPY_SQL, io.StringIO("".join(lines)))
+        cur.copy_expert(_COPY_SQL, io.BytesIO(b"".join(lines)))
         return cur.rowcount
 
 
@@ -148,8 +169,12 @@ class PredictionLog:
         self._batch_rows = serving.prediction_log_batch_rows
         self._flush_seconds = serving.prediction_log_flush_seconds
         self._retry_seconds = serving.prediction_log_retry_seconds
-        # One item per request: (its lines, how many). The bound is on rows, kept in _pending_rows.
-        self._queue: queue.Queue[Any] = queue.Queue()
+        # One item per request: (its lines, how many). The bound is on rows, kept in _pending_rows. A deque and an
+        # event set once per batch, not a queue.Queue: its get/notify per request woke the writer thread for every
+        # request, and each wake-up cost the event loop a GIL hand-over (on a busy machine, an OS time slice).
+        self._pending: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
         self._max_pending = serving.prediction_log_max_pending
         self._pending_rows = 0
         self._pending_lock = threading.Lock()
@@ -163,29 +188,33 @@ class PredictionLog:
 
     def start(self) -> None:
         if self.enabled and self._thread is None:
+            self._stopping = False
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
 
     def submit(self, record: Mapping[str, Any]) -> None:
         """Queue one record (keys of `churnops.db.write_prediction_log`); never blocks."""
         if self.enabled:
-            self.submit_lines(prediction_log_line(record), 1)
+            self._put(prediction_log_line(record), 1)
 
-    def submit_request(self, context: RequestContext, rows: list[LoggedRow]) -> None:
-        """Queue a request's scored customers as one item; never blocks."""
-        if self.enabled and rows:
-            self.submit_lines(prediction_log_lines(context, rows), len(rows))
+    def submit_request(self, context: RequestContext, columns: LoggedColumns) -> None:
+        """Queue a request's scored customers as one item of COPY lines; never blocks."""
+        if self.enabled and columns.scores:
+            self._put(prediction_log_lines(context, columns), len(columns.scores))
 
-    def submit_lines(self, lines: str, count: int) -> None:
-        """Queue `count` formatted lines, or drop (and count) them all when `prediction_log_max_pending` rows wait."""
+    def _put(self, lines: bytes, count: int) -> None:
+        """Queue `count` rows' lines, or drop (and count) them all when `prediction_log_max_pending` rows wait."""
         with self._pending_lock:
             full = self._pending_rows + count > self._max_pending
             if not full:
                 self._pending_rows += count
+            wake = self._pending_rows >= self._batch_rows
         if full:
             self._drop(count, "queue full: the database is not keeping up")
             return
-        self._queue.put_nowait((lines, count))
+        self._pending.append((lines, count))
+        if wake and not self._wake.is_set():
+            self._wake.set()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -200,8 +229,8 @@ class PredictionLog:
         """Flush what is queued (within `timeout`) and stop the writer."""
         if self._thread is None:
             return
-        with suppress(queue.Full):
-            self._queue.put(_STOP, timeout=timeout)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
         self._thread = None
         if self._conn is not None:
@@ -214,38 +243,34 @@ class PredictionLog:
         self.last_error = reason
         metrics.PREDICTION_LOG_DROPPED.inc(count)
 
-    def _next_batch(self) -> tuple[list[str], int, bool]:
-        """Wait for a first request's lines, then gather more until the batch has `prediction_log_batch_rows` rows
-        or the flush interval passed. Returns (texts, rows, stopping)."""
-        first = self._queue.get()
-        if first is _STOP:
-            return [], 0, True
-        texts, rows = [first[0]], first[1]
-        stopping = False
-        deadline = time.monotonic() + self._flush_seconds
-        while rows < self._batch_rows:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                stopping = True
-                break
-            texts.append(item[0])
-            rows += item[1]
+    def _next_batch(self) -> tuple[list[bytes], int]:
+        """Up to `prediction_log_batch_rows` rows (whole requests) of what is queued: (texts, rows)."""
+        texts: list[bytes] = []
+        rows = 0
+        while rows < self._batch_rows and self._pending:
+            lines, count = self._pending.popleft()
+            texts.append(lines)
+            rows += count
         with self._pending_lock:
             self._pending_rows -= rows
-        return texts, rows, stopping
+        return texts, rows
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            texts, rows, stopping = self._next_batch()
-            if rows:
+        """Every `prediction_log_flush_seconds`, or as soon as a batch's worth of rows waits: write all that is
+        queued, one COPY per batch. At close, what is queued is written before the thread ends."""
+        while True:
+            self._wake.wait(self._flush_seconds)
+            self._wake.clear()
+            stopping = self._stopping
+            while True:
+                texts, rows = self._next_batch()
+                if not rows:
+                    break
                 self._write(texts, rows)
+            if stopping:
+                return
 
-    def _write(self, texts: list[str], rows: int) -> None:
+    def _write(self, texts: list[bytes], rows: int) -> None:
         if time.monotonic() < self._retry_after:
             self._drop(rows, f"database unavailable, retrying later: {self._database_error}")
             return

@@ -10,6 +10,8 @@ scored as missing, like in batch scoring). Anything else is a 422 that names the
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, StringConstraints, create_model
@@ -48,11 +50,6 @@ FiniteNumber = Annotated[
         | Annotated[str, StringConstraints(pattern=f"^{NUMERIC_TEXT}$", max_length=MAX_NUMERIC_TEXT)],
     ),
 ]
-# The same without the text leniency, validated entirely in Rust: a body whose numbers are all JSON numbers is
-# validated with it first, because the before-validator above is a Python call per numeric value (most of a
-# 100-row batch's validation time). Anything it refuses is validated again with FiniteNumber, which accepts
-# what FiniteNumber accepts and words its errors (parse_body in serving/problems.py).
-JsonNumber = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]
 CategoryValue = Annotated[StrictStr | None, Field(max_length=MAX_CATEGORY_CHARS)]
 CustomerId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CUSTOMER_ID_CHARS)]
 
@@ -61,10 +58,9 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def record_model(schema: FeatureSchema, numbers_as_text: bool = True) -> type[BaseModel]:
-    """A pydantic model with one required field per feature of `schema`; `numbers_as_text=False` takes numeric
-    values as JSON numbers only (the fast first try, see JsonNumber)."""
-    fields: dict[str, Any] = dict.fromkeys(schema.numeric, (FiniteNumber if numbers_as_text else JsonNumber, ...))
+def record_model(schema: FeatureSchema) -> type[BaseModel]:
+    """A pydantic model with one required field per feature of `schema`."""
+    fields: dict[str, Any] = dict.fromkeys(schema.numeric, (FiniteNumber, ...))
     fields |= {
         name: (CategoryValue, Field(..., description=f"one of {list(vocab)}; other values are scored as missing"))
         for name, vocab in schema.categorical.items()
@@ -175,6 +171,41 @@ class BatchPrediction(BaseModel):
     model_version: str
     threshold: float
     predictions: list[ScoredCustomer]
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """A request's scores, by column (what the response and the prediction log are built from)."""
+
+    probabilities: list[float]
+    decisions: list[bool]
+    bands: list[str]
+    out_of_range: dict[int, list[str]]  # {row: numeric features outside the training range}
+    explanations: list[Explanation] | None
+
+
+def scored_items(
+    customer_ids: list[str | None], online_cutoffs: Mapping[int, str], scored: ScoredRows
+) -> list[dict[str, Any]]:
+    """Each customer's part of a response, as plain dicts in `ScoredCustomer`'s shape (serialised by orjson in one
+    call: a pydantic model per row cost more than scoring the batch)."""
+    explanations = scored.explanations
+    out_of_range = scored.out_of_range
+    return [
+        {
+            "customer_id": customer_id,
+            "probability": probability,
+            "decision": decision,
+            "risk_band": band,
+            "feature_source": "online_store" if row in online_cutoffs else "request",
+            "features_cutoff": online_cutoffs.get(row),
+            "out_of_range": out_of_range.get(row, []),
+            "explanation": explanations[row].model_dump() if explanations else None,
+        }
+        for row, (customer_id, probability, decision, band) in enumerate(
+            zip(customer_ids, scored.probabilities, scored.decisions, scored.bands, strict=True)
+        )
+    ]
 
 
 class Problem(BaseModel):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,10 +16,11 @@ from pydantic import SecretStr, ValidationError
 
 from churnops.config import ServingSettings
 from churnops.serving import metrics
+from churnops.serving.fast_body import RequestRows
 from churnops.serving.online import OnlineFeatureReader, OnlineStoreUnavailable
-from churnops.serving.prediction_log import LoggedRow, PredictionLog, RequestContext
+from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
 from churnops.serving.problems import ApiProblem, instance_loc
-from churnops.serving.records import ScoredCustomer, validation_problems
+from churnops.serving.records import ScoredRows, validation_problems
 from churnops.serving.state import ModelState, ServedModel
 
 
@@ -45,6 +45,8 @@ class PredictionService:
         self.state = state
         self.online = online
         self.prediction_log = prediction_log
+        # Bound once per feature: `.labels()` takes a lock and builds a key, on every request with such a value.
+        self._out_of_range_counters: dict[str, Any] = {}
 
     def require_api_key(self, api_key: str | None) -> None:
         if self.serving.api_key is not None and not secret_matches(self.serving.api_key, api_key):
@@ -68,10 +70,12 @@ class PredictionService:
         self,
         endpoint: str,
         current: ServedModel,
-        rows: list[LoggedRow],
+        rows: RequestRows,
+        scored: ScoredRows,
         request: Request,
         started: float,
     ) -> None:
+        """Queue the request's predictions as one item (formatted and written by the log's thread)."""
         if not self.prediction_log.enabled:
             return
         context = RequestContext(
@@ -82,14 +86,16 @@ class PredictionService:
             model_version=current.version,
             latency_seconds=time.perf_counter() - started,
         )
-        self.prediction_log.submit_request(context, rows)
+        columns = LoggedColumns(rows.customer_ids, rows.records, scored.probabilities, scored.decisions, scored.bands)
+        self.prediction_log.submit_request(context, columns)
 
-    async def resolve_features(
+    async def rows_of_instances(
         self, current: ServedModel, instances: list[Any], loc_prefix: tuple[str | int, ...]
-    ) -> tuple[list[Mapping[str, Any]], list[str | None]]:
-        """Each instance's features: its own, or the customer's published row validated against the schema."""
+    ) -> RequestRows:
+        """Validated instances (the detailed path) as rows: each one's own features, or the customer's published
+        row validated against the schema."""
         features: list[Mapping[str, Any] | None] = []
-        cutoffs: list[str | None] = []
+        online_cutoffs: dict[int, str] = {}
         to_look_up: dict[str, list[int]] = {}
         for index, instance in enumerate(instances):
             if instance.features is not None:
@@ -104,7 +110,6 @@ class PredictionService:
             else:
                 features.append(None)
                 to_look_up.setdefault(instance.customer_id, []).append(index)
-            cutoffs.append(None)
         if to_look_up:
             try:
                 found = await self.online.fetch(list(to_look_up))
@@ -131,8 +136,10 @@ class PredictionService:
                 record = self._published_record(current, published.features, where)
                 for index in indices:
                     features[index] = record
-                    cutoffs[index] = published.cutoff.isoformat()
-        return features, cutoffs  # type: ignore[return-value]
+                    online_cutoffs[index] = published.cutoff.isoformat()
+        records: list[Mapping[str, Any]] = features  # type: ignore[assignment]  # every None was filled above
+        customer_ids = [instance.customer_id for instance in instances]
+        return RequestRows(customer_ids, records, current.model.schema.encode_records(records), online_cutoffs)
 
     def _published_record(
         self, current: ServedModel, stored: Mapping[str, Any], where: list[str | int]
@@ -150,46 +157,30 @@ class PredictionService:
                 )
             raise ApiProblem(409, problems) from None
 
-    def scored_customers(
-        self,
-        current: ServedModel,
-        instances: list[Any],
-        features: list[Mapping[str, Any]],
-        cutoffs: list[str | None],
-        explain: bool,
-        loc_prefix: tuple[str | int, ...] = (),
-    ) -> tuple[list[ScoredCustomer], list[LoggedRow]]:
-        matrix = current.model.schema.encode_records(features)
+    def score_rows(
+        self, current: ServedModel, rows: RequestRows, explain: bool, loc_prefix: tuple[str | int, ...] = ()
+    ) -> ScoredRows:
+        """Scores, decisions and bands of every row, with one prediction call for the whole request."""
+        matrix = rows.matrix
         flagged = self._out_of_range(current, matrix, loc_prefix)
         if flagged and self.serving.out_of_range_policy == "clip":
             matrix = current.ranges.clip(matrix)  # type: ignore[union-attr]  # flagged implies ranges
         scores = current.score(matrix)
-        explanations = current.explain(features, self.serving.explain_top_features) if explain else None
-        threshold = current.model.threshold
-        results = []
-        logged = []
-        for i, (instance, score) in enumerate(zip(instances, scores.tolist(), strict=True)):
-            outside = flagged.get(i, [])
-            if not math.isfinite(score):
-                if outside:  # e.g. 1e308 through the stored blend: the input's fault, said as such
-                    raise ApiProblem(422, self._range_problems(current, loc_prefix, {i: outside}))
-                raise ApiProblem.one(500, [], "model_error", f"model v{current.version} produced a non-finite score")
-            decision = score >= threshold
-            band = current.bands.band(score)
-            results.append(
-                ScoredCustomer(
-                    customer_id=instance.customer_id,
-                    probability=score,
-                    decision=decision,
-                    risk_band=band,
-                    feature_source="request" if instance.features is not None else "online_store",
-                    features_cutoff=cutoffs[i],
-                    out_of_range=outside,
-                    explanation=explanations[i] if explanations else None,
-                )
-            )
-            logged.append((instance.customer_id, features[i], score, decision, band))
-        return results, logged
+        finite = np.isfinite(scores)
+        if not finite.all():
+            first = int(np.flatnonzero(~finite)[0])
+            if first in flagged:  # e.g. 1e308 through the stored blend: the input's fault, said as such
+                raise ApiProblem(422, self._range_problems(current, loc_prefix, {first: flagged[first]}))
+            raise ApiProblem.one(500, [], "model_error", f"model v{current.version} produced a non-finite score")
+        probabilities = scores.tolist()
+        band = current.bands.band
+        return ScoredRows(
+            probabilities=probabilities,
+            decisions=(scores >= current.model.threshold).tolist(),
+            bands=[band(score) for score in probabilities],
+            out_of_range=flagged,
+            explanations=current.explain(rows.records, self.serving.explain_top_features) if explain else None,
+        )
 
     def _out_of_range(
         self, current: ServedModel, matrix: np.ndarray, loc_prefix: tuple[str | int, ...]
@@ -201,8 +192,13 @@ class PredictionService:
         if not outside.any():
             return {}
         names = current.ranges.names
-        for column in np.flatnonzero(outside.any(axis=0)):
-            metrics.OUT_OF_RANGE.labels(feature=names[column]).inc(int(outside[:, column].sum()))
+        counters = self._out_of_range_counters
+        for column, count in enumerate(outside.sum(axis=0).tolist()):
+            if count:
+                name = names[column]
+                if name not in counters:
+                    counters[name] = metrics.OUT_OF_RANGE.labels(feature=name)
+                counters[name].inc(count)
         flagged: dict[int, list[str]] = {}
         for row, column in zip(*np.nonzero(outside), strict=True):
             flagged.setdefault(int(row), []).append(names[column])

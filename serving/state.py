@@ -26,6 +26,7 @@ from churnops.input_ranges import InputRanges
 from churnops.registry import CHAMPION_ALIAS, LoadedModel, configure_mlflow, load_model_version, resolve_alias
 from churnops.schema import FeatureSchema
 from churnops.serving import metrics
+from churnops.serving.fast_body import FastBodyReader
 from churnops.serving.problems import BodyLimit
 from churnops.serving.records import (
     Contribution,
@@ -134,9 +135,8 @@ class ServedModel:
     record_type: type[BaseModel]
     request_type: type[BaseModel]
     batch_type: type[BaseModel]
-    # The same, numbers as JSON numbers only: tried first (churnops.serving.records.JsonNumber).
-    fast_request_type: type[BaseModel]
-    fast_batch_type: type[BaseModel]
+    # Reads the bodies that need no leniency column-wise, before the models above (serving/fast_body.py).
+    fast_reader: FastBodyReader
     bands: RiskBands
     body_limit: BodyLimit
     # Numeric ranges seen in training; None for models registered before they were recorded.
@@ -151,7 +151,6 @@ class ServedModel:
         max_batch_rows = serving.max_batch_rows
         record_type = record_model(model.schema)
         request_type = predict_request_model(model.schema, record_type)
-        fast_request_type = predict_request_model(model.schema, record_model(model.schema, numbers_as_text=False))
         n_features = len(model.schema.columns)
         single_row = _checked_single_row_predictor(model, n_features)
         served = cls(
@@ -159,8 +158,7 @@ class ServedModel:
             record_type=record_type,
             request_type=request_type,
             batch_type=batch_request_model(request_type, max_batch_rows),
-            fast_request_type=fast_request_type,
-            fast_batch_type=batch_request_model(fast_request_type, max_batch_rows),
+            fast_reader=FastBodyReader(model.schema, max_batch_rows),
             bands=RiskBands.for_model(model.metadata, model.threshold),
             body_limit=body_limit(model.schema, serving),
             ranges=InputRanges.from_metadata(model.metadata, model.schema.numeric),
@@ -189,8 +187,7 @@ class ServedModel:
         else:
             scores = self.model.predict_matrix(matrix, num_threads=1)
         self.predictions_counter.inc(len(scores))
-        for score in scores:
-            self.score_histogram.observe(score)
+        metrics.observe_many(self.score_histogram, scores)
         return scores
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:

@@ -205,11 +205,11 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
             try:
                 current_model = service.served()
                 instance = SimpleNamespace(features=None, customer_id=customer_id)
-                features, cutoffs = await service.resolve_features(current_model, [instance], ())
+                rows = await service.rows_of_instances(current_model, [instance], ())
                 # The same path as /predict?explain=true: range policy, score, band and contributions.
-                (scored,), _ = service.scored_customers(current_model, [instance], features, cutoffs, explain=True)
-                live_score = scored.probability
-                reasons = reasons_in_words(scored.explanation.top_features, definitions)
+                scored = service.score_rows(current_model, rows, explain=True)
+                live_score = scored.probabilities[0]
+                reasons = reasons_in_words(scored.explanations[0].top_features, definitions)  # type: ignore[index]
             except ApiProblem as problem:
                 reasons_error = "; ".join(str(item.get("msg")) for item in problem.problems)
         attributes = published[1] if published else {}

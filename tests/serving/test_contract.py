@@ -259,30 +259,3 @@ def champion_schema(trained_platform) -> FeatureSchema:
 
     configure_mlflow(trained_platform.settings)
     return load_alias(trained_platform.contract.model_name).schema
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The fast first try of validation
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "value", [45, -4.5e1, 0.0, None, " 4.5 ", "", True, "forty", "1e400", "NaN", [1], 1e308, "9" * 40]
-)
-def test_the_json_numbers_only_first_try_never_changes_the_verdict_or_the_values(value) -> None:
-    from churnops.serving.problems import ApiProblem, parse_body
-    from churnops.serving.records import batch_request_model, predict_request_model, record_model
-
-    schema = FeatureSchema(numeric=("age", "spend"), categorical={"plan": ("basic", "plus")})
-    lenient = batch_request_model(predict_request_model(schema), 10)
-    fast = batch_request_model(predict_request_model(schema, record_model(schema, numbers_as_text=False)), 10)
-    row = {"customer_id": "7", "features": {"age": value, "spend": 3, "plan": "plus"}}
-    body = json.dumps({"instances": [row, row]}).encode()
-
-    def verdict(first_try):
-        try:
-            return parse_body(lenient, body, fast_type=first_try).model_dump()
-        except ApiProblem as problem:
-            return problem.status, problem.problems
-
-    assert verdict(fast) == verdict(None)

@@ -119,3 +119,35 @@ def test_with_the_database_unreachable_predict_still_answers_and_counts_the_drop
         status = client.get("/model").json()["prediction_log"]
     assert status["enabled"] is True and status["written"] == 0 and status["dropped"] == 20
     assert "OperationalError" in status["last_error"]
+
+
+def test_a_burst_of_batches_reaches_postgresql_without_losing_a_row(platform_database_url) -> None:
+    """Requests queued faster than one COPY takes (one item per request, of many rows each) are all written, in
+    batches, by the time the log is closed; none is dropped."""
+    from churnops.config import Settings
+    from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
+
+    settings = Settings(
+        database_url=SecretStr(platform_database_url),
+        serving={"prediction_log_batch_rows": 500, "prediction_log_flush_seconds": 0.05},
+    )
+    log = PredictionLog(settings)
+    log.start()
+    requests, rows = 150, 100
+    for request in range(requests):
+        context = RequestContext(dt.datetime.now(dt.UTC), f"burst-{request}", "/batch_predict", "burst", "1", 0.002)
+        columns = LoggedColumns(
+            customer_ids=[f"{request}-{row}" for row in range(rows)],
+            features=[{"amount": float(row), "plan": None} for row in range(rows)],
+            scores=[0.25] * rows,
+            decisions=[False] * rows,
+            bands=["low"] * rows,
+        )
+        log.submit_request(context, columns)
+    log.close(timeout=60)
+    assert log.describe()["dropped"] == 0
+    with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), count(DISTINCT customer_id) FROM churnops.prediction_log WHERE model_name = 'burst'"
+        )
+        assert cur.fetchone() == (requests * rows, requests * rows)
