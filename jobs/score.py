@@ -116,8 +116,8 @@ def score(
                 model.version,
                 evaluated_at,
             )
-    # Only the scored cutoff's rows are read (and verified against their own hash).
-    features, metadata = load_snapshot(snapshot_dir, cutoffs=[cutoff])
+    # Only the scored cutoff's rows and the model's columns are read (and verified against their own digests).
+    features, metadata = load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=model.schema.columns)
     if features.empty:
         raise ValueError(f"snapshot {metadata.snapshot_id} has no rows at the scoring cutoff {cutoff}")
     scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 # Rows serialised per COPY chunk: bounds the memory of a 1M-row write to one chunk of CSV text.
 _COPY_CHUNK_ROWS = 200_000
+# The columns a list's rows differ in; the others hold one value per list (see `write_scores`).
+_ROW_COLUMNS = ("customer_id", "score", "decision", "risk_decile", "risk_band")
+# Sort memory for the bulk index builds of one list (about 100 MB per index at 1M rows), set for that transaction.
+_INDEX_BUILD_MEMORY = "256MB"
 
 # Score lists
 # ----------------------------------------------------------------------------------------------------
@@ -132,7 +136,18 @@ def write_scores(
     cutoff = pd.Timestamp(_single_value(frame, "cutoff")).date()
     key = list_key(dataset, logical_date, list_kind)
     partition = f"scores_{hashlib.md5(key.encode()).hexdigest()[:12]}_{uuid.uuid4().hex[:8]}"
-    columns = ("dataset", "logical_date", "list_kind", "run_id", *SCORE_COLUMNS, "list_key")
+    # The columns that hold one value for the whole list are the fresh table's defaults: the COPY streams only
+    # what differs from row to row (a third of the bytes to render, send and parse).
+    constants = {
+        "dataset": dataset,
+        "logical_date": logical_date,
+        "list_kind": list_kind,
+        "run_id": run_id,
+        "cutoff": cutoff,
+        "model_name": model_name,
+        "model_version": model_version,
+        "list_key": key,
+    }
     with conn, conn.cursor() as cur:
         # Writers of the same list queue here; writers of other lists meet only at the partition swap.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('churnops.scores'), hashtext(%s))", (key,))
@@ -142,19 +157,38 @@ def write_scores(
             (dataset, logical_date, list_kind),
         )
         previous = cur.fetchone()
-        # The new rows go into a table of their own, without indexes, so the COPY only appends.
+        # The new rows go into a table of their own, without indexes, so the COPY only appends. The CHECK that
+        # proves the partition bound (ATTACH then skips its scan) is checked row by row as they arrive.
         cur.execute(
             sql.SQL("CREATE TABLE churnops.{} (LIKE churnops.scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
                 sql.Identifier(partition)
             )
         )
-        copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT csv)").format(
-            sql.Identifier(partition), sql.SQL(", ").join(map(sql.Identifier, columns))
+        cur.execute(
+            sql.SQL(
+                "ALTER TABLE churnops.{table} "
+                "ADD CONSTRAINT {check} CHECK (list_key IS NOT NULL AND list_key = {key}), {defaults}"
+            ).format(
+                table=sql.Identifier(partition),
+                check=sql.Identifier(f"{partition}_list"),
+                key=sql.Literal(key),
+                defaults=sql.SQL(", ").join(
+                    sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(column), sql.Literal(value))
+                    for column, value in constants.items()
+                ),
+            )
         )
-        stream = _CsvStream(_keyed(frame, dataset, logical_date, list_kind, run_id, key))
+        # FREEZE: the table was created in this transaction, so its rows are written frozen, and the first readers
+        # do not rewrite every page to set hint bits.
+        copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT csv, FREEZE)").format(
+            sql.Identifier(partition), sql.SQL(", ").join(map(sql.Identifier, _ROW_COLUMNS))
+        )
+        stream = _CsvStream(_in_score_order(frame.loc[:, list(_ROW_COLUMNS)]))
         cur.copy_expert(copy_sql.as_string(conn), stream, size=1 << 20)
         written = cur.rowcount
-        _index_like_parent(cur, partition, key)
+        # Each index is one in-memory sort instead of an external merge of runs spilled to disk.
+        cur.execute("SET LOCAL maintenance_work_mem = %s", (_INDEX_BUILD_MEMORY,))
+        _index_like_parent(cur, partition)
         # Only now the parent is locked (briefly): out with the old list, in with the new one.
         if previous is not None and previous[0]:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS churnops.{}").format(sql.Identifier(previous[0])))
@@ -183,37 +217,25 @@ def list_key(dataset: str, logical_date: dt.date, list_kind: str) -> str:
     return f"{dataset}/{logical_date.isoformat()}/{list_kind}"
 
 
-def _keyed(
-    frame: pd.DataFrame, dataset: str, logical_date: dt.date, list_kind: str, run_id: str, key: str
-) -> pd.DataFrame:
-    """The list's rows with its key columns, which are the same on every row (prepended once, not per row)."""
-    keyed = frame.copy()
-    keyed.insert(0, "run_id", run_id)
-    keyed.insert(0, "list_kind", list_kind)
-    keyed.insert(0, "logical_date", pd.Timestamp(logical_date))
-    keyed.insert(0, "dataset", dataset)
-    keyed["list_key"] = key
-    return keyed
+def _in_score_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows highest score first, the order of the list's score index: PostgreSQL's sort finds its input already
+    in order and the build reads it in one pass (about 5x faster than sorting 1M rows)."""
+    score = rows["score"].to_numpy()
+    if (score[:-1] >= score[1:]).all():  # batch scoring hands the list over ranked already
+        return rows
+    return rows.iloc[np.argsort(-score, kind="stable")]
 
 
-def _index_like_parent(cur: Any, partition: str, key: str) -> None:
+def _index_like_parent(cur: Any, partition: str) -> None:
     """Build, in bulk, the indexes the parent's partitioned indexes expect (ATTACH adopts them instead of building
-    them under the parent's lock) and a CHECK that proves the partition bound (ATTACH then skips its scan)."""
+    them under the parent's lock)."""
     table = sql.Identifier(partition)
     for statement in (
-        "ALTER TABLE churnops.{table} ADD CONSTRAINT {check} CHECK (list_key IS NOT NULL AND list_key = {key})",
         "ALTER TABLE churnops.{table} ADD CONSTRAINT {pkey} PRIMARY KEY (list_key, customer_id)",
         "CREATE INDEX ON churnops.{table} (dataset, logical_date, list_kind, score DESC)",
         "CREATE INDEX ON churnops.{table} (customer_id, dataset, logical_date DESC)",
     ):
-        cur.execute(
-            sql.SQL(statement).format(
-                table=table,
-                check=sql.Identifier(f"{partition}_list"),
-                pkey=sql.Identifier(f"{partition}_pkey"),
-                key=sql.Literal(key),
-            )
-        )
+        cur.execute(sql.SQL(statement).format(table=table, pkey=sql.Identifier(f"{partition}_pkey")))
 
 
 _SCORE_READ_COLUMNS = (
