@@ -30,43 +30,49 @@ _INDEX_BUILD_MEMORY = "256MB"
 # ----------------------------------------------------------------------------------------------------
 
 
-def _single_value(frame: pd.DataFrame, column: str) -> str:
+def _single_value(frame: pd.DataFrame, column: str) -> Any:
     values = frame[column].unique()
     if len(values) != 1:
         raise ValueError(f"score frame: one list has one {column}, found {len(values)}: {list(values[:5])}")
-    return str(values[0])
+    if pd.isna(values[0]):
+        raise ValueError(f"score frame: column {column} has missing values")
+    return values[0]
 
 
-def _validated_score_frame(scores: pd.DataFrame) -> pd.DataFrame:
-    """Check and normalise a score frame before it reaches the database, naming the column that is wrong."""
+def _validated_score_frame(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Check a score frame before it reaches the database, naming the column that is wrong; return the columns that
+    differ from row to row (normalised) and the values the whole list shares (model name and version, cutoff)."""
     missing = [column for column in SCORE_COLUMNS if column not in scores.columns]
     if missing:
         raise ValueError(f"score frame lacks columns {missing}; expected {list(SCORE_COLUMNS)}")
     if scores.empty:
         # An empty list would silently replace a good one: almost certainly an upstream bug.
         raise ValueError("score frame is empty: refusing to replace a scoring list with no customers")
-    frame = scores.loc[:, list(SCORE_COLUMNS)].copy()
-    for column in ("customer_id", "risk_band", "model_name", "model_version"):
-        if frame[column].isna().any():
-            raise ValueError(f"score frame: column {column} has missing values")
-        frame[column] = frame[column].astype(str)
-    if frame["customer_id"].duplicated().any():
-        duplicated = frame.loc[frame["customer_id"].duplicated(), "customer_id"].head(5).tolist()
-        raise ValueError(f"score frame: customer_id must be unique in one list, duplicated e.g. {duplicated}")
-    cutoff = pd.to_datetime(frame["cutoff"])
-    if cutoff.isna().any() or (cutoff != cutoff.dt.normalize()).any():
+    shared = {column: str(_single_value(scores, column)) for column in ("model_name", "model_version")}
+    cutoff = pd.Timestamp(_single_value(scores, "cutoff"))
+    if cutoff != cutoff.normalize():
         raise ValueError("score frame: cutoff must be a date (no missing values, no time of day)")
-    frame["cutoff"] = cutoff
-    score = frame["score"].to_numpy(dtype=np.float64)
+    shared["cutoff"] = cutoff.date()
+    rows = {}
+    for column in ("customer_id", "risk_band"):
+        if scores[column].isna().any():
+            raise ValueError(f"score frame: column {column} has missing values")
+        rows[column] = scores[column].astype(str)
+    if rows["customer_id"].duplicated().any():
+        duplicated = rows["customer_id"][rows["customer_id"].duplicated()].head(5).tolist()
+        raise ValueError(f"score frame: customer_id must be unique in one list, duplicated e.g. {duplicated}")
+    score = scores["score"].to_numpy(dtype=np.float64)
     if not np.isfinite(score).all() or (score < 0).any() or (score > 1).any():
         raise ValueError("score frame: score must be a finite probability in [0, 1]")
-    frame["score"] = score
-    if frame["decision"].dtype != bool:
-        raise ValueError(f"score frame: decision must be boolean, got dtype {frame['decision'].dtype}")
-    decile = frame["risk_decile"]
+    rows["score"] = score
+    if scores["decision"].dtype != bool:
+        raise ValueError(f"score frame: decision must be boolean, got dtype {scores['decision'].dtype}")
+    rows["decision"] = scores["decision"]
+    decile = scores["risk_decile"]
     if not pd.api.types.is_integer_dtype(decile) or not decile.between(1, 10).all():
         raise ValueError("score frame: risk_decile must be an integer from 1 (highest risk) to 10")
-    return frame
+    rows["risk_decile"] = decile
+    return pd.DataFrame({column: np.asarray(rows[column]) for column in _ROW_COLUMNS}), shared
 
 
 class _CsvStream(io.RawIOBase):
@@ -131,9 +137,8 @@ def write_scores(
     """
     if list_kind not in LIST_KINDS:
         raise ValueError(f"list_kind must be one of {LIST_KINDS}, got {list_kind!r}")
-    frame = _validated_score_frame(scores)
-    model_name, model_version = _single_value(frame, "model_name"), _single_value(frame, "model_version")
-    cutoff = pd.Timestamp(_single_value(frame, "cutoff")).date()
+    frame, shared = _validated_score_frame(scores)
+    model_name, model_version, cutoff = shared["model_name"], shared["model_version"], shared["cutoff"]
     key = list_key(dataset, logical_date, list_kind)
     partition = f"scores_{hashlib.md5(key.encode()).hexdigest()[:12]}_{uuid.uuid4().hex[:8]}"
     # The columns that hold one value for the whole list are the fresh table's defaults: the COPY streams only
@@ -183,7 +188,7 @@ def write_scores(
         copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT csv, FREEZE)").format(
             sql.Identifier(partition), sql.SQL(", ").join(map(sql.Identifier, _ROW_COLUMNS))
         )
-        stream = _CsvStream(_in_score_order(frame.loc[:, list(_ROW_COLUMNS)]))
+        stream = _CsvStream(_in_score_order(frame))
         cur.copy_expert(copy_sql.as_string(conn), stream, size=1 << 20)
         written = cur.rowcount
         # Each index is one in-memory sort instead of an external merge of runs spilled to disk.
