@@ -74,10 +74,16 @@ class SnapshotMetadata:
 
 def _column_hashes(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """One uint64 hash per value of every column (pandas' `hash_pandas_object`, which depends on the dtype)."""
-    return {
-        column: pd.util.hash_pandas_object(frame[column], index=False).to_numpy(dtype=np.uint64)
-        for column in frame.columns
-    }
+    hashes = {}
+    for column in frame.columns:
+        values = frame[column]
+        if column == ENTITY_ID and values.dtype == object and not values.isna().any():
+            # Customer ids are (nearly) all distinct: categorising them first, pandas' default, only adds a hash
+            # table pass (4x slower at 1M ids); the hashes of present values are the same either way.
+            hashes[column] = pd.util.hash_array(values.to_numpy(), categorize=False)
+        else:
+            hashes[column] = pd.util.hash_pandas_object(values, index=False).to_numpy(dtype=np.uint64)
+    return hashes
 
 
 def _combined_row_hashes(hashes: list[np.ndarray]) -> np.ndarray:
@@ -122,23 +128,19 @@ def content_hash(frame: pd.DataFrame) -> str:
     return _digest(_header(frame), row_hashes)
 
 
-def _mixed(values: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a bijection of uint64 that spreads every input bit over the output."""
-    with np.errstate(over="ignore"):
-        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return values ^ (values >> np.uint64(31))
-
-
 def column_digest(customer_hashes: np.ndarray, value_hashes: np.ndarray) -> str:
     """A column's digest over some rows: the sum (mod 2**64) of one mixed hash per (customer, value) pair.
 
     The sum does not depend on the row order, so a reader checks a column without sorting the rows; each term is a
-    bijection of the value's hash for a given customer, so changing any one value always changes the digest, and
-    moving a value to another customer or adding or dropping a row changes it but with a chance of 2**-64.
+    bijection of the value's hash for a given customer (splitmix64's finaliser), so changing any one value always
+    changes the digest, and moving a value to another customer or adding or dropping a row changes it but with a
+    chance of 2**-64.
     """
     with np.errstate(over="ignore"):
-        terms = _mixed(customer_hashes ^ (value_hashes * np.uint64(0x9E3779B97F4A7C15)))
+        terms = customer_hashes ^ (value_hashes * np.uint64(0x9E3779B97F4A7C15))
+        terms = (terms ^ (terms >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        terms = (terms ^ (terms >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        terms ^= terms >> np.uint64(31)
     return f"{int(terms.sum(dtype=np.uint64)):016x}"
 
 
