@@ -137,36 +137,51 @@ def grown_snapshot(settings: Settings, contract: DatasetContract, customers: int
 
 
 def kernels(settings: Settings, contract: DatasetContract, run_date: dt.date, whole: bool) -> dict[str, float]:
-    """Each stage of `score` timed on its own (same calls, same order)."""
+    """Each stage of `score` timed on its own (same calls, same order): wall seconds, then the process's CPU
+    seconds, which depend less on what else the machine runs (PostgreSQL's own work is not in them)."""
     from churnops.jobs.score import score_frame, store_list
 
     times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+
+    def timed(name: str, call):  # wall seconds, and this process's CPU seconds (all its threads) beside them
+        wall, used = time.perf_counter(), time.process_time()
+        result = call()
+        times[name], cpu[name] = time.perf_counter() - wall, time.process_time() - used
+        return result
+
     snapshot_dir = snapshot_dir_for(settings, contract.name, run_date)
     cutoff = dt.date.fromisoformat(read_metadata(snapshot_dir).cutoffs["scoring"][0])
-    stage = time.perf_counter()
-    model = load_alias(contract.model_name)
-    times["load champion"] = time.perf_counter() - stage
-    stage = time.perf_counter()
-    features, _ = load_snapshot(snapshot_dir, cutoffs=[cutoff])
-    times["read + verify scoring cutoff"] = time.perf_counter() - stage
-    stage = time.perf_counter()
-    scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)
-    times["encode, predict, calibrate, band, rank"] = time.perf_counter() - stage
-    stage = time.perf_counter()
-    write_parquet_atomically(scored, REPO / ".churnops" / "bench" / "kernel-list.parquet")
-    times["write Parquet list"] = time.perf_counter() - stage
-    stage = time.perf_counter()
-    store_list(settings, scored, contract.name, "bench-kernel", cutoff, "backfill")
-    times["replace list in PostgreSQL"] = time.perf_counter() - stage
+    model = timed("load champion", lambda: load_alias(contract.model_name))
+    features, _ = timed(
+        "read + verify scoring cutoff",
+        lambda: load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=model.schema.columns),
+    )
+    scored = timed(
+        "encode, predict, calibrate, band, rank",
+        lambda: score_frame(model, features, cutoff, settings.scoring.risk_bands),
+    )
+    timed(
+        "write Parquet list",
+        lambda: write_parquet_atomically(scored, REPO / ".churnops" / "bench" / "kernel-list.parquet"),
+    )
+    timed(
+        "replace list in PostgreSQL",
+        lambda: store_list(settings, scored, contract.name, "bench-kernel", cutoff, "backfill"),
+    )
     if whole:
-        stage = time.perf_counter()
-        load_snapshot(snapshot_dir)
-        times["(read + verify whole snapshot, run 1 only)"] = time.perf_counter() - stage
+        timed("(read + verify whole snapshot, run 1 only)", lambda: load_snapshot(snapshot_dir))
+    times.update({f"{name} [CPU s]": seconds for name, seconds in cpu.items()})
     return times
 
 
 def render(
-    args: argparse.Namespace, setup: dict[str, float], totals: list[float], stages: list[dict], rows: int
+    args: argparse.Namespace,
+    setup: dict[str, float],
+    totals: list[float],
+    stages: list[dict],
+    rows: int,
+    loads: list[float],
 ) -> str:
     load = os.getloadavg()
     lines = [
@@ -177,14 +192,16 @@ def render(
         f"    .venv/bin/python benchmarks/score_1m.py --customers {args.customers} --runs {args.runs} --write-doc",
         "",
         f"Machine: 2 cores, {platform.platform()}; run on {dt.date.today()}; 1-minute load average at the end "
-        f"{load[0]:.1f} (other work was running beside it).",
+        f"{load[0]:.1f}; before each run " + " / ".join(f"{value:.1f}" for value in loads) + " (2 = both cores busy "
+        "with this benchmark alone; above that, other work was running beside it).",
         "",
         "What is timed: the scoring DAG task's call, `churnops.jobs.score.score(settings, contract, run_date=...)`, on "
         "a "
         f"snapshot whose scoring cutoff holds {rows:,} customers (the real synthetic snapshot's rows resampled per "
         "cutoff under fresh ids, published with the snapshot module's hashes), with the real champion from the "
         "MLflow registry (Optuna-trained LightGBM with its stored blend, calibration and threshold): metadata, "
-        "champion load, read and verify the scoring cutoff's rows, encode, predict, calibrate, band, rank, write "
+        "champion load, read the model's columns of the scoring cutoff's rows and verify them against the cutoff's "
+        "column digests, encode, predict, calibrate, band, rank, write "
         "the Parquet list atomically, replace the list in PostgreSQL (one transaction, COPY). Run 1 writes into an "
         "empty table; later runs replace the same list.",
         "",
@@ -200,8 +217,11 @@ def render(
     lines += [
         "",
         "The stage rows are the same calls timed one by one after each end-to-end run (kernels, for where the time "
-        "goes; they do not add up exactly to the end-to-end figure). The last row is what reading and verifying the "
-        "whole snapshot (every cutoff) costs; scoring reads only its cutoff, checked against that cutoff's own hash.",
+        "goes; they do not add up exactly to the end-to-end figure); the [CPU s] rows are the CPU seconds the "
+        "benchmark process itself used in each stage (all its threads; not PostgreSQL's server work), a figure that "
+        "depends less on the load than wall time. The whole-snapshot row is what reading and verifying the "
+        "whole snapshot (every cutoff) costs; scoring reads only the model's columns of its cutoff, each checked "
+        "against that cutoff's recorded column digest.",
         "",
         "Set-up, not timed: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items()) + ".",
         "",
@@ -233,9 +253,10 @@ def main() -> None:
         admin.cursor().execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     url = SecretStr(psycopg2.extensions.make_dsn(ADMIN_URL, dbname=database))
     settings = settings.model_copy(update={"database_url": url})
-    totals, stages, rows = [], [], 0
+    totals, stages, rows, loads = [], [], 0, []
     try:
         for number in range(1, args.runs + 1):
+            loads.append(os.getloadavg()[0])
             started = time.perf_counter()
             result = score(settings, contract, run_id=f"bench-{number}", run_date=run_date)
             totals.append(time.perf_counter() - started)
@@ -249,7 +270,7 @@ def main() -> None:
         with closing(psycopg2.connect(ADMIN_URL)) as admin:
             admin.autocommit = True
             admin.cursor().execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-    document = render(args, setup, totals, stages, rows)
+    document = render(args, setup, totals, stages, rows, loads)
     print(document)
     if args.write_doc:
         (REPO / "docs" / "benchmarks" / "scoring.md").write_text(document)

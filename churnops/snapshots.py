@@ -63,19 +63,56 @@ class SnapshotMetadata:
     # written before they existed: those are read and verified whole.
     cutoff_hashes: dict[str, str] = field(default_factory=dict)
     column_dtypes: dict[str, str] = field(default_factory=dict)
+    # Per cutoff, one digest per column (`column_digest`): a stage that reads some columns of one cutoff (scoring)
+    # checks exactly what it read, without sorting. Empty on snapshots written before they existed.
+    column_digests: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def snapshot_id(self) -> str:
         return self.content_hash[:16]
 
 
-def _ordered_row_hashes(frame: pd.DataFrame) -> tuple[pd.DataFrame, bytes, np.ndarray]:
-    """The rows in (cutoff, customer) order (customer only without cutoffs), the column header and one hash per row."""
+def _column_hashes(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """One uint64 hash per value of every column (pandas' `hash_pandas_object`, which depends on the dtype)."""
+    hashes = {}
+    for column in frame.columns:
+        values = frame[column]
+        if column == ENTITY_ID and values.dtype == object and not values.isna().any():
+            # Customer ids are (nearly) all distinct: categorising them first, pandas' default, only adds a hash
+            # table pass (4x slower at 1M ids); the hashes of present values are the same either way.
+            hashes[column] = pd.util.hash_array(values.to_numpy(), categorize=False)
+        else:
+            hashes[column] = pd.util.hash_pandas_object(values, index=False).to_numpy(dtype=np.uint64)
+    return hashes
+
+
+def _combined_row_hashes(hashes: list[np.ndarray]) -> np.ndarray:
+    """One hash per row from its columns' value hashes, exactly as `hash_pandas_object` combines a DataFrame's
+    columns (CPython's tuple hash): computed here so the value hashes serve the row hashes and the column digests
+    alike, and no sorted copy of the frame is made. tests/features/test_snapshot_hashes.py holds it to pandas."""
+    out = np.full(len(hashes[0]) if hashes else 0, 0x345678, dtype=np.uint64)
+    mult = np.uint64(1000003)
+    for i, values in enumerate(hashes):
+        out ^= values
+        out *= mult
+        mult += np.uint64(82520 + 2 * (len(hashes) - i))
+    return out + np.uint64(97531)
+
+
+def _row_order(frame: pd.DataFrame) -> np.ndarray:
+    """Row positions in (cutoff, customer) order (customer only without cutoffs); only the keys are sorted."""
     keys = [CUTOFF, ENTITY_ID] if CUTOFF in frame.columns else [ENTITY_ID]
-    ordered = frame.sort_values(keys, kind="stable", ignore_index=True)
-    ordered = ordered[sorted(ordered.columns)]
-    header = json.dumps([(c, str(ordered[c].dtype)) for c in ordered.columns]).encode()
-    return ordered, header, pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype=np.uint64)
+    return frame[keys].reset_index(drop=True).sort_values(keys, kind="stable").index.to_numpy()
+
+
+def _header(frame: pd.DataFrame) -> bytes:
+    return json.dumps([(c, str(frame[c].dtype)) for c in sorted(frame.columns)]).encode()
+
+
+def _ordered_row_hashes(frame: pd.DataFrame, hashes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The row order and the row hashes in that order."""
+    order = _row_order(frame)
+    return order, _combined_row_hashes([hashes[c] for c in sorted(frame.columns)])[order]
 
 
 def _digest(header: bytes, row_hashes: np.ndarray) -> str:
@@ -87,27 +124,49 @@ def _digest(header: bytes, row_hashes: np.ndarray) -> str:
 
 def content_hash(frame: pd.DataFrame) -> str:
     """SHA-256 over the column names and dtypes and the rows, in (cutoff, customer) order."""
-    _, header, row_hashes = _ordered_row_hashes(frame)
-    return _digest(header, row_hashes)
+    _, row_hashes = _ordered_row_hashes(frame, _column_hashes(frame))
+    return _digest(_header(frame), row_hashes)
 
 
-def content_hashes(frame: pd.DataFrame) -> tuple[str, dict[str, str]]:
-    """The whole frame's content hash and each cutoff's, from one pass over the rows.
+def column_digest(customer_hashes: np.ndarray, value_hashes: np.ndarray) -> str:
+    """A column's digest over some rows: the sum (mod 2**64) of one mixed hash per (customer, value) pair.
+
+    The sum does not depend on the row order, so a reader checks a column without sorting the rows; each term is a
+    bijection of the value's hash for a given customer (splitmix64's finaliser), so changing any one value always
+    changes the digest, and moving a value to another customer or adding or dropping a row changes it but with a
+    chance of 2**-64.
+    """
+    with np.errstate(over="ignore"):
+        terms = customer_hashes ^ (value_hashes * np.uint64(0x9E3779B97F4A7C15))
+        terms = (terms ^ (terms >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        terms = (terms ^ (terms >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        terms ^= terms >> np.uint64(31)
+    return f"{int(terms.sum(dtype=np.uint64)):016x}"
+
+
+def content_hashes(frame: pd.DataFrame) -> tuple[str, dict[str, str], dict[str, dict[str, str]]]:
+    """The whole frame's content hash, each cutoff's, and each cutoff's column digests, from one pass of hashing.
 
     A cutoff's hash equals `content_hash` of its rows when they carry the whole frame's dtypes (row hashes do not
-    depend on the other rows), which is how `load_snapshot` checks one cutoff without reading the others.
+    depend on the other rows), which is how `load_snapshot` checks one cutoff without reading the others; the column
+    digests (`column_digest`) let it check only the columns it reads, without sorting them.
     """
-    ordered, header, row_hashes = _ordered_row_hashes(frame)
-    if CUTOFF not in ordered.columns:
-        return _digest(header, row_hashes), {}
-    days = ordered[CUTOFF].to_numpy()
+    hashes = _column_hashes(frame)
+    order, row_hashes = _ordered_row_hashes(frame, hashes)
+    header = _header(frame)
+    if CUTOFF not in frame.columns:
+        return _digest(header, row_hashes), {}, {}
+    days = frame[CUTOFF].to_numpy()[order]
     starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
     ends = np.r_[starts[1:], len(days)]
-    per_cutoff = {
-        pd.Timestamp(days[start]).date().isoformat(): _digest(header, row_hashes[start:end])
-        for start, end in zip(starts, ends, strict=True)
-    }
-    return _digest(header, row_hashes), per_cutoff
+    per_cutoff, per_column = {}, {}
+    for start, end in zip(starts, ends, strict=True):
+        day = pd.Timestamp(days[start]).date().isoformat()
+        per_cutoff[day] = _digest(header, row_hashes[start:end])
+        rows = order[start:end]
+        customers = hashes[ENTITY_ID][rows]
+        per_column[day] = {column: column_digest(customers, values[rows]) for column, values in hashes.items()}
+    return _digest(header, row_hashes), per_cutoff, per_column
 
 
 def file_fingerprint(path: Path) -> str:
@@ -155,7 +214,7 @@ def describe(
     inputs_key: str = "",
 ) -> SnapshotMetadata:
     counts = frame.groupby(CUTOFF).size()
-    whole_hash, hashes_by_cutoff = content_hashes(frame)
+    whole_hash, hashes_by_cutoff, digests_by_cutoff = content_hashes(frame)
     return SnapshotMetadata(
         dataset=dataset,
         content_hash=whole_hash,
@@ -172,6 +231,7 @@ def describe(
         training_hash=training_hash(frame, cutoffs, validation),
         inputs_key=inputs_key,
         cutoff_hashes=hashes_by_cutoff,
+        column_digests=digests_by_cutoff,
         column_dtypes={column: str(dtype) for column, dtype in frame.dtypes.items()},
     )
 
@@ -234,12 +294,24 @@ def latest_snapshot_dir(settings: Settings, dataset: str) -> Path:
 
 
 def load_snapshot(
-    snapshot_dir: Path, verify: bool = True, cutoffs: Sequence[dt.date] | None = None
+    snapshot_dir: Path,
+    verify: bool = True,
+    cutoffs: Sequence[dt.date] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, SnapshotMetadata]:
-    """Read a snapshot's rows (only those of `cutoffs` when given) and metadata; refuse it if its content does not
-    match its recorded hash."""
+    """Read a snapshot's rows (only those of `cutoffs` when given; only `columns` plus the customer and cutoff when
+    given) and metadata; refuse it if what was read does not match the hashes recorded when it was written.
+
+    Snapshots written before per-cutoff column digests (or per-cutoff hashes) existed are read whole (or by cutoff,
+    every column) and checked the way they were recorded."""
     metadata = read_metadata(snapshot_dir)
     wanted = sorted({day.isoformat() for day in cutoffs}) if cutoffs is not None else None
+    read_columns = None if columns is None else list(dict.fromkeys([ENTITY_ID, CUTOFF, *columns]))
+    if wanted is not None and all(day in metadata.column_digests for day in wanted):
+        frame = _read_cutoffs(snapshot_dir, metadata, wanted, read_columns)
+        if verify:
+            _check_column_digests(snapshot_dir, metadata, wanted, frame)
+        return frame, metadata
     if wanted is not None and all(day in metadata.cutoff_hashes for day in wanted):
         frame = _read_cutoffs(snapshot_dir, metadata, wanted)
         if verify:
@@ -250,14 +322,38 @@ def load_snapshot(
                     metadata.cutoff_hashes[day],
                     frame[frame[CUTOFF] == pd.Timestamp(day)],
                 )
-        return frame, metadata
+        return (frame if read_columns is None else frame.loc[:, read_columns]), metadata
     frame = pd.read_parquet(snapshot_dir / DATA_DIR)
     frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
     if verify:
         _check_hash(snapshot_dir, "all rows", metadata.content_hash, frame)
     if wanted is not None:
         frame = frame[frame[CUTOFF].isin([pd.Timestamp(day) for day in wanted])].reset_index(drop=True)
-    return frame, metadata
+    return (frame if read_columns is None else frame.loc[:, read_columns]), metadata
+
+
+def _check_column_digests(snapshot_dir: Path, metadata: SnapshotMetadata, days: list[str], frame: pd.DataFrame) -> None:
+    """Each cutoff read has the rows it had when written, and each column read the values it had."""
+    hashes = _column_hashes(frame)
+    stamps = frame[CUTOFF].to_numpy()
+    for day in days:
+        rows = np.flatnonzero(stamps == np.datetime64(day, "ns"))
+        if len(rows) != metadata.rows_per_cutoff.get(day, 0):
+            raise SnapshotIntegrityError(
+                f"snapshot {snapshot_dir} was modified after it was written: cutoff {day} was written with "
+                f"{metadata.rows_per_cutoff.get(day, 0)} rows and now holds {len(rows)}; rebuild it with "
+                "`churnops features`"
+            )
+        customers = hashes[ENTITY_ID][rows] if len(rows) < len(frame) else hashes[ENTITY_ID]
+        for column, values in hashes.items():
+            recorded = metadata.column_digests[day].get(column)
+            actual = column_digest(customers, values[rows] if len(rows) < len(frame) else values)
+            if actual != recorded:
+                raise SnapshotIntegrityError(
+                    f"snapshot {snapshot_dir} was modified after it was written: column {column!r} of cutoff {day} "
+                    f"was recorded with digest {recorded}, its values now give {actual}; rebuild it with "
+                    "`churnops features`"
+                )
 
 
 def _check_hash(snapshot_dir: Path, part: str, recorded: str, rows: pd.DataFrame) -> None:
@@ -269,16 +365,19 @@ def _check_hash(snapshot_dir: Path, part: str, recorded: str, rows: pd.DataFrame
         )
 
 
-def _read_cutoffs(snapshot_dir: Path, metadata: SnapshotMetadata, days: list[str]) -> pd.DataFrame:
-    """The rows of `days` only, with the dtypes the whole snapshot has (a column that is float because other cutoffs
-    hold a missing value stays float), so their hashes match those recorded at write time."""
+def _read_cutoffs(
+    snapshot_dir: Path, metadata: SnapshotMetadata, days: list[str], columns: list[str] | None = None
+) -> pd.DataFrame:
+    """The rows of `days` only (of `columns` only, when given), with the dtypes the whole snapshot has (a column that
+    is float because other cutoffs hold a missing value stays float), so their hashes match those recorded at write
+    time."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     dataset = ds.dataset(snapshot_dir / DATA_DIR, format="parquet")
     column_type = dataset.schema.field(CUTOFF).type
     values = _typed_cutoffs([pd.Timestamp(day) for day in days], column_type)
-    frame = dataset.to_table(filter=pc.field(CUTOFF).isin(values)).to_pandas()
+    frame = dataset.to_table(columns=columns, filter=pc.field(CUTOFF).isin(values)).to_pandas()
     frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
     for column, dtype in metadata.column_dtypes.items():
         if column in frame.columns and str(frame[column].dtype) != dtype:

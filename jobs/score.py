@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from churnops.banding import build_score_frame
@@ -53,16 +54,17 @@ def score_frame(
 ) -> pd.DataFrame:
     """Score, rank and band one cutoff's feature rows, highest risk first."""
     scores = model.predict_matrix(model.schema.encode_frame(features))
-    frame = build_score_frame(
-        customer_ids=features[ENTITY_ID].to_numpy(),
-        scores=scores,
+    # Ranked as arrays (ties keep the snapshot's order), so the frame is built in its final order, not copied again.
+    ranked = np.argsort(-scores, kind="stable")
+    return build_score_frame(
+        customer_ids=features[ENTITY_ID].to_numpy()[ranked],
+        scores=scores[ranked],
         cutoff=cutoff,
         threshold=model.threshold,
         model_name=model.name,
         model_version=model.version,
         bands=risk_bands,
     )
-    return frame.sort_values("score", ascending=False, kind="stable", ignore_index=True)
 
 
 def store_list(
@@ -125,8 +127,8 @@ def score(
                 model.version,
                 evaluated_at,
             )
-    # Only the scored cutoff's rows are read (and verified against their own hash).
-    features, metadata = load_snapshot(snapshot_dir, cutoffs=[cutoff])
+    # Only the scored cutoff's rows and the model's columns are read (and verified against their own digests).
+    features, metadata = load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=model.schema.columns)
     if features.empty:
         raise ValueError(f"snapshot {metadata.snapshot_id} has no rows at the scoring cutoff {cutoff}")
     scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)

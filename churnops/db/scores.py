@@ -21,48 +21,58 @@ if TYPE_CHECKING:
 
 # Rows serialised per COPY chunk: bounds the memory of a 1M-row write to one chunk of CSV text.
 _COPY_CHUNK_ROWS = 200_000
+# The columns a list's rows differ in; the others hold one value per list (see `write_scores`).
+_ROW_COLUMNS = ("customer_id", "score", "decision", "risk_decile", "risk_band")
+# Sort memory for the bulk index builds of one list (about 100 MB per index at 1M rows), set for that transaction.
+_INDEX_BUILD_MEMORY = "256MB"
 
 # Score lists
 # ----------------------------------------------------------------------------------------------------
 
 
-def _single_value(frame: pd.DataFrame, column: str) -> str:
+def _single_value(frame: pd.DataFrame, column: str) -> Any:
     values = frame[column].unique()
     if len(values) != 1:
         raise ValueError(f"score frame: one list has one {column}, found {len(values)}: {list(values[:5])}")
-    return str(values[0])
+    if pd.isna(values[0]):
+        raise ValueError(f"score frame: column {column} has missing values")
+    return values[0]
 
 
-def _validated_score_frame(scores: pd.DataFrame) -> pd.DataFrame:
-    """Check and normalise a score frame before it reaches the database, naming the column that is wrong."""
+def _validated_score_frame(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Check a score frame before it reaches the database, naming the column that is wrong; return the columns that
+    differ from row to row (normalised) and the values the whole list shares (model name and version, cutoff)."""
     missing = [column for column in SCORE_COLUMNS if column not in scores.columns]
     if missing:
         raise ValueError(f"score frame lacks columns {missing}; expected {list(SCORE_COLUMNS)}")
     if scores.empty:
         # An empty list would silently replace a good one: almost certainly an upstream bug.
         raise ValueError("score frame is empty: refusing to replace a scoring list with no customers")
-    frame = scores.loc[:, list(SCORE_COLUMNS)].copy()
-    for column in ("customer_id", "risk_band", "model_name", "model_version"):
-        if frame[column].isna().any():
-            raise ValueError(f"score frame: column {column} has missing values")
-        frame[column] = frame[column].astype(str)
-    if frame["customer_id"].duplicated().any():
-        duplicated = frame.loc[frame["customer_id"].duplicated(), "customer_id"].head(5).tolist()
-        raise ValueError(f"score frame: customer_id must be unique in one list, duplicated e.g. {duplicated}")
-    cutoff = pd.to_datetime(frame["cutoff"])
-    if cutoff.isna().any() or (cutoff != cutoff.dt.normalize()).any():
+    shared = {column: str(_single_value(scores, column)) for column in ("model_name", "model_version")}
+    cutoff = pd.Timestamp(_single_value(scores, "cutoff"))
+    if cutoff != cutoff.normalize():
         raise ValueError("score frame: cutoff must be a date (no missing values, no time of day)")
-    frame["cutoff"] = cutoff
-    score = frame["score"].to_numpy(dtype=np.float64)
+    shared["cutoff"] = cutoff.date()
+    rows = {}
+    for column in ("customer_id", "risk_band"):
+        if scores[column].isna().any():
+            raise ValueError(f"score frame: column {column} has missing values")
+        rows[column] = scores[column].astype(str)
+    if rows["customer_id"].duplicated().any():
+        duplicated = rows["customer_id"][rows["customer_id"].duplicated()].head(5).tolist()
+        raise ValueError(f"score frame: customer_id must be unique in one list, duplicated e.g. {duplicated}")
+    score = scores["score"].to_numpy(dtype=np.float64)
     if not np.isfinite(score).all() or (score < 0).any() or (score > 1).any():
         raise ValueError("score frame: score must be a finite probability in [0, 1]")
-    frame["score"] = score
-    if frame["decision"].dtype != bool:
-        raise ValueError(f"score frame: decision must be boolean, got dtype {frame['decision'].dtype}")
-    decile = frame["risk_decile"]
+    rows["score"] = score
+    if scores["decision"].dtype != bool:
+        raise ValueError(f"score frame: decision must be boolean, got dtype {scores['decision'].dtype}")
+    rows["decision"] = scores["decision"]
+    decile = scores["risk_decile"]
     if not pd.api.types.is_integer_dtype(decile) or not decile.between(1, 10).all():
         raise ValueError("score frame: risk_decile must be an integer from 1 (highest risk) to 10")
-    return frame
+    rows["risk_decile"] = decile
+    return pd.DataFrame({column: np.asarray(rows[column]) for column in _ROW_COLUMNS}), shared
 
 
 class _CsvStream(io.RawIOBase):
@@ -131,12 +141,22 @@ def write_scores(
         raise ValueError(f"list_kind must be one of {LIST_KINDS}, got {list_kind!r}")
     if list_name and list_kind != "adhoc":
         raise ValueError(f"only an adhoc list has a name: a {list_kind} list is one per date, got {list_name!r}")
-    frame = _validated_score_frame(scores)
-    model_name, model_version = _single_value(frame, "model_name"), _single_value(frame, "model_version")
-    cutoff = pd.Timestamp(_single_value(frame, "cutoff")).date()
+    frame, shared = _validated_score_frame(scores)
+    model_name, model_version, cutoff = shared["model_name"], shared["model_version"], shared["cutoff"]
     key = list_key(dataset, logical_date, list_kind, list_name)
     partition = f"scores_{hashlib.md5(key.encode()).hexdigest()[:12]}_{uuid.uuid4().hex[:8]}"
-    columns = ("dataset", "logical_date", "list_kind", "run_id", *SCORE_COLUMNS, "list_key")
+    # The columns that hold one value for the whole list are the fresh table's defaults: the COPY streams only
+    # what differs from row to row (a third of the bytes to render, send and parse).
+    constants = {
+        "dataset": dataset,
+        "logical_date": logical_date,
+        "list_kind": list_kind,
+        "run_id": run_id,
+        "cutoff": cutoff,
+        "model_name": model_name,
+        "model_version": model_version,
+        "list_key": key,
+    }
     with conn, conn.cursor() as cur:
         # Writers of the same list queue here; writers of other lists meet only at the partition swap.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('churnops.scores'), hashtext(%s))", (key,))
@@ -146,19 +166,38 @@ def write_scores(
             (dataset, logical_date, list_kind, list_name),
         )
         previous = cur.fetchone()
-        # The new rows go into a table of their own, without indexes, so the COPY only appends.
+        # The new rows go into a table of their own, without indexes, so the COPY only appends. The CHECK that
+        # proves the partition bound (ATTACH then skips its scan) is checked row by row as they arrive.
         cur.execute(
             sql.SQL("CREATE TABLE churnops.{} (LIKE churnops.scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
                 sql.Identifier(partition)
             )
         )
-        copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT csv)").format(
-            sql.Identifier(partition), sql.SQL(", ").join(map(sql.Identifier, columns))
+        cur.execute(
+            sql.SQL(
+                "ALTER TABLE churnops.{table} "
+                "ADD CONSTRAINT {check} CHECK (list_key IS NOT NULL AND list_key = {key}), {defaults}"
+            ).format(
+                table=sql.Identifier(partition),
+                check=sql.Identifier(f"{partition}_list"),
+                key=sql.Literal(key),
+                defaults=sql.SQL(", ").join(
+                    sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(column), sql.Literal(value))
+                    for column, value in constants.items()
+                ),
+            )
         )
-        stream = _CsvStream(_keyed(frame, dataset, logical_date, list_kind, run_id, key))
+        # FREEZE: the table was created in this transaction, so its rows are written frozen, and the first readers
+        # do not rewrite every page to set hint bits.
+        copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT csv, FREEZE)").format(
+            sql.Identifier(partition), sql.SQL(", ").join(map(sql.Identifier, _ROW_COLUMNS))
+        )
+        stream = _CsvStream(_in_score_order(frame))
         cur.copy_expert(copy_sql.as_string(conn), stream, size=1 << 20)
         written = cur.rowcount
-        _index_like_parent(cur, partition, key)
+        # Each index is one in-memory sort instead of an external merge of runs spilled to disk.
+        cur.execute("SET LOCAL maintenance_work_mem = %s", (_INDEX_BUILD_MEMORY,))
+        _index_like_parent(cur, partition)
         # Only now the parent is locked (briefly): out with the old list, in with the new one.
         if previous is not None and previous[0]:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS churnops.{}").format(sql.Identifier(previous[0])))
@@ -199,37 +238,25 @@ def list_key(dataset: str, logical_date: dt.date, list_kind: str, list_name: str
     return f"{key}/{list_name}" if list_name else key
 
 
-def _keyed(
-    frame: pd.DataFrame, dataset: str, logical_date: dt.date, list_kind: str, run_id: str, key: str
-) -> pd.DataFrame:
-    """The list's rows with its key columns, which are the same on every row (prepended once, not per row)."""
-    keyed = frame.copy()
-    keyed.insert(0, "run_id", run_id)
-    keyed.insert(0, "list_kind", list_kind)
-    keyed.insert(0, "logical_date", pd.Timestamp(logical_date))
-    keyed.insert(0, "dataset", dataset)
-    keyed["list_key"] = key
-    return keyed
+def _in_score_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows highest score first, the order of the list's score index: PostgreSQL's sort finds its input already
+    in order and the build reads it in one pass (about 5x faster than sorting 1M rows)."""
+    score = rows["score"].to_numpy()
+    if (score[:-1] >= score[1:]).all():  # batch scoring hands the list over ranked already
+        return rows
+    return rows.iloc[np.argsort(-score, kind="stable")]
 
 
-def _index_like_parent(cur: Any, partition: str, key: str) -> None:
+def _index_like_parent(cur: Any, partition: str) -> None:
     """Build, in bulk, the indexes the parent's partitioned indexes expect (ATTACH adopts them instead of building
-    them under the parent's lock) and a CHECK that proves the partition bound (ATTACH then skips its scan)."""
+    them under the parent's lock)."""
     table = sql.Identifier(partition)
     for statement in (
-        "ALTER TABLE churnops.{table} ADD CONSTRAINT {check} CHECK (list_key IS NOT NULL AND list_key = {key})",
         "ALTER TABLE churnops.{table} ADD CONSTRAINT {pkey} PRIMARY KEY (list_key, customer_id)",
         "CREATE INDEX ON churnops.{table} (dataset, logical_date, list_kind, score DESC)",
         "CREATE INDEX ON churnops.{table} (customer_id, dataset, logical_date DESC)",
     ):
-        cur.execute(
-            sql.SQL(statement).format(
-                table=table,
-                check=sql.Identifier(f"{partition}_list"),
-                pkey=sql.Identifier(f"{partition}_pkey"),
-                key=sql.Literal(key),
-            )
-        )
+        cur.execute(sql.SQL(statement).format(table=table, pkey=sql.Identifier(f"{partition}_pkey")))
 
 
 _SCORE_READ_COLUMNS = (

@@ -66,6 +66,23 @@ def test_write_scores_stores_every_row_exactly_as_given(conn: psycopg2.extension
     pd.testing.assert_frame_equal(stored_list(conn, dataset), as_written(frame))
 
 
+def test_every_row_carries_its_lists_key_and_run(conn: psycopg2.extensions.connection) -> None:
+    """The values one list shares (dataset, date, kind, run, model, cutoff, key) are on every row, as given."""
+    dataset = new_dataset()
+    db.write_scores(
+        conn, score_frame(500, seed=3), dataset=dataset, run_id="run-7", logical_date=LOGICAL_DATE, list_kind="backfill"
+    )
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT dataset, logical_date, list_kind, run_id, model_name, model_version, cutoff, list_key, "
+            "count(*) OVER () FROM churnops.scores WHERE dataset = %s",
+            (dataset,),
+        )
+        rows = cur.fetchall()
+    key = f"{dataset}/{LOGICAL_DATE.isoformat()}/backfill"
+    assert rows == [(dataset, LOGICAL_DATE, "backfill", "run-7", "churn_lgbm", "7", CUTOFF, key, 500)]
+
+
 def test_rerun_replaces_rows_instead_of_duplicating(conn: psycopg2.extensions.connection) -> None:
     dataset, frame = new_dataset(), score_frame(2_000, seed=2)
     db.write_scores(conn, frame, dataset=dataset, run_id="run-1", logical_date=LOGICAL_DATE)
