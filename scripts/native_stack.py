@@ -248,7 +248,8 @@ def stop(paths: StackPaths, service: Service) -> None:
 def status(paths: StackPaths) -> int:
     all_healthy = True
     for service in services(paths):
-        healthy = service.healthy()
+        # A service without a port of its own (the dag-processor, the triggerer, the workers) counts while it runs.
+        healthy = service.healthy() and (service.listens or _running_pid(paths, service.name) is not None)
         all_healthy &= healthy
         print(f"{service.name:<24} {'healthy' if healthy else 'down'}")  # noqa: T201
     return 0 if all_healthy else 1

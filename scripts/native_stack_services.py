@@ -7,19 +7,19 @@ and records them in the stack folder (`ports.json`), so `status`, `env`, `down` 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import socket
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from native_stack_health import http_ok, mlflow_answers, spark_worker_alive  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -245,35 +245,6 @@ def write_prometheus_config(paths: StackPaths) -> None:
     paths.prometheus_config.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def basic_auth(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
-
-
-def http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _spark_worker_alive(ports: dict[str, int]) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['spark-master-ui']}/json/", timeout=5) as response:
-            return any(w.get("state") == "ALIVE" for w in json.load(response).get("workers", []))
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _mlflow_answers_the_reader(paths: StackPaths, port: int) -> bool:
-    """A real, authenticated API call (`/health` answers even when every client would be refused)."""
-    reader = paths.secrets / "mlflow_reader_password"
-    if not reader.exists():
-        return False
-    headers = basic_auth(MLFLOW_READER_USERNAME, reader.read_text().strip())
-    return http_ok(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1", headers)
-
-
 @dataclass
 class Service:
     name: str
@@ -308,7 +279,7 @@ def services(paths: StackPaths) -> list[Service]:
         Service(
             "spark-worker",
             [daemon, "start", worker_class, "1", *worker, "--webui-port", str(ports["spark-worker-ui"])],
-            lambda: _spark_worker_alive(ports),
+            lambda: spark_worker_alive(ports),
             daemonizes=True,
             stop=[daemon, "stop", worker_class, "1"],
         ),
@@ -317,7 +288,7 @@ def services(paths: StackPaths) -> list[Service]:
             # compose's entrypoint: secrets read into MLflow's environment, users set from their secret files,
             # then `mlflow server --app-name basic-auth`.
             [str(ENTRYPOINTS / "churnops-mlflow-entrypoint.sh")],
-            lambda: _mlflow_answers_the_reader(paths, ports["mlflow"]),
+            lambda: mlflow_answers(paths.secrets / "mlflow_reader_password", MLFLOW_READER_USERNAME, ports["mlflow"]),
             extra_env={
                 "CHURNOPS_SECRETS_DIR": str(paths.secrets),
                 "MLFLOW_HOST": "127.0.0.1",
