@@ -10,7 +10,8 @@ Services (compose name → native process): postgres → the machine's own Postg
 from postgres-init/), spark-master / spark-worker → Spark standalone via Spark's own `spark-daemon.sh` (shipped in
 the pyspark package), mlflow → `mlflow server` on PostgreSQL with its basic-auth app (compose's entrypoint),
 airflow-apiserver / -scheduler / -dag-processor /
--triggerer → Airflow 3 on PostgreSQL with the LocalExecutor, api → uvicorn with 2 workers, monitoring-exporter →
+-triggerer → Airflow 3 on PostgreSQL with the CeleryExecutor, airflow-worker (two replicas) → `airflow celery worker`
+-1 and -2 on the machine's Redis (redis), api → uvicorn with 2 workers, monitoring-exporter →
 `python -m churnops.monitoring.exporter`, prometheus → Debian's Prometheus with monitoring/prometheus.native.yml. As in
 compose, the feature job is submitted to the Spark master, every service listens on the loopback interface only,
 and every credential comes from secret files (generated once by scripts/generate-secrets.sh into the stack's own
@@ -38,6 +39,7 @@ from native_stack_services import (  # noqa: E402
     MLFLOW_READER_USERNAME,
     PASSED_THROUGH,
     PORTS,
+    REDIS_BROKER_URL,
     REPO,
     SECRET_VIEWS,
     Service,
@@ -45,6 +47,7 @@ from native_stack_services import (  # noqa: E402
     choose_free_ports,
     default_root,
     make_secret_views,
+    redis_key_prefix,
     services,
     stack_environment,
     stack_ports,
@@ -57,14 +60,18 @@ __all__ = [
     "MLFLOW_READER_USERNAME",
     "PASSED_THROUGH",
     "PORTS",
+    "REDIS_BROKER_URL",
     "SECRET_VIEWS",
     "Service",
     "StackPaths",
     "database_names",
     "down",
+    "redis_key_prefix",
     "services",
     "stack_environment",
     "stack_ports",
+    "start",
+    "stop",
     "up",
 ]
 
@@ -126,6 +133,12 @@ def _pid_file(paths: StackPaths, name: str) -> Path:
 
 def _alive(pid: int) -> bool:
     try:
+        # A child of this process that exited answers `kill 0` until it is reaped: reap it, it is dead.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not this process's child (started by an earlier `up`)
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
@@ -134,6 +147,7 @@ def _alive(pid: int) -> bool:
 
 def _group_alive(pgid: int) -> bool:
     """Whether any process of the group is left (a leader can exit before the children it started)."""
+    _alive(pgid)  # reaps the leader if it is this process's child and has exited
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -147,6 +161,33 @@ def _running_pid(paths: StackPaths, name: str) -> int | None:
         return None
     pid = int(pid_file.read_text())
     return pid if _alive(pid) else None
+
+
+def start(paths: StackPaths, env: dict[str, str], service: Service) -> None:
+    """Start one service in a session of its own (its pid recorded) and wait until it is healthy."""
+    log = (paths.logs / f"{service.name}.log").open("ab")
+    if service.daemonizes:
+        _run(service.command, env, f"starting {service.name}")
+    else:
+        process = subprocess.Popen(
+            service.command,
+            env={**env, **service.extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO,
+        )
+        _pid_file(paths, service.name).write_text(str(process.pid))
+    started = time.monotonic()
+    while not service.healthy():
+        if not service.daemonizes and not _running_pid(paths, service.name):
+            raise SystemExit(f"native stack: {service.name} exited; see {paths.logs / service.name}.log")
+        if time.monotonic() - started > service.timeout_s:
+            raise SystemExit(
+                f"native stack: {service.name} not healthy after {service.timeout_s:.0f} s; see {paths.logs}"
+            )
+        time.sleep(1)
+    print(f"{service.name:<24} healthy after {time.monotonic() - started:5.1f} s")  # noqa: T201
 
 
 def up(paths: StackPaths, free_ports: bool = False) -> None:
@@ -169,29 +210,7 @@ def up(paths: StackPaths, free_ports: bool = False) -> None:
                 f"native stack: {service.name}'s port is already answered by a process this stack did not start; "
                 f"stop it (e.g. `scripts/native_stack.py down --dir <its folder>`) and run `up` again"
             )
-        log = (paths.logs / f"{service.name}.log").open("ab")
-        if service.daemonizes:
-            _run(service.command, env, f"starting {service.name}")
-        else:
-            process = subprocess.Popen(
-                service.command,
-                env={**env, **service.extra_env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=REPO,
-            )
-            _pid_file(paths, service.name).write_text(str(process.pid))
-        started = time.monotonic()
-        while not service.healthy():
-            if not service.daemonizes and not _running_pid(paths, service.name):
-                raise SystemExit(f"native stack: {service.name} exited; see {paths.logs / service.name}.log")
-            if time.monotonic() - started > service.timeout_s:
-                raise SystemExit(
-                    f"native stack: {service.name} not healthy after {service.timeout_s:.0f} s; see {paths.logs}"
-                )
-            time.sleep(1)
-        print(f"{service.name:<24} healthy after {time.monotonic() - started:5.1f} s")  # noqa: T201
+        start(paths, env, service)
     ports = stack_ports(paths)
     print(  # noqa: T201
         f"Airflow http://127.0.0.1:{ports['airflow-apiserver']} (admin / {paths.secrets}/airflow_admin_password), "
@@ -208,24 +227,29 @@ def down(paths: StackPaths) -> None:
         if service.daemonizes:
             subprocess.run(service.stop, env=env, capture_output=True)
             continue
-        pid_file = _pid_file(paths, service.name)
-        pid = int(pid_file.read_text()) if pid_file.exists() else None
-        # Each service was started in a session (process group) of its own: stop the whole group, children too.
-        if pid is not None and _group_alive(pid):
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while _group_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.3)
-            if _group_alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-        _pid_file(paths, service.name).unlink(missing_ok=True)
+        stop(paths, service)
         print(f"{service.name:<24} stopped")  # noqa: T201
+
+
+def stop(paths: StackPaths, service: Service) -> None:
+    """Stop a service `start` started: its whole session (process group), children too."""
+    pid_file = _pid_file(paths, service.name)
+    pid = int(pid_file.read_text()) if pid_file.exists() else None
+    if pid is not None and _group_alive(pid):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        if _group_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
 
 
 def status(paths: StackPaths) -> int:
     all_healthy = True
     for service in services(paths):
-        healthy = service.healthy()
+        # A service without a port of its own (the dag-processor, the triggerer, the workers) counts while it runs.
+        healthy = service.healthy() and (service.listens or _running_pid(paths, service.name) is not None)
         all_healthy &= healthy
         print(f"{service.name:<24} {'healthy' if healthy else 'down'}")  # noqa: T201
     return 0 if all_healthy else 1

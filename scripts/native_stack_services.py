@@ -7,19 +7,19 @@ and records them in the stack folder (`ports.json`), so `status`, `env`, `down` 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import socket
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from native_stack_health import http_ok, mlflow_answers, spark_worker_alive  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -41,6 +41,13 @@ DEFAULT_PORTS = {
     "prometheus": 9090,
 }
 PORTS = DEFAULT_PORTS  # the name older callers use
+
+# The CeleryExecutor's broker: the machine's Redis (compose runs its own `redis` service). Every key a stack writes
+# carries its own prefix (CHURNOPS_STACK_DB_SUFFIX, as for its databases), so a test stack's queues and a
+# developer's never meet on the one server.
+REDIS_BROKER_URL = "redis://127.0.0.1:6379/0"
+# Celery workers, each running one task at a time (compose: `airflow-worker` with this many replicas).
+AIRFLOW_WORKERS = 2
 
 # MLflow accounts (docker/entrypoints/churnops-mlflow-auth.py): writers log in as the administrator, the API and
 # the exporter as the read-only account. Usernames are not secret; compose takes the same defaults.
@@ -174,8 +181,16 @@ def stack_environment(paths: StackPaths) -> dict[str, str]:
         "AIRFLOW_HOME": str(paths.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow" / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CELERY__BROKER_URL": REDIS_BROKER_URL,
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": redis_key_prefix(),
+        # Task states go back through the stack's Airflow database (`db+` = Celery's SQLAlchemy backend); `sed`
+        # rather than a shell, because Airflow runs a *_CMD without one.
+        "AIRFLOW__CELERY__RESULT_BACKEND_CMD": f"sed s/^/db+/ {paths.secrets}/airflow_db_url",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+        # task_instance.hostname names the worker that ran the task (churnops/worker_identity.py).
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "churnops.worker_identity.airflow_hostname",
         # As in production: new DAGs wait paused until someone (the UI, the REST API) switches them on.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"{secret_cmd}/airflow_db_url",
@@ -199,6 +214,10 @@ def stack_environment(paths: StackPaths) -> dict[str, str]:
         ),
         "OMP_NUM_THREADS": "1",
     }
+
+
+def redis_key_prefix() -> str:
+    return f"churnops{os.environ.get('CHURNOPS_STACK_DB_SUFFIX', '')}:"
 
 
 def make_secret_views(paths: StackPaths) -> None:
@@ -226,35 +245,6 @@ def write_prometheus_config(paths: StackPaths) -> None:
     paths.prometheus_config.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def basic_auth(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
-
-
-def http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _spark_worker_alive(ports: dict[str, int]) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['spark-master-ui']}/json/", timeout=5) as response:
-            return any(w.get("state") == "ALIVE" for w in json.load(response).get("workers", []))
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _mlflow_answers_the_reader(paths: StackPaths, port: int) -> bool:
-    """A real, authenticated API call (`/health` answers even when every client would be refused)."""
-    reader = paths.secrets / "mlflow_reader_password"
-    if not reader.exists():
-        return False
-    headers = basic_auth(MLFLOW_READER_USERNAME, reader.read_text().strip())
-    return http_ok(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1", headers)
-
-
 @dataclass
 class Service:
     name: str
@@ -267,6 +257,8 @@ class Service:
     extra_env: dict[str, str] = field(default_factory=dict)
     # False for services with no port of their own (their health check cannot tell ours from a stranger).
     listens: bool = True
+    # The compose service this one is a replica of (the Celery workers), when the names differ.
+    replica_of: str | None = None
 
 
 def services(paths: StackPaths) -> list[Service]:
@@ -287,7 +279,7 @@ def services(paths: StackPaths) -> list[Service]:
         Service(
             "spark-worker",
             [daemon, "start", worker_class, "1", *worker, "--webui-port", str(ports["spark-worker-ui"])],
-            lambda: _spark_worker_alive(ports),
+            lambda: spark_worker_alive(ports),
             daemonizes=True,
             stop=[daemon, "stop", worker_class, "1"],
         ),
@@ -296,7 +288,7 @@ def services(paths: StackPaths) -> list[Service]:
             # compose's entrypoint: secrets read into MLflow's environment, users set from their secret files,
             # then `mlflow server --app-name basic-auth`.
             [str(ENTRYPOINTS / "churnops-mlflow-entrypoint.sh")],
-            lambda: _mlflow_answers_the_reader(paths, ports["mlflow"]),
+            lambda: mlflow_answers(paths.secrets / "mlflow_reader_password", MLFLOW_READER_USERNAME, ports["mlflow"]),
             extra_env={
                 "CHURNOPS_SECRETS_DIR": str(paths.secrets),
                 "MLFLOW_HOST": "127.0.0.1",
@@ -323,6 +315,7 @@ def services(paths: StackPaths) -> list[Service]:
         ),
         Service("airflow-dag-processor", ["airflow", "dag-processor"], lambda: True, listens=False),
         Service("airflow-triggerer", ["airflow", "triggerer", "--skip-serve-logs"], lambda: True, listens=False),
+        *airflow_workers(),
         Service(
             "api",
             [sys.executable, "-m", "churnops.cli", "serve", "--host", "127.0.0.1", "--port", str(ports["api"])]
@@ -357,6 +350,26 @@ def services(paths: StackPaths) -> list[Service]:
             lambda: http_ok(f"http://127.0.0.1:{ports['prometheus']}/-/ready"),
         ),
     ]
+
+
+def airflow_workers() -> list[Service]:
+    """The Celery workers, one task at a time each. Their node names (`--celery-hostname`) and the name Airflow
+    records as a task's host differ per worker; like the scheduler they start no log server."""
+    workers = []
+    for number in range(1, AIRFLOW_WORKERS + 1):
+        name = f"airflow-worker-{number}"
+        command = ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1"]
+        workers.append(
+            Service(
+                name,
+                [*command, "--skip-serve-logs"],
+                lambda: True,
+                listens=False,
+                extra_env={"CHURNOPS_AIRFLOW_WORKER_NAME": name},
+                replica_of="airflow-worker",
+            )
+        )
+    return workers
 
 
 def _prometheus_binary() -> str:

@@ -38,6 +38,8 @@ NATIVE_STACK_SERVICES = (
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "airflow-worker",
+    "redis",
     "spark-master",
     "spark-worker",
     "mlflow",

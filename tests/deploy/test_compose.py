@@ -26,7 +26,13 @@ from tests.deploy.support import (
 )
 
 ONE_SHOT_SERVICES = {"airflow-init"}
-AIRFLOW_COMPONENTS = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+AIRFLOW_COMPONENTS = (
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+)
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -134,9 +140,11 @@ def test_the_compose_file_interpolates_with_no_variables_set():
 
 def test_every_native_stack_service_is_in_the_compose_file():
     stack = native_stack()
-    started = {service.name for service in stack.services(stack.StackPaths(REPO / ".no-stack"))}
-    # PostgreSQL is the machine's own, airflow-init is `prepare`, Grafana is not installable here.
-    assert started | {"postgres", "airflow-init", "grafana"} == set(NATIVE_STACK_SERVICES)
+    native = stack.services(stack.StackPaths(REPO / ".no-stack"))
+    # The native Celery workers airflow-worker-1, -2 are replicas of compose's airflow-worker.
+    started = {service.replica_of or service.name for service in native}
+    # PostgreSQL and Redis are the machine's own, airflow-init is `prepare`, Grafana is not installable here.
+    assert started | {"postgres", "redis", "airflow-init", "grafana"} == set(NATIVE_STACK_SERVICES)
     assert sorted(set(NATIVE_STACK_SERVICES) - set(services())) == []
 
 
@@ -244,10 +252,27 @@ def test_airflow_components_share_one_jwt_secret_and_read_every_credential_from_
         assert environment["AIRFLOW__API_AUTH__JWT_SECRET_CMD"] == "cat /run/secrets/airflow_jwt_secret"
         assert environment["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD"] == "cat /run/secrets/airflow_db_url"
         assert environment["AIRFLOW__CORE__FERNET_KEY_CMD"] == "cat /run/secrets/airflow_fernet_key"
-        assert environment["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert environment["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert environment["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+        assert environment["AIRFLOW__CELERY__RESULT_BACKEND_CMD"] == "sed s/^/db+/ /run/secrets/airflow_db_url"
         assert environment["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
         for secret in ("airflow_db_url", "airflow_fernet_key", "airflow_jwt_secret"):
             assert secret in services()[name]["secrets"], f"{name} reads {secret} but does not mount it"
+
+
+def test_two_celery_workers_run_one_task_each_on_the_redis_broker():
+    deployed = deployed_compose()["services"]
+    worker = deployed["airflow-worker"]
+    assert worker["command"] == ["airflow", "celery", "worker"]
+    assert worker["deploy"]["replicas"] == 2
+    assert worker["environment"]["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "1"
+    # The health check pings this container's own Celery node.
+    assert 'inspect ping -d "celery@${HOSTNAME}"' in worker["healthcheck"]["test"][-1]
+    for name in ("airflow-scheduler", "airflow-worker"):
+        assert depends_on(services()[name])["redis"]["condition"] == "service_healthy", name
+    redis = deployed["redis"]
+    assert "ports" not in redis, "the broker is reachable on the compose network only"
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
 
 def test_the_feature_job_is_submitted_to_the_spark_master_from_airflow():

@@ -4,9 +4,11 @@ compose gives it."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -89,7 +91,7 @@ def test_every_service_listens_on_the_loopback_interface_only(stack_on_free_port
         assert command[command.index("--host") + 1] == "127.0.0.1", name
     assert commands["mlflow"].extra_env["MLFLOW_HOST"] == "127.0.0.1"
     # Airflow's log servers would bind every interface; the api-server reads task logs from the shared folder.
-    for name in ("airflow-scheduler", "airflow-triggerer"):
+    for name in ("airflow-scheduler", "airflow-triggerer", "airflow-worker-1", "airflow-worker-2"):
         assert "--skip-serve-logs" in commands[name].command, name
     listen = [flag for flag in commands["prometheus"].command if flag.startswith("--web.listen-address=")]
     assert listen == [f"--web.listen-address=127.0.0.1:{stack.stack_ports(paths)['prometheus']}"]
@@ -150,3 +152,41 @@ def test_secret_views_are_private_copies(stack_on_free_ports) -> None:
     assert oct(view.stat().st_mode & 0o777) == "0o700"
     assert {oct(f.stat().st_mode & 0o777) for f in view.iterdir()} == {"0o600"}
     assert not [f for f in view.iterdir() if f.is_symlink()]
+
+
+def test_two_celery_workers_run_one_task_each_and_say_which_ran_a_task(stack_on_free_ports) -> None:
+    stack, paths = native_stack(), stack_on_free_ports
+    workers = [s for s in stack.services(paths) if s.replica_of == "airflow-worker"]
+    assert [w.name for w in workers] == ["airflow-worker-1", "airflow-worker-2"]
+    nodes, names = set(), set()
+    for worker in workers:
+        command = worker.command
+        assert command[:3] == ["airflow", "celery", "worker"]
+        assert command[command.index("--concurrency") + 1] == "1"
+        nodes.add(command[command.index("--celery-hostname") + 1])
+        names.add(worker.extra_env["CHURNOPS_AIRFLOW_WORKER_NAME"])
+    assert len(nodes) == len(names) == 2
+    environment = stack.stack_environment(paths)
+    hostname = environment["AIRFLOW__CORE__HOSTNAME_CALLABLE"]
+    module, function = hostname.rsplit(".", 1)
+    recorded = getattr(importlib.import_module(module), function)
+    assert recorded.__name__ == "airflow_hostname"
+
+
+def test_the_stack_queues_tasks_on_the_machines_redis_and_keeps_their_states_in_its_airflow_database(
+    stack_on_free_ports, monkeypatch
+) -> None:
+    stack, paths = native_stack(), stack_on_free_ports
+    environment = stack.stack_environment(paths)
+    assert environment["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert environment["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://127.0.0.1:6379/")
+    # Airflow runs a *_CMD itself, without a shell: run it the same way.
+    backend = subprocess.run(
+        shlex.split(environment["AIRFLOW__CELERY__RESULT_BACKEND_CMD"]), capture_output=True, text=True, check=True
+    )
+    assert backend.stdout == "db+" + paths.secret("airflow_db_url")
+    # A second stack (the stack test's suffix) keeps its queues apart from a developer's.
+    developer_prefix = environment["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"]
+    monkeypatch.setenv("CHURNOPS_STACK_DB_SUFFIX", "_second")
+    second_prefix = stack.stack_environment(paths)["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"]
+    assert developer_prefix != second_prefix and not second_prefix.startswith(developer_prefix.rstrip(":") + ":")

@@ -22,8 +22,10 @@ def _closed_port() -> int:
         return probe.getsockname()[1]  # nothing listens there once the probe is closed
 
 
-def _check(path: str, postgres_url: str) -> subprocess.CompletedProcess[str]:
+def _check(path: str, postgres_url: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": path, "CHURNOPS_TEST_POSTGRES_URL": postgres_url}
+    if redis_url is not None:
+        env["CHURNOPS_TEST_REDIS_URL"] = redis_url
     env.pop("JAVA_HOME", None)
     return subprocess.run([sys.executable, str(CHECK)], env=env, capture_output=True, text=True, timeout=120)
 
@@ -39,11 +41,16 @@ def _shims(folder: Path, called: Path) -> str:
 
 def test_each_missing_prerequisite_is_named_with_the_command_that_fixes_it(tmp_path: Path) -> None:
     called = tmp_path / "called.txt"
-    result = _check(_shims(tmp_path / "bin", called), f"postgresql://root@127.0.0.1:{_closed_port()}/test")
+    result = _check(
+        _shims(tmp_path / "bin", called),
+        f"postgresql://root@127.0.0.1:{_closed_port()}/test",
+        f"redis://127.0.0.1:{_closed_port()}/0",
+    )
     assert result.returncode != 0
     assert "nothing was installed or started" in result.stderr
     for expected in (
         "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+        "apt-get install -y redis-server && redis-server --daemonize yes --bind 127.0.0.1 --port 6379",
         "promtool is not on PATH; fix: apt-get install -y prometheus",
         "prometheus is not on PATH; fix: apt-get install -y prometheus",
         "fix: apt-get install -y openjdk-17-jre-headless",
@@ -59,6 +66,7 @@ def test_the_check_passes_where_everything_is_in_place() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.findall(r"^(\S+(?: \S+)?)\s+ok$", result.stdout, flags=re.MULTILINE) == [
         "PostgreSQL",
+        "Redis",
         "promtool",
         "prometheus",
         "Java 17+",
@@ -89,6 +97,7 @@ def test_make_stack_up_checks_the_same_prerequisites() -> None:
 def test_ci_installs_and_starts_what_it_needs_then_runs_the_readmes_test_command() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     assert "apt-get install" in ci and "pg_ctlcluster" in ci
+    assert "apt_install redis-server" in ci and "redis-server --daemonize yes" in ci
     assert ci.rstrip().endswith("make test")
     assert "make test" in (REPO / "README.md").read_text()
     assert not re.search(r"\b(pkill|killall)\b", ci), "CI must not kill processes by name"
