@@ -140,6 +140,7 @@ class ServingSettings(BaseModel):
     # Prediction log (PostgreSQL at Settings.database_url): appended in batches by a background thread per
     # worker; when the database is unreachable or the queue is full, predictions are dropped and counted.
     prediction_log_enabled: bool = True
+    # The writer wakes when this many rows wait (or every flush_seconds) and writes all that is queued in one COPY.
     prediction_log_batch_rows: int = Field(500, ge=1)
     prediction_log_flush_seconds: float = Field(1.0, gt=0)
     prediction_log_max_pending: int = Field(20_000, ge=1)

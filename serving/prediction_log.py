@@ -225,7 +225,7 @@ class PredictionLog:
             "last_error": self.last_error,
         }
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 30.0) -> None:
         """Flush what is queued (within `timeout`) and stop the writer."""
         if self._thread is None:
             return
@@ -244,10 +244,12 @@ class PredictionLog:
         metrics.PREDICTION_LOG_DROPPED.inc(count)
 
     def _next_batch(self) -> tuple[list[bytes], int]:
-        """Up to `prediction_log_batch_rows` rows (whole requests) of what is queued: (texts, rows)."""
+        """Everything queued, as whole requests: (texts, rows). `prediction_log_batch_rows` is when the writer wakes,
+        not a cap: under a burst one COPY (one commit) takes the whole backlog, so the writer keeps up with the
+        requests instead of falling behind by a commit per 500 rows."""
         texts: list[bytes] = []
         rows = 0
-        while rows < self._batch_rows and self._pending:
+        while self._pending:
             lines, count = self._pending.popleft()
             texts.append(lines)
             rows += count
