@@ -122,6 +122,15 @@ def test_stack_environment_takes_credentials_only_from_secret_files(tmp_path: Pa
     stack = native_stack()
     env = stack.stack_environment(stack.StackPaths(tmp_path))
     for key in env:
-        if key.startswith(("AIRFLOW__", "CHURNOPS_")) and any(w in key for w in ("PASSWORD", "SECRET", "KEY", "CONN")):
+        # Whole words of the name: `..._SECRET_KEY_CMD` is one, `GLOBAL_KEYPREFIX` (Celery's key prefix) is not.
+        words = set(key.replace("__", "_").split("_"))
+        if key.startswith(("AIRFLOW__", "CHURNOPS_")) and words & {
+            "PASSWORD",
+            "PASSWORDS",
+            "SECRET",
+            "SECRETS",
+            "KEY",
+            "CONN",
+        }:
             # Only commands that read a secret file, or the paths of such files, may carry these names.
             assert key.endswith(("_CMD", "_FILE", "_DIR")), f"{key} carries a credential inline"
