@@ -50,11 +50,10 @@ _COPY_SQL = f"COPY churnops.prediction_log ({', '.join(LOG_COLUMNS)}) FROM STDIN
 
 
 # COPY's text format: tab-separated, \N for NULL, backslash escapes (cheaper to produce than CSV quoting).
-_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _text_field(value: str | None) -> bytes:
-    return b"\\N" if value is None else value.translate(_TEXT_ESCAPES).encode()
+    return db.copy_text(value).encode()
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from churnops.db.monitoring_writers import (
     write_replay_step,
     write_retrain_decision,
 )
+from churnops.db.rows import copy_text
 from churnops.db.scores import LIST_KINDS, latest_scores, write_scores
 from churnops.db.writers import (
     PROMOTION_STATISTICS,
@@ -52,6 +53,7 @@ __all__ = [
     "MigrationError",
     "applied_migrations",
     "connect",
+    "copy_text",
     "discover_migrations",
     "latest_scores",
     "migrate",

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
 
 
-from churnops.db.rows import adapt, insert_returning_id, insert_rows
+from churnops.db.rows import adapt, copy_text, insert_returning_id, insert_rows
 
 
 def write_drift_run(
@@ -202,10 +202,10 @@ def replace_realized_outcomes(
     if len(customer_ids) != len(outcomes):
         raise ValueError(f"{len(customer_ids)} customer ids but {len(outcomes)} outcomes")
     key = (dataset, logical_date, list_kind, str(model_version))
-    prefix = "\t".join(_copy_text(value) for value in (dataset, logical_date.isoformat(), list_kind, model_version))
+    prefix = "\t".join(copy_text(value) for value in (dataset, logical_date.isoformat(), list_kind, model_version))
     buffer = io.StringIO()
     for customer_id, outcome in zip(customer_ids, outcomes, strict=True):
-        buffer.write(f"{prefix}\t{_copy_text(customer_id)}\t{'t' if outcome else 'f'}\n")
+        buffer.write(f"{prefix}\t{copy_text(customer_id)}\t{'t' if outcome else 'f'}\n")
     buffer.seek(0)
     with conn, conn.cursor() as cur:
         cur.execute(
@@ -220,12 +220,6 @@ def replace_realized_outcomes(
             size=1 << 20,
         )
         return len(customer_ids)
-
-
-def _copy_text(value: object) -> str:
-    """A value as a field of COPY's text format: the characters it treats specially escaped."""
-    text = str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def write_replay_step(conn: Connection, step: Mapping[str, Any]) -> None:

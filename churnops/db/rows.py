@@ -16,6 +16,15 @@ if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
 
 
+# COPY's text format treats these characters specially; every writer that renders COPY text escapes them the same way.
+_COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_text(value: object) -> str:
+    """A value as one field of COPY's text format: None is NULL (`\\N`), anything else its text, escaped."""
+    return "\\N" if value is None else str(value).translate(_COPY_TEXT_ESCAPES)
+
+
 def plain(value: Any) -> Any:
     """`value` with numpy scalars (np.bool_, np.float32, ...) unwrapped to Python ones, at any depth."""
     if isinstance(value, np.generic):
