@@ -49,6 +49,10 @@ class EventFeeder:
         days = pd.to_datetime(events[source.timestamp], errors="coerce").dt.normalize()
         return cls(events.assign(_day=days.dt.date), source.timestamp, landing)
 
+    def last_day(self) -> dt.date:
+        """The last day the recorded log holds an event: nothing can mature after the day after it."""
+        return max(self.events["_day"].dropna())
+
     def day_file(self, day: dt.date) -> Path:
         return self.landing / DAY_FOLDER.format(day=day.isoformat()) / DAY_FILE
 
