@@ -251,7 +251,7 @@ def timeline(
     mark: Annotated[list[str] | None, typer.Option(help="NAME=YYYY-MM-DD lines on the plot.")] = None,
 ) -> None:
     """Print a replay's timeline and draw it as a PNG (realized ROC AUC and drift over time, trainings marked)."""
-    from churnops.monitoring.timeline import read_timeline
+    from churnops.monitoring.timeline import read_cohorts, read_timeline
     from churnops.monitoring.timeline_plot import plot_timelines
 
     frames = {}
@@ -274,6 +274,10 @@ def timeline(
         ]
         console.print(f"[bold]{folder.name}[/bold]")
         console.print(shown.to_string(index=False))
+        cohorts = read_cohorts(folder)
+        if not cohorts.empty:
+            console.print("every evaluated list (one per cohort):")
+            console.print(cohorts.drop(columns=["horizon_days"]).to_string(index=False))
     marks = {k: dt.date.fromisoformat(v) for k, v in (m.split("=", 1) for m in mark or [])}
     path = plot_timelines(frames, out or replay_dirs[0] / "timeline.png", ", ".join(frames), marks)
     console.print(f"drawn: {path}")

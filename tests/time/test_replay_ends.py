@@ -85,7 +85,12 @@ def test_lists_of_the_last_run_dates_are_evaluated_after_the_replay_with_the_pla
     source = DatasetContract.model_validate(
         {
             "name": "feed",
-            "events": {"path": str(tmp_path / "events.parquet"), "entity_key": "who", "timestamp": "when", "amount": "value"},
+            "events": {
+                "path": str(tmp_path / "events.parquet"),
+                "entity_key": "who",
+                "timestamp": "when",
+                "amount": "value",
+            },
             "label": {"kind": "churn", "horizon_days": 3},
             "cutoffs": {"first": "2024-01-01"},
         }
