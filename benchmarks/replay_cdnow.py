@@ -136,6 +136,7 @@ def render(
         "CDNOW weekly replay: realized ROC AUC of each run date's list (90-day horizon)",
     )
     evaluated = table.dropna(subset=["roc_auc"])
+    trained = trainings["outcome"].isin(["registered", "promoted"])
     seconds = stage_seconds(timeline[timeline["seconds"] != "{}"]) if (timeline["seconds"] != "{}").any() else {}
     ran = timeline[~timeline["run_date"].isin(skipped["run_date"])]
     lines = [
@@ -157,8 +158,9 @@ def render(
         f"- realized ROC AUC per cohort: mean {_fmt(evaluated['roc_auc'].mean(), 4)}, min "
         f"{_fmt(evaluated['roc_auc'].min(), 4)}, max {_fmt(evaluated['roc_auc'].max(), 4)}; precision at the top "
         f"10 %: mean {_fmt(evaluated['precision_at_10'].mean(), 4)}",
-        f"- trainings: {len(trainings)} ({int((trainings['outcome'] == 'promoted').sum())} promoted, "
-        f"{int((trainings['outcome'] == 'skipped').sum())} skipped for lack of new data)",
+        f"- trainings requested: {len(trainings)}; trained: {int(trained.sum())} "
+        f"({int((trainings['outcome'] == 'promoted').sum())} promoted); skipped for lack of new data: "
+        f"{int((trainings['outcome'] == 'skipped').sum())}",
     ]
     if seconds:
         lines.append(
@@ -183,14 +185,16 @@ def render(
     lines += ["", f"![realized ROC AUC per cohort, trainings marked]({png.name})", "", "## Trainings", ""]
     lines += ["| run date | trigger | reason | outcome | version |", "|---|---|---|---|---:|"]
     for row in trainings.itertuples():
-        lines.append(f"| {row.run_date} | {row.trigger} | {row.reason} | {row.outcome} | {row.version or '—'} |")
+        # A skipped training names the version that had already learned from the same snapshot.
+        version = f"(v{row.version} already learned it)" if row.outcome == "skipped" else (row.version or "—")
+        lines.append(f"| {row.run_date} | {row.trigger} | {row.reason} | {row.outcome} | {version} |")
     if len(skipped):
         first, last = skipped["run_date"].min(), skipped["run_date"].max()
         lines += [
             "",
             "## Run dates not run",
             "",
-            f"{len(skipped)} run dates ({first} to {last}) were recorded without running the DAGs: the contract's "
+            f"Run dates recorded without running the DAGs: {len(skipped)} ({first} to {last}). The contract's "
             "cutoffs could not yet give a first model fully observed training and out-of-time labels and one time "
             f"fold. The reason recorded for the last of them: {skipped['decision_reason'].iloc[-1]}",
         ]

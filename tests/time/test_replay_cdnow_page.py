@@ -76,5 +76,6 @@ def test_the_page_states_the_computed_figures_and_draws_the_cohorts(tmp_path):
     assert "not run for lack of history: 1 (first run date that ran: 1997-12-16)" in page
     assert "lists scored: 3; evaluated: 2 (1 after the last run date); not matured within the log: 1" in page
     assert "mean 0.7500, min 0.7000, max 0.8000" in page
+    assert "trainings requested: 1; trained: 1 (1 promoted); skipped for lack of new data: 0" in page
     assert "| 1997-12-23 | 110 | 0.2000 | 0.7000 | 0.5000 | 3 | after |" in page
     assert (tmp_path / "replay-cdnow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
