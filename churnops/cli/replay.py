@@ -181,7 +181,9 @@ def run_replay(
             feeder.release_until(run_date)
             identity = {"replay_id": folder.name, "policy": policy, "step": step, "run_date": run_date}
             # Until a first model can be trained the feature DAG would refuse the plan: recorded, not run.
-            too_early = untrainable_reason(contract, run_date, settings.training.cv_folds)
+            too_early = untrainable_reason(
+                contract, run_date, settings.training.cv_folds, feeder.last_day(before=run_date)
+            )
             configure_mlflow(settings)
             if too_early is not None:
                 row = skipped_step(settings, contract, **identity, why=too_early)

@@ -26,12 +26,17 @@ if TYPE_CHECKING:
     from churnops.jobs.feeder import EventFeeder
 
 
-def untrainable_reason(contract: DatasetContract, run_date: dt.date, cv_folds: int) -> str | None:
-    """Why a first model cannot be trained at `run_date` from the data before it (None: it can)."""
+def untrainable_reason(
+    contract: DatasetContract, run_date: dt.date, cv_folds: int, last_event_day: dt.date | None
+) -> str | None:
+    """Why a first model cannot be trained at `run_date` from the data before it, whose last day is
+    `last_event_day` (None: it can). The feature job plans with the same bound: the day after the last day of data."""
     from churnops.jobs.training.data import time_folds
 
+    if last_event_day is None:
+        return f"no event before {run_date}"
     try:
-        plan = contract.plan(run_date, observed_until=run_date)
+        plan = contract.plan(run_date, observed_until=last_event_day + dt.timedelta(days=1))
         assert contract.label.horizon_days is not None  # plan() refuses event data without a horizon
         time_folds([pd.Timestamp(c) for c in plan.train], contract.label.horizon_days, cv_folds)
     except ValueError as error:
@@ -65,7 +70,8 @@ def mature_remaining_lists(settings: Settings, contract: DatasetContract, feeder
 
     horizon = contract.label.horizon_days
     lists = [stored.logical_date for stored in scoring_lists(settings, contract) if stored.list_kind == "regular"]
-    until = maturity_date(max(lists, default=None), horizon or 0, feeder.last_day())
+    last_day = feeder.last_day()
+    until = None if last_day is None else maturity_date(max(lists, default=None), horizon or 0, last_day)
     if horizon is None or until is None:
         return None
     feeder.release_until(until)

@@ -41,7 +41,7 @@ def test_cdnow_cannot_train_before_its_cutoffs_give_one_time_fold(tmp_path, run_
     cutoff and training cutoffs 90 days apart, i.e. a run date of 1997-12-16 at the earliest on the weekly grid."""
     settings = Settings(home=tmp_path / "home")
     contract = replay_contract(tmp_path, load_contract("cdnow", settings), settings)
-    reason = untrainable_reason(contract, run_date, cv_folds=2)
+    reason = untrainable_reason(contract, run_date, cv_folds=2, last_event_day=run_date - dt.timedelta(days=1))
     if why is None:
         assert reason is None
     else:
@@ -55,11 +55,21 @@ def test_a_run_date_not_run_is_recorded_with_its_reason(tmp_path):
     from churnops.registry import configure_mlflow
 
     configure_mlflow(settings)
-    why = untrainable_reason(contract, D(1997, 7, 1), cv_folds=2)
+    why = untrainable_reason(contract, D(1997, 7, 1), cv_folds=2, last_event_day=D(1997, 6, 30))
     row = skipped_step(settings, contract, replay_id="r", policy="drift", step=0, run_date=D(1997, 7, 1), why=why)
     timeline = append_step(settings, tmp_path, row)
     assert timeline["decision_reason"].tolist() == [f"not run: {why}"]
     assert read_timeline(tmp_path)[["champion_version", "scored_rows", "training_outcome"]].isna().all(axis=None)
+
+
+def test_a_first_model_is_planned_on_the_data_released_not_on_the_run_date(tmp_path):
+    """The same run date is too early when the data stops short of it (the feature job plans on the day after the
+    last day of data) and when there is no data at all."""
+    settings = Settings(home=tmp_path / "home")
+    contract = replay_contract(tmp_path, load_contract("cdnow", settings), settings)
+    assert untrainable_reason(contract, D(1997, 12, 16), 2, last_event_day=D(1997, 12, 15)) is None
+    assert "no time fold possible" in untrainable_reason(contract, D(1997, 12, 16), 2, last_event_day=D(1997, 12, 5))
+    assert untrainable_reason(contract, D(1997, 12, 16), 2, last_event_day=None) == "no event before 1997-12-16"
 
 
 def test_the_maturity_date_is_the_last_list_plus_the_horizon_capped_at_the_log_end():
