@@ -64,10 +64,12 @@ class LoggedColumns(NamedTuple):
 
 def features_by_column(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """{"feature": (value of record 1, value of record 2, ...)}; a feature a record lacks is None there."""
+    if len(records) == 1:  # /predict: no transpose to do
+        return {name: (value,) for name, value in records[0].items()}
     if not records:
         return {}
-    names = list(records[0])
     first_keys = records[0].keys()
+    names = list(first_keys)
     if all(record.keys() == first_keys for record in records):
         if len(names) == 1:
             return {names[0]: [record[names[0]] for record in records]}

@@ -47,6 +47,17 @@ COMMENT ON TABLE churnops.prediction_log_requests IS
 COMMENT ON COLUMN churnops.prediction_log_requests.features IS
     'The request''s validated input features by column: feature name -> array of values (null for missing), in '
     'the order of the predictions.';
+-- A request's features are 30-40 kB of json text (100 predictions of 40 features), always stored out of line:
+-- compressing them with the default pglz took PostgreSQL more CPU than everything else of the insert (12.5 us
+-- per prediction with pglz, 5.5 with lz4, measured by benchmarks/prediction_log_cost.py). lz4 where the server has
+-- it (the default build since PostgreSQL 14), otherwise no compression.
+DO $$
+BEGIN
+    ALTER TABLE churnops.prediction_log_requests ALTER COLUMN features SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    ALTER TABLE churnops.prediction_log_requests ALTER COLUMN features SET STORAGE EXTERNAL;
+END
+$$;
 -- As the old table: BRIN for "last N days" (append-only by time), and by model version and time.
 CREATE INDEX prediction_log_requests_logged_at_brin ON churnops.prediction_log_requests USING brin (logged_at);
 CREATE INDEX prediction_log_requests_version_time_idx ON churnops.prediction_log_requests (model_version, logged_at);
