@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# The columns scoring adds to a list when the dataset has a value section (churnops/migrations/0012_value_columns.sql).
+VALUE_LIST_COLUMNS = ("expected_value", "expected_saved_value", "campaign_rank", "in_campaign")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +47,9 @@ class ValueSection(_Strict):
     budget: CampaignBudget
     # How many training cutoffs the value model learns from (default: the contract's `cutoffs.train_cutoffs`).
     train_cutoffs: int | None = Field(None, ge=2)
+    # Optuna trials of the value model's search (each fits one booster per time fold); its own count, not the churn
+    # model's, because a value trial costs several churn trials.
+    n_trials: int = Field(10, ge=1, le=500)
 
     @model_validator(mode="after")
     def _window_within_horizon(self) -> ValueSection:
