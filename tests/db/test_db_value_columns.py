@@ -3,14 +3,20 @@ list without them, and refused when incomplete or impossible."""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
+from pydantic import SecretStr
 
 from churnops import db
+from churnops.config import Settings
 from churnops.jobs.value.campaign import campaign_columns
 from churnops.value_contract import VALUE_LIST_COLUMNS, CampaignBudget, ValueSection
+from tests.db.conftest import PlatformDatabases
 from tests.db.test_db_scores import LOGICAL_DATE, new_dataset, score_frame
 
 VALUE = ValueSection(horizon_days=90, contact_cost=2.0, save_rate=0.3, budget=CampaignBudget(money=100.0))
@@ -57,3 +63,21 @@ def test_a_list_with_bad_value_columns_is_refused_naming_the_column(
         db.write_scores(
             conn, change(valued_list(10, seed=3)), dataset=new_dataset(), run_id="r", logical_date=LOGICAL_DATE
         )
+
+
+def test_the_exporter_reports_value_at_stake_and_campaign_size_by_band_of_the_latest_list(
+    conn: psycopg2.extensions.connection, platform_databases: PlatformDatabases, tmp_path: Path
+) -> None:
+    from churnops.monitoring.exporter import build_registry
+
+    dataset, written = new_dataset(), valued_list(300, seed=4)
+    db.write_scores(conn, written, dataset=dataset, run_id="r1", logical_date=LOGICAL_DATE)
+    older = valued_list(300, seed=5)
+    db.write_scores(conn, older, dataset=dataset, run_id="r0", logical_date=LOGICAL_DATE - dt.timedelta(days=7))
+    settings = Settings(home=tmp_path, database_url=SecretStr(platform_databases.churnops_url()))
+    registry = build_registry(settings, settings.monitoring)
+    for band, rows in written.groupby("risk_band"):
+        labels = {"dataset": dataset, "risk_band": band}
+        at_stake = registry.get_sample_value("churnops_value_at_stake", labels)
+        assert at_stake == pytest.approx(rows["expected_value"].sum())
+        assert registry.get_sample_value("churnops_campaign_customers", labels) == rows["in_campaign"].sum()
