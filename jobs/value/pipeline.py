@@ -47,6 +47,10 @@ MODEL_KEY = "value_model"  # the candidate's row among the evaluation metrics
 NAIVE_KEY = "past_spend_rate"
 
 
+class NotEnoughHistoryError(ValueError):
+    """The run's data does not yet cover a value horizon after enough cutoffs: no value model can be evaluated."""
+
+
 @dataclass(frozen=True)
 class ValueCutoffs:
     training: tuple[pd.Timestamp, ...]
@@ -60,7 +64,7 @@ class ValueTrainingResult:
     model_version: str
     promoted: bool
     reason: str
-    evaluation_cutoff: dt.date
+    evaluation_cutoff: dt.date | None
     # Spearman, revenue capture, Gini, MAE, ... of the candidate (`value_model`), the champion and every baseline.
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     run_id: str = ""
@@ -97,7 +101,7 @@ def value_cutoffs(contract: DatasetContract, scoring: dt.date, observed_until: d
     horizon = dt.timedelta(days=value.horizon_days)
     evaluable = sorted(c for c in schedule if c + horizon <= observed_until)
     if not evaluable:
-        raise ValueError(
+        raise NotEnoughHistoryError(
             f"dataset {contract.name!r}: no cutoff before {scoring} has its {value.horizon_days}-day value horizon "
             f"observed (data until {observed_until}); shorten value.horizon_days or move cutoffs.first earlier"
         )
@@ -106,7 +110,7 @@ def value_cutoffs(contract: DatasetContract, scoring: dt.date, observed_until: d
     trainable = sorted(c for c in schedule if c + dt.timedelta(days=window) <= evaluation)
     count = value.train_cutoffs or contract.cutoffs.train_cutoffs
     if len(trainable) < 2:
-        raise ValueError(
+        raise NotEnoughHistoryError(
             f"dataset {contract.name!r}: the value model needs at least 2 cutoffs whose {window}-day window ends by "
             f"the evaluation cutoff {evaluation}, found {len(trainable)}; shorten value.window_days or the horizon"
         )
@@ -123,7 +127,12 @@ def train_value_step(
     metadata = read_metadata(snapshot_dir or latest_snapshot_dir(settings, contract.name))
     scoring = dt.date.fromisoformat(metadata.cutoffs["scoring"][0])
     observed = dt.date.fromisoformat(metadata.observed_until) if metadata.observed_until else scoring
-    cutoffs = value_cutoffs(contract, scoring, observed)
+    try:
+        cutoffs = value_cutoffs(contract, scoring, observed)
+    except NotEnoughHistoryError as error:
+        # An early run date (a replay's first weeks): the churn model trains, the value model waits for the data.
+        log.warning("value model not trained: %s", error)
+        return ValueTrainingResult(contract.value_model_name, "", False, f"skipped: {error}", None, skipped=True)
     horizon = contract.value.horizon_days
     events = purchase_events(
         settings, contract, before=min(observed, (cutoffs.evaluation + pd.Timedelta(days=horizon)).date())
