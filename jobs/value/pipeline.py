@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churnops.bronze import AMOUNT, EVENT_DAY, EVENT_TYPE, read_bronze_events
+from churnops.bronze import AMOUNT, EVENT_DAY, EVENT_TYPE, BronzeMissingError, read_bronze_events
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
@@ -129,14 +129,14 @@ def train_value_step(
     observed = dt.date.fromisoformat(metadata.observed_until) if metadata.observed_until else scoring
     try:
         cutoffs = value_cutoffs(contract, scoring, observed)
-    except NotEnoughHistoryError as error:
-        # An early run date (a replay's first weeks): the churn model trains, the value model waits for the data.
+        before = min(observed, (cutoffs.evaluation + pd.Timedelta(days=contract.value.horizon_days)).date())
+        events = purchase_events(settings, contract, before=before)
+    except (NotEnoughHistoryError, BronzeMissingError) as error:
+        # An early run date (a replay's first weeks), or a snapshot trained without its event log (a copied
+        # snapshot): the churn model trains from the snapshot alone, the value model waits for the events.
         log.warning("value model not trained: %s", error)
         return ValueTrainingResult(contract.value_model_name, "", False, f"skipped: {error}", None, skipped=True)
     horizon = contract.value.horizon_days
-    events = purchase_events(
-        settings, contract, before=min(observed, (cutoffs.evaluation + pd.Timedelta(days=horizon)).date())
-    )
     trials, seed = contract.value.n_trials, settings.training.seed
     name = contract.value_model_name
     key = _learning_key(contract, cutoffs, events, trials, seed)
