@@ -15,6 +15,7 @@ from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from churnops.config import BUILTIN_DATASETS_DIR, Settings
+from churnops.value_contract import ValueSection
 
 
 class _Strict(BaseModel):
@@ -180,12 +181,18 @@ class DatasetContract(_Strict):
     cutoffs: CutoffSchedule = CutoffSchedule()
     population: Population = Population()
     leakage: LeakagePolicy = LeakagePolicy()
+    # Expected value and the campaign list (churnops/value_contract.py); None: churn scores only.
+    value: ValueSection | None = None
     # The directory relative source paths resolve against; set when loading.
     base_dir: Path | None = None
 
     @property
     def model_name(self) -> str:
         return f"churnops-{self.name}"
+
+    @property
+    def value_model_name(self) -> str:
+        return f"{self.model_name}-value"
 
     @property
     def has_event_time(self) -> bool:
@@ -218,9 +225,20 @@ class DatasetContract(_Strict):
                 f"dataset {self.name!r}: event data needs `cutoffs.first`, the first training cutoff (e.g. the first "
                 "month with a few hundred customers)"
             )
+        if self.value is not None:
+            self._check_value_section()
         if self.cutoffs.as_of is not None:
             self.plan()  # a pinned date: refuse a schedule that cannot hold train + out-of-time cutoffs right away
         return self
+
+    def _check_value_section(self) -> None:
+        if self.events is None:
+            raise ValueError(
+                f"dataset {self.name!r}: the `value` section needs an event log with an amount per event "
+                "(`events.amount`); entity-level data has none"
+            )
+        if self.value is not None and self.value.event_type is not None and self.events.event_type is None:
+            raise ValueError(f"dataset {self.name!r}: value.event_type needs events.event_type (the type column)")
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()

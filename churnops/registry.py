@@ -156,6 +156,17 @@ def _registered_model(model_dir: Path, flavors: dict[str, Any], label: str) -> A
     return lightgbm.Booster(model_file=str(text_path))
 
 
+def load_model_files(name: str, version: str) -> tuple[Any, dict[str, Any]]:
+    """A version's model read as data (see `_registered_model`) and its MLmodel metadata, for models other than
+    the churn model (the value model: `churnops.jobs.value.registered`)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="churnops-model-") as local:
+        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=local))
+        info = mlflow.models.Model.load(model_dir / "MLmodel")
+        return _registered_model(model_dir, info.flavors, f"{name} v{version}"), dict(info.metadata or {})
+
+
 def load_model_version(name: str, version: str) -> LoadedModel:
     """Load a version's model and the schema/threshold it was trained with; refuse a model that cannot score a row
     of missing values."""

@@ -1,9 +1,11 @@
 """Top-K campaign export: the highest-risk customers of the latest scoring list, as CSV and Parquet.
 
 The list a marketer loads into a CRM or a spreadsheet: rank, customer, score, risk band and decile, decision,
-model version, cutoff and when it was scored. CSV cells that a spreadsheet would run as a formula (starting with
-= + - @, or a tab or carriage return) get a leading apostrophe, so a hostile customer id such as `=cmd|'/c calc'!A0`
-is shown as text instead of executed (the rule is churnops/spreadsheet_safety.py, shared with the pages' download).
+model version, cutoff and when it was scored; for a dataset with a `value:` section also the expected value, the
+expected saved value, the campaign rank and whether the campaign selects the customer. CSV cells that a
+spreadsheet would run as a formula (starting with = + - @, or a tab or carriage return) get a leading apostrophe,
+so a hostile customer id such as `=cmd|'/c calc'!A0` is shown as text instead of executed (the rule is
+churnops/spreadsheet_safety.py, shared with the pages' download).
 The Parquet file keeps the values untouched: it is typed data for programs, and spreadsheets do not open it.
 Files appear atomically: a killed export leaves no partial file.
 """
@@ -21,6 +23,7 @@ import pandas as pd
 from churnops.db import latest_scores
 from churnops.spreadsheet_safety import SPREADSHEET_CSV_ENCODING, neutralise_formulas
 from churnops.storage import write_csv_atomically, write_parquet_atomically
+from churnops.value_contract import VALUE_LIST_COLUMNS
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -48,13 +51,15 @@ class CampaignExport:
 
 
 def campaign_list(scores: pd.DataFrame, top_k: int) -> pd.DataFrame:
-    """The top `top_k` customers of a scoring list (highest score first, ties by customer_id), ranked from 1."""
+    """The top `top_k` customers of a scoring list (highest score first, ties by customer_id), ranked from 1, with
+    the value columns (expected value, expected saved value, campaign rank, in campaign) when the list has them."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     top = scores.sort_values(["score", "customer_id"], ascending=[False, True], kind="stable").head(top_k)
     top = top.reset_index(drop=True)
     top.insert(0, "rank", range(1, len(top) + 1))
-    return top.loc[:, list(CAMPAIGN_COLUMNS)]
+    valued = [c for c in VALUE_LIST_COLUMNS if c in top.columns and top[c].notna().any()]
+    return top.loc[:, [*CAMPAIGN_COLUMNS, *valued]]
 
 
 def write_formula_safe_csv(frame: pd.DataFrame, path: Path) -> None:

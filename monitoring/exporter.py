@@ -200,6 +200,46 @@ class MonitoringCollector(Collector):
         except Exception as error:
             log.warning("exporter: cannot read pipeline tables: %s", error)
         yield from (durations, ingested, quarantined)
+        yield from self._collect_value_at_stake()
+
+    def _collect_value_at_stake(self) -> Iterator[Metric]:
+        """Per risk band of each dataset's latest regular list, the summed expected value of its customers (the
+        value the churn risk puts at stake) and how many the campaign selects; only lists with value columns."""
+        at_stake = GaugeMetricFamily(
+            "churnops_value_at_stake",
+            "Summed expected value of the latest regular list's customers, by risk band (value model, migration 0012)",
+            labels=["dataset", "risk_band"],
+        )
+        selected = GaugeMetricFamily(
+            "churnops_campaign_customers",
+            "Customers of the latest regular list the campaign selects under its budget, by risk band",
+            labels=["dataset", "risk_band"],
+        )
+        from churnops import db
+
+        try:
+            conn = db.connect(self.settings, application_name="churnops-exporter")
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute(
+                        """
+                        SELECT s.dataset, s.risk_band, sum(s.expected_value), count(*) FILTER (WHERE s.in_campaign)
+                        FROM churnops.scores s
+                        JOIN (SELECT dataset, max(logical_date) AS logical_date FROM churnops.score_runs
+                              WHERE list_kind = 'regular' GROUP BY dataset) latest
+                          ON s.dataset = latest.dataset AND s.logical_date = latest.logical_date
+                        WHERE s.list_kind = 'regular' AND s.expected_value IS NOT NULL
+                        GROUP BY s.dataset, s.risk_band ORDER BY 1, 2
+                        """
+                    )
+                    for dataset, band, value, campaign in cur.fetchall():
+                        at_stake.add_metric([dataset, band], float(value))
+                        selected.add_metric([dataset, band], float(campaign))
+            finally:
+                conn.close()
+        except Exception as error:
+            log.warning("exporter: cannot read the value columns of the lists: %s", error)
+        yield from (at_stake, selected)
 
 
 def build_registry(settings: Settings, monitoring: MonitoringSettings, store: MonitoringStore | None = None) -> Any:

@@ -166,6 +166,10 @@ def train(
             progress.stop()
             print_source_report(error.report)
             raise typer.Exit(1) from error
+    if result.value is not None:
+        console.print(
+            f"value model {result.value.model_name} v{result.value.model_version or '-'}: {result.value.reason}"
+        )
     if result.skipped:
         console.print(f"training skipped: {result.skip_reason}")
         return

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,8 @@ class TrainingResult:
     skip_reason: str = ""
     # What the evaluation rows are: "out_of_time" or "stratified_holdout" (churnops.metrics.evaluation_label).
     validation: str = "out_of_time"
+    # The value model's training (churnops.jobs.value.pipeline), when the contract has a `value` section.
+    value: Any = None
 
 
 def git_commit() -> str:
@@ -89,6 +91,22 @@ def train(
     n_trials: int | None = None,
     on_trial: TrialCallback | None = None,
     reason: str | None = None,
+) -> TrainingResult:
+    """The churn model's training, then the value model's when the contract asks for one (its own gate)."""
+    # Imported here: the value pipeline reuses this package's learning-key helpers (an import cycle at load time).
+    from churnops.jobs.value.pipeline import train_value_step
+
+    churn = _train_churn_model(settings, contract, snapshot_dir, n_trials, on_trial, reason)
+    return replace(churn, value=train_value_step(settings, contract, snapshot_dir))
+
+
+def _train_churn_model(
+    settings: Settings,
+    contract: DatasetContract,
+    snapshot_dir: Path | None,
+    n_trials: int | None,
+    on_trial: TrialCallback | None,
+    reason: str | None,
 ) -> TrainingResult:
     """Search, fit, evaluate against champion and baselines, register, and run the champion gate for one dataset.
 
