@@ -116,6 +116,16 @@ def resolve_list_cutoff(
     return cutoff, "backfill"
 
 
+def planned_engine(
+    settings: Settings, contract: DatasetContract, run_date: dt.date | None = None, cutoff: dt.date | None = None
+) -> Literal["pandas", "spark"]:
+    """The engine `score` would choose for this list, from the snapshot's metadata (no Spark, no model): lets the
+    scoring DAG spark-submit the Spark path instead of running it inside its worker."""
+    metadata = read_metadata(snapshot_dir_for(settings, contract.name, run_date))
+    day = cutoff or dt.date.fromisoformat(metadata.cutoffs["scoring"][0])
+    return settings.scoring.engine_for(metadata.rows_per_cutoff.get(day.isoformat(), 0))
+
+
 def score(
     settings: Settings,
     contract: DatasetContract,

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -47,7 +49,7 @@ from churnops.jobs.spark import spark_session
 from churnops.paths import scores_path
 from churnops.registry import LoadedModel
 from churnops.snapshots import DATA_DIR, SnapshotIntegrityError, read_metadata
-from churnops.storage import publish_directory, staging_directory_for
+from churnops.storage import publish_directory, staging_directory_for, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cutoff", type=dt.date.fromisoformat)
     parser.add_argument("--list-kind", default="regular", choices=("regular", "backfill"))
     parser.add_argument("--run-id", default="manual")
+    parser.add_argument("--result-json", type=Path, help="where to write the run's summary (the DAG task reads it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     settings = Settings()
@@ -247,6 +250,15 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         spark.stop()
     log.info("list %s: %s rows in the database", run.path, run.rows_in_database)
+    if args.result_json is not None:
+        write_json_atomically(dataclasses.asdict(run), args.result_json)
+
+
+def read_result(path: Path) -> ScoringRun:
+    """The summary `main` wrote with `--result-json`."""
+    raw = json.loads(path.read_text())
+    dates = {name: dt.date.fromisoformat(raw[name]) for name in ("cutoff", "list_date") if raw.get(name)}
+    return ScoringRun(**{**raw, **dates, "path": Path(raw["path"])})
 
 
 if __name__ == "__main__":

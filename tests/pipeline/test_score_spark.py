@@ -19,8 +19,6 @@ from churnops.config import Settings
 from churnops.jobs.score import score
 from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
 
-pytestmark = pytest.mark.slow
-
 LIST_COLUMNS = ["score", "decision", "risk_decile", "risk_band", "cutoff", "model_name", "model_version"]
 
 
@@ -69,6 +67,7 @@ def rows_of_list(settings: Settings, dataset: str) -> tuple[int, int, int, set[s
     return rows, customers, partitions, stray
 
 
+@pytest.mark.slow
 def test_the_spark_list_is_the_pandas_list_and_a_rerun_replaces_it(deployed_copy: Settings) -> None:
     from churnops.dataset import load_contract
 
@@ -107,3 +106,48 @@ def test_the_auto_engine_picks_spark_only_from_the_configured_row_count() -> Non
     assert (auto.engine_for(999), auto.engine_for(1_000)) == ("pandas", "spark")
     assert ScoringSettings(engine="spark").engine_for(1) == "spark"
     assert ScoringSettings().engine_for(10**9) == "pandas"
+
+
+@pytest.mark.slow
+def test_spark_submit_of_the_scoring_job_writes_a_backtest_list_and_its_summary(
+    deployed_copy: Settings, tmp_path: Path
+) -> None:
+    """The scoring DAG's Spark path: `spark-submit jobs/score_spark.py`, configured by the environment as a worker's
+    task is, its summary read back by the task (`read_result`)."""
+    import datetime as dt
+    import os
+    import subprocess
+    import sys
+
+    from churnops.dataset import load_contract
+    from churnops.jobs.score_spark import read_result
+    from churnops.snapshots import latest_snapshot_dir, read_metadata
+
+    contract = load_contract("synthetic", deployed_copy)
+    metadata = read_metadata(latest_snapshot_dir(deployed_copy, contract.name))
+    cutoff = dt.date.fromisoformat(metadata.cutoffs["out_of_time"][0])
+    summary = tmp_path / "run.json"
+    environment = {
+        **os.environ,
+        "CHURNOPS_HOME": str(deployed_copy.home),
+        "CHURNOPS_DATABASE_URL": deployed_copy.database_url.get_secret_value(),
+        "SPARK_SUBMITTED": "1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    submit = Path(sys.executable).parent / "spark-submit"
+    arguments = ["--dataset", "synthetic", "--cutoff", cutoff.isoformat(), "--run-id", "submitted"]
+    finished = subprocess.run(
+        [str(submit), "--master", "local[2]", "jobs/score_spark.py", *arguments, "--result-json", str(summary)],
+        env=environment,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    run = read_result(summary)
+    assert (run.cutoff, run.list_kind) == (cutoff, "backfill")
+    assert run.rows == run.rows_in_database == metadata.rows_per_cutoff[cutoff.isoformat()]
+    assert len(pd.read_parquet(run.path)) == run.rows
