@@ -54,6 +54,10 @@ class TrainingSettings(BaseModel):
     # best F1, or the score that flags the top `threshold_top_fraction` of customers (a campaign budget).
     threshold_objective: Literal["f1", "top_fraction"] = "f1"
     threshold_top_fraction: float = Field(0.10, gt=0.0, lt=1.0)
+    # Row budget per labelled cutoff: a cutoff with more rows is sampled down to about this many in Spark, stratified
+    # by label (each label keeps the same share of its rows) and seeded by `seed` (churnops.jobs.training.sampling);
+    # None: every row. What was kept is recorded in the model card.
+    max_rows_per_cutoff: int | None = Field(None, ge=100)
 
 
 class WatermarkSettings(BaseModel):
