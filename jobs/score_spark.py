@@ -96,14 +96,17 @@ def _score_list(
         .where(F.to_date(F.col(CUTOFF)) == F.lit(cutoff))
         .select(F.col(ENTITY_ID).cast("string").alias(ENTITY_ID), *model.schema.columns)
     )
+    # Kept, because the sort reads its input twice (a sample for the range bounds, then the shuffle): the model
+    # scores every row once.
+    scored = features.mapInPandas(_scorer(model), _SCORED_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     ranked = (
-        features.mapInPandas(_scorer(model), _SCORED_SCHEMA)
-        .orderBy(F.col("score").desc())
+        scored.orderBy(F.col("score").desc())
         .withColumn(_PARTITION, F.spark_partition_id())
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
         counts = {row[_PARTITION]: row["count"] for row in ranked.groupBy(_PARTITION).count().collect()}
+        scored.unpersist()
         list_size = sum(counts.values())
         _check_row_count(snapshot_dir, cutoff, list_size)
         offsets, higher_before = {}, 0
@@ -119,6 +122,7 @@ def _score_list(
         publish_directory(staging, path)
         in_database = _store_list(settings, banded, contract.name, run_id, cutoff, list_kind, model, list_size)
     finally:
+        scored.unpersist()
         ranked.unpersist()
     log.info("scored %s customers at %s with %s v%s on Spark -> %s", list_size, cutoff, model.name, model.version, path)
     return ScoringRun(
