@@ -75,10 +75,24 @@ def score_in_spark(
     active = SparkSession.getActiveSession()
     spark = active or spark_session(settings, f"churnops-score-{contract.name}")
     try:
+        _require_matching_pyspark(spark)
         return _score_list(spark, settings, contract, model, snapshot_dir, cutoff, list_kind, run_id)
     finally:
         if active is None:
             spark.stop()
+
+
+def _require_matching_pyspark(spark: SparkSession) -> None:
+    """pyspark's Python files must be the JVM's version: Airflow's Spark provider depends on `pyspark-client`, which
+    installs its own (older) copy of them into the same `pyspark` folder, and whichever package is installed last
+    wins. A mismatch fails `mapInPandas` with an obscure Py4J constructor error; name the fix instead."""
+    import pyspark
+
+    if pyspark.__version__ != spark.version:
+        raise RuntimeError(
+            f"pyspark's Python files are version {pyspark.__version__} but Spark is {spark.version} (pyspark-client "
+            f"overwrote them); reinstall pyspark: `uv pip install --reinstall --no-deps pyspark=={spark.version}`"
+        )
 
 
 def _score_list(
