@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,18 +27,12 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.replay_common import churnops, replay_folder, stage_seconds  # noqa: E402
+
 DATASET = "regime_shift"
 POLICIES = ("never", "schedule:28d", "drift")
-
-
-def churnops(home: Path, *args: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "AIRFLOW", "MLFLOW_"))}
-    env |= {"CHURNOPS_HOME": str(home), "CHURNOPS_SPARK__MASTER": "local[2]", "OMP_NUM_THREADS": "1"}
-    subprocess.run([str(Path(sys.executable).parent / "churnops"), *args], env=env, check=True)
-
-
-def replay_folder(home: Path, policy: str) -> Path:
-    return home / "replays" / f"{DATASET}-replay-{policy.replace(':', '-')}"
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -93,21 +86,13 @@ def summarise(timeline: pd.DataFrame, shift: dt.date) -> dict[str, object]:
     }
 
 
-def stage_seconds(timeline: pd.DataFrame) -> dict[str, float]:
-    seconds = pd.DataFrame([json.loads(s) for s in timeline["seconds"]])
-    return {dag: float(seconds[dag].median()) for dag in seconds.columns} | {
-        "step_total": float(seconds.sum(axis=1).median()),
-        "all_steps": float(seconds.sum(axis=1).sum()),
-    }
-
-
 def write_docs(args: argparse.Namespace, walls: dict[str, float]) -> None:
     from churnops.jobs.generate import SCENARIOS
     from churnops.monitoring.timeline import read_timeline
     from churnops.monitoring.timeline_plot import plot_timelines
 
     shift = SCENARIOS[DATASET].shift_at
-    timelines = {p: read_timeline(replay_folder(args.home, p)) for p in POLICIES}
+    timelines = {p: read_timeline(replay_folder(args.home, DATASET, p)) for p in POLICIES}
     timelines = {p: t for p, t in timelines.items() if not t.empty}
     results = REPO / "docs" / "results"
     png = plot_timelines(

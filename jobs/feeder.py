@@ -49,6 +49,14 @@ class EventFeeder:
         days = pd.to_datetime(events[source.timestamp], errors="coerce").dt.normalize()
         return cls(events.assign(_day=days.dt.date), source.timestamp, landing)
 
+    def last_day(self, before: dt.date | None = None) -> dt.date | None:
+        """The last day the recorded log holds an event (before `before` when given: what a release up to it
+        delivers); nothing can mature after the day after it. None when there is no such day."""
+        days = self.events["_day"].dropna()
+        if before is not None:
+            days = days[days < before]
+        return max(days, default=None)
+
     def day_file(self, day: dt.date) -> Path:
         return self.landing / DAY_FOLDER.format(day=day.isoformat()) / DAY_FILE
 

@@ -77,11 +77,62 @@ def _sample(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
     return frame.sample(n=max_rows, random_state=SAMPLE_SEED) if len(frame) > max_rows else frame
 
 
+# Requests drawn at random (seeded) until they hold `max_rows` predictions: the draw and the bound are the database's,
+# on request rows, so only the sample crosses the network and is taken apart. Predictions logged before migration
+# 0014 (one row each) are drawn alongside as one-prediction requests.
+_PREDICTION_LOG_SAMPLE = """
+WITH candidates AS (
+    SELECT 'request' AS kind, id, n_rows, random() AS draw FROM churnops.prediction_log_requests
+    WHERE model_name = %(model)s AND logged_at >= %(since)s
+    UNION ALL
+    SELECT 'prediction', id, 1, random() FROM churnops.prediction_log_per_prediction
+    WHERE model_name = %(model)s AND logged_at >= %(since)s
+), drawn AS (
+    SELECT kind, id FROM (
+        SELECT kind, id, sum(n_rows) OVER (ORDER BY draw ROWS UNBOUNDED PRECEDING) - n_rows AS before
+        FROM candidates
+    ) AS ranked
+    WHERE before < %(max_rows)s
+)
+SELECT r.id, r.features, r.scores FROM churnops.prediction_log_requests AS r
+JOIN drawn ON drawn.kind = 'request' AND drawn.id = r.id
+UNION ALL
+SELECT -old.id,
+       coalesce((SELECT json_object_agg(e.key, json_build_array(e.value)) FROM json_each(old.features) AS e), '{}'),
+       ARRAY[old.score]
+FROM churnops.prediction_log_per_prediction AS old
+JOIN drawn ON drawn.kind = 'prediction' AND drawn.id = old.id
+ORDER BY 1
+"""
+
+
+def prediction_log_frame(requests: list[tuple[int, dict[str, list[Any]], list[float]]]) -> pd.DataFrame:
+    """Logged requests (id, column-wise features, scores) as one frame: a row per prediction, a column per feature
+    and the score; a feature a request lacks is missing there."""
+    columns: dict[str, list[Any]] = {}
+    scores: list[float] = []
+    for log_id, features, request_scores in requests:
+        n_rows = len(request_scores)
+        for name, values in features.items():
+            if len(values) != n_rows:
+                raise ValueError(
+                    f"prediction log row {log_id}: feature {name!r} holds {len(values)} values for {n_rows} scores"
+                )
+            columns.setdefault(name, [None] * len(scores))
+        for name, values in columns.items():
+            values.extend(features.get(name, [None] * n_rows))
+        scores.extend(request_scores)
+    frame = pd.DataFrame(columns, index=pd.RangeIndex(len(scores)))
+    frame[SCORE_COLUMN] = scores
+    return frame
+
+
 def load_prediction_log(
     settings: Settings, model_name: str, days: int, now: dt.datetime, max_rows: int
 ) -> pd.DataFrame:
     """A seeded random sample of at most `max_rows` logged online inputs (one column per feature) and scores of the
-    last `days` days, drawn by the database (only the sample crosses the network); empty without a database."""
+    last `days` days: whole requests drawn by the database, then at most `max_rows` of their predictions; empty
+    without a database."""
     if settings.database_url is None:
         return pd.DataFrame()
     from churnops import db
@@ -90,19 +141,14 @@ def load_prediction_log(
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT setseed(%s)", (SAMPLE_SEED / 100,))
-            cur.execute(
-                "SELECT features, score FROM churnops.prediction_log WHERE model_name = %s AND logged_at >= %s "
-                "ORDER BY random() LIMIT %s",
-                (model_name, now - dt.timedelta(days=days), max_rows),
-            )
-            rows = cur.fetchall()
+            since = now - dt.timedelta(days=days)
+            cur.execute(_PREDICTION_LOG_SAMPLE, {"model": model_name, "since": since, "max_rows": max_rows})
+            requests = cur.fetchall()
     finally:
         conn.close()
-    if not rows:
+    if not requests:
         return pd.DataFrame()
-    frame = pd.DataFrame([features for features, _ in rows])
-    frame[SCORE_COLUMN] = [score for _, score in rows]
-    return frame
+    return _sample(prediction_log_frame(requests), max_rows).reset_index(drop=True)
 
 
 def _log_report_to_mlflow(model: LoadedModel, report_path: Path, drift_run_id: str) -> str | None:

@@ -25,6 +25,10 @@ from churnops.snapshots import read_metadata, snapshot_dir_for
 from churnops.storage import write_parquet_atomically
 
 TIMELINE_FILE = "timeline.parquet"
+# Every evaluated list of the replay, one row per cohort (the timeline keeps only the newest one per run date).
+COHORTS_FILE = "cohorts.parquet"
+# The decision reason of a run date whose DAGs did not run (see `skipped_step`).
+NOT_RUN = "not run: "
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,36 @@ def observe_step(
     )
 
 
+def skipped_step(
+    settings: Settings,
+    contract: DatasetContract,
+    *,
+    replay_id: str,
+    policy: str,
+    step: int,
+    run_date: dt.date,
+    why: str,
+) -> TimelineStep:
+    """The timeline row of a run date whose DAGs were not run (e.g. too little history to train a first model):
+    the reason is kept as the decision reason, after `NOT_RUN`."""
+    return TimelineStep(
+        replay_id=replay_id,
+        dataset=contract.name,
+        policy=policy,
+        step=step,
+        run_date=run_date,
+        watermark=latest_event_day(settings, contract.name),
+        snapshot_id=None,
+        champion_version=champion_version(contract),
+        decision_trigger=None,
+        decision_reason=NOT_RUN + why,
+        training_outcome=None,
+        trained_version=None,
+        training_reason=None,
+        weighted_drifted_share=None,
+    )
+
+
 def champion_version(contract: DatasetContract) -> str | None:
     from churnops.registry import champion_or_none
 
@@ -140,6 +174,55 @@ def _training_of(contract: DatasetContract, day: str) -> dict[str, Any]:
         "version": tags.get("churnops.model_version"),
         "reason": tags.get("churnops.retrain_reason") or None,
     }
+
+
+def realized_cohorts(settings: Settings, contract: DatasetContract, last_run_date: dt.date) -> pd.DataFrame:
+    """Every regular list the platform has evaluated (`compute_realized_performance`), one row per cohort, and
+    whether its horizon ended after the last run date (evaluated once the replay released the rest of the log)."""
+    rows = [
+        {
+            "cohort": r.logical_date,
+            "model_version": r.model_version,
+            "horizon_days": r.horizon_days,
+            "n_scored": r.n_scored,
+            "n_positive": r.n_positive,
+            "observed_rate": r.observed_rate,
+            "roc_auc": r.roc_auc,
+            "precision_at_10": r.precision_at_10,
+            "mean_score": r.mean_score,
+            "calibration_error": r.calibration_error,
+            "matured_after_replay": r.logical_date + dt.timedelta(days=r.horizon_days) > last_run_date,
+        }
+        for r in open_store(settings).realized(contract.name)
+        if r.list_kind == "regular"
+    ]
+    return pd.DataFrame(rows, columns=COHORT_COLUMNS)
+
+
+COHORT_COLUMNS = [
+    "cohort",
+    "model_version",
+    "horizon_days",
+    "n_scored",
+    "n_positive",
+    "observed_rate",
+    "roc_auc",
+    "precision_at_10",
+    "mean_score",
+    "calibration_error",
+    "matured_after_replay",
+]
+
+
+def write_cohorts(replay_dir: Path, cohorts: pd.DataFrame) -> Path:
+    path = replay_dir / COHORTS_FILE
+    write_parquet_atomically(cohorts, path)
+    return path
+
+
+def read_cohorts(replay_dir: Path) -> pd.DataFrame:
+    path = replay_dir / COHORTS_FILE
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=COHORT_COLUMNS)
 
 
 def timeline_path(replay_dir: Path) -> Path:

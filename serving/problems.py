@@ -168,7 +168,10 @@ def predict_openapi(schema_name: str) -> dict[str, Any]:
                 "in": "query",
                 "required": False,
                 "schema": {"type": "boolean", "default": False},
-                "description": "add the top contributing features (LightGBM SHAP values, log-odds)",
+                "description": (
+                    "add the top contributing features (shares of the log-odds: SHAP values for LightGBM, "
+                    "the terms of the logit for the logistic regression)"
+                ),
             }
         ],
         "security": [{"APIKeyHeader": []}],

@@ -134,14 +134,17 @@ def batch_body_bytes(schema: FeatureSchema, max_rows: int) -> int:
 class Contribution(BaseModel):
     feature: str
     value: float | str | None = Field(description="the feature's value in this request (null = missing)")
-    contribution: float = Field(description="LightGBM SHAP contribution, in log-odds")
+    contribution: float = Field(
+        description="the feature's share of the model's log-odds (LightGBM: SHAP value; logistic regression: its term)"
+    )
 
 
 class Explanation(BaseModel):
-    """LightGBM SHAP values of the booster's margin: base + every contribution = the booster's log-odds, before
-    the blend/calibration the model may apply to reach `probability`."""
+    """Per-feature shares of the champion's log-odds (SHAP values for LightGBM, the centred logit terms for the
+    logistic regression): base + every contribution = the model's log-odds, before the blend/calibration the model
+    may apply to reach `probability`."""
 
-    base_log_odds: float = Field(description="the booster's expected log-odds before any feature")
+    base_log_odds: float = Field(description="the model's log-odds before any feature (its expected log-odds)")
     top_features: list[Contribution] = Field(description="largest contributions by absolute value")
 
 

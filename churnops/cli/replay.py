@@ -153,8 +153,16 @@ def run_replay(
     policy: str,
     overrides: dict[str, str],
 ) -> None:
+    from churnops.cli.replay_steps import mature_remaining_lists, untrainable_reason
     from churnops.jobs.feeder import EventFeeder
-    from churnops.monitoring.timeline import append_step, observe_step, read_timeline
+    from churnops.monitoring.timeline import (
+        append_step,
+        observe_step,
+        read_timeline,
+        realized_cohorts,
+        skipped_step,
+        write_cohorts,
+    )
     from churnops.registry import configure_mlflow
 
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
@@ -171,21 +179,30 @@ def run_replay(
                 continue
             progress.update(task, description=f"replay {contract.name}: {run_date}")
             feeder.release_until(run_date)
-            seconds, scored = _run_step(airflow, settings, contract, contract_path, run_date)
-            configure_mlflow(settings)
-            row = observe_step(
-                settings,
-                contract,
-                replay_id=folder.name,
-                policy=policy,
-                step=step,
-                run_date=run_date,
-                seconds=seconds,
-                scored_rows=scored,
+            identity = {"replay_id": folder.name, "policy": policy, "step": step, "run_date": run_date}
+            # Until a first model can be trained the feature DAG would refuse the plan: recorded, not run.
+            too_early = untrainable_reason(
+                contract, run_date, settings.training.cv_folds, feeder.last_day(before=run_date)
             )
+            configure_mlflow(settings)
+            if too_early is not None:
+                row = skipped_step(settings, contract, **identity, why=too_early)
+            else:
+                seconds, scored = _run_step(airflow, settings, contract, contract_path, run_date)
+                configure_mlflow(settings)
+                row = observe_step(settings, contract, **identity, seconds=seconds, scored_rows=scored)
             append_step(settings, folder, row)
+            write_cohorts(folder, realized_cohorts(settings, contract, dates[-1]))
             progress.advance(task)
             console.print(_step_line(row))
+    # The lists of the last run dates mature after them: the rest of the log is released and they are evaluated.
+    maturity = mature_remaining_lists(settings, contract, feeder)
+    if maturity is not None:
+        console.print(
+            f"after the last run date: log released up to {maturity.released_until}; lists evaluated: "
+            f"{len(maturity.evaluated)}; lists whose horizon ends after the log: {len(maturity.beyond_the_log)}"
+        )
+    write_cohorts(folder, realized_cohorts(settings, contract, dates[-1]))
     console.print(f"timeline: {folder / 'timeline.parquet'}  (churnops timeline --replay {folder})")
 
 
@@ -214,6 +231,10 @@ def _run_step(
 
 
 def _step_line(row: Any) -> str:
+    from churnops.monitoring.timeline import NOT_RUN
+
+    if row.decision_reason.startswith(NOT_RUN):
+        return f"{row.run_date}: {row.decision_reason}"
     realized = (
         f"realized AUC {row.realized_roc_auc:.3f} (cohort {row.realized_cohort}, v{row.realized_model_version})"
         if row.realized_roc_auc is not None
@@ -232,7 +253,7 @@ def timeline(
     mark: Annotated[list[str] | None, typer.Option(help="NAME=YYYY-MM-DD lines on the plot.")] = None,
 ) -> None:
     """Print a replay's timeline and draw it as a PNG (realized ROC AUC and drift over time, trainings marked)."""
-    from churnops.monitoring.timeline import read_timeline
+    from churnops.monitoring.timeline import read_cohorts, read_timeline
     from churnops.monitoring.timeline_plot import plot_timelines
 
     frames = {}
@@ -255,6 +276,10 @@ def timeline(
         ]
         console.print(f"[bold]{folder.name}[/bold]")
         console.print(shown.to_string(index=False))
+        cohorts = read_cohorts(folder)
+        if not cohorts.empty:
+            console.print("every evaluated list (one per cohort):")
+            console.print(cohorts.drop(columns=["horizon_days"]).to_string(index=False))
     marks = {k: dt.date.fromisoformat(v) for k, v in (m.split("=", 1) for m in mark or [])}
     path = plot_timelines(frames, out or replay_dirs[0] / "timeline.png", ", ".join(frames), marks)
     console.print(f"drawn: {path}")

@@ -37,6 +37,7 @@ from churnops.db.parallel_scores import (
     publish_staged_list,
     stage_list,
 )
+from churnops.db.prediction_log import write_prediction_log
 from churnops.db.rows import copy_text
 from churnops.db.scores import LIST_KINDS, latest_scores, write_scores
 from churnops.db.writers import (
@@ -45,7 +46,6 @@ from churnops.db.writers import (
     record_dag_run,
     write_ingestion_reports,
     write_model_evaluation,
-    write_prediction_log,
     write_promotion_decision,
 )
 

@@ -15,15 +15,6 @@ if TYPE_CHECKING:
 from churnops.db.rows import insert_returning_id, insert_rows
 
 
-def write_prediction_log(conn: Connection, records: Sequence[Mapping[str, Any]]) -> int:
-    """Append online predictions in one batched transaction; return the rows written.
-
-    Each record: endpoint, model_name, model_version, score, features (dict of the model inputs); optional
-    logged_at, request_id, customer_id, decision, risk_band, latency_seconds. Records of one call share keys.
-    """
-    return insert_rows(conn, "prediction_log", records)
-
-
 def write_model_evaluation(
     conn: Connection,
     *,

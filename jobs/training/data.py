@@ -60,9 +60,10 @@ def time_folds(train_cutoffs: list[pd.Timestamp], horizon_days: int, n_folds: in
         if fit:
             folds.append(Fold(fit_cutoffs=fit, valid_cutoff=valid))
     if not folds:
+        days = ", ".join(c.date().isoformat() for c in train_cutoffs)
         raise ValueError(
-            f"no time fold possible: the training cutoffs {[c.date() for c in train_cutoffs]} are closer together "
-            f"than the {horizon_days}-day horizon; add earlier cutoffs to the dataset contract"
+            f"no time fold possible: the training cutoffs ({days}) are "
+            f"closer together than the {horizon_days}-day horizon; add earlier cutoffs to the dataset contract"
         )
     return folds
 

@@ -30,7 +30,8 @@ PLATFORM_TABLES = {
     "schema_migrations",
     "score_runs",
     "scores",
-    "prediction_log",
+    "prediction_log_requests",
+    "prediction_log_per_prediction",
     "drift_runs",
     "drift_metrics",
     "retrain_decisions",
@@ -204,7 +205,7 @@ def test_the_api_role_may_only_append_to_the_prediction_log_and_read_the_online_
     conn: psycopg2.extensions.connection, platform_databases: PlatformDatabases
 ) -> None:
     assert table_privileges(conn, platform_databases.api) == {
-        ("prediction_log", "INSERT"),
+        ("prediction_log_requests", "INSERT"),
         ("online_features", "SELECT"),
         *((table, "SELECT") for table in API_PAGE_TABLES),
     }
@@ -215,7 +216,7 @@ def test_grafanas_role_may_only_read(
 ) -> None:
     privileges = table_privileges(conn, platform_databases.grafana)
     assert {privilege for _, privilege in privileges} == {"SELECT"}
-    assert {table for table, _ in privileges} >= PLATFORM_TABLES
+    assert {table for table, _ in privileges} >= PLATFORM_TABLES | {"prediction_log"}  # the view too
 
 
 def test_the_api_and_grafana_roles_are_plain_login_roles(platform_databases: PlatformDatabases) -> None:

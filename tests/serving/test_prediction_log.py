@@ -1,9 +1,11 @@
-"""The prediction log: appended asynchronously to the real PostgreSQL; with the database unreachable the API keeps
-answering and counts what it could not log."""
+"""The prediction log: appended asynchronously to the real PostgreSQL, one row per request (read per prediction
+through the view churnops.prediction_log); with the database unreachable the API keeps answering and counts what it
+could not log."""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from contextlib import closing
 
@@ -12,8 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from churnops.db.prediction_log import copy_prediction_requests
 from churnops.serving.app import create_app
-from churnops.serving.prediction_log import copy_prediction_log, prediction_log_line
+from churnops.serving.prediction_log import prediction_log_line
 from tests.serving.conftest import metric_value, unreachable_database_url
 
 
@@ -51,7 +54,7 @@ def test_predictions_are_logged_with_inputs_score_and_model_version(
                 cur.execute(
                     """
                     SELECT endpoint, model_version, score, decision, risk_band, features, request_id, latency_seconds
-                    FROM churnops.prediction_log WHERE customer_id = %s ORDER BY id
+                    FROM churnops.prediction_log WHERE customer_id = %s ORDER BY logged_at, log_id, position
                     """,
                     (marker,),
                 )
@@ -72,7 +75,10 @@ def test_predictions_are_logged_with_inputs_score_and_model_version(
 
 def test_any_text_a_client_sends_is_logged_verbatim(platform_database_url) -> None:
     """Request ids and customer ids are the client's strings: COPY's separators and escapes must survive."""
-    hostile = ["tab\there", "new\nline", "back\\slash", "\\N", 'quote "and" comma,', "carriage\rreturn", "ünï"]
+    hostile = [
+        *("tab\there", "new\nline", "back\\slash", "\\N", 'quote "and" comma,', "carriage\rreturn", "ünï"),
+        *("{braces}", "NULL", " spaced ", "", '\\"', "a,b"),  # the text[] literal's own separators and words
+    ]
     records = [
         {
             "logged_at": dt.datetime(2026, 11, 24, 8, 0, i, tzinfo=dt.UTC),
@@ -83,21 +89,23 @@ def test_any_text_a_client_sends_is_logged_verbatim(platform_database_url) -> No
             "model_version": "1",
             "score": 0.5,
             "decision": i % 2 == 0,
-            "risk_band": None,
+            "risk_band": text,
             "latency_seconds": None,
             "features": {"plan": text, "amount": 1.5, "missing": None},
         }
         for i, text in enumerate(hostile)
     ]
     with closing(psycopg2.connect(platform_database_url)) as conn:
-        assert copy_prediction_log(conn, [prediction_log_line(r) for r in records]) == len(records)
+        assert copy_prediction_requests(conn, [prediction_log_line(r) for r in records]) == len(records)
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT request_id, customer_id, features, decision, risk_band, latency_seconds"
                 " FROM churnops.prediction_log WHERE model_name = 'm' ORDER BY logged_at"
             )
             rows = cur.fetchall()
-    assert rows == [(r["request_id"], r["customer_id"], r["features"], r["decision"], None, None) for r in records]
+    assert rows == [
+        (r["request_id"], r["customer_id"], r["features"], r["decision"], r["risk_band"], None) for r in records
+    ]
 
 
 def test_with_the_database_unreachable_predict_still_answers_and_counts_the_dropped(
@@ -151,3 +159,111 @@ def test_a_burst_of_batches_reaches_postgresql_without_losing_a_row(platform_dat
             "SELECT count(*), count(DISTINCT customer_id) FROM churnops.prediction_log WHERE model_name = 'burst'"
         )
         assert cur.fetchone() == (requests * rows, requests * rows)
+        cur.execute("SELECT count(*), min(n_rows) FROM churnops.prediction_log_requests WHERE model_name = 'burst'")
+        assert cur.fetchone() == (requests, rows)  # one stored row per request
+
+
+def test_a_batch_is_logged_as_one_request_whose_predictions_are_the_answers_in_order(
+    trained_platform, platform_database_url, example_request
+) -> None:
+    marker = f"batch-{time.time_ns()}"
+    numeric = next(name for name, value in example_request["features"].items() if isinstance(value, int | float))
+    instances = [
+        {"customer_id": f"{marker}-{i}", "features": {**example_request["features"], numeric: i * 7.5}}
+        for i in range(9)
+    ]
+    with TestClient(create_app(settings_with_database(trained_platform, platform_database_url))) as client:
+        answer = client.post("/batch_predict", json={"instances": instances}, headers={"X-Request-ID": marker}).json()
+
+        def logged() -> tuple[list[tuple], list[tuple]]:
+            with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT n_rows, endpoint FROM churnops.prediction_log_requests WHERE request_id = %s", (marker,)
+                )
+                requests = cur.fetchall()
+                cur.execute(
+                    "SELECT position, customer_id, score, decision, risk_band, features FROM churnops.prediction_log"
+                    " WHERE request_id = %s ORDER BY logged_at, log_id, position",
+                    (marker,),
+                )
+                return requests, cur.fetchall()
+
+        assert wait_for(lambda: len(logged()[0]) == 1), "the batch was not logged"
+        requests, predictions = logged()
+    assert requests == [(9, "/batch_predict")]
+    assert [(p[0], p[1], p[3], p[4], p[5]) for p in predictions] == [
+        (i + 1, item["customer_id"], item["decision"], item["risk_band"], instance["features"])
+        for i, (item, instance) in enumerate(zip(answer["predictions"], instances, strict=True))
+    ]
+    assert [p[2] for p in predictions] == pytest.approx([item["probability"] for item in answer["predictions"]])
+
+
+def test_one_request_keeps_every_customer_id_and_feature_text_in_its_arrays(platform_database_url) -> None:
+    """The text[] literal quotes every element: separators, braces, quotes, NULL-like words and empty strings
+    are data; a missing customer id stays NULL."""
+    from churnops.db.prediction_log import LoggedColumns, RequestContext, prediction_request_line
+
+    texts = [None, "", "NULL", "a,b", "{x}", 'say "hi"', "back\\slash", "tab\there", "new\nline", " pad "]
+    request_id = f"arrays-{time.time_ns()}"
+    context = RequestContext(dt.datetime.now(dt.UTC), request_id, "/batch_predict", "arrays", "1", 0.01)
+    columns = LoggedColumns(
+        customer_ids=texts,
+        features=[{"plan": text, "amount": float(i)} for i, text in enumerate(texts)],
+        scores=[i / 10 for i in range(len(texts))],
+        decisions=[i % 2 == 0 for i in range(len(texts))],
+        bands=texts,
+    )
+    with closing(psycopg2.connect(platform_database_url)) as conn:
+        assert copy_prediction_requests(conn, [prediction_request_line(context, columns)]) == 1
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT customer_id, risk_band, features, score FROM churnops.prediction_log WHERE request_id = %s"
+                " ORDER BY position",
+                (request_id,),
+            )
+            rows = cur.fetchall()
+    assert rows == [(text, text, {"plan": text, "amount": float(i)}, i / 10) for i, text in enumerate(texts)]
+
+
+def test_a_concurrent_burst_from_many_threads_is_written_whole(platform_database_url) -> None:
+    """Handlers of several threads queue requests while the writer copies: every prediction is written once and
+    counted as written, none dropped."""
+    from churnops.config import Settings
+    from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
+
+    settings = Settings(
+        database_url=SecretStr(platform_database_url),
+        serving={"prediction_log_batch_rows": 200, "prediction_log_flush_seconds": 0.01},
+    )
+    log = PredictionLog(settings)
+    log.start()
+    threads, requests, rows = 4, 40, 50
+    model = f"concurrent-{time.time_ns()}"
+
+    def submit(thread: int) -> None:
+        for request in range(requests):
+            ids = [f"{thread}-{request}-{row}" for row in range(rows)]
+            log.submit_request(
+                RequestContext(dt.datetime.now(dt.UTC), None, "/batch_predict", model, "1", 0.001),
+                LoggedColumns(ids, [{"amount": float(row)} for row in range(rows)], [0.5] * rows, [True] * rows,
+                              ["high"] * rows),
+            )  # fmt: skip
+
+    workers = [threading.Thread(target=submit, args=(thread,)) for thread in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    log.close(timeout=60)
+    total = threads * requests * rows
+    assert (log.describe()["written"], log.describe()["dropped"]) == (total, 0)
+    with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), sum(n_rows) FROM churnops.prediction_log_requests WHERE model_name = %s", (model,)
+        )
+        assert cur.fetchone() == (threads * requests, total)
+        cur.execute(
+            "SELECT count(*), count(DISTINCT customer_id) FROM churnops.prediction_log WHERE model_name = %s",
+            (model,),
+        )
+        assert cur.fetchone() == (total, total)
