@@ -52,7 +52,7 @@ def _validate_bands(bands: Mapping[str, float], default_band: str) -> list[tuple
     return sorted(bands.items(), key=lambda item: item[1], reverse=True)
 
 
-def _count_scoring_higher(scores: np.ndarray) -> np.ndarray:
+def count_scoring_higher(scores: np.ndarray) -> np.ndarray:
     """For each customer, how many customers of the list have a strictly higher score (0 for the top one).
 
     Tied scores get the same count, so customers with equal scores always land in the same decile and band.
@@ -82,16 +82,30 @@ def assign_risk_bands(
         raise ValueError(f"scores must be one-dimensional, got shape {scores.shape}")
     if np.isnan(scores).any():
         raise ValueError(f"{int(np.isnan(scores).sum())} scores are NaN; every customer needs a score to be banded")
+    return band_by_rank(scores, count_scoring_higher(scores), len(scores), threshold, bands, default_band=default_band)
+
+
+def band_by_rank(
+    scores: np.ndarray,
+    higher: np.ndarray,
+    list_size: int,
+    threshold: float,
+    bands: Mapping[str, float] = DEFAULT_RISK_BANDS,
+    *,
+    default_band: str = DEFAULT_BAND,
+) -> RiskBanding:
+    """`assign_risk_bands` for some customers of a list of `list_size`, given for each how many customers of the
+    whole list score strictly higher (`higher`): what a partition of a list scored in Spark knows once the
+    partitions before it in score order have been counted."""
     ordered_bands = _validate_bands(bands, default_band)
     if len(scores) == 0:
         return RiskBanding(np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int8), np.zeros(0, dtype=object))
 
-    n = len(scores)
-    higher = _count_scoring_higher(scores)
+    n = list_size
     # Integer arithmetic: a list of 1,000 has exactly 100 customers per decile, with no float rounding at edges.
     decile = (higher * 10 // n + 1).astype(np.int8)
-    band = np.full(n, default_band, dtype=object)
-    unassigned = np.ones(n, dtype=bool)
+    band = np.full(len(scores), default_band, dtype=object)
+    unassigned = np.ones(len(scores), dtype=bool)
     for name, cut in ordered_bands:
         # The band holds the top floor((1 - cut) * n) places (tolerance: 1 - 0.9 is 0.0999... in floats).
         places = int(np.floor((1.0 - cut) * n + 1e-9))
@@ -174,12 +188,18 @@ def build_score_frame(
     model_name: str,
     model_version: str,
     bands: Mapping[str, float] = DEFAULT_RISK_BANDS,
+    rank_in_list: tuple[np.ndarray, int] | None = None,
 ) -> pd.DataFrame:
-    """The score frame `churnops.db.write_scores` takes: one row per customer, columns SCORE_COLUMNS."""
+    """The score frame `churnops.db.write_scores` takes: one row per customer, columns SCORE_COLUMNS.
+
+    `rank_in_list` = (higher, list_size) when these customers are only part of the list (see `band_by_rank`)."""
     scores = np.asarray(scores, dtype=np.float64)
     if len(customer_ids) != len(scores):
         raise ValueError(f"{len(customer_ids)} customer ids but {len(scores)} scores")
-    banding = assign_risk_bands(scores, threshold, bands)
+    if rank_in_list is None:
+        banding = assign_risk_bands(scores, threshold, bands)
+    else:
+        banding = band_by_rank(scores, rank_in_list[0], rank_in_list[1], threshold, bands)
     return pd.DataFrame(
         {
             "customer_id": np.asarray(customer_ids).astype(str),

@@ -54,6 +54,10 @@ class TrainingSettings(BaseModel):
     # best F1, or the score that flags the top `threshold_top_fraction` of customers (a campaign budget).
     threshold_objective: Literal["f1", "top_fraction"] = "f1"
     threshold_top_fraction: float = Field(0.10, gt=0.0, lt=1.0)
+    # Row budget per labelled cutoff: a cutoff with more rows is sampled down to about this many in Spark, stratified
+    # by label (each label keeps the same share of its rows) and seeded by `seed` (churnops.jobs.training.sampling);
+    # None: every row. What was kept is recorded in the model card.
+    max_rows_per_cutoff: int | None = Field(None, ge=100)
 
 
 class WatermarkSettings(BaseModel):
@@ -72,6 +76,18 @@ class ScoringSettings(BaseModel):
     # Named risk bands as score-quantile cut points of each scoring list: top 10 % "high", next 20 % "medium".
     risk_bands: dict[str, float] = {"high": 0.9, "medium": 0.7}
     export_top_k: int = Field(1000, ge=1)
+    # Who scores a list: `pandas` (one process on the driver), `spark` (the executors: churnops.jobs.score_spark),
+    # or `auto`: Spark when the scored cutoff holds at least `spark_min_rows` customers (read from the snapshot's
+    # metadata, so choosing costs no Spark start). Below a few million rows pandas is faster: Spark's start alone
+    # costs seconds.
+    engine: Literal["pandas", "spark", "auto"] = "pandas"
+    spark_min_rows: int = Field(2_000_000, ge=1)
+
+    def engine_for(self, rows: int) -> Literal["pandas", "spark"]:
+        """The engine that scores a list of `rows` customers."""
+        if self.engine == "auto":
+            return "spark" if rows >= self.spark_min_rows else "pandas"
+        return self.engine
 
 
 class MonitoringSettings(BaseModel):

@@ -74,6 +74,7 @@ def model_card(evaluation: dict[str, Any]) -> str:
         f"- Training window: cutoffs {', '.join(evaluation['training_cutoffs'])} "
         f"({evaluation['training_rows']:,} customer-cutoff rows); {held_out}.",
         f"- Evaluated on {evaluated_on}: {evaluation['evaluation_rows']:,} customers.",
+        *_sample_lines(evaluation.get("training_sample")),
         "",
         "## Model",
         *_family_lines(evaluation),
@@ -119,6 +120,22 @@ def model_card(evaluation: dict[str, Any]) -> str:
             )
         )
     return "\n".join(lines) + "\n"
+
+
+def _sample_lines(sample: dict[str, Any] | None) -> list[str]:
+    """The row budget's sample, per cutoff and label (churnops.jobs.training.sampling)."""
+    if not sample:
+        return []
+    lines = [
+        f"- Row budget {sample['budget']:,} per cutoff: cutoffs over it were sampled in Spark, stratified by label "
+        f"(seed {sample['seed']}); rows kept of rows held:"
+    ]
+    for stratum in sample["strata"]:
+        lines.append(
+            f"  - cutoff {stratum['cutoff']}, label {stratum['label']}: {stratum['sampled']:,} of "
+            f"{stratum['rows']:,} (fraction {stratum['fraction']:.4f})"
+        )
+    return lines
 
 
 def _family_lines(evaluation: dict[str, Any]) -> list[str]:

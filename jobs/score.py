@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from churnops.features import ENTITY_ID
 from churnops.jobs.value.pipeline import add_value_columns
 from churnops.paths import scores_path
 from churnops.registry import LoadedModel, configure_mlflow, load_alias
-from churnops.snapshots import load_snapshot, read_metadata, snapshot_dir_for
+from churnops.snapshots import SnapshotMetadata, load_snapshot, read_metadata, snapshot_dir_for
 from churnops.storage import write_parquet_atomically
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,42 @@ def store_list(
         )
 
 
+def resolve_list_cutoff(
+    model: LoadedModel, metadata: SnapshotMetadata, dataset: str, cutoff: dt.date | None, list_kind: str
+) -> tuple[dt.date, str]:
+    """The cutoff a run scores and the kind of its list: the snapshot's scoring cutoff, or a past `cutoff` it holds
+    (always a `backfill` list)."""
+    if cutoff is None:
+        return dt.date.fromisoformat(metadata.cutoffs["scoring"][0]), list_kind
+    available = sorted(dt.date.fromisoformat(day) for day in metadata.rows_per_cutoff)
+    if cutoff not in available:
+        raise UnknownCutoffError(
+            f"cannot backfill cutoff {cutoff}: snapshot {metadata.snapshot_id} of dataset {dataset!r} "
+            f"holds the cutoffs {', '.join(c.isoformat() for c in available)}; pick one of them, or re-cut the "
+            "snapshot with `churnops features`"
+        )
+    evaluated_at = model.metadata.get("out_of_time_cutoff")
+    if evaluated_at and cutoff < dt.date.fromisoformat(evaluated_at):
+        log.warning(
+            "backfill of %s: %s v%s learned from the cutoffs before %s, so this backtest is in-sample",
+            cutoff,
+            model.name,
+            model.version,
+            evaluated_at,
+        )
+    return cutoff, "backfill"
+
+
+def planned_engine(
+    settings: Settings, contract: DatasetContract, run_date: dt.date | None = None, cutoff: dt.date | None = None
+) -> Literal["pandas", "spark"]:
+    """The engine `score` would choose for this list, from the snapshot's metadata (no Spark, no model): lets the
+    scoring DAG spark-submit the Spark path instead of running it inside its worker."""
+    metadata = read_metadata(snapshot_dir_for(settings, contract.name, run_date))
+    day = cutoff or dt.date.fromisoformat(metadata.cutoffs["scoring"][0])
+    return settings.scoring.engine_for(metadata.rows_per_cutoff.get(day.isoformat(), 0))
+
+
 def score(
     settings: Settings,
     contract: DatasetContract,
@@ -97,37 +134,24 @@ def score(
     run_date: dt.date | None = None,
     cutoff: dt.date | None = None,
     list_kind: str = "regular",
+    engine: Literal["pandas", "spark"] | None = None,
 ) -> ScoringRun:
     """Score the scoring cutoff of the run date's snapshot — or, for a backtest, its past `cutoff` — with the
     champion and publish the list.
 
     The list is dated by the cutoff it scored and keyed by `list_kind`; a backtest of a past cutoff is always a
-    `backfill` list.
+    `backfill` list. `engine` overrides `settings.scoring.engine` (the Spark path: churnops.jobs.score_spark).
     """
     configure_mlflow(settings)
     model = load_alias(contract.model_name)
     snapshot_dir = snapshot_dir_for(settings, contract.name, run_date)
     metadata = read_metadata(snapshot_dir)
-    if cutoff is None:
-        cutoff = dt.date.fromisoformat(metadata.cutoffs["scoring"][0])
-    else:
-        available = sorted(dt.date.fromisoformat(day) for day in metadata.rows_per_cutoff)
-        if cutoff not in available:
-            raise UnknownCutoffError(
-                f"cannot backfill cutoff {cutoff}: snapshot {metadata.snapshot_id} of dataset {contract.name!r} "
-                f"holds the cutoffs {', '.join(c.isoformat() for c in available)}; pick one of them, or re-cut the "
-                "snapshot with `churnops features`"
-            )
-        list_kind = "backfill"
-        evaluated_at = model.metadata.get("out_of_time_cutoff")
-        if evaluated_at and cutoff < dt.date.fromisoformat(evaluated_at):
-            log.warning(
-                "backfill of %s: %s v%s learned from the cutoffs before %s, so this backtest is in-sample",
-                cutoff,
-                model.name,
-                model.version,
-                evaluated_at,
-            )
+    cutoff, list_kind = resolve_list_cutoff(model, metadata, contract.name, cutoff, list_kind)
+    engine = engine or settings.scoring.engine_for(metadata.rows_per_cutoff.get(cutoff.isoformat(), 0))
+    if engine == "spark":
+        from churnops.jobs.score_spark import score_in_spark
+
+        return score_in_spark(settings, contract, model, snapshot_dir, cutoff, list_kind, run_id)
     # Only the scored cutoff's rows and the model's columns are read (and verified against their own digests).
     features, metadata = load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=model.schema.columns)
     if features.empty:

@@ -8,6 +8,9 @@ Writes the risk-banded list to Parquet and, when the platform database is config
 the same date's list of the same kind in one transaction (safe to retry). A backfill run writes a `backfill` list,
 which never replaces the regular list of its date.
 
+With `CHURNOPS_SCORING__ENGINE=spark` (or `auto` above `spark_min_rows` customers) the task spark-submits
+jobs/score_spark.py to the `spark_default` master instead: the same list, scored on the executors.
+
 Backtest: trigger it by hand with `cutoff` = a past cutoff of the run date's snapshot; the list is dated by that
 cutoff, kept as a `backfill` list, and once its label horizon has passed the drift DAG evaluates it.
 """
@@ -22,11 +25,13 @@ from common import (
     DEFAULT_ARGS,
     MODEL,
     RUN_CALLBACKS,
+    SCORING_JOB,
     START_DATE,
     dataset_param,
     is_backfill,
     run_date_param,
     run_target,
+    submit_spark_job,
 )
 
 
@@ -67,7 +72,7 @@ def churnops_scoring() -> None:
 
         from churnops.config import Settings
         from churnops.dataset import load_contract
-        from churnops.jobs.score import score
+        from churnops.jobs.score import planned_engine, score
         from churnops.registry import champion_or_none, configure_mlflow
 
         target = run_target(params, dag_run, triggering_asset_events, MODEL)
@@ -76,14 +81,15 @@ def churnops_scoring() -> None:
         configure_mlflow(settings)
         if champion_or_none(contract.model_name) is None:
             raise AirflowSkipException(f"{contract.model_name} has no champion yet: nothing scores the list")
-        run = score(
-            settings,
-            contract,
-            run_id=run_id or "manual",
-            run_date=dt.date.fromisoformat(target["run_date"]),
-            cutoff=dt.date.fromisoformat(params["cutoff"]) if params["cutoff"] else None,
-            list_kind="backfill" if is_backfill(dag_run) else "regular",
-        )
+        run_date = dt.date.fromisoformat(target["run_date"])
+        cutoff = dt.date.fromisoformat(params["cutoff"]) if params["cutoff"] else None
+        list_kind = "backfill" if is_backfill(dag_run) else "regular"
+        if planned_engine(settings, contract, run_date, cutoff) == "spark":
+            run = score_on_spark(target["dataset"], run_date, cutoff, list_kind, run_id or "manual")
+        else:
+            run = score(
+                settings, contract, run_id=run_id or "manual", run_date=run_date, cutoff=cutoff, list_kind=list_kind
+            )
         return {
             **target,
             "path": str(run.path),
@@ -95,6 +101,22 @@ def churnops_scoring() -> None:
         }
 
     score_customers()
+
+
+def score_on_spark(dataset: str, run_date: Any, cutoff: Any, list_kind: str, run_id: str) -> Any:
+    """spark-submit of jobs/score_spark.py (Settings.scoring.engine chose Spark); its summary comes back as JSON."""
+    import tempfile
+    from pathlib import Path
+
+    from churnops.jobs.score_spark import read_result
+
+    with tempfile.TemporaryDirectory(prefix="churnops-score-") as folder:
+        result = Path(folder) / "run.json"
+        arguments = ["--dataset", dataset, "--run-date", run_date.isoformat(), "--list-kind", list_kind]
+        arguments += ["--run-id", run_id, "--result-json", str(result)]
+        arguments += ["--cutoff", cutoff.isoformat()] if cutoff else []
+        submit_spark_job(SCORING_JOB, arguments, name=f"churnops-score-{Path(dataset).stem}")
+        return read_result(result)
 
 
 churnops_scoring()

@@ -38,6 +38,7 @@ TRAINING_DAG_ID = "churnops_training"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURE_JOB = REPO_ROOT / "jobs" / "features.py"
+SCORING_JOB = REPO_ROOT / "jobs" / "score_spark.py"
 
 
 def dataset_param() -> Param:
@@ -173,17 +174,33 @@ class FeatureJobOperator(SparkSubmitOperator):
         self.target_task_id = target_task_id
 
     def execute(self, context: Any) -> None:
-        from churnops.config import Settings
-
-        spark = Settings().spark
         target = context["ti"].xcom_pull(task_ids=self.target_task_id)
         self.application_args = ["--dataset", target["dataset"], "--run-date", target["run_date"]]
-        self.conf = {
-            **(self.conf or {}),
-            "spark.driver.memory": spark.driver_memory,
-            "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
-        }
+        self.conf = {**(self.conf or {}), **spark_submit_conf()}
         return super().execute(context)
+
+
+def spark_submit_conf() -> dict[str, str]:
+    """The Spark settings a submitted churnops job gets (read when a task runs)."""
+    from churnops.config import Settings
+
+    spark = Settings().spark
+    return {"spark.driver.memory": spark.driver_memory, "spark.sql.shuffle.partitions": str(spark.shuffle_partitions)}
+
+
+def submit_spark_job(application: Path, application_args: list[str], name: str) -> None:
+    """spark-submit a churnops job to the `spark_default` master from inside a task, as FeatureJobOperator does
+    (for a task that decides at run time whether it needs Spark at all)."""
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    hook = SparkSubmitHook(
+        conf=spark_submit_conf(),
+        conn_id="spark_default",
+        name=name,
+        application_args=application_args,
+        env_vars={"SPARK_SUBMITTED": "1"},
+    )
+    hook.submit(application=str(application))
 
 
 def record_run_outcome(context: dict) -> None:

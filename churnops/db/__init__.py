@@ -29,6 +29,14 @@ from churnops.db.monitoring_writers import (
     write_replay_step,
     write_retrain_decision,
 )
+from churnops.db.parallel_scores import (
+    StagedList,
+    abandon_staged_list,
+    copy_staged_rows,
+    list_record,
+    publish_staged_list,
+    stage_list,
+)
 from churnops.db.prediction_log import write_prediction_log
 from churnops.db.rows import copy_text
 from churnops.db.scores import LIST_KINDS, latest_scores, write_scores
@@ -48,17 +56,23 @@ __all__ = [
     "MIGRATIONS_DIR",
     "PROMOTION_STATISTICS",
     "SCHEMA",
+    "StagedList",
     "IngestionReport",
     "Migration",
     "MigrationError",
+    "abandon_staged_list",
     "applied_migrations",
     "connect",
+    "copy_staged_rows",
     "copy_text",
     "discover_migrations",
     "latest_scores",
+    "list_record",
     "migrate",
+    "publish_staged_list",
     "record_dag_run",
     "replace_realized_outcomes",
+    "stage_list",
     "write_drift_run",
     "write_ingestion_reports",
     "write_model_evaluation",

@@ -7,6 +7,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +41,7 @@ def _single_value(frame: pd.DataFrame, column: str) -> Any:
     return values[0]
 
 
-def _validated_score_frame(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+def validated_score_frame(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Check a score frame before it reaches the database, naming the column that is wrong; return the columns that
     differ from row to row (normalised) and the values the whole list shares (model name and version, cutoff)."""
     missing = [column for column in SCORE_COLUMNS if column not in scores.columns]
@@ -172,94 +173,18 @@ def write_scores(
         raise ValueError(f"list_kind must be one of {LIST_KINDS}, got {list_kind!r}")
     if list_name and list_kind != "adhoc":
         raise ValueError(f"only an adhoc list has a name: a {list_kind} list is one per date, got {list_name!r}")
-    frame, shared = _validated_score_frame(scores)
-    model_name, model_version, cutoff = shared["model_name"], shared["model_version"], shared["cutoff"]
+    frame, shared = validated_score_frame(scores)
     key = list_key(dataset, logical_date, list_kind, list_name)
-    partition = f"scores_{hashlib.md5(key.encode()).hexdigest()[:12]}_{uuid.uuid4().hex[:8]}"
-    # The columns that hold one value for the whole list are the fresh table's defaults: the COPY streams only
-    # what differs from row to row (a third of the bytes to render, send and parse).
-    constants = {
-        "dataset": dataset,
-        "logical_date": logical_date,
-        "list_kind": list_kind,
-        "run_id": run_id,
-        "cutoff": cutoff,
-        "model_name": model_name,
-        "model_version": model_version,
-        "list_key": key,
-    }
+    partition = new_partition_name(key)
+    record = ListRecord(dataset, logical_date, list_kind, list_name, run_id, **shared)
     with conn, conn.cursor() as cur:
         # Writers of the same list queue here; writers of other lists meet only at the partition swap.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('churnops.scores'), hashtext(%s))", (key,))
-        cur.execute(
-            "SELECT partition_name FROM churnops.score_runs "
-            "WHERE dataset = %s AND logical_date = %s AND list_kind = %s AND list_name = %s",
-            (dataset, logical_date, list_kind, list_name),
-        )
-        previous = cur.fetchone()
-        # The new rows go into a table of their own, without indexes, so the COPY only appends. The CHECK that
-        # proves the partition bound (ATTACH then skips its scan) is checked row by row as they arrive.
-        cur.execute(
-            sql.SQL("CREATE TABLE churnops.{} (LIKE churnops.scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
-                sql.Identifier(partition)
-            )
-        )
-        cur.execute(
-            sql.SQL(
-                "ALTER TABLE churnops.{table} "
-                "ADD CONSTRAINT {check} CHECK (list_key IS NOT NULL AND list_key = {key}), {defaults}"
-            ).format(
-                table=sql.Identifier(partition),
-                check=sql.Identifier(f"{partition}_list"),
-                key=sql.Literal(key),
-                defaults=sql.SQL(", ").join(
-                    sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(column), sql.Literal(value))
-                    for column, value in constants.items()
-                ),
-            )
-        )
+        create_list_table(cur, partition, record)
         # FREEZE: the table was created in this transaction, so its rows are written frozen, and the first readers
         # do not rewrite every page to set hint bits.
-        copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT csv, FREEZE)").format(
-            sql.Identifier(partition), sql.SQL(", ").join(map(sql.Identifier, frame.columns))
-        )
-        stream = _CsvStream(_in_score_order(frame))
-        cur.copy_expert(copy_sql.as_string(conn), stream, size=1 << 20)
-        written = cur.rowcount
-        # Each index is one in-memory sort instead of an external merge of runs spilled to disk.
-        cur.execute("SET LOCAL maintenance_work_mem = %s", (_INDEX_BUILD_MEMORY,))
-        _index_like_parent(cur, partition)
-        # Only now the parent is locked (briefly): out with the old list, in with the new one.
-        if previous is not None and previous[0]:
-            cur.execute(sql.SQL("DROP TABLE IF EXISTS churnops.{}").format(sql.Identifier(previous[0])))
-        cur.execute(
-            sql.SQL("ALTER TABLE churnops.scores ATTACH PARTITION churnops.{} FOR VALUES IN ({})").format(
-                sql.Identifier(partition), sql.Literal(key)
-            )
-        )
-        cur.execute(
-            """
-            INSERT INTO churnops.score_runs (dataset, logical_date, list_kind, list_name, run_id, model_name,
-                                             model_version, cutoff, row_count, partition_name)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (dataset, logical_date, list_kind, list_name) DO UPDATE SET
-                run_id = EXCLUDED.run_id, model_name = EXCLUDED.model_name,
-                model_version = EXCLUDED.model_version, cutoff = EXCLUDED.cutoff,
-                row_count = EXCLUDED.row_count, partition_name = EXCLUDED.partition_name, written_at = now()
-            """,
-            (
-                dataset,
-                logical_date,
-                list_kind,
-                list_name,
-                run_id,
-                model_name,
-                model_version,
-                cutoff,
-                len(frame),
-                partition,
-            ),
-        )
+        written = copy_list_rows(cur, partition, frame, freeze=True)
+        publish_list_table(cur, partition, record, len(frame))
     return written
 
 
@@ -267,6 +192,128 @@ def list_key(dataset: str, logical_date: dt.date, list_kind: str, list_name: str
     """The partition key of one list in churnops.scores (migration 0008; a named `adhoc` list, 0011)."""
     key = f"{dataset}/{logical_date.isoformat()}/{list_kind}"
     return f"{key}/{list_name}" if list_name else key
+
+
+@dataclass(frozen=True)
+class ListRecord:
+    """What identifies a list and what its rows share (the columns a list table holds as defaults)."""
+
+    dataset: str
+    logical_date: dt.date
+    list_kind: str
+    list_name: str
+    run_id: str
+    model_name: str
+    model_version: str
+    cutoff: dt.date
+
+    @property
+    def key(self) -> str:
+        return list_key(self.dataset, self.logical_date, self.list_kind, self.list_name)
+
+
+def new_partition_name(key: str) -> str:
+    """A fresh table name for a list's rows: the list's key digest (to find a list's stray tables), then a random
+    part (so the new table never collides with the attached one)."""
+    return f"{partition_prefix(key)}{uuid.uuid4().hex[:8]}"
+
+
+def partition_prefix(key: str) -> str:
+    return f"scores_{hashlib.md5(key.encode()).hexdigest()[:12]}_"
+
+
+def create_list_table(cur: Any, partition: str, record: ListRecord) -> None:
+    """A table of its own for a list's new rows, without indexes, so the COPY only appends; the columns that hold
+    one value for the whole list are its defaults (the COPY streams only what differs from row to row: a third of
+    the bytes to render, send and parse). The CHECK that proves the partition bound (ATTACH then skips its scan)
+    is checked row by row as they arrive."""
+    constants = {
+        "dataset": record.dataset,
+        "logical_date": record.logical_date,
+        "list_kind": record.list_kind,
+        "run_id": record.run_id,
+        "cutoff": record.cutoff,
+        "model_name": record.model_name,
+        "model_version": record.model_version,
+        "list_key": record.key,
+    }
+    cur.execute(
+        sql.SQL("CREATE TABLE churnops.{} (LIKE churnops.scores INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+            sql.Identifier(partition)
+        )
+    )
+    cur.execute(
+        sql.SQL(
+            "ALTER TABLE churnops.{table} ADD CONSTRAINT {check} CHECK (list_key IS NOT NULL AND list_key = {key}), "
+            "{defaults}"
+        ).format(
+            table=sql.Identifier(partition),
+            check=sql.Identifier(f"{partition}_list"),
+            key=sql.Literal(record.key),
+            defaults=sql.SQL(", ").join(
+                sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(sql.Identifier(column), sql.Literal(value))
+                for column, value in constants.items()
+            ),
+        )
+    )
+
+
+def copy_list_rows(cur: Any, partition: str, rows: pd.DataFrame, *, freeze: bool = False) -> int:
+    """COPY validated row columns (`validated_score_frame`) into a list table; return the rows written. FREEZE only
+    in the transaction that created the table."""
+    copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT csv{})").format(
+        sql.Identifier(partition),
+        # The row columns, and the value columns (migration 0012) when the list has them.
+        sql.SQL(", ").join(map(sql.Identifier, rows.columns)),
+        sql.SQL(", FREEZE") if freeze else sql.SQL(""),
+    )
+    cur.copy_expert(copy_sql.as_string(cur.connection), _CsvStream(_in_score_order(rows)), size=1 << 20)
+    return int(cur.rowcount)
+
+
+def publish_list_table(cur: Any, partition: str, record: ListRecord, row_count: int) -> None:
+    """Index a filled list table in bulk, then swap it in for the list's previous partition and record the list,
+    inside the caller's transaction (the caller holds the list's advisory lock)."""
+    cur.execute(
+        "SELECT partition_name FROM churnops.score_runs "
+        "WHERE dataset = %s AND logical_date = %s AND list_kind = %s AND list_name = %s",
+        (record.dataset, record.logical_date, record.list_kind, record.list_name),
+    )
+    previous = cur.fetchone()
+    # Each index is one in-memory sort instead of an external merge of runs spilled to disk.
+    cur.execute("SET LOCAL maintenance_work_mem = %s", (_INDEX_BUILD_MEMORY,))
+    _index_like_parent(cur, partition)
+    # Only now the parent is locked (briefly): out with the old list, in with the new one.
+    if previous is not None and previous[0]:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS churnops.{}").format(sql.Identifier(previous[0])))
+    cur.execute(
+        sql.SQL("ALTER TABLE churnops.scores ATTACH PARTITION churnops.{} FOR VALUES IN ({})").format(
+            sql.Identifier(partition), sql.Literal(record.key)
+        )
+    )
+    cur.execute(
+        """
+        INSERT INTO churnops.score_runs (dataset, logical_date, list_kind, list_name, run_id, model_name,
+                                         model_version, cutoff, row_count, partition_name)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (dataset, logical_date, list_kind, list_name) DO UPDATE SET
+            run_id = EXCLUDED.run_id, model_name = EXCLUDED.model_name,
+            model_version = EXCLUDED.model_version, cutoff = EXCLUDED.cutoff,
+            row_count = EXCLUDED.row_count, partition_name = EXCLUDED.partition_name, written_at = now()
+        """,
+        (
+            record.dataset,
+            record.logical_date,
+            record.list_kind,
+            record.list_name,
+            record.run_id,
+            record.model_name,
+            record.model_version,
+            record.cutoff,
+            row_count,
+            partition,
+        ),
+    )
 
 
 def _in_score_order(rows: pd.DataFrame) -> pd.DataFrame:

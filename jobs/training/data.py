@@ -87,6 +87,8 @@ class TrainingData:
         self.splits, self.retro_splits = self._splits(cv_folds, seed)
         self.feature_sets = _feature_sets(contract, self.numeric, self.categorical)
         self._views: dict[str, EncodedView] = {}
+        # What the row budget kept (churnops.jobs.training.sampling.TrainingSample), None when every row was read.
+        self.sample: Any = None
 
     def _split_rows(self, labelled: pd.DataFrame, metadata: SnapshotMetadata, seed: int) -> None:
         if self.validation == "out_of_time":
@@ -166,6 +168,7 @@ class TrainingData:
             "training_cutoffs": [c.date().isoformat() for c in self.train_cutoffs],
             "training_rows": len(self.train),
             "evaluation_rows": len(self.eval),
+            "training_sample": None if self.sample is None else self.sample.as_record(),
         }
 
 

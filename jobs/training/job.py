@@ -29,6 +29,7 @@ from churnops.jobs.training.champion import champion_for_comparison
 from churnops.jobs.training.data import TrainingData, leakage_findings
 from churnops.jobs.training.gate import Champion, ChampionScores, NoChampion, PromotionDecision, decide_promotion
 from churnops.jobs.training.registration import GATED_ATTR, apply_decision, gate_metrics, register_model
+from churnops.jobs.training.sampling import over_budget, sample_with_session
 from churnops.jobs.training.search import (
     PARENT_RUN_ATTR,
     TrialCallback,
@@ -40,7 +41,7 @@ from churnops.jobs.training.selection import select_and_evaluate
 from churnops.jobs.training.unchanged import learning_key, record_skip, tag_learning_key, version_trained_on
 from churnops.metrics import evaluation_label
 from churnops.registry import configure_mlflow, ensure_experiment
-from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snapshot
+from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snapshot, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +202,16 @@ def _training_data(
     settings: Settings, contract: DatasetContract, snapshot_dir: Path | None
 ) -> tuple[TrainingData, SnapshotMetadata]:
     """The snapshot (the dataset's latest unless given) split into training and evaluation rows."""
-    frame, metadata = load_snapshot(snapshot_dir or latest_snapshot_dir(settings, contract.name))
+    snapshot_dir = snapshot_dir or latest_snapshot_dir(settings, contract.name)
+    metadata = read_metadata(snapshot_dir)
+    sample = None
+    if over_budget(metadata, settings.training.max_rows_per_cutoff):
+        # Sampled in Spark: the whole snapshot never reaches the driver (nor its digests' check, which would).
+        frame, sample = sample_with_session(settings, snapshot_dir, metadata)
+    else:
+        frame, metadata = load_snapshot(snapshot_dir)
     data = TrainingData(frame, metadata, contract, settings.training.cv_folds, settings.training.seed)
+    data.sample = sample
     if data.validation != "out_of_time":
         log.warning(
             "dataset %s has no event time: NO OUT-OF-TIME VALIDATION IS POSSIBLE; evaluating on a stratified 20 %% "

@@ -38,7 +38,9 @@ def learning_key(training_hash: str, training: TrainingSettings) -> str:
     snapshot has no training fingerprint: always train)."""
     if not training_hash:
         return ""
-    search = training.model_dump_json(exclude=set(_GATE_SETTINGS))
+    # An unset row budget leaves the key as it was before the budget existed (no retraining after an upgrade).
+    unset = {"max_rows_per_cutoff"} if training.max_rows_per_cutoff is None else set()
+    search = training.model_dump_json(exclude=set(_GATE_SETTINGS) | unset)
     return hashlib.sha256(f"{training_hash}|{search}".encode()).hexdigest()
 
 

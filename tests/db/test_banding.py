@@ -7,7 +7,14 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from churnops.banding import SCORE_COLUMNS, assign_risk_bands, band_score_cutoffs, build_score_frame
+from churnops.banding import (
+    SCORE_COLUMNS,
+    assign_risk_bands,
+    band_by_rank,
+    band_score_cutoffs,
+    build_score_frame,
+    count_scoring_higher,
+)
 
 
 def shuffled_scores(n: int, seed: int = 0) -> np.ndarray:
@@ -93,3 +100,23 @@ def test_build_score_frame_has_the_columns_write_scores_takes() -> None:
     assert tuple(frame.columns) == SCORE_COLUMNS
     assert frame["customer_id"].tolist()[:2] == ["0", "1"] and frame["model_version"].unique().tolist() == ["3"]
     assert frame["decision"].dtype == bool and frame["risk_decile"].between(1, 10).all()
+
+
+def test_a_list_banded_in_score_ordered_parts_given_the_counts_before_each_is_banded_as_a_whole() -> None:
+    """What Spark scoring does per partition (churnops.jobs.score_spark): the same decisions, deciles and bands."""
+    scores = np.round(np.random.default_rng(4).beta(2, 5, size=2_003), 3)  # rounded: many ties across the list
+    whole = assign_risk_bands(scores, threshold=0.4)
+    order = np.argsort(-scores, kind="stable")
+    # Parts split between distinct scores, as a range partitioning keeps equal scores together.
+    ranked = scores[order]
+    edges = [0, *(int(np.searchsorted(-ranked, -ranked[i], side="left")) for i in (400, 1_100, 1_700)), len(scores)]
+    banded = {name: np.empty(len(scores), dtype=dtype) for name, dtype in (("d", bool), ("q", np.int8), ("b", object))}
+    for start, end in zip(edges[:-1], edges[1:], strict=True):
+        part = order[start:end]
+        higher = start + count_scoring_higher(scores[part])
+        result = band_by_rank(scores[part], higher, len(scores), threshold=0.4)
+        banded["d"][part], banded["q"][part], banded["b"][part] = result
+    assert len(set(edges)) == 5
+    np.testing.assert_array_equal(banded["d"], whole.decision)
+    np.testing.assert_array_equal(banded["q"], whole.decile)
+    np.testing.assert_array_equal(banded["b"], whole.band)
