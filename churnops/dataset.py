@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from dateutil.relativedelta import relativedelta
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from churnops.config import BUILTIN_DATASETS_DIR, Settings
 
@@ -170,6 +179,32 @@ class LeakagePolicy(_Strict):
     allowed_features: tuple[str, ...] = ()
 
 
+# Days a list can carry P(buy by day t) for: churnops.scores has one column per horizon (migration 0013).
+SURVIVAL_HORIZONS_DAYS = (30, 60, 90, 180, 365)
+
+
+class SurvivalModel(_Strict):
+    """The time-to-next-event model trained beside the churn model (`churnops.jobs.survival.pipeline`): per customer
+    P(event by each horizon) and the median days to the next event, in the lists and from /predict."""
+
+    horizons: tuple[int, ...] = (30, 90, 180)
+    # Optuna trials of the boosted hazard model (time folds inside the training period).
+    trials: int = Field(10, ge=1, le=500)
+    # The event type that ends a duration (e.g. `purchase`); None: `label.event_type`, or any event.
+    event_type: str | None = None
+
+    @field_validator("horizons")
+    @classmethod
+    def _stored_horizons(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        unknown = [h for h in value if h not in SURVIVAL_HORIZONS_DAYS]
+        if not value or unknown:
+            raise ValueError(
+                f"survival.horizons {list(value)}: each must be one of {list(SURVIVAL_HORIZONS_DAYS)} days (the "
+                "list columns p_buy_<days>d), at least one"
+            )
+        return tuple(sorted(set(value)))
+
+
 class DatasetContract(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     description: str = ""
@@ -180,12 +215,18 @@ class DatasetContract(_Strict):
     cutoffs: CutoffSchedule = CutoffSchedule()
     population: Population = Population()
     leakage: LeakagePolicy = LeakagePolicy()
+    # Optional: a survival model trained and scored beside the churn model (event data only).
+    survival: SurvivalModel | None = None
     # The directory relative source paths resolve against; set when loading.
     base_dir: Path | None = None
 
     @property
     def model_name(self) -> str:
         return f"churnops-{self.name}"
+
+    @property
+    def survival_model_name(self) -> str:
+        return f"{self.model_name}-survival"
 
     @property
     def has_event_time(self) -> bool:
@@ -218,9 +259,32 @@ class DatasetContract(_Strict):
                 f"dataset {self.name!r}: event data needs `cutoffs.first`, the first training cutoff (e.g. the first "
                 "month with a few hundred customers)"
             )
+        if self.survival is not None:
+            self._check_survival(self.survival)
         if self.cutoffs.as_of is not None:
             self.plan()  # a pinned date: refuse a schedule that cannot hold train + out-of-time cutoffs right away
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump_without_absent_survival(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A contract without the section dumps exactly as before it existed: the snapshot key digests the dump.
+        dumped: dict[str, Any] = handler(self)
+        if self.survival is None:
+            dumped.pop("survival", None)
+        return dumped
+
+    def _check_survival(self, survival: SurvivalModel) -> None:
+        if self.events is None:
+            raise ValueError(f"dataset {self.name!r}: `survival` needs an event log (time to the next event)")
+        if survival.event_type is not None and self.events.event_type is None:
+            raise ValueError(f"dataset {self.name!r}: survival.event_type needs events.event_type (the type column)")
+
+    @property
+    def survival_event_type(self) -> str | None:
+        """The event type that ends a survival duration (None: any event)."""
+        if self.survival is None:
+            return None
+        return self.survival.event_type or self.label.event_type
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()
