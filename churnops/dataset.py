@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from churnops.config import BUILTIN_DATASETS_DIR, Settings
+from churnops.survival_columns import SURVIVAL_HORIZONS_DAYS
 
 
 class _Strict(BaseModel):
@@ -177,10 +178,6 @@ class LeakagePolicy(_Strict):
     max_single_feature_auc: float = Field(0.95, gt=0.5, le=1.0)
     # Features the dataset owner has checked and accepts despite a finding (named, never a wildcard).
     allowed_features: tuple[str, ...] = ()
-
-
-# Days a list can carry P(buy by day t) for: churnops.scores has one column per horizon (migration 0013).
-SURVIVAL_HORIZONS_DAYS = (30, 60, 90, 180, 365)
 
 
 class SurvivalModel(_Strict):

@@ -14,6 +14,7 @@ import pandas as pd
 from psycopg2 import sql
 
 from churnops.banding import SCORE_COLUMNS
+from churnops.survival_columns import MEDIAN_BEYOND_HORIZON, MEDIAN_DAYS, survival_list_columns
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 _COPY_CHUNK_ROWS = 200_000
 # The columns a list's rows differ in; the others hold one value per list (see `write_scores`).
 _ROW_COLUMNS = ("customer_id", "score", "decision", "risk_decile", "risk_band")
+# Written when the list has them (a dataset with a survival model), NULL otherwise (migration 0013).
+_OPTIONAL_ROW_COLUMNS = survival_list_columns()
 # Sort memory for the bulk index builds of one list (about 100 MB per index at 1M rows), set for that transaction.
 _INDEX_BUILD_MEMORY = "256MB"
 
@@ -72,7 +75,29 @@ def _validated_score_frame(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
     if not pd.api.types.is_integer_dtype(decile) or not decile.between(1, 10).all():
         raise ValueError("score frame: risk_decile must be an integer from 1 (highest risk) to 10")
     rows["risk_decile"] = decile
-    return pd.DataFrame({column: np.asarray(rows[column]) for column in _ROW_COLUMNS}), shared
+    rows |= _survival_rows(scores)
+    return pd.DataFrame({column: np.asarray(values) for column, values in rows.items()}), shared
+
+
+def _survival_rows(scores: pd.DataFrame) -> dict[str, Any]:
+    """The survival columns the list has, checked: probabilities in [0, 1], a median only when not flagged."""
+    rows: dict[str, Any] = {}
+    for column in (c for c in _OPTIONAL_ROW_COLUMNS if c in scores.columns):
+        if column == MEDIAN_BEYOND_HORIZON:
+            if scores[column].dtype != bool:
+                raise ValueError(f"score frame: {column} must be boolean, got dtype {scores[column].dtype}")
+            rows[column] = scores[column]
+            continue
+        values = scores[column].to_numpy(dtype=np.float64)
+        finite = values[~np.isnan(values)]
+        if column != MEDIAN_DAYS and (len(finite) < len(values) or (finite < 0).any() or (finite > 1).any()):
+            raise ValueError(f"score frame: {column} must be a probability in [0, 1] for every customer")
+        if column == MEDIAN_DAYS and (finite <= 0).any():
+            raise ValueError(f"score frame: {column} must be a positive number of days (or empty)")
+        rows[column] = values
+    if (MEDIAN_DAYS in rows) != (MEDIAN_BEYOND_HORIZON in rows):
+        raise ValueError(f"score frame: {MEDIAN_DAYS} and {MEDIAN_BEYOND_HORIZON} come together")
+    return rows
 
 
 class _CsvStream(io.RawIOBase):
@@ -190,7 +215,7 @@ def write_scores(
         # FREEZE: the table was created in this transaction, so its rows are written frozen, and the first readers
         # do not rewrite every page to set hint bits.
         copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT csv, FREEZE)").format(
-            sql.Identifier(partition), sql.SQL(", ").join(map(sql.Identifier, _ROW_COLUMNS))
+            sql.Identifier(partition), sql.SQL(", ").join(map(sql.Identifier, frame.columns))
         )
         stream = _CsvStream(_in_score_order(frame))
         cur.copy_expert(copy_sql.as_string(conn), stream, size=1 << 20)
@@ -265,6 +290,7 @@ _SCORE_READ_COLUMNS = (
     "run_id",
     *SCORE_COLUMNS,
     "scored_at",
+    *_OPTIONAL_ROW_COLUMNS,
 )
 
 
@@ -280,7 +306,7 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
         """
         SELECT s.dataset, s.logical_date, s.run_id, s.customer_id, s.cutoff, s.score,
                s.decision::int AS decision, s.risk_decile, s.risk_band, s.model_name, s.model_version,
-               s.scored_at
+               s.scored_at, {optional}
         FROM churnops.scores s
         WHERE s.dataset = {dataset} AND s.list_kind = 'regular'
           AND s.logical_date = (
@@ -292,6 +318,7 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
     ).format(
         dataset=sql.Literal(dataset),
         limit=sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL(""),
+        optional=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in _OPTIONAL_ROW_COLUMNS),
     )
     # COPY ... TO STDOUT streams CSV (far faster than fetching a million tuples); it takes no bind parameters,
     # so values are quoted client-side by psycopg2's sql.Literal instead.
@@ -318,4 +345,21 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
     for column in ("logical_date", "cutoff"):
         frame[column] = pd.to_datetime(frame[column], format="%Y-%m-%d").dt.date
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
-    return frame.loc[:, list(_SCORE_READ_COLUMNS)]
+    return _with_survival_values(frame).loc[:, [c for c in _SCORE_READ_COLUMNS if c in frame.columns]]
+
+
+def _with_survival_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """Survival columns parsed (an empty cell is NULL), and dropped when the whole list has none: a list without a
+    survival model reads back exactly as before migration 0013."""
+    # The median is empty for every customer past the horizon: the flag tells whether the list has the pair.
+    empty = {c: (frame[c].astype(str) == "").all() for c in _OPTIONAL_ROW_COLUMNS}
+    empty[MEDIAN_DAYS] = empty[MEDIAN_BEYOND_HORIZON]
+    for column in _OPTIONAL_ROW_COLUMNS:
+        cells = frame[column].astype(str)
+        if empty[column]:
+            frame = frame.drop(columns=column)
+        elif column == MEDIAN_BEYOND_HORIZON:
+            frame[column] = cells.map({"t": True, "f": False, "": None})
+        else:
+            frame[column] = pd.to_numeric(cells.replace("", np.nan), errors="raise").astype(np.float64)
+    return frame
