@@ -338,6 +338,7 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
             "score": np.float64,
             "decision": np.int8,
             "risk_decile": np.int8,
+            **dict.fromkeys(_OPTIONAL_ROW_COLUMNS, str),
         },
         keep_default_na=False,
     )
@@ -345,21 +346,23 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
     for column in ("logical_date", "cutoff"):
         frame[column] = pd.to_datetime(frame[column], format="%Y-%m-%d").dt.date
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
-    return _with_survival_values(frame).loc[:, [c for c in _SCORE_READ_COLUMNS if c in frame.columns]]
+    frame = _with_survival_values(frame)
+    return frame.loc[:, [c for c in _SCORE_READ_COLUMNS if c in frame.columns]]
 
 
 def _with_survival_values(frame: pd.DataFrame) -> pd.DataFrame:
     """Survival columns parsed (an empty cell is NULL), and dropped when the whole list has none: a list without a
     survival model reads back exactly as before migration 0013."""
     # The median is empty for every customer past the horizon: the flag tells whether the list has the pair.
-    empty = {c: (frame[c].astype(str) == "").all() for c in _OPTIONAL_ROW_COLUMNS}
+    empty = {c: (frame[c] == "").all() for c in _OPTIONAL_ROW_COLUMNS}
     empty[MEDIAN_DAYS] = empty[MEDIAN_BEYOND_HORIZON]
     for column in _OPTIONAL_ROW_COLUMNS:
-        cells = frame[column].astype(str)
+        cells = frame[column]
         if empty[column]:
             frame = frame.drop(columns=column)
         elif column == MEDIAN_BEYOND_HORIZON:
             frame[column] = cells.map({"t": True, "f": False, "": None})
         else:
-            frame[column] = pd.to_numeric(cells.replace("", np.nan), errors="raise").astype(np.float64)
+            # astype parses each cell exactly (to_numeric's fast parser can be one ulp off).
+            frame[column] = cells.replace("", "nan").astype(np.float64)
     return frame
