@@ -30,7 +30,7 @@ from churnops.db.monitoring_writers import (
     write_retrain_decision,
 )
 from churnops.db.rows import copy_text
-from churnops.db.scores import LIST_KINDS, latest_scores, write_scores
+from churnops.db.scores import LIST_KINDS, latest_scores, latest_survival_of, write_scores
 from churnops.db.writers import (
     PROMOTION_STATISTICS,
     IngestionReport,
@@ -56,6 +56,7 @@ __all__ = [
     "copy_text",
     "discover_migrations",
     "latest_scores",
+    "latest_survival_of",
     "migrate",
     "record_dag_run",
     "replace_realized_outcomes",

@@ -366,3 +366,25 @@ def _with_survival_values(frame: pd.DataFrame) -> pd.DataFrame:
             # astype parses each cell exactly (to_numeric's fast parser can be one ulp off).
             frame[column] = cells.replace("", "nan").astype(np.float64)
     return frame
+
+
+def latest_survival_of(conn: Connection, dataset: str, customer_id: str) -> dict[str, Any] | None:
+    """A customer's survival columns in the newest regular list of `dataset` (with its date), or None when that
+    list has no survival values for them (no survival model, or the customer is not in it)."""
+    query = sql.SQL(
+        "SELECT s.logical_date, {columns} FROM churnops.scores s WHERE s.dataset = %s AND s.list_kind = 'regular' "
+        "AND s.customer_id = %s AND s.logical_date = (SELECT max(logical_date) FROM churnops.score_runs "
+        "WHERE dataset = %s AND list_kind = 'regular')"
+    ).format(columns=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in _OPTIONAL_ROW_COLUMNS))
+    with conn.cursor() as cur:
+        cur.execute(query, (dataset, customer_id, dataset))
+        row = cur.fetchone()
+    if row is None or row[-1] is None:  # the flag is written with every survival list
+        return None
+    values = dict(zip(_OPTIONAL_ROW_COLUMNS, row[1:], strict=True))
+    kept = {column: value for column, value in values.items() if column.startswith("p_buy_") and value is not None}
+    return kept | {
+        MEDIAN_DAYS: values[MEDIAN_DAYS],
+        MEDIAN_BEYOND_HORIZON: values[MEDIAN_BEYOND_HORIZON],
+        "list_date": row[0].isoformat(),
+    }

@@ -16,7 +16,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,10 +38,12 @@ from churnops.jobs.survival.data import (
 from churnops.jobs.survival.metrics import SurvivalPredictions, restricted_mean_days, survival_metrics
 from churnops.jobs.survival.model_store import load_survival_version, log_survival_model
 from churnops.jobs.survival.tune import fit_setup, search, split_params, time_folds
-from churnops.jobs.training.data import TrainingData
 from churnops.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, champion_or_none, ensure_experiment
 from churnops.schema import FeatureSchema
 from churnops.snapshots import SnapshotMetadata
+
+if TYPE_CHECKING:  # the training job imports this module: a run-time import back would be circular
+    from churnops.jobs.training.data import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,14 @@ def champion_c_index(name: str, evaluated: pd.DataFrame, days: np.ndarray) -> tu
     return str(current.version), score, f"champion v{current.version} C-index {score:.4f}"
 
 
+def promote_survival(c_index: float, champion_version: str | None, champion_c_index: float | None) -> bool:
+    """The survival gate: promote when there is no champion, or when the new C-index beats the champion's on the
+    same evaluation rows; a champion that could not be scored (`champion_c_index` None) is never replaced blind."""
+    if champion_version is None:
+        return True
+    return champion_c_index is not None and c_index > champion_c_index
+
+
 def _log_trial(number: int, params: dict[str, Any], result: dict[str, Any]) -> None:
     import mlflow
 
@@ -218,7 +228,7 @@ def train_survival_model(
         mlflow.log_metrics({f"cox_{k}": v for k, v in cox_metrics.items()})
         _log_report(settings, contract, run.info.run_id, frames, {BOOSTED: predicted, COX: cox}, metrics, cox_metrics)
         champion_version, champion_score, note = champion_c_index(name, frames.evaluated, days)
-        promoted = champion_version is None or (champion_score is not None and metrics["c_index"] > champion_score)
+        promoted = promote_survival(metrics["c_index"], champion_version, champion_score)
         reason = f"C-index {metrics['c_index']:.4f} on {frames.evaluation_cutoff}; {note}"
         version = log_survival_model(
             model, registered_model_name=name, metadata=_metadata(contract, frames, metrics, cox_metrics, run, key)
