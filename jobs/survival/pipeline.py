@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,10 +163,11 @@ def promote_survival(c_index: float, champion_version: str | None, champion_c_in
     return champion_c_index is not None and c_index > champion_c_index
 
 
-def _log_trial(number: int, params: dict[str, Any], result: dict[str, Any]) -> None:
+def _log_trial(experiment_id: str, number: int, params: dict[str, Any], result: dict[str, Any]) -> None:
     import mlflow
 
-    with mlflow.start_run(nested=True, run_name=f"survival-trial-{number}"):
+    # The experiment named: a nested run otherwise goes to the active experiment, not its parent's.
+    with mlflow.start_run(nested=True, run_name=f"survival-trial-{number}", experiment_id=experiment_id):
         mlflow.set_tag("churnops.kind", "survival_trial")
         mlflow.log_params(params)
         metrics = {f"fold_{i}_c_index": v for i, v in enumerate(result["c_index"])}
@@ -216,7 +218,14 @@ def train_survival_model(
                 "churnops.data_end": str(frames.data_end),
             }
         )
-        found = search(folds, frames.schema, contract.survival.trials, seed, last_bin_start, on_trial=_log_trial)
+        found = search(
+            folds,
+            frames.schema,
+            contract.survival.trials,
+            seed,
+            last_bin_start,
+            on_trial=partial(_log_trial, experiment_id),
+        )
         setup = split_params(found.best_params, seed, last_bin_start)
         model, _ = fit_setup(setup, frames.training, frames.schema, found.best_rounds)
         predicted = curves(model, frames.evaluated, days)
