@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from churnops.bronze import read_bronze_events
+from churnops.bronze import BronzeMissingError, read_bronze_events
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import CUTOFF, ENTITY_ID
@@ -193,7 +193,12 @@ def train_survival_model(
         return None
     import mlflow
 
-    frames = survival_frames(settings, contract, data, metadata)
+    try:
+        frames = survival_frames(settings, contract, data, metadata)
+    except BronzeMissingError as error:
+        # A snapshot trained away from its event log (a copied features folder): the churn model still trains.
+        log.warning("survival model of %s not trained: %s", contract.name, error)
+        return None
     name, seed = contract.survival_model_name, settings.training.seed
     key = learning_key(metadata, contract, frames, seed)
     same = _version_with_key(name, key)
