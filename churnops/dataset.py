@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from dateutil.relativedelta import relativedelta
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from churnops.config import BUILTIN_DATASETS_DIR, Settings
+from churnops.survival_columns import SURVIVAL_HORIZONS_DAYS
 from churnops.value_contract import ValueSection
 
 
@@ -171,6 +181,28 @@ class LeakagePolicy(_Strict):
     allowed_features: tuple[str, ...] = ()
 
 
+class SurvivalModel(_Strict):
+    """The time-to-next-event model trained beside the churn model (`churnops.jobs.survival.pipeline`): per customer
+    P(event by each horizon) and the median days to the next event, in the lists and from /predict."""
+
+    horizons: tuple[int, ...] = (30, 90, 180)
+    # Optuna trials of the boosted hazard model (time folds inside the training period).
+    trials: int = Field(10, ge=1, le=500)
+    # The event type that ends a duration (e.g. `purchase`); None: `label.event_type`, or any event.
+    event_type: str | None = None
+
+    @field_validator("horizons")
+    @classmethod
+    def _stored_horizons(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        unknown = [h for h in value if h not in SURVIVAL_HORIZONS_DAYS]
+        if not value or unknown:
+            raise ValueError(
+                f"survival.horizons {list(value)}: each must be one of {list(SURVIVAL_HORIZONS_DAYS)} days (the "
+                "list columns p_buy_<days>d), at least one"
+            )
+        return tuple(sorted(set(value)))
+
+
 class DatasetContract(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     description: str = ""
@@ -183,6 +215,8 @@ class DatasetContract(_Strict):
     leakage: LeakagePolicy = LeakagePolicy()
     # Expected value and the campaign list (churnops/value_contract.py); None: churn scores only.
     value: ValueSection | None = None
+    # Optional: a survival model trained and scored beside the churn model (event data only).
+    survival: SurvivalModel | None = None
     # The directory relative source paths resolve against; set when loading.
     base_dir: Path | None = None
 
@@ -193,6 +227,9 @@ class DatasetContract(_Strict):
     @property
     def value_model_name(self) -> str:
         return f"{self.model_name}-value"
+
+    def survival_model_name(self) -> str:
+        return f"{self.model_name}-survival"
 
     @property
     def has_event_time(self) -> bool:
@@ -227,6 +264,8 @@ class DatasetContract(_Strict):
             )
         if self.value is not None:
             self._check_value_section()
+        if self.survival is not None:
+            self._check_survival(self.survival)
         if self.cutoffs.as_of is not None:
             self.plan()  # a pinned date: refuse a schedule that cannot hold train + out-of-time cutoffs right away
         return self
@@ -239,6 +278,29 @@ class DatasetContract(_Strict):
             )
         if self.value is not None and self.value.event_type is not None and self.events.event_type is None:
             raise ValueError(f"dataset {self.name!r}: value.event_type needs events.event_type (the type column)")
+
+    @model_serializer(mode="wrap")
+    def _dump_without_absent_sections(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A contract without the optional model sections dumps exactly as before they existed: the snapshot key
+        # digests the dump, so adding them to the code does not rebuild every snapshot.
+        dumped: dict[str, Any] = handler(self)
+        for section in ("value", "survival"):
+            if getattr(self, section) is None:
+                dumped.pop(section, None)
+        return dumped
+
+    def _check_survival(self, survival: SurvivalModel) -> None:
+        if self.events is None:
+            raise ValueError(f"dataset {self.name!r}: `survival` needs an event log (time to the next event)")
+        if survival.event_type is not None and self.events.event_type is None:
+            raise ValueError(f"dataset {self.name!r}: survival.event_type needs events.event_type (the type column)")
+
+    @property
+    def survival_event_type(self) -> str | None:
+        """The event type that ends a survival duration (None: any event)."""
+        if self.survival is None:
+            return None
+        return self.survival.event_type or self.label.event_type
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()

@@ -23,6 +23,7 @@ import pandas as pd
 from churnops.db import latest_scores
 from churnops.spreadsheet_safety import SPREADSHEET_CSV_ENCODING, neutralise_formulas
 from churnops.storage import write_csv_atomically, write_parquet_atomically
+from churnops.survival_columns import survival_list_columns
 from churnops.value_contract import VALUE_LIST_COLUMNS
 
 if TYPE_CHECKING:
@@ -59,7 +60,9 @@ def campaign_list(scores: pd.DataFrame, top_k: int) -> pd.DataFrame:
     top = top.reset_index(drop=True)
     top.insert(0, "rank", range(1, len(top) + 1))
     valued = [c for c in VALUE_LIST_COLUMNS if c in top.columns and top[c].notna().any()]
-    return top.loc[:, [*CAMPAIGN_COLUMNS, *valued]]
+    # A dataset with a survival model: P(buy by each horizon) and the median days to the next purchase too.
+    survival = [c for c in survival_list_columns() if c in top.columns]
+    return top.loc[:, [*CAMPAIGN_COLUMNS, *valued, *survival]]
 
 
 def write_formula_safe_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -27,6 +27,7 @@ from churnops.banding import build_score_frame
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
+from churnops.jobs.survival.scoring import with_survival_columns
 from churnops.jobs.value.pipeline import add_value_columns
 from churnops.paths import scores_path
 from churnops.registry import LoadedModel, configure_mlflow, load_alias
@@ -158,6 +159,7 @@ def score(
         raise ValueError(f"snapshot {metadata.snapshot_id} has no rows at the scoring cutoff {cutoff}")
     scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)
     scored = add_value_columns(settings, contract, scored, cutoff)  # a dataset with a `value` section only
+    scored = with_survival_columns(contract, scored, snapshot_dir, cutoff)  # no-op without `survival:`
     path = scores_path(settings, contract.name, cutoff, list_kind)
     write_parquet_atomically(scored, path)
     in_database = store_list(settings, scored, contract.name, run_id, cutoff, list_kind)

@@ -128,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "model_name": current.model.name,
             "model_version": current.version,
         }
+        if contract.survival is not None and rows.customer_ids[0] is not None:  # the stored list's survival columns
+            prediction["survival"] = await online.survival(str(rows.customer_ids[0]))
         service.log_predictions("/predict", current, rows, scored, request, started)
         return Response(orjson.dumps(prediction), media_type=JSON)
 

@@ -66,6 +66,27 @@ class OnlineFeatureReader:
             metrics.ONLINE_LOOKUPS.labels(outcome="missing").inc(len(customer_ids) - len(found))
         return found
 
+    def _fetch_survival(self, customer_id: str) -> dict[str, Any] | None:
+        pool = self._get_pool()
+        conn = pool.get()
+        try:
+            found = db.latest_survival_of(conn, self.dataset, customer_id)
+        except Exception:
+            pool.discard(conn)
+            raise
+        pool.put(conn)
+        return found
+
+    async def survival(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's survival outlook from the newest stored list (None without one, or when the database
+        cannot be read: the churn prediction never fails over it)."""
+        if not self.configured:
+            return None
+        try:
+            return await asyncio.to_thread(self._fetch_survival, customer_id)
+        except Exception:
+            return None
+
     def close(self) -> None:
         with self._pool_lock:
             if self._pool is not None:

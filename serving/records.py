@@ -167,6 +167,12 @@ class Prediction(ScoredCustomer):
     threshold: float
     model_name: str
     model_version: str
+    survival: dict[str, float | bool | str | None] | None = Field(
+        None,
+        description="datasets with a survival model, for a `customer_id`: p_buy_<t>d, median_days_to_next_purchase "
+        "(null past the model's horizon), median_beyond_horizon and list_date, from the newest stored list; null "
+        "when that list has none",
+    )
 
 
 class BatchPrediction(BaseModel):

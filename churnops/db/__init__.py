@@ -22,6 +22,7 @@ from churnops.db.connection import (
     discover_migrations,
     migrate,
 )
+from churnops.db.list_columns import latest_survival_of
 from churnops.db.monitoring_writers import (
     replace_realized_outcomes,
     write_drift_run,
@@ -67,6 +68,7 @@ __all__ = [
     "copy_text",
     "discover_migrations",
     "latest_scores",
+    "latest_survival_of",
     "list_record",
     "migrate",
     "publish_staged_list",

@@ -15,7 +15,11 @@ import pandas as pd
 from psycopg2 import sql
 
 from churnops.banding import SCORE_COLUMNS
-from churnops.value_contract import VALUE_LIST_COLUMNS
+from churnops.db.list_columns import (
+    OPTIONAL_LIST_COLUMNS,
+    parsed_optional_columns,
+    validated_optional_columns,
+)
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -74,37 +78,8 @@ def validated_score_frame(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str,
     if not pd.api.types.is_integer_dtype(decile) or not decile.between(1, 10).all():
         raise ValueError("score frame: risk_decile must be an integer from 1 (highest risk) to 10")
     rows["risk_decile"] = decile
-    rows.update(_validated_value_columns(scores))
-    return pd.DataFrame(
-        {column: np.asarray(rows[column]) for column in (*_ROW_COLUMNS, *(c for c in VALUE_LIST_COLUMNS if c in rows))}
-    ), shared
-
-
-def _validated_value_columns(scores: pd.DataFrame) -> dict[str, Any]:
-    """The value columns of a list (migration 0012) when it has them, checked; {} for a list without them."""
-    present = [column for column in VALUE_LIST_COLUMNS if column in scores.columns]
-    if not present:
-        return {}
-    if len(present) != len(VALUE_LIST_COLUMNS):
-        missing = [column for column in VALUE_LIST_COLUMNS if column not in present]
-        raise ValueError(f"score frame has value columns {present} but lacks {missing}; a list has all four or none")
-    expected = scores["expected_value"].to_numpy(dtype=np.float64)
-    if not np.isfinite(expected).all() or (expected < 0).any():
-        raise ValueError("score frame: expected_value must be finite and not negative")
-    saved = scores["expected_saved_value"].to_numpy(dtype=np.float64)
-    if not np.isfinite(saved).all():
-        raise ValueError("score frame: expected_saved_value must be finite")
-    rank = scores["campaign_rank"]
-    if not pd.api.types.is_integer_dtype(rank) or (rank < 1).any():
-        raise ValueError("score frame: campaign_rank must be an integer from 1 (the best expected saved value)")
-    if scores["in_campaign"].dtype != bool:
-        raise ValueError(f"score frame: in_campaign must be boolean, got dtype {scores['in_campaign'].dtype}")
-    return {
-        "expected_value": expected,
-        "expected_saved_value": saved,
-        "campaign_rank": rank,
-        "in_campaign": scores["in_campaign"],
-    }
+    rows |= validated_optional_columns(scores)
+    return pd.DataFrame({column: np.asarray(values) for column, values in rows.items()}), shared
 
 
 class _CsvStream(io.RawIOBase):
@@ -343,7 +318,7 @@ _SCORE_READ_COLUMNS = (
     "run_id",
     *SCORE_COLUMNS,
     "scored_at",
-    *VALUE_LIST_COLUMNS,  # NULL (NaN, <NA>) for a list without them
+    *OPTIONAL_LIST_COLUMNS,  # each group only when the list has it (churnops.db.list_columns)
 )
 
 
@@ -359,8 +334,7 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
         """
         SELECT s.dataset, s.logical_date, s.run_id, s.customer_id, s.cutoff, s.score,
                s.decision::int AS decision, s.risk_decile, s.risk_band, s.model_name, s.model_version,
-               s.scored_at, s.expected_value, s.expected_saved_value, s.campaign_rank,
-               s.in_campaign::int AS in_campaign
+               s.scored_at, {optional}
         FROM churnops.scores s
         WHERE s.dataset = {dataset} AND s.list_kind = 'regular'
           AND s.logical_date = (
@@ -372,6 +346,7 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
     ).format(
         dataset=sql.Literal(dataset),
         limit=sql.SQL("LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL(""),
+        optional=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in OPTIONAL_LIST_COLUMNS),
     )
     # COPY ... TO STDOUT streams CSV (far faster than fetching a million tuples); it takes no bind parameters,
     # so values are quoted client-side by psycopg2's sql.Literal instead.
@@ -391,18 +366,15 @@ def latest_scores(conn: Connection, dataset: str, *, limit: int | None = None) -
             "score": np.float64,
             "decision": np.int8,
             "risk_decile": np.int8,
-            "expected_value": np.float64,
-            "expected_saved_value": np.float64,
+            **dict.fromkeys(OPTIONAL_LIST_COLUMNS, str),
         },
         keep_default_na=False,
         # The shortest round-trip form PostgreSQL prints reads back bit-identical only with this parser.
         float_precision="round_trip",
-        na_values={column: [""] for column in VALUE_LIST_COLUMNS},
     )
     frame["decision"] = frame["decision"].astype(bool)
-    frame["campaign_rank"] = frame["campaign_rank"].astype("Int64")
-    frame["in_campaign"] = frame["in_campaign"].astype("Int8").astype("boolean")
     for column in ("logical_date", "cutoff"):
         frame[column] = pd.to_datetime(frame[column], format="%Y-%m-%d").dt.date
     frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True, format="ISO8601")
-    return frame.loc[:, list(_SCORE_READ_COLUMNS)]
+    frame = parsed_optional_columns(frame)
+    return frame.loc[:, [c for c in _SCORE_READ_COLUMNS if c in frame.columns]]

@@ -62,13 +62,13 @@ class HazardBoostingModel:
         """P(no purchase in days 1..t), customers by days."""
         return survival_curves(self.rates(frame), self.bins, days)
 
-    def predict_customers(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Per customer: P(buy by 30/90/180 days) and the median days to the next purchase (NaN = beyond the
+    def predict_customers(self, frame: pd.DataFrame, horizons: Sequence[int] = REPORTED_HORIZONS_DAYS) -> pd.DataFrame:
+        """Per customer: P(buy by each horizon, in days) and the median days to the next purchase (NaN = beyond the
         horizon the model was trained on, flagged in `median_beyond_horizon`)."""
         rates = self.rates(frame)
-        survival = survival_curves(rates, self.bins, np.asarray(REPORTED_HORIZONS_DAYS, dtype=float))
+        survival = survival_curves(rates, self.bins, np.asarray(horizons, dtype=float))
         medians = median_days(rates, self.bins, self.horizon_days)
-        result = {f"p_buy_{t}d": 1.0 - survival[:, i] for i, t in enumerate(REPORTED_HORIZONS_DAYS)}
+        result = {f"p_buy_{t}d": 1.0 - survival[:, i] for i, t in enumerate(horizons)}
         return pd.DataFrame(
             {**result, "median_days_to_next_purchase": medians, "median_beyond_horizon": np.isnan(medians)},
             index=frame.index,

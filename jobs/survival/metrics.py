@@ -129,11 +129,14 @@ def restricted_mean_days(survival: np.ndarray, days: np.ndarray) -> np.ndarray:
     return np.asarray(survival, dtype=float).sum(axis=1)
 
 
-def survival_metrics(frame: pd.DataFrame, predictions: SurvivalPredictions) -> dict[str, float]:
-    """C-index, AUC at 30/90/180 days, integrated Brier score and calibration error at those days, for one model."""
+def survival_metrics(
+    frame: pd.DataFrame, predictions: SurvivalPredictions, horizons_days: Sequence[int] = HORIZONS_DAYS
+) -> dict[str, float]:
+    """C-index, AUC at each horizon (30/90/180 days by default) inside the follow-up, integrated Brier score and
+    calibration error at those days, for one model."""
     durations, events = frame[DURATION].to_numpy(), frame[EVENT].to_numpy()
     follow_up = int(durations.max())
-    horizons = [t for t in HORIZONS_DAYS if t < follow_up]
+    horizons = [t for t in horizons_days if t < follow_up]
     aucs = time_dependent_auc(durations, events, np.column_stack([predictions.p_buy_by(t) for t in horizons]), horizons)
     brier_days = predictions.days[predictions.days < follow_up]
     in_grid = np.isin(predictions.days, brier_days)

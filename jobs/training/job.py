@@ -25,6 +25,7 @@ from typing import Any
 
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
+from churnops.jobs.survival.pipeline import train_survival_model
 from churnops.jobs.training.champion import champion_for_comparison
 from churnops.jobs.training.data import TrainingData, leakage_findings
 from churnops.jobs.training.gate import Champion, ChampionScores, NoChampion, PromotionDecision, decide_promotion
@@ -123,6 +124,7 @@ def _train_churn_model(
         require_clean_sources(contract)
     data, metadata = _training_data(settings, contract, snapshot_dir)
     configure_mlflow(settings)
+    train_survival_model(settings, contract, data, metadata)  # no-op without the contract's `survival:` section
     search = settings.training.model_copy(update={"n_trials": n_trials or settings.training.n_trials})
     learned_from = learning_key(metadata.training_hash, search)
     same_rows = version_trained_on(contract.model_name, learned_from)

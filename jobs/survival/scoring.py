@@ -1,0 +1,53 @@
+"""The survival columns of a scoring list: the survival champion's P(buy by each horizon) and median days to the next
+purchase for every customer of the list, from the same snapshot rows the churn model scored.
+
+Called by one line of `churnops.jobs.score.score`. A dataset without `survival:` gets its list unchanged; one whose
+survival model has no champion yet gets it unchanged too, with a warning (the churn list never waits for it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from churnops.dataset import DatasetContract
+from churnops.features import ENTITY_ID
+from churnops.jobs.survival.model_store import load_survival_version
+from churnops.registry import champion_or_none
+from churnops.snapshots import load_snapshot
+from churnops.survival_columns import MEDIAN_BEYOND_HORIZON, MEDIAN_DAYS, survival_list_columns
+
+log = logging.getLogger(__name__)
+
+
+def with_survival_columns(
+    contract: DatasetContract, scored: pd.DataFrame, snapshot_dir: Path, cutoff: dt.date
+) -> pd.DataFrame:
+    """`scored` (a list, in its order) with `p_buy_<t>d` per configured horizon, `median_days_to_next_purchase`
+    (NaN beyond the model's horizon) and `median_beyond_horizon`; unchanged without a survival champion."""
+    if contract.survival is None:
+        return scored
+    name = contract.survival_model_name
+    current = champion_or_none(name)
+    if current is None:
+        log.warning("list of %s at %s has no survival columns: %s has no champion yet", contract.name, cutoff, name)
+        return scored
+    model, _ = load_survival_version(name, str(current.version))
+    features, _ = load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=model.schema.columns)
+    horizons = contract.survival.horizons
+    predicted = model.predict_customers(features, horizons)
+    predicted.insert(0, ENTITY_ID, features[ENTITY_ID].to_numpy())
+    merged = scored.merge(predicted, on=ENTITY_ID, how="left", validate="one_to_one")
+    missing = merged[MEDIAN_BEYOND_HORIZON].isna()
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} customers of the {cutoff} list have no row in the snapshot the survival model "
+            f"read (e.g. {merged.loc[missing, ENTITY_ID].iloc[0]!r})"
+        )
+    merged[MEDIAN_BEYOND_HORIZON] = merged[MEDIAN_BEYOND_HORIZON].astype(bool)
+    merged[MEDIAN_DAYS] = merged[MEDIAN_DAYS].astype(float)
+    log.info("survival columns from %s v%s added to the %s list of %s", name, current.version, cutoff, contract.name)
+    return merged.loc[:, [*scored.columns, *survival_list_columns(horizons)]]
