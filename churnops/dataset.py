@@ -228,6 +228,7 @@ class DatasetContract(_Strict):
     def value_model_name(self) -> str:
         return f"{self.model_name}-value"
 
+    @property
     def survival_model_name(self) -> str:
         return f"{self.model_name}-survival"
 
