@@ -15,7 +15,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +281,9 @@ def snapshot_dir_for(settings: Settings, dataset: str, run_date: dt.date | None 
 
 
 def read_metadata(snapshot_dir: Path) -> SnapshotMetadata:
-    return SnapshotMetadata(**json.loads((snapshot_dir / METADATA_FILE).read_text()))
+    """A snapshot's metadata; fields this version does not know (written by a newer one) are ignored."""
+    payload = json.loads((snapshot_dir / METADATA_FILE).read_text())
+    return SnapshotMetadata(**{f.name: payload[f.name] for f in fields(SnapshotMetadata) if f.name in payload})
 
 
 def latest_snapshot_dir(settings: Settings, dataset: str) -> Path:

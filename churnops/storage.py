@@ -28,6 +28,19 @@ def write_parquet_atomically(frame: Any, path: Path) -> None:
         staging.unlink(missing_ok=True)
 
 
+def write_arrow_atomically(table: Any, path: Path) -> None:
+    """Write a pyarrow Table to `path` as Parquet through a staging file and an atomic rename."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_path(path)
+    try:
+        pq.write_table(table, staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def write_csv_atomically(frame: Any, path: Path, **to_csv: Any) -> None:
     """Write a pandas DataFrame as CSV to `path` through a staging file and an atomic rename (`to_csv` options as
     pandas takes them; the index is never written)."""

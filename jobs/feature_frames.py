@@ -59,9 +59,14 @@ BRONZE_EVENTS_DDL = "customer_id string, event_time timestamp_ntz, event_day dat
 
 
 def read_events(
-    spark: SparkSession, contract: DatasetContract, settings: Settings, manifest: BronzeManifest | None = None
+    spark: SparkSession,
+    contract: DatasetContract,
+    settings: Settings,
+    manifest: BronzeManifest | None = None,
+    last_day: dt.date | None = None,
 ) -> DataFrame:
-    """The validated (bronze) event log: customer_id, event_time, event_day, event_type, amount.
+    """The validated (bronze) event log: customer_id, event_time, event_day, event_type, amount; only the event
+    days up to `last_day` when given.
 
     Reads exactly the part files `manifest` lists, never a folder: a crashed ingestion's leftovers stay invisible.
     Without a manifest, first ingests whatever landed since the last run (`churnops.jobs.ingest.ensure_bronze`).
@@ -70,7 +75,7 @@ def read_events(
         from churnops.jobs.ingest import ensure_bronze
 
         manifest = ensure_bronze(contract, settings)
-    paths = [str(path) for path in event_part_paths(settings, contract.name, manifest)]
+    paths = [str(path) for path in event_part_paths(settings, contract.name, manifest, last_day=last_day)]
     if not paths:
         return spark.createDataFrame([], BRONZE_EVENTS_DDL)
     return spark.read.schema(BRONZE_EVENTS_DDL).parquet(*paths)
@@ -306,15 +311,17 @@ def compute_feature_table(
     cutoffs: list[dt.date],
     observed_until: dt.date,
     manifest: BronzeManifest | None = None,
+    last_day: dt.date | None = None,
 ) -> DataFrame:
     """The lazy Spark frame of every (customer, cutoff) row; labels count only when their horizon ends by
     `observed_until`. Entity-level data gives one row per customer, dated `observed_until` (the run date).
-    Events: `read_events` (the parts `manifest` lists)."""
+    Events: `read_events` (the parts `manifest` lists, of the days up to `last_day` when given: a caller that
+    needs fewer cutoffs than the data covers passes the last day their horizons reach)."""
     entities = read_entities(spark, contract)
     if contract.events is None:
         assert entities is not None  # the contract validator guarantees one source
         return build_entity_features(entities, contract, observed_until)
-    daily = bucket_by_day(read_events(spark, contract, settings, manifest), contract)
+    daily = bucket_by_day(read_events(spark, contract, settings, manifest, last_day), contract)
     return build_features(daily, entities, contract, cutoffs, observed_until)
 
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from churnops.bronze import BronzeManifest
 from churnops.config import Settings
 from churnops.dataset import CutoffPlan, DatasetContract, load_contract
 from churnops.features import CUTOFF, model_feature_columns
-from churnops.jobs.feature_frames import compute_feature_table, probe_source_timestamps
+from churnops.jobs.cutoff_frames import assemble_feature_rows
+from churnops.jobs.feature_frames import probe_source_timestamps
 from churnops.run_dates import DataNotReady, parse_date, require_watermark, run_date_from_data
 from churnops.snapshots import (
     DATA_DIR,
@@ -67,16 +69,19 @@ class FeatureRun:
     metadata: SnapshotMetadata
     # True when a published snapshot with the same inputs was reused and no Spark work was done.
     reused: bool = False
+    # The cutoffs Spark computed; the others came from the frames stored by earlier runs (jobs/cutoff_frames.py).
+    computed_cutoffs: tuple[dt.date, ...] = ()
 
 
 def _definitions_digest() -> str:
     """Digest of the code that defines the features (the declarations, the Spark frames and this job), so a changed
     definition never reuses a snapshot computed by the old one."""
     from churnops import features as definitions
-    from churnops.jobs import feature_frames
+    from churnops.jobs import cutoff_frames, feature_frames
 
     digest = hashlib.sha256()
-    for module_file in (Path(definitions.__file__), Path(feature_frames.__file__), Path(__file__)):
+    modules = (definitions, feature_frames, cutoff_frames)
+    for module_file in (*(Path(str(m.__file__)) for m in modules), Path(__file__)):
         digest.update(module_file.read_bytes())
     return digest.hexdigest()
 
@@ -107,6 +112,14 @@ def inputs_key(contract: DatasetContract, plan: CutoffPlan, source_fingerprints:
         "plan": plan.model_dump(mode="json"),
         "sources": source_fingerprints,
     }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def frames_key(contract: DatasetContract, source_fingerprints: dict[str, str]) -> str:
+    """Digest of what every cutoff's rows depend on besides its own event days: the feature definitions, the
+    contract and the entity table (`jobs/cutoff_frames.py` adds the cutoff and the bronze days it reads)."""
+    contract_fields = contract.model_dump(mode="json", exclude={"description", "base_dir"})
+    payload = [_definitions_digest(), contract_fields, source_fingerprints.get("entities")]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -159,22 +172,37 @@ def reuse_snapshot(settings: Settings, contract: DatasetContract, prepared: Prep
 def build_feature_snapshot(
     spark: SparkSession, contract: DatasetContract, settings: Settings, prepared: PreparedRun | None = None
 ) -> FeatureRun:
-    """Compute features for every cutoff of the run's plan and publish them as a hashed snapshot."""
+    """Compute features for every cutoff of the run's plan (only those no earlier run stored) and publish them as a
+    hashed snapshot."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     prepared = prepared or prepare_run(contract, settings)
     plan = prepared.plan
     cutoffs = sorted(set(plan.all))
     # The probe runs first: a leaking definition fails the run before anything is written.
     manifest = prepared.manifest
+    started = time.perf_counter()
     leakage_probes = probe_once(spark, contract, settings, cutoffs, manifest) if manifest else {}
+    probed = time.perf_counter()
     observed_until = plan.observed_until or plan.scoring
-    features = compute_feature_table(spark, contract, settings, cutoffs, observed_until, manifest)
 
     target_root = dataset_dir(settings, contract.name)
     staging = staging_directory_for(target_root / "incoming")
     try:
-        features.write.mode("overwrite").parquet(str(staging / DATA_DIR))
+        rows, computed = assemble_feature_rows(
+            spark,
+            contract,
+            settings,
+            cutoffs,
+            observed_until,
+            manifest,
+            frames_key(contract, prepared.source_fingerprints),
+            staging / "computed",
+        )
+        assembled = time.perf_counter()
+        (staging / DATA_DIR).mkdir(parents=True)
+        pq.write_table(rows, staging / DATA_DIR / "part-00000.parquet")
         frame = pd.read_parquet(staging / DATA_DIR)
         frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
         numeric, categorical = model_feature_columns(contract)
@@ -203,8 +231,19 @@ def build_feature_snapshot(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    log.info("feature snapshot %s for run date %s: %s rows", final, prepared.run_date, len(frame))
-    return FeatureRun(snapshot_dir=final, metadata=metadata)
+    log.info(
+        "feature snapshot %s for run date %s: %s rows; %d of %d cutoffs computed; seconds: probe %.1f, "
+        "features %.1f, hash and publish %.1f",
+        final,
+        prepared.run_date,
+        len(frame),
+        len(computed),
+        len(cutoffs),
+        probed - started,
+        assembled - probed,
+        time.perf_counter() - assembled,
+    )
+    return FeatureRun(snapshot_dir=final, metadata=metadata, computed_cutoffs=tuple(computed))
 
 
 def run_feature_job(
@@ -213,11 +252,15 @@ def run_feature_job(
     """The whole job: prepare, reuse a snapshot with the same inputs, or start Spark and build one."""
     from churnops.jobs.spark import spark_session
 
+    started = time.perf_counter()
     prepared = prepare_run(contract, settings, run_date)
     reused = reuse_snapshot(settings, contract, prepared)
+    log.info("feature job prepared in %.1f s (source check, ingestion, plan, digests)", time.perf_counter() - started)
     if reused is not None:
         return reused
+    started = time.perf_counter()
     spark = spark_session(settings, app_name or f"churnops-features-{contract.name}")
+    log.info("Spark session started in %.1f s", time.perf_counter() - started)
     try:
         return build_feature_snapshot(spark, contract, settings, prepared)
     finally:
