@@ -94,18 +94,30 @@ def train(
     on_trial: TrialCallback | None = None,
     reason: str | None = None,
 ) -> TrainingResult:
-    """The churn model's training, then the value model's when the contract asks for one (its own gate)."""
+    """The churn model's training, then the survival and value models' when the contract asks for them (each its own
+    gate)."""
     # Imported here: the value pipeline reuses this package's learning-key helpers (an import cycle at load time).
     from churnops.jobs.value.pipeline import train_value_step
 
-    churn = _train_churn_model(settings, contract, snapshot_dir, n_trials, on_trial, reason)
+    if not contract.has_event_time:
+        # The user's table is the whole input of entity-level data: a table that no longer fits its contract (say,
+        # edited since the feature run) fails here in seconds, with the column named, rather than inside the fit.
+        from churnops.jobs.source_check import require_clean_sources
+
+        require_clean_sources(contract)
+    data, metadata = _training_data(settings, contract, snapshot_dir)
+    configure_mlflow(settings)
+    churn = _train_churn_model(settings, contract, data, metadata, n_trials, on_trial, reason)
+    # After the churn model, so a failure of the survival model never costs the churn model's training.
+    train_survival_model(settings, contract, data, metadata)  # no-op without the contract's `survival:` section
     return replace(churn, value=train_value_step(settings, contract, snapshot_dir))
 
 
 def _train_churn_model(
     settings: Settings,
     contract: DatasetContract,
-    snapshot_dir: Path | None,
+    data: TrainingData,
+    metadata: SnapshotMetadata,
     n_trials: int | None,
     on_trial: TrialCallback | None,
     reason: str | None,
@@ -116,15 +128,6 @@ def _train_churn_model(
     ChampionUnavailableError, after recording the refusal, when a champion exists but cannot be scored, and
     SourceCheckError when an entity-level dataset's table does not fit its contract.
     """
-    if not contract.has_event_time:
-        # The user's table is the whole input of entity-level data: a table that no longer fits its contract (say,
-        # edited since the feature run) fails here in seconds, with the column named, rather than inside the fit.
-        from churnops.jobs.source_check import require_clean_sources
-
-        require_clean_sources(contract)
-    data, metadata = _training_data(settings, contract, snapshot_dir)
-    configure_mlflow(settings)
-    train_survival_model(settings, contract, data, metadata)  # no-op without the contract's `survival:` section
     search = settings.training.model_copy(update={"n_trials": n_trials or settings.training.n_trials})
     learned_from = learning_key(metadata.training_hash, search)
     same_rows = version_trained_on(contract.model_name, learned_from)
