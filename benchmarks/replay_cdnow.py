@@ -32,7 +32,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.replay_common import churnops, replay_folder, stage_seconds  # noqa: E402
+from benchmarks.replay_common import churnops, replay_folder, stage_seconds, weekly_replay  # noqa: E402
 
 DATASET = "cdnow"
 POLICY = "drift"
@@ -44,22 +44,7 @@ def run(args: argparse.Namespace) -> float:
     if not (args.home / "data" / DATASET / "events.parquet").exists():
         churnops(args.home, "generate", "--dataset", DATASET)
     started = time.perf_counter()
-    churnops(
-        args.home,
-        "replay",
-        "--dataset",
-        DATASET,
-        "--start",
-        args.start,
-        "--end",
-        args.end,
-        "--every",
-        "7d",
-        "--policy",
-        POLICY,
-        "--trials",
-        str(args.trials),
-    )
+    weekly_replay(args.home, DATASET, args.start, args.end, POLICY, args.trials)
     return time.perf_counter() - started
 
 

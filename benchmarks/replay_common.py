@@ -19,6 +19,12 @@ def churnops(home: Path, *args: str) -> None:
     subprocess.run([str(Path(sys.executable).parent / "churnops"), *args], env=env, check=True)
 
 
+def weekly_replay(home: Path, dataset: str, start: str, end: str, policy: str, trials: int) -> None:
+    """`churnops replay` of `dataset` every 7 days from `start` to `end` under `policy` (resumes a killed one)."""
+    churnops(home, "replay", "--dataset", dataset, "--start", start, "--end", end, "--every", "7d",
+             "--policy", policy, "--trials", str(trials))  # fmt: skip
+
+
 def replay_folder(home: Path, dataset: str, policy: str) -> Path:
     """The folder `churnops replay` uses by default for a dataset and a policy."""
     return home / "replays" / f"{dataset}-replay-{policy.replace(':', '-')}"

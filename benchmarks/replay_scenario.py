@@ -29,7 +29,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.replay_common import churnops, replay_folder, stage_seconds  # noqa: E402
+from benchmarks.replay_common import churnops, replay_folder, stage_seconds, weekly_replay  # noqa: E402
 
 DATASET = "regime_shift"
 POLICIES = ("never", "schedule:28d", "drift")
@@ -42,22 +42,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     walls = {}
     for policy in args.policies:
         started = time.perf_counter()
-        churnops(
-            args.home,
-            "replay",
-            "--dataset",
-            DATASET,
-            "--start",
-            args.start,
-            "--end",
-            args.end,
-            "--every",
-            "7d",
-            "--policy",
-            policy,
-            "--trials",
-            str(args.trials),
-        )
+        weekly_replay(args.home, DATASET, args.start, args.end, policy, args.trials)
         walls[policy] = time.perf_counter() - started
     return walls
 

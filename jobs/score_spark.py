@@ -83,15 +83,17 @@ def score_in_spark(
 
 
 def _require_matching_pyspark(spark: SparkSession) -> None:
-    """pyspark's Python files must be the JVM's version: Airflow's Spark provider depends on `pyspark-client`, which
-    installs its own (older) copy of them into the same `pyspark` folder, and whichever package is installed last
-    wins. A mismatch fails `mapInPandas` with an obscure Py4J constructor error; name the fix instead."""
+    """pyspark's Python files must be the JVM's version. Airflow's Spark provider depends on `pyspark-client`, which
+    installs its own (older) copy of them into the same `pyspark` folder; the lock keeps it out (pyproject.toml,
+    `override-dependencies`), but an environment installed otherwise may have it. A mismatch fails `mapInPandas`
+    with an obscure Py4J constructor error; name the fix instead."""
     import pyspark
 
     if pyspark.__version__ != spark.version:
         raise RuntimeError(
             f"pyspark's Python files are version {pyspark.__version__} but Spark is {spark.version} (pyspark-client "
-            f"overwrote them); reinstall pyspark: `uv pip install --reinstall --no-deps pyspark=={spark.version}`"
+            f"overwrote them): install from the lock (`make env`) or reinstall pyspark: "
+            f"`uv pip install --reinstall --no-deps pyspark=={spark.version}`"
         )
 
 
