@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 from churnops import db, online_store
 from churnops.config import Settings
 from churnops.online_store import OnlineFeatures
 from churnops.serving import metrics
 from churnops.serving.prediction_log import bounded_database_settings
+
+T = TypeVar("T")
 
 _POOL_SIZE = 4
 
@@ -39,16 +41,20 @@ class OnlineFeatureReader:
                 self._pool = _ConnectionPool(self._settings)
             return self._pool
 
-    def _fetch(self, customer_ids: Sequence[str]) -> dict[str, OnlineFeatures]:
+    def _on_pooled_connection(self, read: Callable[..., T], *args: Any) -> T:
+        """`read(conn, dataset, *args)` on a pooled connection; a connection that failed is discarded, not reused."""
         pool = self._get_pool()
         conn = pool.get()
         try:
-            found = online_store.lookup_many(conn, self.dataset, customer_ids)
+            found = read(conn, self.dataset, *args)
         except Exception:
             pool.discard(conn)
             raise
         pool.put(conn)
         return found
+
+    def _fetch(self, customer_ids: Sequence[str]) -> dict[str, OnlineFeatures]:
+        return self._on_pooled_connection(online_store.lookup_many, customer_ids)
 
     async def fetch(self, customer_ids: Sequence[str]) -> dict[str, OnlineFeatures]:
         """The published features of these customers (absent ones left out)."""
@@ -67,15 +73,7 @@ class OnlineFeatureReader:
         return found
 
     def _fetch_survival(self, customer_id: str) -> dict[str, Any] | None:
-        pool = self._get_pool()
-        conn = pool.get()
-        try:
-            found = db.latest_survival_of(conn, self.dataset, customer_id)
-        except Exception:
-            pool.discard(conn)
-            raise
-        pool.put(conn)
-        return found
+        return self._on_pooled_connection(db.latest_survival_of, customer_id)
 
     async def survival(self, customer_id: str) -> dict[str, Any] | None:
         """The customer's survival outlook from the newest stored list (None without one, or when the database
