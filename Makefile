@@ -13,6 +13,8 @@ TRIALS ?=
 env: ## Create .venv from the lock file (bootstrapping uv if needed)
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 	@$(UV) sync --frozen --quiet
+	@# A venv made before the lock dropped pyspark-client lost pyspark's shared files when sync removed it.
+	@test -f $(VENV_BIN)/../lib/python3.11/site-packages/pyspark/find_spark_home.py || $(UV) sync --frozen --quiet --reinstall-package pyspark
 
 run: env ## The main job end to end: data, features (Spark), training (Optuna + MLflow), scoring, via Airflow
 	@$(VENV_BIN)/churnops run --dataset $(DATASET) $(if $(TRIALS),--trials $(TRIALS))
