@@ -159,7 +159,7 @@ def score(
         raise ValueError(f"snapshot {metadata.snapshot_id} has no rows at the scoring cutoff {cutoff}")
     scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)
     scored = add_value_columns(settings, contract, scored, cutoff)  # a dataset with a `value` section only
-    scored = with_survival_columns(contract, scored, snapshot_dir, cutoff)  # no-op without `survival:`
+    scored = with_survival_columns(contract, scored, snapshot_dir, cutoff, features)  # no-op without `survival:`
     path = scores_path(settings, contract.name, cutoff, list_kind)
     write_parquet_atomically(scored, path)
     in_database = store_list(settings, scored, contract.name, run_id, cutoff, list_kind)

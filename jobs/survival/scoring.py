@@ -24,10 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def with_survival_columns(
-    contract: DatasetContract, scored: pd.DataFrame, snapshot_dir: Path, cutoff: dt.date
+    contract: DatasetContract,
+    scored: pd.DataFrame,
+    snapshot_dir: Path,
+    cutoff: dt.date,
+    loaded: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """`scored` (a list, in its order) with `p_buy_<t>d` per configured horizon, `median_days_to_next_purchase`
-    (NaN beyond the model's horizon) and `median_beyond_horizon`; unchanged without a survival champion."""
+    (NaN beyond the model's horizon) and `median_beyond_horizon`; unchanged without a survival champion. `loaded`:
+    the cutoff's snapshot rows the caller already read (used when they hold the survival model's columns)."""
     if contract.survival is None:
         return scored
     name = contract.survival_model_name
@@ -36,7 +41,11 @@ def with_survival_columns(
         log.warning("list of %s at %s has no survival columns: %s has no champion yet", contract.name, cutoff, name)
         return scored
     model, _ = load_survival_version(name, str(current.version))
-    features, _ = load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=model.schema.columns)
+    if loaded is not None and set(model.schema.columns) <= set(loaded.columns):
+        # The cutoff's rows the churn model scored, already read and verified: not read a second time.
+        features = loaded
+    else:
+        features, _ = load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=model.schema.columns)
     horizons = contract.survival.horizons
     predicted = model.predict_customers(features, horizons)
     predicted.insert(0, ENTITY_ID, features[ENTITY_ID].to_numpy())
