@@ -75,13 +75,21 @@ class SurvivalTrainingResult:
     skipped: bool = False
 
 
+class SurvivalDataUnavailableError(ValueError):
+    """The snapshot does not carry what a survival target needs (the survival step is skipped, not failed)."""
+
+
 def survival_frames(
     settings: Settings, contract: DatasetContract, data: TrainingData, metadata: SnapshotMetadata
 ) -> SurvivalFrames:
     """The churn training's rows with survival targets: training cutoffs censored before the evaluation cutoff,
     the evaluation cutoff followed up to the snapshot's last observed day."""
     if data.eval_cutoff is None or not metadata.observed_until:
-        raise ValueError(f"dataset {contract.name!r}: the survival model needs out-of-time event data")
+        raise SurvivalDataUnavailableError(
+            f"dataset {contract.name!r}: the survival model needs out-of-time event data (an evaluation cutoff and "
+            f"the snapshot's last observed day; snapshot {metadata.snapshot_id} has "
+            f"{'no evaluation cutoff' if data.eval_cutoff is None else 'no observed_until'})"
+        )
     evaluation_cutoff = dt.date.fromisoformat(data.eval_cutoff)
     data_end = dt.date.fromisoformat(metadata.observed_until) - dt.timedelta(days=1)
     event_type = contract.survival_event_type
@@ -195,8 +203,9 @@ def train_survival_model(
 
     try:
         frames = survival_frames(settings, contract, data, metadata)
-    except BronzeMissingError as error:
-        # A snapshot trained away from its event log (a copied features folder): the churn model still trains.
+    except (BronzeMissingError, SurvivalDataUnavailableError) as error:
+        # A snapshot trained away from its event log (a copied features folder), or one without the out-of-time
+        # follow-up a survival target needs: the churn model is trained all the same.
         log.warning("survival model of %s not trained: %s", contract.name, error)
         return None
     name, seed = contract.survival_model_name, settings.training.seed
