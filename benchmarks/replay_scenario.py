@@ -77,7 +77,8 @@ def write_docs(args: argparse.Namespace, walls: dict[str, float]) -> None:
     from churnops.monitoring.timeline_plot import plot_timelines
 
     shift = SCENARIOS[DATASET].shift_at
-    timelines = {p: read_timeline(replay_folder(args.home, DATASET, p)) for p in POLICIES}
+    # The policies asked for (`--policies`), so a replay still running can be left out of the page.
+    timelines = {p: read_timeline(replay_folder(args.home, DATASET, p)) for p in args.policies}
     timelines = {p: t for p, t in timelines.items() if not t.empty}
     results = REPO / "docs" / "results"
     png = plot_timelines(
@@ -139,7 +140,10 @@ def write_docs(args: argparse.Namespace, walls: dict[str, float]) -> None:
             f"{s.get('features', float('nan')):.0f} s | {s.get('drift', float('nan')):.0f} s | "
             f"{s.get('training', float('nan')):.0f} s | {s.get('scoring', float('nan')):.1f} s |"
         )
-    (REPO / "docs" / "benchmarks" / "replay.md").write_text("\n".join(bench) + "\n")
+    page = REPO / "docs" / "benchmarks" / "replay.md"
+    # Sections written by hand below the generated table (their own measurements, with their commands) are kept.
+    kept = page.read_text().partition("\n## ") if page.exists() else ("", "", "")
+    page.write_text("\n".join(bench) + "\n" + (f"\n## {kept[2]}" if kept[1] else ""))
     print("\n".join(lines))
 
 
