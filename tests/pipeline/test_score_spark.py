@@ -4,7 +4,6 @@ the list instead of adding to it."""
 
 from __future__ import annotations
 
-import shutil
 from contextlib import closing
 from pathlib import Path
 
@@ -12,25 +11,13 @@ import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
-from pydantic import SecretStr
 
 from churnops import db
 from churnops.config import Settings
 from churnops.jobs.score import score
-from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
+from tests.serving.conftest import deployed_copy, platform_database_url  # noqa: F401 - fixtures re-exported
 
 LIST_COLUMNS = ["score", "decision", "risk_decile", "risk_band", "cutoff", "model_name", "model_version"]
-
-
-@pytest.fixture
-def deployed_copy(trained_platform, platform_database_url, tmp_path: Path) -> Settings:  # noqa: F811 - the fixture
-    """A private copy of the session's trained platform writing its lists to a migrated PostgreSQL database."""
-    home = tmp_path / "home"
-    shutil.copytree(trained_platform.settings.home, home)
-    original = trained_platform.settings
-    return Settings(
-        home=home, training=original.training, spark=original.spark, database_url=SecretStr(platform_database_url)
-    )
 
 
 def assert_same_list(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
@@ -68,7 +55,7 @@ def rows_of_list(settings: Settings, dataset: str) -> tuple[int, int, int, set[s
 
 
 @pytest.mark.slow
-def test_the_spark_list_is_the_pandas_list_and_a_rerun_replaces_it(deployed_copy: Settings) -> None:
+def test_the_spark_list_is_the_pandas_list_and_a_rerun_replaces_it(deployed_copy: Settings) -> None:  # noqa: F811
     from churnops.dataset import load_contract
 
     contract = load_contract("synthetic", deployed_copy)
@@ -110,7 +97,8 @@ def test_the_auto_engine_picks_spark_only_from_the_configured_row_count() -> Non
 
 @pytest.mark.slow
 def test_spark_submit_of_the_scoring_job_writes_a_backtest_list_and_its_summary(
-    deployed_copy: Settings, tmp_path: Path
+    deployed_copy: Settings,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
     """The scoring DAG's Spark path: `spark-submit jobs/score_spark.py`, configured by the environment as a worker's
     task is, its summary read back by the task (`read_result`)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from contextlib import closing
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
-from pydantic import SecretStr
 
 from churnops import db
 from churnops.config import Settings
@@ -24,20 +22,9 @@ from churnops.jobs.value.history import purchase_history
 from churnops.jobs.value.pipeline import add_value_columns, purchase_events, train_value_step
 from churnops.registry import configure_mlflow
 from churnops.value_contract import VALUE_LIST_COLUMNS
-from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
+from tests.serving.conftest import deployed_copy, platform_database_url  # noqa: F401 - fixtures re-exported
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def deployed_copy(trained_platform, platform_database_url, tmp_path: Path) -> Settings:  # noqa: F811 - the fixture
-    """A private copy of the session's trained platform writing its lists to a migrated PostgreSQL database."""
-    home = tmp_path / "home"
-    shutil.copytree(trained_platform.settings.home, home)
-    original = trained_platform.settings
-    return Settings(
-        home=home, training=original.training, spark=original.spark, database_url=SecretStr(platform_database_url)
-    )
 
 
 def test_training_registers_a_gated_value_model_with_nested_trials_and_baselines(trained_platform) -> None:
@@ -78,7 +65,8 @@ def test_a_rerun_on_the_same_purchases_registers_no_new_value_version(trained_pl
 
 
 def test_scoring_puts_expected_value_and_the_campaign_into_parquet_postgres_and_the_export(
-    deployed_copy: Settings, tmp_path: Path
+    deployed_copy: Settings,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
     contract = load_contract("synthetic", deployed_copy)
     run = score(deployed_copy, contract, run_id="valued")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import httpx
 import psycopg2
 import psycopg2.sql
 import pytest
+from pydantic import SecretStr
 
 from churnops import db
 from churnops.config import Settings
@@ -64,6 +66,17 @@ def platform_database_url() -> Iterator[str]:
             cur.execute(
                 psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg2.sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def deployed_copy(trained_platform, platform_database_url: str, tmp_path: Path) -> Settings:
+    """A private copy of the session's trained platform writing its lists to a migrated PostgreSQL database."""
+    home = tmp_path / "home"
+    shutil.copytree(trained_platform.settings.home, home)
+    original = trained_platform.settings
+    return Settings(
+        home=home, training=original.training, spark=original.spark, database_url=SecretStr(platform_database_url)
+    )
 
 
 def unused_port() -> int:

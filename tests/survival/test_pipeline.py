@@ -5,7 +5,6 @@ censoring. Runs on the session's trained synthetic platform (its contract enable
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from contextlib import closing
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
-from pydantic import SecretStr
 
 from churnops.config import Settings
 from churnops.dataset import load_contract
@@ -22,7 +20,7 @@ from churnops.jobs.survival.data import DURATION, EVENT
 from churnops.jobs.survival.pipeline import promote_survival, survival_frames
 from churnops.jobs.training.data import TrainingData
 from churnops.snapshots import latest_snapshot_dir, load_snapshot
-from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
+from tests.serving.conftest import deployed_copy, platform_database_url  # noqa: F401 - fixtures re-exported
 
 SURVIVAL_COLUMNS = ["p_buy_30d", "p_buy_90d", "p_buy_180d", "median_days_to_next_purchase", "median_beyond_horizon"]
 
@@ -101,20 +99,10 @@ def test_training_registers_a_survival_champion_without_pickle_tracked_beside_co
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
 
 
-@pytest.fixture
-def deployed_copy(trained_platform, platform_database_url, tmp_path: Path) -> Settings:  # noqa: F811 - the fixture
-    """A private copy of the trained platform writing its lists to a migrated PostgreSQL database."""
-    home = tmp_path / "home"
-    shutil.copytree(trained_platform.settings.home, home)
-    original = trained_platform.settings
-    return Settings(
-        home=home, training=original.training, spark=original.spark, database_url=SecretStr(platform_database_url)
-    )
-
-
 @pytest.mark.slow
 def test_the_scoring_job_adds_the_survival_columns_to_parquet_postgres_the_export_and_predict(
-    deployed_copy: Settings, tmp_path: Path
+    deployed_copy: Settings,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
     from churnops.jobs.export import export_top_k
     from churnops.jobs.score import score
@@ -175,7 +163,7 @@ def _predict_returns_the_stored_survival_columns(settings: Settings, listed: pd.
 
 
 @pytest.mark.slow
-def test_a_dataset_without_survival_scores_exactly_as_before(deployed_copy: Settings) -> None:
+def test_a_dataset_without_survival_scores_exactly_as_before(deployed_copy: Settings) -> None:  # noqa: F811
     from churnops.jobs.score import score
 
     contract = load_contract("synthetic", deployed_copy).model_copy(update={"survival": None})
