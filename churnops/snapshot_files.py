@@ -109,6 +109,16 @@ def pandas_dtypes(schema: Any, with_nulls: set[str]) -> dict[str, str]:
     return dtypes if CUTOFF in dtypes else dtypes | {CUTOFF: "datetime64[ns]"}
 
 
+def role_cutoffs(metadata: SnapshotMetadata, roles: Sequence[str]) -> list[dt.date]:
+    """The cutoffs a snapshot plays `roles` ("train", "out_of_time", "scoring") at, for a reader to read only them."""
+    return sorted({dt.date.fromisoformat(day) for role in roles for day in metadata.cutoffs.get(role, [])})
+
+
+def training_cutoffs(metadata: SnapshotMetadata) -> list[dt.date] | None:
+    """The cutoffs training reads: its training and out-of-time cutoffs; every one (None) for entity-level data."""
+    return role_cutoffs(metadata, ("train", "out_of_time")) if metadata.validation == "out_of_time" else None
+
+
 def describe_files(
     data_dir: Path, file_digests: dict[str, str], cutoffs: dict[str, list[dt.date]], validation: str, **fields: Any
 ) -> SnapshotMetadata:

@@ -8,7 +8,7 @@ stored under a key digesting exactly those (`cutoff_keys`), as the Parquet files
 so the key of every cutoff that read them.
 
 Only the cutoffs without a stored frame go to Spark, which reads only the bronze days they need and writes their
-files itself. The snapshot's `data/cutoff=DAY/` folders are then hard links to the frames' files: no row passes
+files itself. The snapshot's `data/cutoff=DAY/` folders are then copies of the frames' files: no row passes
 through the driver. A cutoff's file has the same bytes whichever run computed it (`write_by_cutoff`), so an
 incremental build and a full rebuild give the same files and hashes (tests/features/test_cutoff_frames.py).
 """
@@ -19,7 +19,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -93,23 +92,20 @@ def write_by_cutoff(features: Any, scratch: Path) -> dict[dt.date, list[Path]]:
     return written
 
 
-def _place(files: list[Path], target: Path, link: bool = False) -> None:
-    """`files` as `target/part-NNNNN.parquet` (named by position, not by Spark's run-specific names), moved into a
-    folder beside `target` and renamed onto it at once; hard-linked instead of moved when `link` (a copy when the
-    file system cannot link)."""
+def _place(files: list[Path], target: Path, copy: bool = False) -> None:
+    """`files` as `target/part-NNNNN.parquet` (named by position, not by Spark's run-specific names), moved (copied
+    when `copy`) into a folder beside `target` that is then renamed onto it at once. A snapshot gets copies of the
+    stored frames, not hard links: a snapshot file rewritten in place must not change the frame a later run reuses."""
     if target.exists():
         return
     building = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
     building.mkdir(parents=True)
     for number, source in enumerate(files):
         destination = building / f"part-{number:05d}.parquet"
-        if not link:
-            shutil.move(source, destination)
-            continue
-        try:
-            os.link(source, destination)
-        except OSError:
+        if copy:
             shutil.copyfile(source, destination)
+        else:
+            shutil.move(source, destination)
     try:
         building.rename(target)
     except OSError:  # another run stored the same frame first: its files are the same bytes
@@ -129,7 +125,7 @@ def assemble_feature_files(
 ) -> list[dt.date]:
     """Write every (customer, cutoff) row of `cutoffs` under `data_dir` as `cutoff=DAY/part-N.parquet` (see
     churnops/snapshot_files.py) and return the cutoffs that had to be computed (the others came from stored frames,
-    hard-linked). No row passes through the driver.
+    copied). No row passes through the driver.
 
     Entity-level data (no events, one dated table) is computed whole every time: there is nothing to share.
     """
@@ -157,7 +153,7 @@ def assemble_feature_files(
     for cutoff in cutoffs:
         stored = sorted(frame_path(settings, contract.name, keys[cutoff]).glob("*.parquet"))
         if stored:
-            _place(stored, data_dir / cutoff_folder(cutoff), link=True)
+            _place(stored, data_dir / cutoff_folder(cutoff), copy=True)
     return missing
 
 
