@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +146,21 @@ def describe_files(
     )
 
 
-def _verify(snapshot_dir: Path, metadata: SnapshotMetadata, days: list[str]) -> None:
-    """The files of `days` are exactly those recorded, with the bytes they had when written."""
+def _digest_here(paths: list[str]) -> list[str]:
+    return [file_sha256(path) for path in paths]
+
+
+def verify_cutoffs(
+    snapshot_dir: Path,
+    metadata: SnapshotMetadata,
+    days: Sequence[str],
+    digest: Callable[[list[str]], list[str]] = _digest_here,
+) -> None:
+    """The files of `days` are exactly those recorded, with the bytes they had when written. `digest` computes the
+    SHA-256 of files by path: streamed by this process by default, by Spark's executors in Spark stages."""
     data_dir = snapshot_dir / DATA_DIR
     recorded = _by_cutoff(metadata.file_digests)
+    expected: dict[str, str] = {}
     for day in days:
         folder = data_dir / cutoff_folder(day)
         present = sorted(p.name for p in folder.glob("*.parquet")) if folder.is_dir() else []
@@ -158,14 +169,14 @@ def _verify(snapshot_dir: Path, metadata: SnapshotMetadata, days: list[str]) -> 
                 f"snapshot {snapshot_dir} was modified after it was written: cutoff {day} was written as files "
                 f"{sorted(recorded.get(day, {}))} and now holds {present}; rebuild it with `churnops features`"
             )
-        for name, digest in recorded.get(day, {}).items():
-            actual = file_sha256(str(folder / name))
-            if actual != digest:
-                raise SnapshotIntegrityError(
-                    f"snapshot {snapshot_dir} was modified after it was written: file {cutoff_folder(day)}/{name} "
-                    f"was recorded with SHA-256 {digest[:16]}…, its bytes now give {actual[:16]}…; rebuild it with "
-                    "`churnops features`"
-                )
+        expected |= {f"{cutoff_folder(day)}/{name}": value for name, value in recorded.get(day, {}).items()}
+    relative = sorted(expected)
+    for path, actual in zip(relative, digest([str(data_dir / r) for r in relative]), strict=True):
+        if actual != expected[path]:
+            raise SnapshotIntegrityError(
+                f"snapshot {snapshot_dir} was modified after it was written: file {path} was recorded with SHA-256 "
+                f"{expected[path][:16]}…, its bytes now give {actual[:16]}…; rebuild it with `churnops features`"
+            )
 
 
 def read_file_snapshot(
@@ -186,17 +197,18 @@ def read_file_snapshot(
     if verify:
         if days is None:
             extra = sorted({p.name.removeprefix(PARTITION_PREFIX) for p in data_dir.glob(f"{PARTITION_PREFIX}*")})
-            _verify(snapshot_dir, metadata, sorted(set(wanted) | set(extra)))
+            verify_cutoffs(snapshot_dir, metadata, sorted(set(wanted) | set(extra)))
         else:
-            _verify(snapshot_dir, metadata, wanted)
+            verify_cutoffs(snapshot_dir, metadata, wanted)
     folders = {cutoff_folder(day) for day in wanted}
     files = [str(data_dir / r) for r in sorted(metadata.file_digests) if r.split("/", 1)[0] in folders]
-    names = list(metadata.column_dtypes) if columns is None else list(columns)
     partitioning = ds.partitioning(pa.schema([(CUTOFF, pa.date32())]), flavor="hive")
     if files:
         dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=str(data_dir))
+        names = list(columns) if columns is not None else _in_written_order(dataset.schema.names)
         frame = dataset.to_table(columns=names).to_pandas()
     else:
+        names = list(columns) if columns is not None else _in_written_order(list(metadata.column_dtypes))
         frame = pd.DataFrame({name: pd.Series(dtype=metadata.column_dtypes[name]) for name in names})
     frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
     for column in frame.columns:
@@ -204,3 +216,9 @@ def read_file_snapshot(
         if dtype is not None and str(frame[column].dtype) != dtype:
             frame[column] = frame[column].astype(dtype)
     return frame
+
+
+def _in_written_order(names: list[str]) -> list[str]:
+    """The columns in the order the feature job wrote them: customer, cutoff (the folder's), then the files'."""
+    rest = [name for name in names if name not in (ENTITY_ID, CUTOFF)]
+    return [ENTITY_ID, CUTOFF, *rest] if ENTITY_ID in names else [CUTOFF, *rest]

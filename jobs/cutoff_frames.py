@@ -21,6 +21,7 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,13 +158,20 @@ def assemble_feature_files(
     return missing
 
 
+def executor_digests(spark: SparkSession) -> Callable[[list[str]], list[str]]:
+    """SHA-256 of files by path, computed by the executors (one task per slice of files; only the digests come
+    back): the bytes are read where Spark wrote them, never streamed through the driver."""
+
+    def digest(paths: list[str]) -> list[str]:
+        if not paths:
+            return []
+        slices = max(1, min(len(paths), spark.sparkContext.defaultParallelism))
+        return spark.sparkContext.parallelize(paths, slices).map(file_sha256).collect()
+
+    return digest
+
+
 def digest_files(spark: SparkSession, data_dir: Path) -> dict[str, str]:
-    """SHA-256 of every data file, computed by the executors (one task per slice of files; only the digests come
-    back): the bytes are read where the files are, as Spark wrote them, not streamed through the driver."""
+    """Every data file's SHA-256 by its path relative to `data_dir`, computed by the executors."""
     relative = data_files(data_dir)
-    if not relative:
-        return {}
-    paths = [str(data_dir / r) for r in relative]
-    slices = max(1, min(len(paths), spark.sparkContext.defaultParallelism))
-    digests = spark.sparkContext.parallelize(paths, slices).map(file_sha256).collect()
-    return dict(zip(relative, digests, strict=True))
+    return dict(zip(relative, executor_digests(spark)([str(data_dir / r) for r in relative]), strict=True))
