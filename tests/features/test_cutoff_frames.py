@@ -15,6 +15,7 @@ from churnops.bronze import BronzeManifest, SourceFileRecord
 from churnops.jobs.cutoff_frames import FRAMES_DIR, cutoff_keys
 from churnops.jobs.features import build_feature_snapshot, prepare_run, reuse_snapshot
 from churnops.jobs.generate import generate, write_generated
+from churnops.snapshot_files import data_files, file_sha256
 from churnops.snapshots import METADATA_FILE, dataset_dir, load_snapshot, read_metadata, write_metadata
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
 
@@ -84,6 +85,9 @@ def test_a_snapshot_from_stored_frames_equals_a_full_rebuild(spark, monthly):
     assert folders == [f"cutoff={day}" for day in sorted(full.metadata.rows_per_cutoff)]
     assert all(path.endswith("/part-00000.parquet") for path in january.metadata.file_digests)
     assert january.metadata.hash_scheme and not january.metadata.column_digests
+    # The executors' digests are the files' SHA-256, as a reader streaming them computes it.
+    data = january.snapshot_dir / "data"
+    assert january.metadata.file_digests == {path: file_sha256(str(data / path)) for path in data_files(data)}
 
 
 @pytest.mark.slow
