@@ -1,5 +1,6 @@
 """Peak resident memory of the feature job's driver: the Python process alone and with its children (the driver
-JVM and, in local mode, the executors and their Python workers), sampled every 100 ms.
+JVM and, in local mode, the executors and their Python workers, counted by proportional set size), sampled every
+100 ms.
 
 The sources (one Parquet file per month, `benchmarks/scale.py`) and the bronze layer are prepared first, outside
 the measurement; then `prepare_run` + `build_feature_snapshot` run in a fresh SparkSession with a fresh frames
@@ -28,7 +29,7 @@ from scale import contract_for, write_partitioned_sources  # noqa: E402 - a sibl
 
 
 class DriverMemory:
-    """Peak RSS of this process, and of it with all its children, sampled in a background thread."""
+    """Peak RSS of this process, and of it plus its children's PSS, sampled in a background thread."""
 
     def __init__(self) -> None:
         self.python_peak, self.total_peak, self._stop = 0, 0, threading.Event()
@@ -41,7 +42,9 @@ class DriverMemory:
             total = own
             for child in me.children(recursive=True):
                 try:
-                    total += child.memory_info().rss
+                    # PSS, not RSS: PySpark forks its Python workers from a daemon, and summing their RSS would
+                    # count the pages they share with it once per fork.
+                    total += child.memory_full_info().pss
                 except psutil.Error:
                     pass
             self.python_peak, self.total_peak = max(self.python_peak, own), max(self.total_peak, total)
@@ -81,7 +84,7 @@ def measure(events: int, root: Path, seed: int) -> dict:
         "cutoffs": len(run.metadata.rows_per_cutoff),
         "feature_job_seconds": round(seconds, 1),
         "driver_python_peak_rss_mb": round(memory.python_peak / 2**20),
-        "driver_with_children_peak_rss_mb": round(memory.total_peak / 2**20),
+        "driver_rss_with_children_pss_peak_mb": round(memory.total_peak / 2**20),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
