@@ -168,9 +168,11 @@ def publish_online_features(
 
 def publish_latest_snapshot(settings: Settings, dataset: str) -> int:
     """Publish the scoring-cutoff rows of the dataset's latest feature snapshot (the feature DAG's last step)."""
-    from churnops.snapshots import latest_snapshot_dir, load_snapshot
+    from churnops.snapshots import latest_snapshot_dir, load_snapshot, read_metadata
 
-    frame, metadata = load_snapshot(latest_snapshot_dir(settings, dataset))
+    snapshot_dir = latest_snapshot_dir(settings, dataset)
+    scoring = [dt.date.fromisoformat(day) for day in read_metadata(snapshot_dir).cutoffs["scoring"]]
+    frame, metadata = load_snapshot(snapshot_dir, cutoffs=scoring)  # only the scoring cutoff is published
     with closing(db.connect(settings, application_name="churnops-online-features")) as conn:
         db.migrate(conn)
     return publish_online_features(

@@ -1,12 +1,12 @@
 """Feature snapshots: versioned, content-hashed, published atomically, verified on load, one per run date.
 
 Layout under `<home>/features/<dataset>/`: one folder per snapshot, named by its content hash, holding `data/`
-(Parquet) and `snapshot.json` (metadata: cutoffs, row counts, features, hashes); `runs/<run date>.json` names the
-snapshot of each run date, `inputs/<inputs key>.json` the snapshot built from each set of inputs (so unchanged data
-and definitions reuse a snapshot instead of rebuilding it), and `latest.json` the snapshot of the newest run date.
-The content hash covers the rows sorted by (cutoff, customer) so the same inputs always give the same hash, however
-Spark split the files. The training hash covers only the labelled rows training reads (training and out-of-time
-cutoffs): two run dates with the same training hash have nothing new to learn from.
+(Parquet, partitioned by cutoff when Spark wrote it: churnops/snapshot_files.py, which also hashes it from its
+files' digests) and `snapshot.json` (metadata: cutoffs, row counts, features, hashes); `runs/<run date>.json` names
+the snapshot of each run date, `inputs/<inputs key>.json` the snapshot built from each set of inputs (so unchanged
+data and definitions reuse a snapshot instead of rebuilding it), and `latest.json` the snapshot of the newest run
+date. The training hash covers what training reads: two run dates with the same one have nothing new to learn
+from. The row hashing below is that of snapshots written by pandas (tests, benchmarks, older snapshots).
 """
 
 from __future__ import annotations
@@ -58,14 +58,15 @@ class SnapshotMetadata:
     training_hash: str = ""
     # Digest of everything the snapshot was computed from (definitions, inputs, plan): see `find_by_inputs`.
     inputs_key: str = ""
-    # One hash per cutoff (same scheme as `content_hash`, over that cutoff's rows) and the pandas dtype of every
-    # column, so a stage that needs one cutoff (scoring) reads and verifies only its rows. Empty on snapshots
-    # written before they existed: those are read and verified whole.
+    # One hash per cutoff and the pandas dtype of every column, so a stage that needs one cutoff (scoring) reads
+    # and verifies only its rows. Empty on old snapshots: those are read and verified whole.
     cutoff_hashes: dict[str, str] = field(default_factory=dict)
     column_dtypes: dict[str, str] = field(default_factory=dict)
-    # Per cutoff, one digest per column (`column_digest`): a stage that reads some columns of one cutoff (scoring)
-    # checks exactly what it read, without sorting. Empty on snapshots written before they existed.
+    # Per cutoff, one digest per column (`column_digest`), for pandas-hashed snapshots: a stage checks what it read.
     column_digests: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Spark-written snapshots (snapshot_files.py): each data file's SHA-256 and the hash scheme; empty when pandas.
+    file_digests: dict[str, str] = field(default_factory=dict)
+    hash_scheme: str = ""
 
     @property
     def snapshot_id(self) -> str:
@@ -303,12 +304,15 @@ def load_snapshot(
 ) -> tuple[pd.DataFrame, SnapshotMetadata]:
     """Read a snapshot's rows (only those of `cutoffs` when given; only `columns` plus the customer and cutoff when
     given) and metadata; refuse it if what was read does not match the hashes recorded when it was written.
-
-    Snapshots written before per-cutoff column digests (or per-cutoff hashes) existed are read whole (or by cutoff,
-    every column) and checked the way they were recorded."""
+    Snapshots written by Spark are checked by their files' digests (churnops/snapshot_files.py); older ones are read
+    whole (or by cutoff, every column) when they lack per-cutoff column digests (or hashes)."""
     metadata = read_metadata(snapshot_dir)
     wanted = sorted({day.isoformat() for day in cutoffs}) if cutoffs is not None else None
     read_columns = None if columns is None else list(dict.fromkeys([ENTITY_ID, CUTOFF, *columns]))
+    if metadata.hash_scheme:
+        from churnops.snapshot_files import read_file_snapshot
+
+        return read_file_snapshot(snapshot_dir, metadata, wanted, read_columns, verify), metadata
     if wanted is not None and all(day in metadata.column_digests for day in wanted):
         frame = _read_cutoffs(snapshot_dir, metadata, wanted, read_columns)
         if verify:
@@ -394,7 +398,3 @@ def _typed_cutoffs(stamps: list[pd.Timestamp], column_type: Any) -> Any:
     if pa.types.is_date(column_type):
         return pa.array([stamp.date() for stamp in stamps], type=column_type)
     return pa.array([stamp.to_datetime64() for stamp in stamps]).cast(column_type)
-
-
-def metadata_dict(metadata: SnapshotMetadata) -> dict[str, Any]:
-    return asdict(metadata)

@@ -3,12 +3,14 @@
 A weekly run date shares most of its training cutoffs with the previous one. The rows of one cutoff t depend only on
 the feature definitions, the contract, the entity table, the bronze event days before t + horizon (features read the
 days before t, the label the horizon after it) and whether that horizon has been observed by the run: its frame is
-stored under a key digesting exactly those (`cutoff_keys`), at `<home>/features/<dataset>/frames/<key>.parquet`.
-A re-delivered source file changes the parts of the days it holds, and so the key of every cutoff that read them.
+stored under a key digesting exactly those (`cutoff_keys`), as the Parquet files Spark wrote for it, at
+`<home>/features/<dataset>/frames/<key>/`. A re-delivered source file changes the parts of the days it holds, and
+so the key of every cutoff that read them.
 
-Only the cutoffs without a stored frame go to Spark, which reads only the bronze days they need. The snapshot is
-then assembled from the frames in (cutoff, customer) order: a full build is the same path with nothing stored, so
-an incremental build and a full rebuild give the same rows, dtypes and hashes (tests/features/test_cutoff_frames.py).
+Only the cutoffs without a stored frame go to Spark, which reads only the bronze days they need and writes their
+files itself. The snapshot's `data/cutoff=DAY/` folders are then copies of the frames' files: no row passes
+through the driver. A cutoff's file has the same bytes whichever run computed it (`write_by_cutoff`), so an
+incremental build and a full rebuild give the same files and hashes (tests/features/test_cutoff_frames.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import hashlib
 import json
 import logging
 import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,8 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import CUTOFF, ENTITY_ID
 from churnops.jobs.feature_frames import compute_feature_table
+from churnops.snapshot_files import PARTITION_PREFIX, cutoff_folder, data_files, file_sha256
 from churnops.snapshots import dataset_dir
-from churnops.storage import write_arrow_atomically
 
 log = logging.getLogger(__name__)
 
@@ -63,29 +67,53 @@ def cutoff_keys(
 
 
 def frame_path(settings: Settings, dataset: str, key: str) -> Path:
-    return dataset_dir(settings, dataset) / FRAMES_DIR / f"{key}.parquet"
+    """A cutoff's stored frame: a folder of Parquet files (none when the cutoff has no rows)."""
+    return dataset_dir(settings, dataset) / FRAMES_DIR / key
 
 
-def _canonical(table: Any) -> Any:
-    """`table` with every column nullable and no writer metadata: frames written by different runs concatenate."""
-    import pyarrow as pa
+def write_by_cutoff(features: Any, scratch: Path) -> dict[dt.date, list[Path]]:
+    """Write a Spark frame as Parquet partitioned by cutoff under `scratch`, and return each cutoff's files.
 
-    schema = pa.schema([field.with_nullable(True) for field in table.schema])
-    return table.cast(schema).replace_schema_metadata(None)
+    Every cutoff's rows go to one task (hash-partitioned by cutoff) and are sorted by customer, so a cutoff is one
+    file whose bytes depend only on its rows: the same whichever other cutoffs were computed alongside."""
+    from pyspark.sql import functions as F
+
+    (
+        features.withColumn(CUTOFF, F.to_date(F.col(CUTOFF)))
+        .repartition(CUTOFF)
+        .sortWithinPartitions(CUTOFF, ENTITY_ID)
+        .write.mode("overwrite")
+        .partitionBy(CUTOFF)
+        .parquet(str(scratch))
+    )
+    written = {}
+    for folder in sorted(scratch.glob(f"{PARTITION_PREFIX}*")):
+        day = dt.date.fromisoformat(folder.name.removeprefix(PARTITION_PREFIX))
+        written[day] = sorted(folder.glob("*.parquet"))
+    return written
 
 
-def _spark_rows(features: Any, scratch: Path) -> Any:
-    """Materialise a Spark frame as an Arrow table through Parquet files under `scratch` (removed afterwards)."""
-    import pyarrow.dataset as ds
-
-    features.write.mode("overwrite").parquet(str(scratch))
+def _place(files: list[Path], target: Path, copy: bool = False) -> None:
+    """`files` as `target/part-NNNNN.parquet` (named by position, not by Spark's run-specific names), moved (copied
+    when `copy`) into a folder beside `target` that is then renamed onto it at once. A snapshot gets copies of the
+    stored frames, not hard links: a snapshot file rewritten in place must not change the frame a later run reuses."""
+    if target.exists():
+        return
+    building = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    building.mkdir(parents=True)
+    for number, source in enumerate(files):
+        destination = building / f"part-{number:05d}.parquet"
+        if copy:
+            shutil.copyfile(source, destination)
+        else:
+            shutil.move(source, destination)
     try:
-        return _canonical(ds.dataset(scratch, format="parquet").to_table())
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        building.rename(target)
+    except OSError:  # another run stored the same frame first: its files are the same bytes
+        shutil.rmtree(building, ignore_errors=True)
 
 
-def assemble_feature_rows(
+def assemble_feature_files(
     spark: SparkSession,
     contract: DatasetContract,
     settings: Settings,
@@ -94,35 +122,56 @@ def assemble_feature_rows(
     manifest: BronzeManifest | None,
     base_key: str,
     scratch: Path,
-) -> tuple[Any, list[dt.date]]:
-    """Every (customer, cutoff) row of `cutoffs` as one Arrow table in (cutoff, customer) order, and the cutoffs
-    that had to be computed (the others came from stored frames).
+    data_dir: Path,
+) -> list[dt.date]:
+    """Write every (customer, cutoff) row of `cutoffs` under `data_dir` as `cutoff=DAY/part-N.parquet` (see
+    churnops/snapshot_files.py) and return the cutoffs that had to be computed (the others came from stored frames,
+    copied). No row passes through the driver.
 
     Entity-level data (no events, one dated table) is computed whole every time: there is nothing to share.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if contract.events is None or manifest is None or contract.label.horizon_days is None:
-        table = _spark_rows(compute_feature_table(spark, contract, settings, cutoffs, observed_until), scratch)
-        return _sorted(table), list(cutoffs)
-    keys = cutoff_keys(base_key, contract, manifest, cutoffs, observed_until)
-    missing = [c for c in cutoffs if not frame_path(settings, contract.name, keys[c]).exists()]
-    if missing:
-        # Only the days the missing cutoffs read: those before the latest one's horizon end.
-        last_day = max(missing) + dt.timedelta(days=contract.label.horizon_days - 1)
-        computed = _spark_rows(
-            compute_feature_table(spark, contract, settings, missing, observed_until, manifest, last_day), scratch
-        )
-        for cutoff in missing:
-            rows = computed.filter(pc.equal(computed[CUTOFF], pa.scalar(cutoff, computed.schema.field(CUTOFF).type)))
-            write_arrow_atomically(rows, frame_path(settings, contract.name, keys[cutoff]))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if contract.events is None or manifest is None or contract.label.horizon_days is None:
+            written = write_by_cutoff(
+                compute_feature_table(spark, contract, settings, cutoffs, observed_until), scratch
+            )
+            for day, files in written.items():
+                _place(files, data_dir / cutoff_folder(day))
+            return list(cutoffs)
+        keys = cutoff_keys(base_key, contract, manifest, cutoffs, observed_until)
+        missing = [c for c in cutoffs if not frame_path(settings, contract.name, keys[c]).is_dir()]
+        if missing:
+            # Only the days the missing cutoffs read: those before the latest one's horizon end.
+            last_day = max(missing) + dt.timedelta(days=contract.label.horizon_days - 1)
+            features = compute_feature_table(spark, contract, settings, missing, observed_until, manifest, last_day)
+            written = write_by_cutoff(features, scratch)
+            for cutoff in missing:
+                _place(written.get(cutoff, []), frame_path(settings, contract.name, keys[cutoff]))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     log.info("feature frames: %d cutoff(s) computed, %d reused", len(missing), len(cutoffs) - len(missing))
-    import pyarrow.parquet as pq
+    for cutoff in cutoffs:
+        stored = sorted(frame_path(settings, contract.name, keys[cutoff]).glob("*.parquet"))
+        if stored:
+            _place(stored, data_dir / cutoff_folder(cutoff), copy=True)
+    return missing
 
-    tables = [_canonical(pq.read_table(frame_path(settings, contract.name, keys[c]))) for c in cutoffs]
-    return _sorted(pa.concat_tables(tables)), missing
+
+def executor_digests(spark: SparkSession) -> Callable[[list[str]], list[str]]:
+    """SHA-256 of files by path, computed by the executors (one task per slice of files; only the digests come
+    back): the bytes are read where Spark wrote them, never streamed through the driver."""
+
+    def digest(paths: list[str]) -> list[str]:
+        if not paths:
+            return []
+        slices = max(1, min(len(paths), spark.sparkContext.defaultParallelism))
+        return spark.sparkContext.parallelize(paths, slices).map(file_sha256).collect()
+
+    return digest
 
 
-def _sorted(table: Any) -> Any:
-    return table.sort_by([(CUTOFF, "ascending"), (ENTITY_ID, "ascending")])
+def digest_files(spark: SparkSession, data_dir: Path) -> dict[str, str]:
+    """Every data file's SHA-256 by its path relative to `data_dir`, computed by the executors."""
+    relative = data_files(data_dir)
+    return dict(zip(relative, executor_digests(spark)([str(data_dir / r) for r in relative]), strict=True))

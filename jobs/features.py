@@ -5,7 +5,8 @@ whose labels are observed by then (`DatasetContract.plan`). Before Spark starts,
 the contract (`churnops.jobs.source_check`), brings the bronze layer up to date, refuses a run date the data does not
 reach, and digests everything the snapshot depends on (feature definitions, contract, plan, source fingerprints); when a
 published snapshot has the same digest it is reused and Spark never starts. Otherwise the frames of
-`churnops.jobs.feature_frames` are computed, checked by the leakage probe, and published atomically.
+`churnops.jobs.feature_frames` are computed, checked by the leakage probe, written by Spark as Parquet partitioned by
+cutoff, digested by the executors, and published atomically (churnops/snapshot_files.py): no row reaches the driver.
 
 Run it through the CLI (`churnops features`), from Airflow (spark-submit of this file), or directly:
 `spark-submit jobs/features.py --dataset synthetic [--run-date YYYY-MM-DD]`.
@@ -28,15 +29,15 @@ from pyspark.sql import SparkSession
 from churnops.bronze import BronzeManifest
 from churnops.config import Settings
 from churnops.dataset import CutoffPlan, DatasetContract, load_contract
-from churnops.features import CUTOFF, model_feature_columns
-from churnops.jobs.cutoff_frames import assemble_feature_rows
+from churnops.features import model_feature_columns
+from churnops.jobs.cutoff_frames import assemble_feature_files, digest_files
 from churnops.jobs.feature_frames import probe_source_timestamps
 from churnops.run_dates import DataNotReady, parse_date, require_watermark, run_date_from_data
+from churnops.snapshot_files import describe_files
 from churnops.snapshots import (
     DATA_DIR,
     SnapshotMetadata,
     dataset_dir,
-    describe,
     file_fingerprint,
     find_by_inputs,
     read_metadata,
@@ -174,9 +175,6 @@ def build_feature_snapshot(
 ) -> FeatureRun:
     """Compute features for every cutoff of the run's plan (only those no earlier run stored) and publish them as a
     hashed snapshot."""
-    import pandas as pd
-    import pyarrow.parquet as pq
-
     prepared = prepared or prepare_run(contract, settings)
     plan = prepared.plan
     cutoffs = sorted(set(plan.all))
@@ -190,7 +188,7 @@ def build_feature_snapshot(
     target_root = dataset_dir(settings, contract.name)
     staging = staging_directory_for(target_root / "incoming")
     try:
-        rows, computed = assemble_feature_rows(
+        computed = assemble_feature_files(
             spark,
             contract,
             settings,
@@ -199,25 +197,23 @@ def build_feature_snapshot(
             manifest,
             frames_key(contract, prepared.source_fingerprints),
             staging / "computed",
+            staging / DATA_DIR,
         )
         assembled = time.perf_counter()
-        (staging / DATA_DIR).mkdir(parents=True)
-        pq.write_table(rows, staging / DATA_DIR / "part-00000.parquet")
-        frame = pd.read_parquet(staging / DATA_DIR)
-        frame[CUTOFF] = pd.to_datetime(frame[CUTOFF])
         numeric, categorical = model_feature_columns(contract)
         ingestion = {} if manifest is None else manifest.totals() | {"latest_event_day": str(manifest.latest_event_day)}
-        metadata = describe(
-            frame,
-            contract.name,
+        metadata = describe_files(
+            staging / DATA_DIR,
+            digest_files(spark, staging / DATA_DIR),
             {"train": list(plan.train), "out_of_time": [plan.out_of_time], "scoring": [plan.scoring]},
-            numeric + categorical,
-            prepared.source_fingerprints,
-            validation=contract.validation,
+            contract.validation,
+            dataset=contract.name,
+            feature_columns=numeric + categorical,
+            source_fingerprints=prepared.source_fingerprints,
             ingestion=ingestion,
             leakage_probes=leakage_probes,
-            run_date=prepared.run_date,
-            observed_until=plan.observed_until,
+            run_date=prepared.run_date.isoformat(),
+            observed_until=plan.observed_until.isoformat() if plan.observed_until else None,
             inputs_key=prepared.inputs_key,
         )
         write_metadata(staging, metadata)
@@ -233,10 +229,10 @@ def build_feature_snapshot(
             shutil.rmtree(staging, ignore_errors=True)
     log.info(
         "feature snapshot %s for run date %s: %s rows; %d of %d cutoffs computed; seconds: probe %.1f, "
-        "features %.1f, hash and publish %.1f",
+        "features %.1f, digest and publish %.1f",
         final,
         prepared.run_date,
-        len(frame),
+        sum(metadata.rows_per_cutoff.values()),
         len(computed),
         len(cutoffs),
         probed - started,

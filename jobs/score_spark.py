@@ -44,10 +44,12 @@ from churnops.banding import build_score_frame, count_scoring_higher
 from churnops.config import Settings
 from churnops.dataset import DatasetContract, load_contract
 from churnops.features import CUTOFF, ENTITY_ID
+from churnops.jobs.cutoff_frames import executor_digests
 from churnops.jobs.score import ScoringRun, score
 from churnops.jobs.spark import spark_session
 from churnops.paths import scores_path
 from churnops.registry import LoadedModel
+from churnops.snapshot_files import verify_cutoffs
 from churnops.snapshots import DATA_DIR, SnapshotIntegrityError, read_metadata
 from churnops.storage import publish_directory, staging_directory_for, write_json_atomically
 
@@ -107,6 +109,9 @@ def _score_list(
     list_kind: str,
     run_id: str,
 ) -> ScoringRun:
+    metadata = read_metadata(snapshot_dir)
+    if metadata.hash_scheme:  # the scoring cutoff's files, digested by the executors, before a row is scored
+        verify_cutoffs(snapshot_dir, metadata, [cutoff.isoformat()], executor_digests(spark))
     features = (
         spark.read.parquet(str(snapshot_dir / DATA_DIR))
         .where(F.to_date(F.col(CUTOFF)) == F.lit(cutoff))

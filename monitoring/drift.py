@@ -26,7 +26,8 @@ from churnops.features import CALENDAR_AGED_FEATURES, CUTOFF
 from churnops.monitoring.measure import SCORE_COLUMN, DriftMeasurement, gain_importances, measure_drift
 from churnops.monitoring.store import DriftRun, MonitoringStore, monitoring_dir, open_store
 from churnops.registry import LoadedModel
-from churnops.snapshots import SnapshotMetadata, dataset_dir, load_snapshot, snapshot_dir_for
+from churnops.snapshot_files import role_cutoffs
+from churnops.snapshots import SnapshotMetadata, dataset_dir, load_snapshot, read_metadata, snapshot_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,12 @@ def reference_snapshot_dir(settings: Settings, contract: DatasetContract, model:
     return path
 
 
+REFERENCE_ROLES = {"out_of_time": ["out_of_time"], "train": ["train"], "all": ["train", "out_of_time"]}
+
+
 def reference_rows(frame: pd.DataFrame, metadata: SnapshotMetadata, which: str) -> pd.DataFrame:
     """The rows of a training snapshot that stand for what the champion learned from (see MonitoringSettings)."""
-    roles = {"out_of_time": ["out_of_time"], "train": ["train"], "all": ["train", "out_of_time"]}[which]
+    roles = REFERENCE_ROLES[which]
     cutoffs = [pd.Timestamp(d) for role in roles for d in metadata.cutoffs.get(role, [])]
     return frame[frame[CUTOFF].isin(cutoffs)]
 
@@ -234,8 +238,14 @@ def run_drift_check(
         raise NoChampionError(f"{contract.model_name} has no champion yet")
     model = load_model_version(contract.model_name, str(champion.version))
 
-    ref_frame, ref_meta = load_snapshot(reference_snapshot_dir(settings, contract, model))
-    cur_frame, cur_meta = load_snapshot(snapshot_dir_for(settings, contract.name, run_date))
+    # Only the cutoffs compared are read: the reference's (MonitoringSettings.reference_cutoffs) and the scoring one.
+    ref_dir, cur_dir = (
+        reference_snapshot_dir(settings, contract, model),
+        snapshot_dir_for(settings, contract.name, run_date),
+    )
+    ref_roles = REFERENCE_ROLES[monitoring.reference_cutoffs]
+    ref_frame, ref_meta = load_snapshot(ref_dir, cutoffs=role_cutoffs(read_metadata(ref_dir), ref_roles))
+    cur_frame, cur_meta = load_snapshot(cur_dir, cutoffs=role_cutoffs(read_metadata(cur_dir), ["scoring"]))
     current = _sample(scoring_rows(cur_frame, cur_meta), monitoring.max_rows)
     reference = _sample(reference_rows(ref_frame, ref_meta, monitoring.reference_cutoffs), monitoring.max_rows)
     reference = aged_to(reference, pd.Timestamp(cur_meta.cutoffs["scoring"][0]))

@@ -42,6 +42,7 @@ from churnops.jobs.training.selection import select_and_evaluate
 from churnops.jobs.training.unchanged import learning_key, record_skip, tag_learning_key, version_trained_on
 from churnops.metrics import evaluation_label
 from churnops.registry import configure_mlflow, ensure_experiment
+from churnops.snapshot_files import training_cutoffs
 from churnops.snapshots import SnapshotMetadata, latest_snapshot_dir, load_snapshot, read_metadata
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def _training_data(
         # Sampled in Spark: the whole snapshot never reaches the driver (nor its digests' check, which would).
         frame, sample = sample_with_session(settings, snapshot_dir, metadata)
     else:
-        frame, metadata = load_snapshot(snapshot_dir)
+        frame, metadata = load_snapshot(snapshot_dir, cutoffs=training_cutoffs(metadata))
     data = TrainingData(frame, metadata, contract, settings.training.cv_folds, settings.training.seed)
     data.sample = sample
     if data.validation != "out_of_time":

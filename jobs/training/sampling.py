@@ -20,6 +20,7 @@ import pandas as pd
 
 from churnops.config import Settings
 from churnops.features import CUTOFF, ENTITY_ID, LABEL, LABEL_AVAILABLE
+from churnops.snapshot_files import training_cutoffs
 from churnops.snapshots import DATA_DIR, SnapshotMetadata
 
 if TYPE_CHECKING:
@@ -77,6 +78,9 @@ def sample_training_rows(
     if budget is None:
         raise ValueError("training.max_rows_per_cutoff is not set: there is no row budget to sample to")
     labelled = spark.read.parquet(str(snapshot_dir / DATA_DIR)).where(F.col(LABEL_AVAILABLE))
+    days = training_cutoffs(metadata)
+    if days is not None:  # partition pruning: only the training and out-of-time cutoffs' files are read
+        labelled = labelled.where(F.to_date(F.col(CUTOFF)).isin(days))
     labelled = labelled.withColumn("_day", F.date_format(F.to_date(F.col(CUTOFF)), "yyyy-MM-dd"))
     counts = {(r["_day"], int(r[LABEL])): int(r["count"]) for r in labelled.groupBy("_day", LABEL).count().collect()}
     fractions = stratum_fractions(counts, budget)

@@ -15,6 +15,7 @@ from churnops.bronze import BronzeManifest, SourceFileRecord
 from churnops.jobs.cutoff_frames import FRAMES_DIR, cutoff_keys
 from churnops.jobs.features import build_feature_snapshot, prepare_run, reuse_snapshot
 from churnops.jobs.generate import generate, write_generated
+from churnops.snapshot_files import data_files, file_sha256
 from churnops.snapshots import METADATA_FILE, dataset_dir, load_snapshot, read_metadata, write_metadata
 from tests.features.conftest import make_settings, synthetic_contract_yaml, write_contract
 
@@ -53,7 +54,8 @@ def build(spark, contract, settings, run_date):
 
 
 def same_snapshot(a, b) -> None:
-    for name in ("content_hash", "cutoff_hashes", "column_digests", "training_hash", "column_dtypes", "cutoffs"):
+    names = ("content_hash", "cutoff_hashes", "file_digests", "training_hash", "column_dtypes", "cutoffs")
+    for name in names:
         assert getattr(a.metadata, name) == getattr(b.metadata, name), name
     assert a.snapshot_dir.name == b.snapshot_dir.name
 
@@ -76,8 +78,16 @@ def test_a_snapshot_from_stored_frames_equals_a_full_rebuild(spark, monthly):
     assert len(shared) >= 4
     assert set(january.computed_cutoffs) == set(all_cutoffs) - shared
     same_snapshot(january, full)
-    frame, _ = load_snapshot(january.snapshot_dir)  # verifies every recorded hash
+    frame, _ = load_snapshot(january.snapshot_dir)  # verifies every recorded file digest
     assert len(frame) == sum(full.metadata.rows_per_cutoff.values())
+    # Written by Spark, partitioned by cutoff, one file per cutoff named by position; hashed from the files.
+    folders = sorted(p.name for p in (january.snapshot_dir / "data").iterdir())
+    assert folders == [f"cutoff={day}" for day in sorted(full.metadata.rows_per_cutoff)]
+    assert all(path.endswith("/part-00000.parquet") for path in january.metadata.file_digests)
+    assert january.metadata.hash_scheme and not january.metadata.column_digests
+    # The executors' digests are the files' SHA-256, as a reader streaming them computes it.
+    data = january.snapshot_dir / "data"
+    assert january.metadata.file_digests == {path: file_sha256(str(data / path)) for path in data_files(data)}
 
 
 @pytest.mark.slow
@@ -101,9 +111,12 @@ def test_a_redelivered_file_invalidates_the_cutoffs_that_read_its_days(spark, mo
     fresh_july = Path(fresh_contract.events.path) / "events-2024-07.parquet"
     rows.assign(amount=rows["amount"] * 3 + 1).to_parquet(fresh_july, index=False)
     same_snapshot(after, build(spark, fresh_contract, fresh_settings, D(2024, 12, 1)))
-    assert len(list((dataset_dir(settings, contract.name) / FRAMES_DIR).glob("*.parquet"))) == len(cutoffs) + len(
-        after.computed_cutoffs
-    )
+    frames = [
+        p
+        for p in (dataset_dir(settings, contract.name) / FRAMES_DIR).iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+    ]
+    assert len(frames) == len(cutoffs) + len(after.computed_cutoffs)
 
 
 def record(days: dict[str, str], sha256: str = "a" * 64) -> SourceFileRecord:

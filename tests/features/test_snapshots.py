@@ -71,7 +71,7 @@ def test_a_modified_snapshot_refuses_to_load(spark, tiny, tmp_path):
     run = build_feature_snapshot(spark, contract, settings)
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(run.snapshot_dir), str(copy)], check=True)
-    part = sorted((copy / DATA_DIR).glob("*.parquet"))[0]
+    part = sorted((copy / DATA_DIR).rglob("*.parquet"))[0]
     table = pq.read_table(part).to_pandas()
     table.loc[0, "amount_sum_all"] = table.loc[0, "amount_sum_all"] + 1.0  # one value changed
     table.to_parquet(part, index=False)
