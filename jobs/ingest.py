@@ -25,6 +25,7 @@ import logging
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -152,26 +153,51 @@ def _ingest_file(
         quarantine = f"{QUARANTINE_DIR}/{stem}.parquet"
         (root / QUARANTINE_DIR).mkdir(parents=True, exist_ok=True)
         validated.quarantine.to_parquet(root / quarantine, index=False)
-    assert file.sha256 is not None
-    record = SourceFileRecord(
-        size=file.size,
-        mtime_ns=file.mtime_ns,
-        sha256=file.sha256,
-        ingestion_id=ingestion_id,
-        ingested_at=now.isoformat(timespec="seconds"),
-        future_after=future_after.isoformat(timespec="seconds"),
+    record = file_record(
+        file,
+        ingestion_id,
+        now,
+        future_after,
         rows_read=validated.rows_read,
-        rows_accepted=len(validated.accepted),
         rows_quarantined=len(validated.quarantine),
         quarantined_by_reason=validated.quarantined_by_reason,
-        min_event_day=min(days) if days else None,
-        max_event_day=max(days) if days else None,
         days=days,
         quarantine=quarantine,
     )
     if not (validated.reconciles and record.reconciles):  # a bug, never a data problem: refuse to commit
         raise AssertionError(f"ingestion of {file.path} does not reconcile: {record}")
     return record
+
+
+def file_record(
+    file: SourceFile,
+    ingestion_id: str,
+    now: dt.datetime,
+    future_after: dt.datetime,
+    rows_read: int,
+    rows_quarantined: int,
+    quarantined_by_reason: dict[str, int],
+    days: dict[str, dict[str, object]],
+    quarantine: str | None,
+) -> SourceFileRecord:
+    """One ingested file's manifest record (both engines build it here); the accepted count is what its parts hold."""
+    assert file.sha256 is not None
+    return SourceFileRecord(
+        size=file.size,
+        mtime_ns=file.mtime_ns,
+        sha256=file.sha256,
+        ingestion_id=ingestion_id,
+        ingested_at=now.isoformat(timespec="seconds"),
+        future_after=future_after.isoformat(timespec="seconds"),
+        rows_read=rows_read,
+        rows_accepted=sum(int(entry["rows"]) for entry in days.values()),  # type: ignore[call-overload]
+        rows_quarantined=rows_quarantined,
+        quarantined_by_reason=quarantined_by_reason,
+        min_event_day=min(days) if days else None,
+        max_event_day=max(days) if days else None,
+        days=days,
+        quarantine=quarantine,
+    )
 
 
 def _summary_error(run: IngestionRun, kept_previous: bool) -> str:
@@ -218,9 +244,11 @@ def ingest_events(
     settings: Settings,
     future_after: dt.datetime | None = None,
     lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS,
+    engine: Literal["pandas", "spark"] | None = None,
 ) -> IngestionRun:
     """Ingest the source files not yet in bronze; commit them with one manifest write; fail after the commit if
-    a file was refused (`IngestionFailed`, naming each one)."""
+    a file was refused (`IngestionFailed`, naming each one). The engine is `settings.ingestion`'s choice for the
+    total size of the files to read, unless given."""
     if contract.events is None:
         raise IngestionError(f"dataset {contract.name!r} is entity-level: it has no event log to ingest")
     source = contract.events
@@ -237,8 +265,18 @@ def ingest_events(
             raise _nothing_to_ingest(contract)
         changes = detect_changes(files, base, now)
         working = dict(base.files) | changes.records
-        ingested, failed = [], []
-        for file in changes.to_ingest:
+        ingested: list[str] = []
+        failed: list[FileFailure] = []
+        engine = engine or settings.ingestion.engine_for(sum(file.size for file in changes.to_ingest))
+        if engine == "spark" and changes.to_ingest:
+            from churnops.jobs.ingest_spark import ingest_files_in_spark
+
+            records, failed = ingest_files_in_spark(
+                settings, changes.to_ingest, source, root, working, ingestion_id, now, future_after
+            )
+            working |= records
+            ingested = list(records)
+        for file in changes.to_ingest if engine == "pandas" else ():
             try:
                 working[file.relative] = _ingest_file(file, source, root, working, ingestion_id, now, future_after)
                 ingested.append(file.relative)

@@ -1,0 +1,377 @@
+"""Ingestion on Spark's executors: every new source file of a run read, judged and written in one Spark pass, for
+sources too large to read into pandas on the driver.
+
+The same contract as the pandas path (`churnops.jobs.ingest`, which keeps the lock, the change detection and the
+manifest commit and calls `ingest_files_in_spark` for the files to read): the same rules with the same reasons
+(`jobs/event_rules_spark.py`), the same bronze layout (one Parquet part per source file and event day, one
+quarantine file per source file, named as the pandas path names them) and the same reconciled counts. What reaches
+the driver is small: each file's footer or header (checked before Spark starts: unreadable, empty and
+column-less files are refused one by one, as in pandas), one row per source file and read block (to number rows),
+the distinct event days of the valid rows, and one row of counts per file.
+
+Source order. A quarantined row names its 1-based row in its file, and of identical rows the first is kept. Spark
+reads a file in blocks; within a block a partition's rows keep their order and `monotonically_increasing_id` counts
+up by one, so a row's number is its block's offset in the file plus its place in the block.
+
+Duplicates across files. The pandas path ingests new files one after the other in path order, each compared with
+the events every other file has in bronze at that moment: files outside this run, this run's earlier files (as
+just accepted) and the previous deliveries of its later files. Here all files are judged at once with the same
+outcome: an event that files outside the run already hold is a duplicate in every file; otherwise, of the new
+files holding it as a valid row, the first in path order that no later file's previous delivery holds keeps it.
+
+A Spark failure part-way fails the whole run with nothing committed (its files are unlisted and the next run
+removes them); a file that changed while it was read does too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from churnops.bronze import (
+    AMOUNT,
+    EVENT_DAY,
+    EVENT_TIME,
+    EVENTS_DIR,
+    QUARANTINE_DIR,
+    REASON,
+    SOURCE_ROW,
+    SourceFileRecord,
+)
+from churnops.config import Settings
+from churnops.dataset import EventSource
+from churnops.jobs.bronze_writer import part_stem
+from churnops.jobs.event_rules import (
+    EVENT_IDENTITY,
+    RULES,
+    IngestionError,
+    empty_file_error,
+    missing_columns_error,
+    required_columns,
+)
+from churnops.jobs.event_rules_spark import broken_columns, reasons_column, rule_flag, typed_columns
+from churnops.jobs.feature_frames import BRONZE_EVENTS_DDL
+from churnops.jobs.ingest import FileFailure, file_record
+from churnops.jobs.landing import SourceFile
+from churnops.jobs.spark import spark_session
+
+# Internal columns (a source column would need these exact names to collide).
+_FILE, _PATH, _BLOCK, _ROW_ID, _ROW = "__file", "__path", "__block", "__row_id", "__row"
+_INVALID, _CANDIDATE, _REJECTED, _DAY = "__invalid", "__candidate", "__rejected", "__day"
+
+
+def _T(name: str) -> str:  # noqa: N802 - reads as a column name
+    """The internal name of a typed (bronze) column."""
+    return f"__t_{name}"
+
+
+_IDENTITY = [_T(c) for c in EVENT_IDENTITY]
+
+
+def ingest_files_in_spark(
+    settings: Settings,
+    files: list[SourceFile],
+    source: EventSource,
+    root: Path,
+    working: dict[str, SourceFileRecord],
+    ingestion_id: str,
+    now: dt.datetime,
+    future_after: dt.datetime,
+) -> tuple[dict[str, SourceFileRecord], list[FileFailure]]:
+    """Validate and write `files` (in path order) on Spark; return the records of the files written (not yet
+    committed) and the files refused before reading. The session is the active one or one started for this call."""
+    columns_of: dict[str, list[str]] = {}
+    failed: list[FileFailure] = []
+    for file in files:
+        try:
+            columns_of[file.relative] = _check_file(file.path, source)
+        except IngestionError as error:
+            failed.append(FileFailure(file.relative, str(error)))
+    batch = [file for file in files if file.relative in columns_of]
+    if not batch:
+        return {}, failed
+    active = SparkSession.getActiveSession()
+    spark = active or spark_session(settings, "churnops-ingest")
+    try:
+        records = _SparkBatch(spark, batch, columns_of, source, root, ingestion_id).run(working, now, future_after)
+    finally:
+        if active is None:
+            spark.stop()
+    return records, failed
+
+
+def _check_file(path: Path, source: EventSource) -> list[str]:
+    """The file's columns, read from its footer or header; refuse it as the pandas path would, without reading it."""
+    import pyarrow.parquet as pq
+
+    try:
+        if source.format == "csv":
+            head = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True, nrows=1)
+            columns, empty = [str(c) for c in head.columns], head.empty
+        else:
+            metadata = pq.read_metadata(path)
+            columns, empty = list(metadata.schema.to_arrow_schema().names), metadata.num_rows == 0
+    except Exception as error:  # noqa: BLE001 - any reader failure means the same thing: unreadable, write nothing
+        raise IngestionError(
+            f"cannot ingest {path}: not a readable {source.format} file ({type(error).__name__}: {error}); "
+            "nothing was written"
+        ) from error
+    if empty:
+        raise empty_file_error(path)
+    missing = [c for c in required_columns(source) if c not in columns]
+    if missing:
+        raise IngestionError(f"cannot ingest {path}: {missing_columns_error(missing, columns)}")
+    return columns
+
+
+class _SparkBatch:
+    """One run's files judged together (see the module docstring)."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        batch: list[SourceFile],
+        columns_of: dict[str, list[str]],
+        source: EventSource,
+        root: Path,
+        ingestion_id: str,
+    ) -> None:
+        self.spark, self.batch, self.columns_of, self.source, self.root = spark, batch, columns_of, source, root
+        self.ingestion_id = ingestion_id
+        self.index = {file.path.resolve(): i for i, file in enumerate(batch)}
+        self.staging = root / f"_spark-{ingestion_id}"  # "_": unlisted, so a crashed run's leftovers are removed
+
+    def run(
+        self, working: dict[str, SourceFileRecord], now: dt.datetime, future_after: dt.datetime
+    ) -> dict[str, SourceFileRecord]:
+        raw = self._read_raw().persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            rows_read, numbered = self._number_rows(raw)
+            judged = self._judge(numbered, working, future_after).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                days = self._write_accepted(judged)
+                quarantines = self._write_quarantine(judged)
+                counts = self._count_reasons(judged)
+            finally:
+                judged.unpersist()
+        finally:
+            raw.unpersist()
+            shutil.rmtree(self.staging, ignore_errors=True)
+        records = {}
+        for i, file in enumerate(self.batch):
+            stat = file.path.stat()
+            if (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns):
+                raise IngestionError(
+                    f"cannot ingest {file.path}: it changed while it was read; nothing was committed and the next run "
+                    "reads it again"
+                )
+            rejected, reasons = counts.get(i, (0, {}))
+            record = file_record(
+                file,
+                self.ingestion_id,
+                now,
+                future_after,
+                rows_read=rows_read.get(i, 0),
+                rows_quarantined=rejected,
+                quarantined_by_reason=reasons,
+                days=days.get(i, {}),
+                quarantine=quarantines.get(i),
+            )
+            if not record.reconciles:  # a bug, never a data problem: refuse to commit
+                raise AssertionError(f"ingestion of {file.path} on Spark does not reconcile: {record}")
+            records[file.relative] = record
+        return records
+
+    # -- reading and numbering --------------------------------------------------------------------------------
+
+    def _read_raw(self) -> DataFrame:
+        """Every file's raw rows as read, grouped by column list (a CSV's columns are positional), tagged with the
+        file's path and read block and a per-partition row counter."""
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for file in self.batch:
+            groups.setdefault(tuple(self.columns_of[file.relative]), []).append(str(file.path))
+        frames = [self._read_group(list(columns), paths) for columns, paths in groups.items()]
+        raw = frames[0]
+        for frame in frames[1:]:
+            raw = raw.unionByName(frame, allowMissingColumns=True)
+        return raw
+
+    def _read_group(self, columns: list[str], paths: list[str]) -> DataFrame:
+        if self.source.format == "csv":
+            schema = StructType([StructField(c, StringType()) for c in columns])
+            # As pandas reads them: quotes doubled inside quoted values, values may span lines, leading blanks
+            # dropped, an empty cell is missing.
+            reader = self.spark.read.schema(schema).options(
+                header=True, multiLine=True, escape='"', ignoreLeadingWhiteSpace=True, mode="PERMISSIVE"
+            )
+            frame = reader.csv(paths)
+        else:
+            frame = self.spark.read.parquet(*paths)
+        return frame.select(
+            *[F.col(f"`{c}`") for c in columns],
+            F.col("_metadata.file_path").alias(_PATH),
+            F.col("_metadata.file_block_start").alias(_BLOCK),
+            F.monotonically_increasing_id().alias(_ROW_ID),
+        )
+
+    def _number_rows(self, raw: DataFrame) -> tuple[dict[int, int], DataFrame]:
+        """Rows read per file, and the frame with each row's file index and 1-based row number in its file."""
+        blocks = raw.groupBy(_PATH, _BLOCK).agg(F.min(_ROW_ID).alias("first"), F.count("*").alias("rows")).collect()
+        offsets, rows_read = [], {}
+        by_file: dict[int, list] = {}
+        for block in blocks:
+            i = self.index.get(Path(unquote(urlparse(block[_PATH]).path)).resolve())
+            if i is None:
+                raise AssertionError(f"Spark read a file it was not given: {block[_PATH]}")
+            by_file.setdefault(i, []).append(block)
+        for i, file_blocks in by_file.items():
+            offset = 0
+            for block in sorted(file_blocks, key=lambda b: b[_BLOCK]):
+                offsets.append((block[_PATH], block[_BLOCK], i, offset - block["first"] + 1))
+                offset += block["rows"]
+            rows_read[i] = offset
+        shift = self.spark.createDataFrame(offsets, f"{_PATH} string, {_BLOCK} long, {_FILE} int, __shift long")
+        numbered = raw.join(F.broadcast(shift), [_PATH, _BLOCK]).withColumn(_ROW, F.col(_ROW_ID) + F.col("__shift"))
+        return rows_read, numbered.drop(_PATH, _BLOCK, _ROW_ID, "__shift")
+
+    # -- the rules -------------------------------------------------------------------------------------------
+
+    def _judge(self, numbered: DataFrame, working: dict[str, SourceFileRecord], future_after: dt.datetime) -> DataFrame:
+        source = self.source
+        raw_columns = [c for c in numbered.columns if not c.startswith("__")]
+        dtypes = dict(numbered.dtypes)
+        # Under internal names: a source may call its columns what bronze calls them (`customer_id`, `amount`).
+        typed = numbered.select("*", *[col.alias(_T(name)) for name, col in typed_columns(dtypes, source).items()])
+        broken = broken_columns(dtypes, source, future_after, F.col(_T(EVENT_TIME)), F.col(_T(AMOUNT)))
+        judged = typed.select("*", *[col.alias(rule_flag(rule)) for rule, col in broken.items()])
+        judged = judged.withColumn(_INVALID, F.greatest(*[F.col(rule_flag(rule)) for rule in broken]))
+        duplicate = F.lit(False)
+        if source.exact_duplicates == "quarantine":
+            # Among otherwise valid rows only: a broken row is already set aside, and must not hide a good twin.
+            same_row = Window.partitionBy(_FILE, _INVALID, *[F.col(f"`{c}`") for c in raw_columns]).orderBy(_ROW)
+            judged = judged.withColumn(_CANDIDATE, ~F.col(_INVALID) & (F.row_number().over(same_row) == 1))
+            judged = self._mark_seen_elsewhere(judged, working)
+            duplicate = ~F.col(_INVALID) & ~F.col(_CANDIDATE)
+        judged = judged.withColumn(rule_flag("exact_duplicate"), duplicate)
+        judged = judged.withColumn(REASON, reasons_column(source))
+        return judged.withColumn(_REJECTED, F.col(REASON) != "")
+
+    def _mark_seen_elsewhere(self, judged: DataFrame, working: dict[str, SourceFileRecord]) -> DataFrame:
+        """Clear `_CANDIDATE` on rows whose event another file keeps (the cross-file rule of the module docstring)."""
+        candidates = judged.filter(F.col(_CANDIDATE)).select(*_IDENTITY, _FILE, _T(EVENT_DAY))
+        days = sorted(row[0].isoformat() for row in candidates.select(_T(EVENT_DAY)).distinct().collect())
+        in_run = {file.relative: i for i, file in enumerate(self.batch)}
+        outside, previous = [], []
+        for relative, record in sorted(working.items()):
+            parts = [self.root / record.days[day]["part"] for day in days if day in record.days]
+            if relative in in_run:
+                previous += [(str(part), in_run[relative]) for part in parts]
+            else:
+                outside += [str(part) for part in parts]
+        holders = candidates.select(*_IDENTITY, _FILE).distinct()
+        if previous:
+            # A later file's previous delivery holds the event: no file before it may keep it.
+            old = self._read_bronze([p for p, _ in previous]).select(*_IDENTITY, F.col(_PATH))
+            owners = self.spark.createDataFrame(previous, f"{_PATH} string, __owner int")
+            old = old.join(F.broadcast(owners), _PATH).groupBy(*_IDENTITY).agg(F.max("__owner").alias("__last"))
+            holders = _join_identity(holders, old).filter(F.col("__last").isNull() | (F.col(_FILE) >= F.col("__last")))
+        keeper = holders.groupBy(*_IDENTITY).agg(F.min(_FILE).alias("__keeper"))
+        if outside:
+            known = self._read_bronze(outside).select(*_IDENTITY).distinct().withColumn("__known", F.lit(True))
+            keeper = _join_identity(keeper, known)
+        else:
+            keeper = keeper.withColumn("__known", F.lit(None).cast("boolean"))
+        judged = _join_identity(judged, keeper)
+        kept = F.col(_CANDIDATE) & F.col("__known").isNull() & (F.col(_FILE) == F.col("__keeper"))
+        return judged.withColumn(_CANDIDATE, F.coalesce(kept, F.lit(False))).drop("__keeper", "__known")
+
+    def _read_bronze(self, parts: list[str]) -> DataFrame:
+        frame = self.spark.read.schema(BRONZE_EVENTS_DDL).parquet(*parts)
+        return frame.select(*[F.col(c).alias(_T(c)) for c in EVENT_IDENTITY], F.col("_metadata.file_path").alias(_PATH))
+
+    # -- writing and counting --------------------------------------------------------------------------------
+
+    def _write_accepted(self, judged: DataFrame) -> dict[int, dict[str, dict[str, object]]]:
+        """One part per file and event day, moved to the pandas path's name; returns each file's `days`."""
+        accepted = judged.filter(~F.col(_REJECTED)).withColumn(_DAY, F.date_format(_T(EVENT_DAY), "yyyy-MM-dd"))
+        columns = [F.col(_T(c)).alias(c) for c in BRONZE_EVENTS_DDL_COLUMNS]
+        out = self.staging / EVENTS_DIR
+        (
+            accepted.repartition(_FILE, _DAY)
+            .sortWithinPartitions(_FILE, _DAY, _ROW)  # each day's rows in source order, as the pandas path writes
+            .select(*columns, _FILE, _DAY)
+            .write.partitionBy(_FILE, _DAY)
+            .parquet(str(out))
+        )
+        days: dict[int, dict[str, dict[str, object]]] = {}
+        for i, day, written in _written_files(out, 2):
+            stem = part_stem(self.batch[i].relative, self.ingestion_id)
+            part = f"{EVENTS_DIR}/day={day}/{stem}.parquet"
+            days.setdefault(i, {})[day] = {"part": part, "rows": _move(written, self.root / part)}
+        return {i: dict(sorted(file_days.items())) for i, file_days in days.items()}
+
+    def _write_quarantine(self, judged: DataFrame) -> dict[int, str]:
+        """One quarantine file per source file with rejected rows: the reasons, the row, the raw values as text."""
+        raw_columns = [c for c in judged.columns if not c.startswith("__") and c != REASON]
+        rejected = judged.filter(F.col(_REJECTED)).select(
+            _FILE,
+            REASON,
+            F.col(_ROW).alias(SOURCE_ROW),
+            *[F.col(f"`{c}`").cast("string").alias(c) for c in raw_columns],
+        )
+        out = self.staging / QUARANTINE_DIR
+        rejected.repartition(_FILE).sortWithinPartitions(_FILE, SOURCE_ROW).write.partitionBy(_FILE).parquet(str(out))
+        quarantines = {}
+        for i, _, written in _written_files(out, 1):
+            relative = f"{QUARANTINE_DIR}/{part_stem(self.batch[i].relative, self.ingestion_id)}.parquet"
+            _move(written, self.root / relative, keep=[REASON, SOURCE_ROW, *self.columns_of[self.batch[i].relative]])
+            quarantines[i] = relative
+        return quarantines
+
+    def _count_reasons(self, judged: DataFrame) -> dict[int, tuple[int, dict[str, int]]]:
+        sums = [F.sum(F.col(rule_flag(rule)).cast("long")).alias(rule) for rule in RULES]
+        rows = judged.groupBy(_FILE).agg(F.sum(F.col(_REJECTED).cast("long")).alias("__rejected"), *sums).collect()
+        return {row[_FILE]: (int(row["__rejected"]), {r: int(row[r]) for r in RULES if row[r]}) for row in rows}
+
+
+BRONZE_EVENTS_DDL_COLUMNS = [field.split()[0] for field in BRONZE_EVENTS_DDL.split(", ")]
+
+
+def _join_identity(left: DataFrame, right: DataFrame) -> DataFrame:
+    """Left join on the event identity; a missing event type (a contract without one) matches a missing one."""
+    right = right.select(*[F.col(c).alias(f"__r{c}") for c in _IDENTITY], *right.columns[len(_IDENTITY) :])
+    on = [left[c].eqNullSafe(right[f"__r{c}"]) for c in _IDENTITY]
+    return left.join(right, on, "left").drop(*[f"__r{c}" for c in _IDENTITY])
+
+
+def _written_files(out: Path, depth: int) -> list[tuple[int, str, Path]]:
+    """(file index, day or "", the one part file) of every partition folder Spark wrote under `out`."""
+    found = []
+    pattern = "/".join(["*"] * depth)
+    for folder in sorted(path for path in out.glob(pattern) if path.is_dir()):
+        parts = sorted(folder.glob("part-*.parquet"))
+        if len(parts) != 1:
+            raise AssertionError(f"Spark wrote {len(parts)} files into {folder}; one was expected")
+        keys = dict(piece.split("=", 1) for piece in folder.relative_to(out).parts)
+        found.append((int(keys[_FILE]), keys.get(_DAY, ""), parts[0]))
+    return found
+
+
+def _move(written: Path, target: Path, keep: list[str] | None = None) -> int:
+    """Move a Spark part to its bronze name (dropping columns this source file does not have); return its rows."""
+    import pyarrow.parquet as pq
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if keep is not None and pq.read_schema(written).names != keep:
+        pq.write_table(pq.read_table(written, columns=keep), target)
+    else:
+        written.replace(target)
+    return pq.read_metadata(target).num_rows
