@@ -88,7 +88,7 @@ def ingest_files_in_spark(
 ) -> tuple[dict[str, SourceFileRecord], list[FileFailure]]:
     """Validate and write `files` (in path order) on Spark; return the records of the files written (not yet
     committed) and the files refused before reading. The session is the active one or one started for this call."""
-    columns_of: dict[str, list[str]] = {}
+    columns_of: dict[str, tuple[list[str], str]] = {}
     failed: list[FileFailure] = []
     for file in files:
         try:
@@ -101,24 +101,26 @@ def ingest_files_in_spark(
     active = SparkSession.getActiveSession()
     spark = active or spark_session(settings, "churnops-ingest")
     try:
-        records = _SparkBatch(spark, batch, columns_of, source, root, ingestion_id).run(working, now, future_after)
+        records = _SparkBatch(spark, batch, columns_of, source, root, ingestion_id, future_after).run(working, now)
     finally:
         if active is None:
             spark.stop()
     return records, failed
 
 
-def _check_file(path: Path, source: EventSource) -> list[str]:
-    """The file's columns, read from its footer or header; refuse it as the pandas path would, without reading it."""
+def _check_file(path: Path, source: EventSource) -> tuple[list[str], str]:
+    """The file's columns and its types (Parquet; "" for CSV), read from its footer or header; refuse it as the
+    pandas path would, without reading it."""
     import pyarrow.parquet as pq
 
     try:
         if source.format == "csv":
             head = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True, nrows=1)
-            columns, empty = [str(c) for c in head.columns], head.empty
+            columns, types, empty = [str(c) for c in head.columns], "", head.empty
         else:
             metadata = pq.read_metadata(path)
-            columns, empty = list(metadata.schema.to_arrow_schema().names), metadata.num_rows == 0
+            schema = metadata.schema.to_arrow_schema()
+            columns, types, empty = list(schema.names), str(schema.types), metadata.num_rows == 0
     except Exception as error:  # noqa: BLE001 - any reader failure means the same thing: unreadable, write nothing
         raise IngestionError(
             f"cannot ingest {path}: not a readable {source.format} file ({type(error).__name__}: {error}); "
@@ -126,10 +128,18 @@ def _check_file(path: Path, source: EventSource) -> list[str]:
         ) from error
     if empty:
         raise empty_file_error(path)
+    if types:
+        nanos = [field.name for field in schema if str(field.type).startswith("timestamp[ns")]
+        if nanos:
+            raise IngestionError(
+                f"cannot ingest {path} on Spark: column(s) {nanos} hold nanosecond timestamps, which Spark cannot "
+                "read; write microseconds (pandas: to_parquet(..., coerce_timestamps='us')) or ingest with "
+                "ingestion.engine pandas"
+            )
     missing = [c for c in required_columns(source) if c not in columns]
     if missing:
         raise IngestionError(f"cannot ingest {path}: {missing_columns_error(missing, columns)}")
-    return columns
+    return columns, types
 
 
 class _SparkBatch:
@@ -139,23 +149,23 @@ class _SparkBatch:
         self,
         spark: SparkSession,
         batch: list[SourceFile],
-        columns_of: dict[str, list[str]],
+        columns_of: dict[str, tuple[list[str], str]],
         source: EventSource,
         root: Path,
         ingestion_id: str,
+        future_after: dt.datetime,
     ) -> None:
         self.spark, self.batch, self.columns_of, self.source, self.root = spark, batch, columns_of, source, root
-        self.ingestion_id = ingestion_id
+        self.ingestion_id, self.future_after = ingestion_id, future_after
         self.index = {file.path.resolve(): i for i, file in enumerate(batch)}
         self.staging = root / f"_spark-{ingestion_id}"  # "_": unlisted, so a crashed run's leftovers are removed
 
-    def run(
-        self, working: dict[str, SourceFileRecord], now: dt.datetime, future_after: dt.datetime
-    ) -> dict[str, SourceFileRecord]:
+    def run(self, working: dict[str, SourceFileRecord], now: dt.datetime) -> dict[str, SourceFileRecord]:
+        future_after = self.future_after
         raw = self._read_raw().persist(StorageLevel.MEMORY_AND_DISK)
         try:
             rows_read, numbered = self._number_rows(raw)
-            judged = self._judge(numbered, working, future_after).persist(StorageLevel.MEMORY_AND_DISK)
+            judged = self._judge(numbered, working).persist(StorageLevel.MEMORY_AND_DISK)
             try:
                 days = self._write_accepted(judged)
                 quarantines = self._write_quarantine(judged)
@@ -193,12 +203,14 @@ class _SparkBatch:
     # -- reading and numbering --------------------------------------------------------------------------------
 
     def _read_raw(self) -> DataFrame:
-        """Every file's raw rows as read, grouped by column list (a CSV's columns are positional), tagged with the
-        file's path and read block and a per-partition row counter."""
-        groups: dict[tuple[str, ...], list[str]] = {}
+        """Every file's rows, read in groups of files with one schema (a CSV's columns are positional; Parquet files
+        may type a column differently), typed and judged by every rule but `exact_duplicate` within the group, raw
+        values as text; tagged with the file's path and read block and a per-partition row counter."""
+        groups: dict[tuple[tuple[str, ...], str], list[str]] = {}
         for file in self.batch:
-            groups.setdefault(tuple(self.columns_of[file.relative]), []).append(str(file.path))
-        frames = [self._read_group(list(columns), paths) for columns, paths in groups.items()]
+            columns, types = self.columns_of[file.relative]
+            groups.setdefault((tuple(columns), types), []).append(str(file.path))
+        frames = [self._read_group(list(columns), paths) for (columns, _), paths in groups.items()]
         raw = frames[0]
         for frame in frames[1:]:
             raw = raw.unionByName(frame, allowMissingColumns=True)
@@ -215,11 +227,20 @@ class _SparkBatch:
             frame = reader.csv(paths)
         else:
             frame = self.spark.read.parquet(*paths)
-        return frame.select(
+        dtypes = dict(frame.dtypes)
+        # Under internal names: a source may call its columns what bronze calls them (`customer_id`, `amount`).
+        typed = frame.select(
             *[F.col(f"`{c}`") for c in columns],
+            *[col.alias(_T(name)) for name, col in typed_columns(dtypes, self.source).items()],
             F.col("_metadata.file_path").alias(_PATH),
             F.col("_metadata.file_block_start").alias(_BLOCK),
             F.monotonically_increasing_id().alias(_ROW_ID),
+        )
+        broken = broken_columns(dtypes, self.source, self.future_after, F.col(_T(EVENT_TIME)), F.col(_T(AMOUNT)))
+        return typed.select(
+            *[F.col(f"`{c}`").cast("string").alias(c) for c in columns],
+            *[c for c in typed.columns if c.startswith("__")],
+            *[col.alias(rule_flag(rule)) for rule, col in broken.items()],
         )
 
     def _number_rows(self, raw: DataFrame) -> tuple[dict[int, int], DataFrame]:
@@ -244,15 +265,11 @@ class _SparkBatch:
 
     # -- the rules -------------------------------------------------------------------------------------------
 
-    def _judge(self, numbered: DataFrame, working: dict[str, SourceFileRecord], future_after: dt.datetime) -> DataFrame:
+    def _judge(self, numbered: DataFrame, working: dict[str, SourceFileRecord]) -> DataFrame:
         source = self.source
         raw_columns = [c for c in numbered.columns if not c.startswith("__")]
-        dtypes = dict(numbered.dtypes)
-        # Under internal names: a source may call its columns what bronze calls them (`customer_id`, `amount`).
-        typed = numbered.select("*", *[col.alias(_T(name)) for name, col in typed_columns(dtypes, source).items()])
-        broken = broken_columns(dtypes, source, future_after, F.col(_T(EVENT_TIME)), F.col(_T(AMOUNT)))
-        judged = typed.select("*", *[col.alias(rule_flag(rule)) for rule, col in broken.items()])
-        judged = judged.withColumn(_INVALID, F.greatest(*[F.col(rule_flag(rule)) for rule in broken]))
+        flags = [rule_flag(rule) for rule in RULES if rule != "exact_duplicate"]
+        judged = numbered.withColumn(_INVALID, F.greatest(*[F.col(flag) for flag in flags]))
         duplicate = F.lit(False)
         if source.exact_duplicates == "quarantine":
             # Among otherwise valid rows only: a broken row is already set aside, and must not hide a good twin.
@@ -269,19 +286,23 @@ class _SparkBatch:
         candidates = judged.filter(F.col(_CANDIDATE)).select(*_IDENTITY, _FILE, _T(EVENT_DAY))
         days = sorted(row[0].isoformat() for row in candidates.select(_T(EVENT_DAY)).distinct().collect())
         in_run = {file.relative: i for i, file in enumerate(self.batch)}
-        outside, previous = [], []
+        outside: list[str] = []
+        previous: dict[int, list[str]] = {}
         for relative, record in sorted(working.items()):
-            parts = [self.root / record.days[day]["part"] for day in days if day in record.days]
-            if relative in in_run:
-                previous += [(str(part), in_run[relative]) for part in parts]
+            parts = [str(self.root / record.days[day]["part"]) for day in days if day in record.days]
+            if relative in in_run and parts:
+                previous[in_run[relative]] = parts
             else:
-                outside += [str(part) for part in parts]
+                outside += parts
         holders = candidates.select(*_IDENTITY, _FILE).distinct()
         if previous:
-            # A later file's previous delivery holds the event: no file before it may keep it.
-            old = self._read_bronze([p for p, _ in previous]).select(*_IDENTITY, F.col(_PATH))
-            owners = self.spark.createDataFrame(previous, f"{_PATH} string, __owner int")
-            old = old.join(F.broadcast(owners), _PATH).groupBy(*_IDENTITY).agg(F.max("__owner").alias("__last"))
+            # A later file's previous delivery holds the event: no file before it may keep it. (One read per
+            # re-delivered file of the run: there are few.)
+            owned = [self._read_bronze(parts).withColumn("__owner", F.lit(i)) for i, parts in previous.items()]
+            old = owned[0]
+            for frame in owned[1:]:
+                old = old.unionByName(frame)
+            old = old.groupBy(*_IDENTITY).agg(F.max("__owner").alias("__last"))
             holders = _join_identity(holders, old).filter(F.col("__last").isNull() | (F.col(_FILE) >= F.col("__last")))
         keeper = holders.groupBy(*_IDENTITY).agg(F.min(_FILE).alias("__keeper"))
         if outside:
@@ -295,7 +316,7 @@ class _SparkBatch:
 
     def _read_bronze(self, parts: list[str]) -> DataFrame:
         frame = self.spark.read.schema(BRONZE_EVENTS_DDL).parquet(*parts)
-        return frame.select(*[F.col(c).alias(_T(c)) for c in EVENT_IDENTITY], F.col("_metadata.file_path").alias(_PATH))
+        return frame.select(*[F.col(c).alias(_T(c)) for c in EVENT_IDENTITY])
 
     # -- writing and counting --------------------------------------------------------------------------------
 
@@ -332,7 +353,7 @@ class _SparkBatch:
         quarantines = {}
         for i, _, written in _written_files(out, 1):
             relative = f"{QUARANTINE_DIR}/{part_stem(self.batch[i].relative, self.ingestion_id)}.parquet"
-            _move(written, self.root / relative, keep=[REASON, SOURCE_ROW, *self.columns_of[self.batch[i].relative]])
+            _move(written, self.root / relative, keep=[REASON, SOURCE_ROW, *self.columns_of[self.batch[i].relative][0]])
             quarantines[i] = relative
         return quarantines
 

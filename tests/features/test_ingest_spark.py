@@ -148,10 +148,14 @@ def test_parquet_sources_give_the_same_result(both_engines, tmp_path):
     # The second file with typed columns (a float amount with a NaN, real timestamps), repeating a's first event.
     typed = frame.iloc[[0, 7, 8, 9, 10]].assign(value=[12.5, 1.0, 1.0, float("nan"), 2.0])
     typed["ts"] = pd.to_datetime(typed["ts"], errors="coerce", format="mixed")
-    typed.to_parquet(source / "b.parquet", index=False)
+    typed.to_parquet(source / "b.parquet", index=False, coerce_timestamps="us")
     contract = contract_for(tmp_path, "landing", format="parquet")
     _ingest_both(contract, homes)
     _assert_same(contract, homes)
+    # pandas' default nanosecond timestamps: Spark cannot read them, and says so naming the column.
+    typed.to_parquet(source / "c.parquet", index=False)
+    with pytest.raises(Exception, match=r"\['ts'\] hold nanosecond timestamps"):
+        ingest_events(contract, homes["spark"], future_after=NOW, engine="spark")
 
 
 def test_auto_picks_spark_only_above_its_size():
