@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     mlflow_tracking_password: SecretStr | None = None
     # The platform's PostgreSQL database (scores, prediction log, metrics). None = not configured.
     database_url: SecretStr | None = None
+    # The database a contract's `postgres` event source is read from (secret file `churnops_source_database_url`).
+    # None: the platform database.
+    source_database_url: SecretStr | None = None
     # Where Optuna keeps its studies (an SQLAlchemy URL). None = SQLite under the working folder (the embedded
     # default). The full deployment points it at the platform database's `optuna` schema (migration 0010), so a
     # training task retried on another worker resumes the same study: secret file `churnops_optuna_storage_url`.

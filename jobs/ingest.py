@@ -50,6 +50,7 @@ from churnops.jobs.bronze_writer import (
 )
 from churnops.jobs.event_rules import EVENT_IDENTITY, IngestionError, validate_file
 from churnops.jobs.landing import SourceFile, detect_changes, is_glob, list_source_files, source_root
+from churnops.jobs.landing_postgres import table_source_file
 from churnops.storage import write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,9 @@ class IngestionFailed(IngestionError):
 
 def rules_fingerprint(source: EventSource) -> str:
     """What turned source rows into bronze rows: a change re-ingests every file."""
-    rules = source.model_dump(exclude={"path", "counted_event_types"}) | {"layout": LAYOUT_VERSION}
+    # A file source's fingerprint is what it was before tables could be sources: no re-ingestion on upgrade.
+    ignored = {"path", "counted_event_types"} | ({"postgres"} if source.format != "postgres" else set())
+    rules = source.model_dump(exclude=ignored) | {"layout": LAYOUT_VERSION}
     return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -260,13 +263,17 @@ def ingest_events(
         committed = read_manifest(settings, contract.name)
         removed = remove_unlisted_files(root, committed)
         base = _starting_manifest(committed, contract)
-        files = list_source_files(contract)
+        files = list_source_files(contract) if source.format != "postgres" else [table_source_file(settings, source)]
         if not files and not base.files:
             raise _nothing_to_ingest(contract)
         changes = detect_changes(files, base, now)
         working = dict(base.files) | changes.records
         ingested: list[str] = []
         failed: list[FileFailure] = []
+        if source.format == "postgres" and engine == "pandas":
+            raise IngestionError("a `postgres` event source is read through JDBC by Spark: ingest with engine spark")
+        if source.format == "postgres":
+            engine = "spark"  # whatever `ingestion.engine` says: only Spark reads tables
         engine = engine or settings.ingestion.engine_for(sum(file.size for file in changes.to_ingest))
         if engine == "spark" and changes.to_ingest:
             from churnops.jobs.ingest_spark import ingest_files_in_spark

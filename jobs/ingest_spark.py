@@ -30,7 +30,6 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -53,14 +52,13 @@ from churnops.jobs.event_rules import (
     EVENT_IDENTITY,
     RULES,
     IngestionError,
-    empty_file_error,
-    missing_columns_error,
-    required_columns,
 )
 from churnops.jobs.event_rules_spark import broken_columns, reasons_column, rule_flag, typed_columns
 from churnops.jobs.feature_frames import BRONZE_EVENTS_DDL
 from churnops.jobs.ingest import FileFailure, file_record
+from churnops.jobs.ingest_spark_io import check_file, join_identity, move_part, written_files
 from churnops.jobs.landing import SourceFile
+from churnops.jobs.landing_postgres import jdbc_options, table_source_file
 from churnops.jobs.spark import spark_session
 
 # Internal columns (a source column would need these exact names to collide).
@@ -91,8 +89,11 @@ def ingest_files_in_spark(
     columns_of: dict[str, tuple[list[str], str]] = {}
     failed: list[FileFailure] = []
     for file in files:
+        if source.format == "postgres":  # the table's columns come with its read
+            columns_of[file.relative] = ([], "")
+            continue
         try:
-            columns_of[file.relative] = _check_file(file.path, source)
+            columns_of[file.relative] = check_file(file.path, source)
         except IngestionError as error:
             failed.append(FileFailure(file.relative, str(error)))
     batch = [file for file in files if file.relative in columns_of]
@@ -101,45 +102,12 @@ def ingest_files_in_spark(
     active = SparkSession.getActiveSession()
     spark = active or spark_session(settings, "churnops-ingest")
     try:
-        records = _SparkBatch(spark, batch, columns_of, source, root, ingestion_id, future_after).run(working, now)
+        batch_run = _SparkBatch(spark, settings, batch, columns_of, source, root, ingestion_id, future_after)
+        records = batch_run.run(working, now)
     finally:
         if active is None:
             spark.stop()
     return records, failed
-
-
-def _check_file(path: Path, source: EventSource) -> tuple[list[str], str]:
-    """The file's columns and its types (Parquet; "" for CSV), read from its footer or header; refuse it as the
-    pandas path would, without reading it."""
-    import pyarrow.parquet as pq
-
-    try:
-        if source.format == "csv":
-            head = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True, nrows=1)
-            columns, types, empty = [str(c) for c in head.columns], "", head.empty
-        else:
-            metadata = pq.read_metadata(path)
-            schema = metadata.schema.to_arrow_schema()
-            columns, types, empty = list(schema.names), str(schema.types), metadata.num_rows == 0
-    except Exception as error:  # noqa: BLE001 - any reader failure means the same thing: unreadable, write nothing
-        raise IngestionError(
-            f"cannot ingest {path}: not a readable {source.format} file ({type(error).__name__}: {error}); "
-            "nothing was written"
-        ) from error
-    if empty:
-        raise empty_file_error(path)
-    if types:
-        nanos = [field.name for field in schema if str(field.type).startswith("timestamp[ns")]
-        if nanos:
-            raise IngestionError(
-                f"cannot ingest {path} on Spark: column(s) {nanos} hold nanosecond timestamps, which Spark cannot "
-                "read; write microseconds (pandas: to_parquet(..., coerce_timestamps='us')) or ingest with "
-                "ingestion.engine pandas"
-            )
-    missing = [c for c in required_columns(source) if c not in columns]
-    if missing:
-        raise IngestionError(f"cannot ingest {path}: {missing_columns_error(missing, columns)}")
-    return columns, types
 
 
 class _SparkBatch:
@@ -148,6 +116,7 @@ class _SparkBatch:
     def __init__(
         self,
         spark: SparkSession,
+        settings: Settings,
         batch: list[SourceFile],
         columns_of: dict[str, tuple[list[str], str]],
         source: EventSource,
@@ -156,8 +125,8 @@ class _SparkBatch:
         future_after: dt.datetime,
     ) -> None:
         self.spark, self.batch, self.columns_of, self.source, self.root = spark, batch, columns_of, source, root
-        self.ingestion_id, self.future_after = ingestion_id, future_after
-        self.index = {file.path.resolve(): i for i, file in enumerate(batch)}
+        self.ingestion_id, self.future_after, self.settings = ingestion_id, future_after, settings
+        self.index = {self._key(file): i for i, file in enumerate(batch)}
         self.staging = root / f"_spark-{ingestion_id}"  # "_": unlisted, so a crashed run's leftovers are removed
 
     def run(self, working: dict[str, SourceFileRecord], now: dt.datetime) -> dict[str, SourceFileRecord]:
@@ -177,8 +146,7 @@ class _SparkBatch:
             shutil.rmtree(self.staging, ignore_errors=True)
         records = {}
         for i, file in enumerate(self.batch):
-            stat = file.path.stat()
-            if (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns):
+            if self._changed(file):
                 raise IngestionError(
                     f"cannot ingest {file.path}: it changed while it was read; nothing was committed and the next run "
                     "reads it again"
@@ -200,12 +168,24 @@ class _SparkBatch:
             records[file.relative] = record
         return records
 
+    def _key(self, file: SourceFile) -> str:
+        """How Spark names where a row came from (`_metadata.file_path`, decoded; a table: its manifest name)."""
+        return file.relative if self.source.format == "postgres" else str(file.path.resolve())
+
+    def _changed(self, file: SourceFile) -> bool:
+        if self.source.format == "postgres":
+            return table_source_file(self.settings, self.source).sha256 != file.sha256
+        stat = file.path.stat()
+        return (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns)
+
     # -- reading and numbering --------------------------------------------------------------------------------
 
     def _read_raw(self) -> DataFrame:
         """Every file's rows, read in groups of files with one schema (a CSV's columns are positional; Parquet files
         may type a column differently), typed and judged by every rule but `exact_duplicate` within the group, raw
         values as text; tagged with the file's path and read block and a per-partition row counter."""
+        if self.source.format == "postgres":
+            return self._read_table()
         groups: dict[tuple[tuple[str, ...], str], list[str]] = {}
         for file in self.batch:
             columns, types = self.columns_of[file.relative]
@@ -227,13 +207,28 @@ class _SparkBatch:
             frame = reader.csv(paths)
         else:
             frame = self.spark.read.parquet(*paths)
+        where = [F.col("_metadata.file_path").alias(_PATH), F.col("_metadata.file_block_start").alias(_BLOCK)]
+        return self._typed_and_broken(frame, columns, where)
+
+    def _read_table(self) -> DataFrame:
+        """The source table through JDBC, in slices; its rows numbered in the order of the partition column (or
+        the table's first column), a block being one sorted partition."""
+        (file,) = self.batch
+        frame = self.spark.read.format("jdbc").options(**jdbc_options(self.settings, self.source)).load()
+        columns = list(frame.columns)
+        self.columns_of[file.relative] = (columns, "")
+        order = self.source.postgres.partition_column or columns[0]
+        frame = frame.orderBy(F.col(f"`{order}`").asc_nulls_first(), *[F.col(f"`{c}`") for c in columns])
+        where = [F.lit(file.relative).alias(_PATH), F.spark_partition_id().cast("long").alias(_BLOCK)]
+        return self._typed_and_broken(frame, columns, where)
+
+    def _typed_and_broken(self, frame: DataFrame, columns: list[str], where: list) -> DataFrame:
         dtypes = dict(frame.dtypes)
         # Under internal names: a source may call its columns what bronze calls them (`customer_id`, `amount`).
         typed = frame.select(
             *[F.col(f"`{c}`") for c in columns],
             *[col.alias(_T(name)) for name, col in typed_columns(dtypes, self.source).items()],
-            F.col("_metadata.file_path").alias(_PATH),
-            F.col("_metadata.file_block_start").alias(_BLOCK),
+            *where,
             F.monotonically_increasing_id().alias(_ROW_ID),
         )
         broken = broken_columns(dtypes, self.source, self.future_after, F.col(_T(EVENT_TIME)), F.col(_T(AMOUNT)))
@@ -249,7 +244,10 @@ class _SparkBatch:
         offsets, rows_read = [], {}
         by_file: dict[int, list] = {}
         for block in blocks:
-            i = self.index.get(Path(unquote(urlparse(block[_PATH]).path)).resolve())
+            where = block[_PATH]
+            i = self.index.get(
+                where if self.source.format == "postgres" else str(Path(unquote(urlparse(where).path)).resolve())
+            )
             if i is None:
                 raise AssertionError(f"Spark read a file it was not given: {block[_PATH]}")
             by_file.setdefault(i, []).append(block)
@@ -303,14 +301,16 @@ class _SparkBatch:
             for frame in owned[1:]:
                 old = old.unionByName(frame)
             old = old.groupBy(*_IDENTITY).agg(F.max("__owner").alias("__last"))
-            holders = _join_identity(holders, old).filter(F.col("__last").isNull() | (F.col(_FILE) >= F.col("__last")))
+            holders = join_identity(holders, old, _IDENTITY).filter(
+                F.col("__last").isNull() | (F.col(_FILE) >= F.col("__last"))
+            )
         keeper = holders.groupBy(*_IDENTITY).agg(F.min(_FILE).alias("__keeper"))
         if outside:
             known = self._read_bronze(outside).select(*_IDENTITY).distinct().withColumn("__known", F.lit(True))
-            keeper = _join_identity(keeper, known)
+            keeper = join_identity(keeper, known, _IDENTITY)
         else:
             keeper = keeper.withColumn("__known", F.lit(None).cast("boolean"))
-        judged = _join_identity(judged, keeper)
+        judged = join_identity(judged, keeper, _IDENTITY)
         kept = F.col(_CANDIDATE) & F.col("__known").isNull() & (F.col(_FILE) == F.col("__keeper"))
         return judged.withColumn(_CANDIDATE, F.coalesce(kept, F.lit(False))).drop("__keeper", "__known")
 
@@ -333,10 +333,10 @@ class _SparkBatch:
             .parquet(str(out))
         )
         days: dict[int, dict[str, dict[str, object]]] = {}
-        for i, day, written in _written_files(out, 2):
+        for i, day, written in written_files(out, _FILE, _DAY):
             stem = part_stem(self.batch[i].relative, self.ingestion_id)
             part = f"{EVENTS_DIR}/day={day}/{stem}.parquet"
-            days.setdefault(i, {})[day] = {"part": part, "rows": _move(written, self.root / part)}
+            days.setdefault(i, {})[day] = {"part": part, "rows": move_part(written, self.root / part)}
         return {i: dict(sorted(file_days.items())) for i, file_days in days.items()}
 
     def _write_quarantine(self, judged: DataFrame) -> dict[int, str]:
@@ -351,9 +351,11 @@ class _SparkBatch:
         out = self.staging / QUARANTINE_DIR
         rejected.repartition(_FILE).sortWithinPartitions(_FILE, SOURCE_ROW).write.partitionBy(_FILE).parquet(str(out))
         quarantines = {}
-        for i, _, written in _written_files(out, 1):
+        for i, _, written in written_files(out, _FILE):
             relative = f"{QUARANTINE_DIR}/{part_stem(self.batch[i].relative, self.ingestion_id)}.parquet"
-            _move(written, self.root / relative, keep=[REASON, SOURCE_ROW, *self.columns_of[self.batch[i].relative][0]])
+            move_part(
+                written, self.root / relative, keep=[REASON, SOURCE_ROW, *self.columns_of[self.batch[i].relative][0]]
+            )
             quarantines[i] = relative
         return quarantines
 
@@ -364,35 +366,3 @@ class _SparkBatch:
 
 
 BRONZE_EVENTS_DDL_COLUMNS = [field.split()[0] for field in BRONZE_EVENTS_DDL.split(", ")]
-
-
-def _join_identity(left: DataFrame, right: DataFrame) -> DataFrame:
-    """Left join on the event identity; a missing event type (a contract without one) matches a missing one."""
-    right = right.select(*[F.col(c).alias(f"__r{c}") for c in _IDENTITY], *right.columns[len(_IDENTITY) :])
-    on = [left[c].eqNullSafe(right[f"__r{c}"]) for c in _IDENTITY]
-    return left.join(right, on, "left").drop(*[f"__r{c}" for c in _IDENTITY])
-
-
-def _written_files(out: Path, depth: int) -> list[tuple[int, str, Path]]:
-    """(file index, day or "", the one part file) of every partition folder Spark wrote under `out`."""
-    found = []
-    pattern = "/".join(["*"] * depth)
-    for folder in sorted(path for path in out.glob(pattern) if path.is_dir()):
-        parts = sorted(folder.glob("part-*.parquet"))
-        if len(parts) != 1:
-            raise AssertionError(f"Spark wrote {len(parts)} files into {folder}; one was expected")
-        keys = dict(piece.split("=", 1) for piece in folder.relative_to(out).parts)
-        found.append((int(keys[_FILE]), keys.get(_DAY, ""), parts[0]))
-    return found
-
-
-def _move(written: Path, target: Path, keep: list[str] | None = None) -> int:
-    """Move a Spark part to its bronze name (dropping columns this source file does not have); return its rows."""
-    import pyarrow.parquet as pq
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if keep is not None and pq.read_schema(written).names != keep:
-        pq.write_table(pq.read_table(written, columns=keep), target)
-    else:
-        written.replace(target)
-    return pq.read_metadata(target).num_rows
