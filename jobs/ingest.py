@@ -11,7 +11,10 @@ just that file again.
 
 A change of the contract's `events.path` or of its ingestion rules re-ingests every file.
 
-Run: `python -m churnops.jobs.ingest --dataset synthetic`.
+Who reads the files is `Settings.ingestion.engine` (`pandas`, `spark`: churnops.jobs.ingest_spark, or `auto` by
+the total size of the files to read); a `postgres` table source is always read by Spark.
+
+Run: `python -m churnops.jobs.ingest --dataset synthetic [--engine spark]`.
 """
 
 from __future__ import annotations
@@ -365,10 +368,11 @@ def record_ingestion_reports(settings: Settings, manifest: BronzeManifest) -> in
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=None, help="built-in dataset name or contract YAML path")
+    parser.add_argument("--engine", choices=["pandas", "spark"], default=None, help="default: settings.ingestion")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    run = ingest_events(load_contract(args.dataset or settings.dataset, settings), settings)
+    run = ingest_events(load_contract(args.dataset or settings.dataset, settings), settings, engine=args.engine)
     summary = {
         "dataset": run.dataset,
         "ingested": {path: run.manifest.files[path].rows_read for path in run.ingested},

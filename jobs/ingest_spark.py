@@ -48,11 +48,7 @@ from churnops.bronze import (
 from churnops.config import Settings
 from churnops.dataset import EventSource
 from churnops.jobs.bronze_writer import part_stem
-from churnops.jobs.event_rules import (
-    EVENT_IDENTITY,
-    RULES,
-    IngestionError,
-)
+from churnops.jobs.event_rules import EVENT_IDENTITY, RULES, IngestionError, missing_columns_error, required_columns
 from churnops.jobs.event_rules_spark import broken_columns, reasons_column, rule_flag, typed_columns
 from churnops.jobs.feature_frames import BRONZE_EVENTS_DDL
 from churnops.jobs.ingest import FileFailure, file_record
@@ -216,6 +212,11 @@ class _SparkBatch:
         (file,) = self.batch
         frame = self.spark.read.format("jdbc").options(**jdbc_options(self.settings, self.source)).load()
         columns = list(frame.columns)
+        missing = [c for c in required_columns(self.source) if c not in columns]
+        if missing:  # the schema came with the JDBC reader: no row has been read yet
+            raise IngestionError(
+                f"cannot ingest the table {self.source.path}: {missing_columns_error(missing, columns)}"
+            )
         self.columns_of[file.relative] = (columns, "")
         order = self.source.postgres.partition_column or columns[0]
         frame = frame.orderBy(F.col(f"`{order}`").asc_nulls_first(), *[F.col(f"`{c}`") for c in columns])
