@@ -35,6 +35,9 @@ class SparkSettings(BaseModel):
     driver_memory: str = "4g"
     # Two cores: a handful of shuffle partitions beats Spark's default of 200 tiny tasks.
     shuffle_partitions: int = 4
+    # Debian's PostgreSQL JDBC driver (`apt-get install libpostgresql-jdbc-java`): handed to every session through
+    # `spark.jars` when the file exists, so a contract's `postgres` event source reads with nothing downloaded.
+    jdbc_jars: tuple[Path, ...] = (Path("/usr/share/java/postgresql.jar"),)
 
 
 class TrainingSettings(BaseModel):
@@ -87,6 +90,23 @@ class ScoringSettings(BaseModel):
         """The engine that scores a list of `rows` customers."""
         if self.engine == "auto":
             return "spark" if rows >= self.spark_min_rows else "pandas"
+        return self.engine
+
+
+class IngestionSettings(BaseModel):
+    """Who turns source files into bronze (`CHURNOPS_INGESTION__*`): `pandas` (each file read whole on the driver,
+    churnops.jobs.ingest), `spark` (the executors read and judge every new file at once: churnops.jobs.ingest_spark),
+    or `auto`: Spark when the files to ingest hold at least `spark_min_bytes` in total (their sizes are listed
+    anyway, so choosing costs no Spark start). Both apply the same rules with the same reasons and commit the same
+    manifest; below a few hundred MB pandas is faster (Spark's start alone costs seconds)."""
+
+    engine: Literal["pandas", "spark", "auto"] = "pandas"
+    spark_min_bytes: int = Field(512 * 2**20, ge=1)
+
+    def engine_for(self, total_bytes: int) -> Literal["pandas", "spark"]:
+        """The engine that ingests source files of `total_bytes` bytes in total."""
+        if self.engine == "auto":
+            return "spark" if total_bytes >= self.spark_min_bytes else "pandas"
         return self.engine
 
 
@@ -187,6 +207,9 @@ class Settings(BaseSettings):
     mlflow_tracking_password: SecretStr | None = None
     # The platform's PostgreSQL database (scores, prediction log, metrics). None = not configured.
     database_url: SecretStr | None = None
+    # The database a contract's `postgres` event source is read from (secret file `churnops_source_database_url`).
+    # None: the platform database.
+    source_database_url: SecretStr | None = None
     # Where Optuna keeps its studies (an SQLAlchemy URL). None = SQLite under the working folder (the embedded
     # default). The full deployment points it at the platform database's `optuna` schema (migration 0010), so a
     # training task retried on another worker resumes the same study: secret file `churnops_optuna_storage_url`.
@@ -196,6 +219,7 @@ class Settings(BaseSettings):
     watermark: WatermarkSettings = WatermarkSettings()
     training: TrainingSettings = TrainingSettings()
     scoring: ScoringSettings = ScoringSettings()
+    ingestion: IngestionSettings = IngestionSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from churnops.config import BUILTIN_DATASETS_DIR, Settings
+from churnops.source_tables import PostgresTableRead
 from churnops.survival_columns import SURVIVAL_HORIZONS_DAYS
 from churnops.value_contract import ValueSection
 
@@ -33,8 +34,10 @@ class _Strict(BaseModel):
 
 
 class EventSource(_Strict):
+    # A file, folder or glob; for format `postgres` the table, `schema.table`, read as `postgres` says.
     path: str
-    format: Literal["parquet", "csv"] = "parquet"
+    format: Literal["parquet", "csv", "postgres"] = "parquet"
+    postgres: PostgresTableRead = PostgresTableRead()
     entity_key: str
     timestamp: str
     amount: str

@@ -40,6 +40,7 @@ RULES = (
     "missing_event_type",
     "exact_duplicate",
 )
+REASON_SEPARATOR = ";"
 # What makes two events the same event across source files: the platform's columns, as typed in bronze.
 EVENT_IDENTITY = [ENTITY_ID, EVENT_TIME, EVENT_TYPE, AMOUNT]
 
@@ -88,18 +89,15 @@ def validate_file(
     """Read one source file and split it by the rules; refuse an empty or header-only file."""
     raw = read_source(path, source.format)
     if raw.empty:
-        # A header and no rows is a broken export, not "no customers did anything": accepting it would replace a
-        # re-delivered file's rows with nothing.
-        raise IngestionError(
-            f"cannot ingest {path}: it has no rows (an empty or header-only file); nothing was written and the rows "
-            "of its previous delivery, if any, are kept"
-        )
+        raise empty_file_error(path)
     try:
         accepted, quarantine = validate_events(raw, source, future_after, earlier_events)
     except IngestionError as error:
         raise IngestionError(f"cannot ingest {path}: {error}") from error
     # A reason is `rule(column)` or `rule`; rule names hold no "(" (column names may hold anything).
-    rules = quarantine[REASON].str.split(";").explode().str.split("(", n=1).str[0] if len(quarantine) else None
+    rules = (
+        quarantine[REASON].str.split(REASON_SEPARATOR).explode().str.split("(", n=1).str[0] if len(quarantine) else None
+    )
     counts = rules.value_counts() if rules is not None else pd.Series()
     return ValidatedFile(
         rows_read=len(raw),
@@ -109,7 +107,7 @@ def validate_file(
     )
 
 
-def _rule_columns(source: EventSource) -> dict[str, str | None]:
+def rule_columns(source: EventSource) -> dict[str, str | None]:
     """Every rule, in reporting order, with the source column it judges (None: the whole row)."""
     return {
         "missing_entity_key": source.entity_key,
@@ -122,6 +120,29 @@ def _rule_columns(source: EventSource) -> dict[str, str | None]:
         "missing_event_type": source.event_type,
         "exact_duplicate": None,
     }
+
+
+def rule_reasons(source: EventSource) -> dict[str, str]:
+    """Every rule, in reporting order, with the reason a quarantined row gets for it: `rule(column)` or `rule`.
+    Both engines (here and `churnops.jobs.ingest_spark`) write these texts, joined by `REASON_SEPARATOR`."""
+    return {rule: f"{rule}({column})" if column else rule for rule, column in rule_columns(source).items()}
+
+
+def required_columns(source: EventSource) -> list[str]:
+    return [source.entity_key, source.timestamp, source.amount] + ([source.event_type] if source.event_type else [])
+
+
+def missing_columns_error(missing: list[str], present: list[str]) -> IngestionError:
+    return IngestionError(f"the source has no column(s) {missing} named in the dataset contract; it has {present}")
+
+
+def empty_file_error(path: Path) -> IngestionError:
+    # A header and no rows is a broken export, not "no customers did anything": accepting it would replace a
+    # re-delivered file's rows with nothing.
+    return IngestionError(
+        f"cannot ingest {path}: it has no rows (an empty or header-only file); nothing was written and the rows "
+        "of its previous delivery, if any, are kept"
+    )
 
 
 def _is_missing(values: pd.Series) -> np.ndarray:
@@ -182,12 +203,9 @@ def validate_events(
     earlier_events: EarlierEvents | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split raw events into (accepted rows in bronze columns, quarantined raw rows with their reasons)."""
-    required = [source.entity_key, source.timestamp, source.amount] + ([source.event_type] if source.event_type else [])
-    missing_columns = [c for c in required if c not in raw.columns]
+    missing_columns = [c for c in required_columns(source) if c not in raw.columns]
     if missing_columns:
-        raise IngestionError(
-            f"the source has no column(s) {missing_columns} named in the dataset contract; it has {list(raw.columns)}"
-        )
+        raise missing_columns_error(missing_columns, list(raw.columns))
     raw = raw.reset_index(drop=True)
     typed = _typed_events(raw, source)
     broken: dict[str, np.ndarray] = {}
@@ -221,10 +239,9 @@ def validate_events(
     rejected = invalid | duplicated
 
     reasons = np.full(len(raw), "", dtype=object)
-    for rule, column in _rule_columns(source).items():
+    for rule, reason in rule_reasons(source).items():
         mask = broken[rule]
-        reason = f"{rule}({column})" if column else rule
-        reasons[mask] = np.where(reasons[mask] == "", reason, reasons[mask] + ";" + reason)
+        reasons[mask] = np.where(reasons[mask] == "", reason, reasons[mask] + REASON_SEPARATOR + reason)
 
     quarantine = raw.loc[rejected].astype("string")
     quarantine.insert(0, REASON, reasons[rejected].astype(str))

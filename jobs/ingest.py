@@ -11,7 +11,10 @@ just that file again.
 
 A change of the contract's `events.path` or of its ingestion rules re-ingests every file.
 
-Run: `python -m churnops.jobs.ingest --dataset synthetic`.
+Who reads the files is `Settings.ingestion.engine` (`pandas`, `spark`: churnops.jobs.ingest_spark, or `auto` by
+the total size of the files to read); a `postgres` table source is always read by Spark.
+
+Run: `python -m churnops.jobs.ingest --dataset synthetic [--engine spark]`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -49,6 +53,7 @@ from churnops.jobs.bronze_writer import (
 )
 from churnops.jobs.event_rules import EVENT_IDENTITY, IngestionError, validate_file
 from churnops.jobs.landing import SourceFile, detect_changes, is_glob, list_source_files, source_root
+from churnops.jobs.landing_postgres import table_source_file
 from churnops.storage import write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -110,7 +115,9 @@ class IngestionFailed(IngestionError):
 
 def rules_fingerprint(source: EventSource) -> str:
     """What turned source rows into bronze rows: a change re-ingests every file."""
-    rules = source.model_dump(exclude={"path", "counted_event_types"}) | {"layout": LAYOUT_VERSION}
+    # A file source's fingerprint is what it was before tables could be sources: no re-ingestion on upgrade.
+    ignored = {"path", "counted_event_types"} | ({"postgres"} if source.format != "postgres" else set())
+    rules = source.model_dump(exclude=ignored) | {"layout": LAYOUT_VERSION}
     return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -152,26 +159,51 @@ def _ingest_file(
         quarantine = f"{QUARANTINE_DIR}/{stem}.parquet"
         (root / QUARANTINE_DIR).mkdir(parents=True, exist_ok=True)
         validated.quarantine.to_parquet(root / quarantine, index=False)
-    assert file.sha256 is not None
-    record = SourceFileRecord(
-        size=file.size,
-        mtime_ns=file.mtime_ns,
-        sha256=file.sha256,
-        ingestion_id=ingestion_id,
-        ingested_at=now.isoformat(timespec="seconds"),
-        future_after=future_after.isoformat(timespec="seconds"),
+    record = file_record(
+        file,
+        ingestion_id,
+        now,
+        future_after,
         rows_read=validated.rows_read,
-        rows_accepted=len(validated.accepted),
         rows_quarantined=len(validated.quarantine),
         quarantined_by_reason=validated.quarantined_by_reason,
-        min_event_day=min(days) if days else None,
-        max_event_day=max(days) if days else None,
         days=days,
         quarantine=quarantine,
     )
     if not (validated.reconciles and record.reconciles):  # a bug, never a data problem: refuse to commit
         raise AssertionError(f"ingestion of {file.path} does not reconcile: {record}")
     return record
+
+
+def file_record(
+    file: SourceFile,
+    ingestion_id: str,
+    now: dt.datetime,
+    future_after: dt.datetime,
+    rows_read: int,
+    rows_quarantined: int,
+    quarantined_by_reason: dict[str, int],
+    days: dict[str, dict[str, object]],
+    quarantine: str | None,
+) -> SourceFileRecord:
+    """One ingested file's manifest record (both engines build it here); the accepted count is what its parts hold."""
+    assert file.sha256 is not None
+    return SourceFileRecord(
+        size=file.size,
+        mtime_ns=file.mtime_ns,
+        sha256=file.sha256,
+        ingestion_id=ingestion_id,
+        ingested_at=now.isoformat(timespec="seconds"),
+        future_after=future_after.isoformat(timespec="seconds"),
+        rows_read=rows_read,
+        rows_accepted=sum(int(entry["rows"]) for entry in days.values()),  # type: ignore[call-overload]
+        rows_quarantined=rows_quarantined,
+        quarantined_by_reason=quarantined_by_reason,
+        min_event_day=min(days) if days else None,
+        max_event_day=max(days) if days else None,
+        days=days,
+        quarantine=quarantine,
+    )
 
 
 def _summary_error(run: IngestionRun, kept_previous: bool) -> str:
@@ -218,9 +250,11 @@ def ingest_events(
     settings: Settings,
     future_after: dt.datetime | None = None,
     lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS,
+    engine: Literal["pandas", "spark"] | None = None,
 ) -> IngestionRun:
     """Ingest the source files not yet in bronze; commit them with one manifest write; fail after the commit if
-    a file was refused (`IngestionFailed`, naming each one)."""
+    a file was refused (`IngestionFailed`, naming each one). The engine is `settings.ingestion`'s choice for the
+    total size of the files to read, unless given."""
     if contract.events is None:
         raise IngestionError(f"dataset {contract.name!r} is entity-level: it has no event log to ingest")
     source = contract.events
@@ -232,13 +266,27 @@ def ingest_events(
         committed = read_manifest(settings, contract.name)
         removed = remove_unlisted_files(root, committed)
         base = _starting_manifest(committed, contract)
-        files = list_source_files(contract)
+        files = list_source_files(contract) if source.format != "postgres" else [table_source_file(settings, source)]
         if not files and not base.files:
             raise _nothing_to_ingest(contract)
         changes = detect_changes(files, base, now)
         working = dict(base.files) | changes.records
-        ingested, failed = [], []
-        for file in changes.to_ingest:
+        ingested: list[str] = []
+        failed: list[FileFailure] = []
+        if source.format == "postgres" and engine == "pandas":
+            raise IngestionError("a `postgres` event source is read through JDBC by Spark: ingest with engine spark")
+        if source.format == "postgres":
+            engine = "spark"  # whatever `ingestion.engine` says: only Spark reads tables
+        engine = engine or settings.ingestion.engine_for(sum(file.size for file in changes.to_ingest))
+        if engine == "spark" and changes.to_ingest:
+            from churnops.jobs.ingest_spark import ingest_files_in_spark
+
+            records, failed = ingest_files_in_spark(
+                settings, changes.to_ingest, source, root, working, ingestion_id, now, future_after
+            )
+            working |= records
+            ingested = list(records)
+        for file in changes.to_ingest if engine == "pandas" else ():
             try:
                 working[file.relative] = _ingest_file(file, source, root, working, ingestion_id, now, future_after)
                 ingested.append(file.relative)
@@ -320,10 +368,11 @@ def record_ingestion_reports(settings: Settings, manifest: BronzeManifest) -> in
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=None, help="built-in dataset name or contract YAML path")
+    parser.add_argument("--engine", choices=["pandas", "spark"], default=None, help="default: settings.ingestion")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    run = ingest_events(load_contract(args.dataset or settings.dataset, settings), settings)
+    run = ingest_events(load_contract(args.dataset or settings.dataset, settings), settings, engine=args.engine)
     summary = {
         "dataset": run.dataset,
         "ingested": {path: run.manifest.files[path].rows_read for path in run.ingested},

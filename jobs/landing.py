@@ -114,7 +114,7 @@ def detect_changes(files: list[SourceFile], manifest: BronzeManifest, now: dt.da
         record = manifest.files.get(file.relative)
         digest = None
         if record is None or (record.size, record.mtime_ns) != (file.size, file.mtime_ns) or _racy(record):
-            digest = sha256_of(file.path)
+            digest = file.sha256 or sha256_of(file.path)  # a table comes with its fingerprint
         if record is None or (digest is not None and digest != record.sha256):
             changes.to_ingest.append(replace(file, sha256=digest))
             continue

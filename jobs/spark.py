@@ -25,6 +25,9 @@ def spark_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000")
         .config("spark.sql.files.openCostInBytes", str(64 * 1024))
     )
+    jars = [str(jar) for jar in settings.spark.jdbc_jars if jar.exists()]
+    if jars:
+        builder = builder.config("spark.jars", ",".join(jars))
     if "spark.master" not in SparkSession.builder._options and not os.environ.get("SPARK_SUBMITTED"):
         builder = builder.master(settings.spark.master).config("spark.driver.memory", settings.spark.driver_memory)
     return builder.getOrCreate()
