@@ -309,7 +309,10 @@ def score_input(
     # The value and survival columns of the snapshot's lists, from this file's own rows and purchases.
     purchases = None
     if contract.value is not None and events is not None:
-        purchases = purchases_of(contract, events, cutoff, f"in {input_path}")
+        try:
+            purchases = purchases_of(contract, events, cutoff, f"in {input_path}")
+        except ValueError as error:
+            raise InputFileError(str(error)) from None
     scored = with_model_columns(settings, contract, scored, cutoff, None, features, purchases)
     _write_list(scored, output_path)
     identity = input_identity(input_path)
