@@ -103,13 +103,19 @@ def latest_list_rows_of(conn: Connection, dataset: str, customer_ids: Sequence[s
     """These customers' value and survival columns in the newest regular list of `dataset`, in one query:
     {customer_id: {"list_date", "value" (None without value columns), "survival" (None without survival columns)}};
     customers not in that list are left out."""
+    # One customer (the /predict hot path) by equality: on a list not yet analyzed, `= ANY(...)` made the planner
+    # walk the list's score index instead of the customer index (216 ms instead of 0.1 ms on 200,000 rows).
+    single = len(customer_ids) == 1
     query = sql.SQL(
         "SELECT s.customer_id, s.logical_date, {columns} FROM churnops.scores s WHERE s.dataset = %s "
-        "AND s.list_kind = 'regular' AND s.customer_id = ANY(%s) AND s.logical_date = (SELECT max(logical_date) "
+        "AND s.list_kind = 'regular' AND {customer} AND s.logical_date = (SELECT max(logical_date) "
         "FROM churnops.score_runs WHERE dataset = %s AND list_kind = 'regular')"
-    ).format(columns=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in OPTIONAL_LIST_COLUMNS))
+    ).format(
+        columns=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in OPTIONAL_LIST_COLUMNS),
+        customer=sql.SQL("s.customer_id = %s" if single else "s.customer_id = ANY(%s)"),
+    )
     with conn.cursor() as cur:
-        cur.execute(query, (dataset, list(customer_ids), dataset))
+        cur.execute(query, (dataset, customer_ids[0] if single else list(customer_ids), dataset))
         rows = cur.fetchall()
     return {row[0]: _list_row(row[1], dict(zip(OPTIONAL_LIST_COLUMNS, row[2:], strict=True))) for row in rows}
 
