@@ -70,6 +70,23 @@ def score_frame(
     )
 
 
+def with_model_columns(
+    settings: Settings,
+    contract: DatasetContract,
+    scored: pd.DataFrame,
+    cutoff: dt.date,
+    snapshot_dir: Path | None,
+    features: pd.DataFrame | None = None,
+    purchases: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """A scored list (in its order) with the value model's columns (a dataset with a `value` section) and the
+    survival model's (one with `survival:`), each group only once its model has a champion. Every list gets them
+    here: the snapshot's (pandas or Spark) and a scored file's, which passes its own rows as `features` and its
+    purchases (`churnops.jobs.value.pipeline.purchases_of`) instead of a snapshot and the bronze layer."""
+    scored = add_value_columns(settings, contract, scored, cutoff, purchases)
+    return with_survival_columns(contract, scored, snapshot_dir, cutoff, features)
+
+
 def store_list(
     settings: Settings,
     scored: pd.DataFrame,
@@ -158,8 +175,7 @@ def score(
     if features.empty:
         raise ValueError(f"snapshot {metadata.snapshot_id} has no rows at the scoring cutoff {cutoff}")
     scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)
-    scored = add_value_columns(settings, contract, scored, cutoff)  # a dataset with a `value` section only
-    scored = with_survival_columns(contract, scored, snapshot_dir, cutoff, features)  # no-op without `survival:`
+    scored = with_model_columns(settings, contract, scored, cutoff, snapshot_dir, features)
     path = scores_path(settings, contract.name, cutoff, list_kind)
     write_parquet_atomically(scored, path)
     in_database = store_list(settings, scored, contract.name, run_id, cutoff, list_kind)

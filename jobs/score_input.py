@@ -32,8 +32,10 @@ import pandas as pd
 from churnops.banding import RiskBands
 from churnops.config import Settings
 from churnops.dataset import DatasetContract
+from churnops.db.list_columns import OPTIONAL_LIST_COLUMNS
 from churnops.features import ENTITY_ID
-from churnops.jobs.score import score_frame, store_list
+from churnops.jobs.score import score_frame, store_list, with_model_columns
+from churnops.jobs.value.pipeline import purchases_of
 from churnops.registry import LoadedModel, champion_or_none, configure_mlflow, load_model_version
 from churnops.storage import write_csv_atomically, write_parquet_atomically
 
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 
 LIST_KIND = "adhoc"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-# The columns of the written list, in order.
+# The columns of the written list, in order (then the value and survival columns the list has).
 OUTPUT_COLUMNS = ("customer_id", "probability", "decision", "risk_band", "model_version", "model_name", "cutoff")
 
 
@@ -151,8 +153,9 @@ def input_features(
     input_path: Path,
     fmt: str,
     entities_path: Path | None = None,
-) -> tuple[pd.DataFrame, dt.date, dict[str, int]]:
-    """The file's feature rows (one per customer), their cutoff, and the rows the ingestion rules left out."""
+) -> tuple[pd.DataFrame, dt.date, dict[str, int], pd.DataFrame | None]:
+    """The file's feature rows (one per customer), their cutoff, the rows the ingestion rules left out, and (an
+    event log) the accepted events in the bronze layout."""
     from churnops.jobs.spark import spark_session
 
     spark = spark_session(settings, f"churnops-score-input-{contract.name}")
@@ -162,7 +165,7 @@ def input_features(
 
             cutoff = contract.plan().scoring
             table = read_entity_table(spark, contract, input_path, fmt, labelled=False)
-            return build_entity_features(table, contract, cutoff).toPandas(), cutoff, {}
+            return build_entity_features(table, contract, cutoff).toPandas(), cutoff, {}, None
         return _event_log_features(spark, contract, input_path, fmt, entities_path)
     finally:
         spark.stop()
@@ -174,7 +177,7 @@ def _event_log_features(
     input_path: Path,
     fmt: str,
     entities_path: Path | None,
-) -> tuple[pd.DataFrame, dt.date, dict[str, int]]:
+) -> tuple[pd.DataFrame, dt.date, dict[str, int], pd.DataFrame]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -215,7 +218,7 @@ def _event_log_features(
         events = spark.read.schema(BRONZE_EVENTS_DDL).parquet(str(events_file))
         daily = bucket_by_day(events, contract)
         features = build_features(daily, entities, contract, [cutoff], observed_until=cutoff).toPandas()
-    return features, cutoff, validated.quarantined_by_reason
+    return features, cutoff, validated.quarantined_by_reason, validated.accepted
 
 
 def scored_list(model: LoadedModel, features: pd.DataFrame, cutoff: dt.date, settings: Settings) -> pd.DataFrame:
@@ -246,7 +249,8 @@ def input_identity(path: Path) -> str:
 
 
 def _write_list(scored: pd.DataFrame, path: Path) -> None:
-    frame = scored.rename(columns={"score": "probability"}).loc[:, list(OUTPUT_COLUMNS)]
+    optional = [column for column in OPTIONAL_LIST_COLUMNS if column in scored.columns]
+    frame = scored.rename(columns={"score": "probability"}).loc[:, [*OUTPUT_COLUMNS, *optional]]
     if file_format(path, "output") == "parquet":
         write_parquet_atomically(frame, path)
         return
@@ -288,7 +292,7 @@ def score_input(
             )
     model = load_champion(settings, contract)
 
-    features, cutoff, left_out = input_features(settings, contract, input_path, fmt, entities_path)
+    features, cutoff, left_out, events = input_features(settings, contract, input_path, fmt, entities_path)
     if features.empty:
         raise InputFileError(
             f"input {input_path}: no customer of the file is in the scored population at {cutoff} (see the "
@@ -302,6 +306,14 @@ def score_input(
             f"duplicated, e.g. {duplicated.head(3).tolist()}. Remove the duplicates and score again"
         )
     scored = scored_list(model, features, cutoff, settings)
+    # The value and survival columns of the snapshot's lists, from this file's own rows and purchases.
+    purchases = None
+    if contract.value is not None and events is not None:
+        try:
+            purchases = purchases_of(contract, events, cutoff, f"in {input_path}")
+        except ValueError as error:
+            raise InputFileError(str(error)) from None
+    scored = with_model_columns(settings, contract, scored, cutoff, None, features, purchases)
     _write_list(scored, output_path)
     identity = input_identity(input_path)
     in_database = store_list(settings, scored, contract.name, f"{LIST_KIND}:{identity}", cutoff, LIST_KIND, identity)

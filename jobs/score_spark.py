@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
+from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -45,12 +46,12 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract, load_contract
 from churnops.features import CUTOFF, ENTITY_ID
 from churnops.jobs.cutoff_frames import executor_digests
-from churnops.jobs.score import ScoringRun, score
+from churnops.jobs.score import ScoringRun, score, with_model_columns
 from churnops.jobs.spark import spark_session
 from churnops.paths import scores_path
 from churnops.registry import LoadedModel
 from churnops.snapshot_files import verify_cutoffs
-from churnops.snapshots import DATA_DIR, SnapshotIntegrityError, read_metadata
+from churnops.snapshots import DATA_DIR, SnapshotIntegrityError, load_snapshot, read_metadata
 from churnops.storage import publish_directory, staging_directory_for, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -127,15 +128,18 @@ def _score_list(
     )
     try:
         counts = {row[_PARTITION]: row["count"] for row in ranked.groupBy(_PARTITION).count().collect()}
-        scored.unpersist()
         list_size = sum(counts.values())
         _check_row_count(snapshot_dir, cutoff, list_size)
         offsets, higher_before = {}, 0
         for partition in sorted(counts):
             offsets[partition] = higher_before
             higher_before += counts[partition]
+        extras = _model_columns(settings, contract, scored, snapshot_dir, cutoff)
+        scored.unpersist()  # scored once: the ranking reads `ranked` from here on
+        shared = spark.sparkContext.broadcast(extras) if extras is not None else None
         banded = ranked.mapInPandas(
-            _bander(offsets, list_size, cutoff, model, settings.scoring.risk_bands), _LIST_SCHEMA
+            _bander(offsets, list_size, cutoff, model, settings.scoring.risk_bands, shared),
+            _list_schema(extras),
         )
         path = scores_path(settings, contract.name, cutoff, list_kind)
         staging = staging_directory_for(path)
@@ -155,6 +159,36 @@ def _score_list(
         list_date=cutoff,
         list_kind=list_kind,
     )
+
+
+def _model_columns(
+    settings: Settings, contract: DatasetContract, scored: DataFrame, snapshot_dir: Path, cutoff: dt.date
+) -> pd.DataFrame | None:
+    """The value and survival columns of every customer (customer_id first), computed on the driver by the pandas
+    path's own function (`churnops.jobs.score.with_model_columns`): those models read the purchase history and the
+    snapshot in pandas there too. Only (customer_id, score) comes to the driver, and the list is put in the pandas
+    path's order (score, then the snapshot's order) so that ties in expected saved value rank alike. None for a
+    dataset without either model, or before either has a champion."""
+    if contract.value is None and contract.survival is None:
+        return None
+    scores = scored.toPandas()
+    snapshot_order, _ = load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=[])
+    ids = snapshot_order[ENTITY_ID].astype(str)
+    scores = scores.set_index(ENTITY_ID).loc[ids].reset_index()
+    listed = scores.iloc[np.argsort(-scores["score"].to_numpy(), kind="stable")].reset_index(drop=True)
+    extended = with_model_columns(settings, contract, listed, cutoff, snapshot_dir)
+    extras = extended.drop(columns=["score"])
+    return extras if len(extras.columns) > 1 else None
+
+
+_SPARK_TYPES = {"float64": "double", "int64": "long", "bool": "boolean"}
+
+
+def _list_schema(extras: pd.DataFrame | None) -> str:
+    if extras is None:
+        return _LIST_SCHEMA
+    added = [f"{column} {_SPARK_TYPES[str(extras[column].dtype)]}" for column in extras.columns[1:]]
+    return ", ".join([_LIST_SCHEMA, *added])
 
 
 def _check_row_count(snapshot_dir: Path, cutoff: dt.date, list_size: int) -> None:
@@ -182,7 +216,12 @@ def _scorer(model: LoadedModel) -> Callable[[Iterator[pd.DataFrame]], Iterator[p
 
 
 def _bander(
-    offsets: Mapping[int, int], list_size: int, cutoff: dt.date, model: LoadedModel, risk_bands: Mapping[str, float]
+    offsets: Mapping[int, int],
+    list_size: int,
+    cutoff: dt.date,
+    model: LoadedModel,
+    risk_bands: Mapping[str, float],
+    extras: Broadcast[pd.DataFrame] | None = None,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     def band_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # A partition's batches together: a customer's rank counts every higher score of its partition.
@@ -191,7 +230,7 @@ def _bander(
             return
         scores = rows["score"].to_numpy(dtype=np.float64)
         higher = offsets[int(rows[_PARTITION].iloc[0])] + count_scoring_higher(scores)
-        yield build_score_frame(
+        banded = build_score_frame(
             customer_ids=rows[ENTITY_ID].to_numpy(),
             scores=scores,
             cutoff=cutoff,
@@ -201,6 +240,9 @@ def _bander(
             bands=risk_bands,
             rank_in_list=(higher, list_size),
         )
+        if extras is not None:  # the customers' value and survival columns, in the partition's order
+            banded = banded.merge(extras.value, on=ENTITY_ID, how="left", validate="one_to_one")
+        yield banded
 
     return band_partition
 

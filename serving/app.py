@@ -30,6 +30,7 @@ from churnops.config import Settings
 from churnops.dataset import load_contract
 from churnops.serving import metrics
 from churnops.serving.exposure import refuse_open_exposure
+from churnops.serving.list_fields import ListFields
 from churnops.serving.middleware import MetricsMiddleware, PredictRoutes
 from churnops.serving.online import OnlineFeatureReader
 from churnops.serving.pages import pages_router
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     prediction_log = PredictionLog(settings)
     online = OnlineFeatureReader(settings, contract.name)
     service = PredictionService(serving, contract.name, state, online, prediction_log)
+    list_fields = ListFields(contract, online)
     # The dataset as configured (a built-in name or a contract path): what `churnops score --dataset` takes.
     batch_limit = BatchLimit(serving.max_batch_rows, settings.dataset)
 
@@ -128,8 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "model_name": current.model.name,
             "model_version": current.version,
         }
-        if contract.survival is not None and rows.customer_ids[0] is not None:  # the stored list's survival columns
-            prediction["survival"] = await online.survival(str(rows.customer_ids[0]))
+        await list_fields.add_to([prediction], rows.customer_ids)  # the stored list's value and survival columns
         service.log_predictions("/predict", current, rows, scored, request, started)
         return Response(orjson.dumps(prediction), media_type=JSON)
 
@@ -154,11 +155,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rows = await service.rows_of_instances(current, batch.instances, ("instances",))
         metrics.BATCH_ROWS.observe(len(rows.customer_ids))
         scored = service.score_rows(current, rows, explain, ("instances",))
+        predictions = scored_items(rows.customer_ids, rows.online_cutoffs, scored)
+        await list_fields.add_to(predictions, rows.customer_ids)  # one query for the whole batch
         response = {
             "model_name": current.model.name,
             "model_version": current.version,
             "threshold": current.model.threshold,
-            "predictions": scored_items(rows.customer_ids, rows.online_cutoffs, scored),
+            "predictions": predictions,
         }
         service.log_predictions("/batch_predict", current, rows, scored, request, started)
         return Response(orjson.dumps(response), media_type=JSON)

@@ -7,6 +7,7 @@ other requests. An unreachable database is a 503 for that request only, never a 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -19,6 +20,7 @@ from churnops.serving import metrics
 from churnops.serving.prediction_log import bounded_database_settings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _POOL_SIZE = 4
 
@@ -72,17 +74,19 @@ class OnlineFeatureReader:
             metrics.ONLINE_LOOKUPS.labels(outcome="missing").inc(len(customer_ids) - len(found))
         return found
 
-    def _fetch_survival(self, customer_id: str) -> dict[str, Any] | None:
-        return self._on_pooled_connection(db.latest_survival_of, customer_id)
+    def _fetch_list_rows(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self._on_pooled_connection(db.latest_list_rows_of, customer_ids)
 
-    async def survival(self, customer_id: str) -> dict[str, Any] | None:
-        """The customer's survival outlook from the newest stored list (None without one, or when the database
-        cannot be read: the churn prediction never fails over it)."""
+    async def list_rows(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]] | None:
+        """These customers' value and survival columns in the newest stored list, in one query
+        (`db.latest_list_rows_of`; absent customers left out), or None when the database cannot be read: the churn
+        prediction never fails over them."""
         if not self.configured:
             return None
         try:
-            return await asyncio.to_thread(self._fetch_survival, customer_id)
-        except Exception:
+            return await asyncio.to_thread(self._fetch_list_rows, customer_ids)
+        except Exception as error:
+            log.warning("stored list columns unavailable for a prediction: %s", type(error).__name__)
             return None
 
     def close(self) -> None:

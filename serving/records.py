@@ -161,18 +161,33 @@ class ScoredCustomer(BaseModel):
         "serving.out_of_range_policy)",
     )
     explanation: Explanation | None = None
-
-
-class Prediction(ScoredCustomer):
-    threshold: float
-    model_name: str
-    model_version: str
+    # From the newest stored list, for a request with a customer_id (serving/list_fields.py); absent for datasets
+    # without the model, null when that list does not hold the customer or the database cannot be read.
+    expected_value: float | None = Field(
+        None, description="datasets with a value model: expected spend over the value horizon, from the newest list"
+    )
+    expected_saved_value: float | None = Field(
+        None, description="datasets with a value model: p(churn) x expected_value x save_rate - contact_cost"
+    )
+    campaign_rank: int | None = Field(
+        None, description="datasets with a value model: rank in the newest list by expected saved value (1 = best)"
+    )
+    in_campaign: bool | None = Field(
+        None, description="datasets with a value model: selected by the campaign's budget in the newest list"
+    )
+    list_date: str | None = Field(None, description="date of the newest list the value fields come from")
     survival: dict[str, float | bool | str | None] | None = Field(
         None,
         description="datasets with a survival model, for a `customer_id`: p_buy_<t>d, median_days_to_next_purchase "
         "(null past the model's horizon), median_beyond_horizon and list_date, from the newest stored list; null "
         "when that list has none",
     )
+
+
+class Prediction(ScoredCustomer):
+    threshold: float
+    model_name: str
+    model_version: str
 
 
 class BatchPrediction(BaseModel):

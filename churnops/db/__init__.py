@@ -22,7 +22,7 @@ from churnops.db.connection import (
     discover_migrations,
     migrate,
 )
-from churnops.db.list_columns import latest_survival_of
+from churnops.db.list_columns import latest_list_rows_of, latest_survival_of
 from churnops.db.monitoring_writers import (
     replace_realized_outcomes,
     write_drift_run,
@@ -68,6 +68,7 @@ __all__ = [
     "copy_text",
     "discover_migrations",
     "latest_scores",
+    "latest_list_rows_of",
     "latest_survival_of",
     "list_record",
     "migrate",

@@ -7,6 +7,8 @@ before that group's migration: the group's columns are absent from the frame, no
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -97,23 +99,44 @@ def parsed_optional_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def latest_list_rows_of(conn: Connection, dataset: str, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """These customers' value and survival columns in the newest regular list of `dataset`, in one query:
+    {customer_id: {"list_date", "value" (None without value columns), "survival" (None without survival columns)}};
+    customers not in that list are left out."""
+    # One customer (the /predict hot path) by equality: on a list not yet analyzed, `= ANY(...)` made the planner
+    # walk the list's score index instead of the customer index (216 ms instead of 0.1 ms on 200,000 rows).
+    single = len(customer_ids) == 1
+    query = sql.SQL(
+        "SELECT s.customer_id, s.logical_date, {columns} FROM churnops.scores s WHERE s.dataset = %s "
+        "AND s.list_kind = 'regular' AND {customer} AND s.logical_date = (SELECT max(logical_date) "
+        "FROM churnops.score_runs WHERE dataset = %s AND list_kind = 'regular')"
+    ).format(
+        columns=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in OPTIONAL_LIST_COLUMNS),
+        customer=sql.SQL("s.customer_id = %s" if single else "s.customer_id = ANY(%s)"),
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, (dataset, customer_ids[0] if single else list(customer_ids), dataset))
+        rows = cur.fetchall()
+    return {row[0]: _list_row(row[1], dict(zip(OPTIONAL_LIST_COLUMNS, row[2:], strict=True))) for row in rows}
+
+
+def _list_row(list_date: dt.date, values: dict[str, Any]) -> dict[str, Any]:
+    day = list_date.isoformat()
+    # Each group is written whole or not at all: its always-set column tells whether the list has it.
+    value = {column: values[column] for column in VALUE_LIST_COLUMNS} if values["in_campaign"] is not None else None
+    survival = None
+    if values[MEDIAN_BEYOND_HORIZON] is not None:
+        kept = {c: v for c, v in values.items() if c.startswith("p_buy_") and v is not None}
+        survival = kept | {
+            MEDIAN_DAYS: values[MEDIAN_DAYS],
+            MEDIAN_BEYOND_HORIZON: values[MEDIAN_BEYOND_HORIZON],
+            "list_date": day,
+        }
+    return {"list_date": day, "value": value, "survival": survival}
+
+
 def latest_survival_of(conn: Connection, dataset: str, customer_id: str) -> dict[str, Any] | None:
     """A customer's survival columns in the newest regular list of `dataset` (with its date), or None when that
     list has no survival values for them (no survival model, or the customer is not in it)."""
-    query = sql.SQL(
-        "SELECT s.logical_date, {columns} FROM churnops.scores s WHERE s.dataset = %s AND s.list_kind = 'regular' "
-        "AND s.customer_id = %s AND s.logical_date = (SELECT max(logical_date) FROM churnops.score_runs "
-        "WHERE dataset = %s AND list_kind = 'regular')"
-    ).format(columns=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in SURVIVAL_LIST_COLUMNS))
-    with conn.cursor() as cur:
-        cur.execute(query, (dataset, customer_id, dataset))
-        row = cur.fetchone()
-    if row is None or row[-1] is None:  # the flag is written with every survival list
-        return None
-    values = dict(zip(SURVIVAL_LIST_COLUMNS, row[1:], strict=True))
-    kept = {column: value for column, value in values.items() if column.startswith("p_buy_") and value is not None}
-    return kept | {
-        MEDIAN_DAYS: values[MEDIAN_DAYS],
-        MEDIAN_BEYOND_HORIZON: values[MEDIAN_BEYOND_HORIZON],
-        "list_date": row[0].isoformat(),
-    }
+    found = latest_list_rows_of(conn, dataset, [customer_id]).get(customer_id)
+    return found["survival"] if found else None

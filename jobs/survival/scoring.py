@@ -26,13 +26,14 @@ log = logging.getLogger(__name__)
 def with_survival_columns(
     contract: DatasetContract,
     scored: pd.DataFrame,
-    snapshot_dir: Path,
+    snapshot_dir: Path | None,
     cutoff: dt.date,
     loaded: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """`scored` (a list, in its order) with `p_buy_<t>d` per configured horizon, `median_days_to_next_purchase`
     (NaN beyond the model's horizon) and `median_beyond_horizon`; unchanged without a survival champion. `loaded`:
-    the cutoff's snapshot rows the caller already read (used when they hold the survival model's columns)."""
+    the cutoff's snapshot rows the caller already read (used when they hold the survival model's columns); without
+    a `snapshot_dir` (a file scored by `churnops score --input`), the only rows there are."""
     if contract.survival is None:
         return scored
     name = contract.survival_model_name
@@ -44,8 +45,15 @@ def with_survival_columns(
     if loaded is not None and set(model.schema.columns) <= set(loaded.columns):
         # The cutoff's rows the churn model scored, already read and verified: not read a second time.
         features = loaded
-    else:
+    elif snapshot_dir is not None:
         features, _ = load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=model.schema.columns)
+    else:
+        have = set(loaded.columns) if loaded is not None else set()
+        missing = [column for column in model.schema.columns if column not in have]
+        raise ValueError(
+            f"{name} v{current.version} reads feature(s) {missing} that the scored rows lack: retrain it "
+            "(`churnops train`) or restore the contract it was trained with"
+        )
     horizons = contract.survival.horizons
     predicted = model.predict_customers(features, horizons)
     predicted.insert(0, ENTITY_ID, features[ENTITY_ID].to_numpy())

@@ -73,19 +73,28 @@ class ValueTrainingResult:
 
 def purchase_events(settings: Settings, contract: DatasetContract, before: dt.date) -> pd.DataFrame:
     """The bronze events of the days before `before` that are purchases (`value.event_type`), with amounts."""
-    value = _value_section(contract)
     events = read_bronze_events(
         settings,
         contract.name,
         columns=[ENTITY_ID, EVENT_DAY, EVENT_TYPE, AMOUNT],
         last_day=before - dt.timedelta(days=1),
     )
+    return purchases_of(contract, events, before, "in the bronze layer")
+
+
+def purchases_of(contract: DatasetContract, events: pd.DataFrame, before: dt.date, source: str) -> pd.DataFrame:
+    """The `events` (bronze layout) of the days before `before` that are purchases (`value.event_type`): the value
+    model's input, from the bronze layer or from a file scored by `churnops score --input`."""
+    value = _value_section(contract)
+    events = events.loc[
+        pd.to_datetime(events[EVENT_DAY]) < pd.Timestamp(before), [ENTITY_ID, EVENT_DAY, EVENT_TYPE, AMOUNT]
+    ]
     if value.event_type is not None:
         events = events[events[EVENT_TYPE] == value.event_type]
     if events.empty:
         kind = f"`{value.event_type}` events" if value.event_type else "events"
         raise ValueError(
-            f"dataset {contract.name!r}: no {kind} before {before} in the bronze layer; the value model needs "
+            f"dataset {contract.name!r}: no {kind} before {before} {source}; the value model needs "
             "purchases with amounts (check value.event_type)"
         )
     return events.drop(columns=[EVENT_TYPE]).reset_index(drop=True)
@@ -187,10 +196,15 @@ def train_value_step(
 
 
 def add_value_columns(
-    settings: Settings, contract: DatasetContract, scored: pd.DataFrame, cutoff: dt.date
+    settings: Settings,
+    contract: DatasetContract,
+    scored: pd.DataFrame,
+    cutoff: dt.date,
+    purchases: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The list with `expected_value`, `expected_saved_value`, `campaign_rank` and `in_campaign` added; unchanged
-    without a value section or before a value model has been promoted.
+    without a value section or before a value model has been promoted. `purchases`: the purchases before the cutoff
+    (`purchases_of`); default: the bronze layer's (`churnops score --input` passes its file's).
 
     p(churn) is the list's score for a churn label and 1 - score for a propensity label (the probability of not
     buying in the label horizon). A customer without a purchase before the cutoff has no purchase history to
@@ -203,7 +217,9 @@ def add_value_columns(
         log.warning("no value model is champion for %s yet: the list has no value columns", contract.name)
         return scored
     version, model, _ = champion
-    inputs = cutoff_inputs(purchase_events(settings, contract, before=cutoff), cutoff)
+    if purchases is None:
+        purchases = purchase_events(settings, contract, before=cutoff)
+    inputs = cutoff_inputs(purchases, cutoff)
     predicted = model.predict_at(inputs, contract.value.horizon_days)
     by_customer = pd.Series(predicted, index=inputs.history.index.astype(str))
     expected = by_customer.reindex(scored[ENTITY_ID].astype(str)).fillna(0.0).to_numpy()

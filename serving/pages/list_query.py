@@ -2,7 +2,9 @@
 through a 1M-row list on the server.
 
 Paging is by keyset, not OFFSET: the next page starts after the last (score, customer_id) shown, so page 20,000 of a
-million rows costs what page 1 costs (an index range scan on `scores_list_by_score_idx`, migration 0004). Segment
+million rows costs what page 1 costs (an index range scan on `scores_list_by_score_idx`, migration 0004). A list with
+the value model's columns can be sorted by expected saved value instead: its keyset is the campaign rank (1 = the
+highest expected saved value, unique in a list), read without an index (see docs/pages.md). Segment
 filters read the customer's published attributes (churnops.online_features, one primary-key probe per candidate row);
 the attributes shown beside a page's rows are read for those rows only.
 """
@@ -22,6 +24,8 @@ COUNT_CAP = 10_000
 # With a segment filter every candidate row costs a probe of its attributes: 500 matches of a segment that holds one
 # customer in twelve already cost 6,000 probes (1,000 took 225 ms on a 1M list, docs/benchmarks/pages.md).
 SEGMENT_COUNT_CAP = 500
+# The orders a list can be shown in: churn risk (every list), expected saved value (lists with value columns).
+SORTS = ("risk", "saved_value")
 
 
 class PageInputError(ValueError):
@@ -35,13 +39,14 @@ class PageInputError(ValueError):
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where a page starts or ends in (score DESC, customer_id ASC) order."""
+    """Where a page starts or ends: its sort key (the score in (score DESC, customer_id ASC) order, the campaign
+    rank in expected saved value order) and customer."""
 
-    score: float
+    key: float
     customer_id: str
 
     def encode(self) -> str:
-        return f"{self.score!r}:{self.customer_id}"
+        return f"{self.key!r}:{self.customer_id}"
 
     @classmethod
     def decode(cls, field_name: str, text: str) -> Cursor:
@@ -66,6 +71,7 @@ class ListFilters:
     budget_count: int | None = None
     budget_money: float | None = None
     cost_per_contact: float | None = None
+    sort: str = "risk"
 
     @property
     def count_cap(self) -> int:
@@ -87,6 +93,8 @@ class ListFilters:
             value = getattr(self, name)
             if value is not None:
                 items.append((name, str(value)))
+        if self.sort != "risk":
+            items.append(("sort", self.sort))
         return items
 
 
@@ -130,6 +138,9 @@ def parse_filters(
         raise PageInputError(missing, "a money budget needs both the budget and the cost of one contact")
     if cost == 0:
         raise PageInputError("cost_per_contact", "must be more than 0")
+    sort = params.get("sort", "").strip() or "risk"
+    if sort not in SORTS:
+        raise PageInputError("sort", f"unknown order {sort[:40]!r}; choose from {', '.join(SORTS)}")
     return ListFilters(
         bands=tuple(dict.fromkeys(bands)),
         segments=segments,
@@ -138,6 +149,7 @@ def parse_filters(
         budget_count=int(budget_count) if budget_count is not None else None,
         budget_money=budget_money,
         cost_per_contact=cost,
+        sort=sort,
     )
 
 
@@ -149,10 +161,12 @@ def filtered_list_sql(
     after: Cursor | None = None,
     before: Cursor | None = None,
     for_count: bool = False,
+    value_columns: bool = False,
 ) -> tuple[sql.Composed, list[object]]:
     """SELECT of the list's rows matching `filters`, in page order (or reversed when paging back from `before`);
-    the caller appends LIMIT. Columns: customer_id, score, risk_band, risk_decile, decision, model_version, cutoff
-    (with `for_count`, only a constant)."""
+    the caller appends LIMIT. Columns: customer_id, score, risk_band, risk_decile, decision, model_version, cutoff,
+    then with `value_columns` expected_value, expected_saved_value, campaign_rank, in_campaign (with `for_count`,
+    only a constant)."""
     conditions = [sql.SQL("s.dataset = %s AND s.list_kind = 'regular' AND s.logical_date = %s")]
     args: list[object] = [dataset, logical_date]
     if filters.bands:
@@ -177,19 +191,31 @@ def filtered_list_sql(
             )
         )
         args.append(list(filters.segments.values()))
-    if after is not None:
-        # `score <=` first: the index range condition; the OR alone would make PostgreSQL scan from the top.
-        conditions.append(sql.SQL("s.score <= %s AND (s.score < %s OR s.customer_id > %s)"))
-        args += [after.score, after.score, after.customer_id]
-    if before is not None:
-        conditions.append(sql.SQL("s.score >= %s AND (s.score > %s OR s.customer_id < %s)"))
-        args += [before.score, before.score, before.customer_id]
-    columns = sql.SQL(
-        "1"
-        if for_count
-        else "s.customer_id, s.score, s.risk_band, s.risk_decile, s.decision, s.model_version, s.cutoff"
-    )
-    order = sql.SQL("s.score ASC, s.customer_id DESC" if before is not None else "s.score DESC, s.customer_id ASC")
+    by_value = filters.sort == "saved_value"
+    if by_value:
+        # The campaign rank is unique in a list: it alone says where a page starts.
+        if after is not None:
+            conditions.append(sql.SQL("s.campaign_rank > %s"))
+            args.append(after.key)
+        if before is not None:
+            conditions.append(sql.SQL("s.campaign_rank < %s"))
+            args.append(before.key)
+    else:
+        if after is not None:
+            # `score <=` first: the index range condition; the OR alone would make PostgreSQL scan from the top.
+            conditions.append(sql.SQL("s.score <= %s AND (s.score < %s OR s.customer_id > %s)"))
+            args += [after.key, after.key, after.customer_id]
+        if before is not None:
+            conditions.append(sql.SQL("s.score >= %s AND (s.score > %s OR s.customer_id < %s)"))
+            args += [before.key, before.key, before.customer_id]
+    listed = "s.customer_id, s.score, s.risk_band, s.risk_decile, s.decision, s.model_version, s.cutoff"
+    if value_columns:
+        listed += ", s.expected_value, s.expected_saved_value, s.campaign_rank, s.in_campaign"
+    columns = sql.SQL("1" if for_count else listed)
+    if by_value:
+        order = sql.SQL("s.campaign_rank DESC" if before is not None else "s.campaign_rank ASC")
+    else:
+        order = sql.SQL("s.score ASC, s.customer_id DESC" if before is not None else "s.score DESC, s.customer_id ASC")
     query = sql.SQL("SELECT {columns} FROM churnops.scores s WHERE {conditions} ORDER BY {order}").format(
         columns=columns, conditions=sql.SQL(" AND ").join(conditions), order=order
     )

@@ -31,6 +31,10 @@ from churnops.serving.problems import ApiProblem
 from churnops.serving.scoring import PredictionService
 
 HERE = Path(__file__).parent
+_NO_VALUE_COLUMNS = (
+    "the list of {date} has no expected saved value to sort by (its dataset has no value model, or none was "
+    "champion when it was scored): sort by risk"
+)
 _LOGIN_BODY_LIMIT = 4096
 
 
@@ -107,6 +111,9 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
             return problem_page(request, 503, None, str(error))
         if current is None:
             return problem_page(request, 404, None, f"No scoring list of {contract.name} yet: run the scoring job.")
+        if filters.sort == "saved_value" and not current.has_value:
+            return problem_page(request, 422, "sort", _NO_VALUE_COLUMNS.format(date=current.logical_date))
+        sort_key = "campaign_rank" if filters.sort == "saved_value" else "score"
         selected = filters.selected_count
         rows_wanted = PAGE_ROWS if selected is None else max(0, min(PAGE_ROWS, selected - start + 1))
 
@@ -140,10 +147,10 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
         links = {"csv": "/pages/list.csv?" + urlencode(filter_items)}
         filter_items.append(("matches", str(matches)))
         if rows and has_more:
-            last = Cursor(rows[-1]["score"], rows[-1]["customer_id"])
+            last = Cursor(rows[-1][sort_key], rows[-1]["customer_id"])
             links["next"] = "?" + urlencode([*filter_items, ("after", last.encode()), ("start", start + len(rows))])
         if rows and start > 1:
-            first = Cursor(rows[0]["score"], rows[0]["customer_id"])
+            first = Cursor(rows[0][sort_key], rows[0]["customer_id"])
             previous_start = max(1, start - PAGE_ROWS)
             links["previous"] = "?" + urlencode([*filter_items, ("before", first.encode()), ("start", previous_start)])
         return page(
@@ -181,6 +188,8 @@ def pages_router(settings: Settings, contract: DatasetContract, service: Predict
             return problem_page(request, 503, None, str(error))
         if current is None:
             return problem_page(request, 404, None, f"No scoring list of {contract.name} yet: run the scoring job.")
+        if filters.sort == "saved_value" and not current.has_value:
+            return problem_page(request, 422, "sort", _NO_VALUE_COLUMNS.format(date=current.logical_date))
         name = f"{contract.name}_list_{current.logical_date.isoformat()}.csv"
         chunks = store.export_csv(current, filters, segment_columns, filters.selected_count)
         return StreamingResponse(

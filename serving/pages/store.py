@@ -21,6 +21,8 @@ from churnops.serving.prediction_log import bounded_database_settings
 from churnops.spreadsheet_safety import formula_safe_csv_text
 
 LIST_COLUMNS = ("customer_id", "score", "risk_band", "risk_decile", "decision", "model_version", "cutoff")
+# Shown, sorted by and exported when the list has them (a dataset with a value model).
+VALUE_COLUMNS = ("expected_value", "expected_saved_value", "campaign_rank", "in_campaign")
 _EXPORT_CHUNK_ROWS = 20_000
 
 
@@ -34,6 +36,12 @@ class CurrentList:
     model_version: str
     row_count: int
     written_at: dt.datetime
+    # The list has the value model's columns (expected value, expected saved value, campaign rank, in campaign).
+    has_value: bool = False
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*LIST_COLUMNS, *VALUE_COLUMNS) if self.has_value else LIST_COLUMNS
 
 
 class PageStore:
@@ -78,8 +86,13 @@ class PageStore:
     def current_list(self) -> CurrentList | None:
         rows = self._rows(
             """
-            SELECT logical_date, model_version, row_count, written_at FROM churnops.score_runs
-            WHERE dataset = %s AND list_kind = 'regular' ORDER BY logical_date DESC LIMIT 1
+            SELECT r.logical_date, r.model_version, r.row_count, r.written_at,
+                   -- A list has its value columns whole or not at all: its top row tells (the score index).
+                   coalesce((SELECT s.in_campaign IS NOT NULL FROM churnops.scores s
+                             WHERE s.dataset = r.dataset AND s.logical_date = r.logical_date
+                               AND s.list_kind = 'regular' ORDER BY s.score DESC LIMIT 1), false)
+            FROM churnops.score_runs r
+            WHERE r.dataset = %s AND r.list_kind = 'regular' ORDER BY r.logical_date DESC LIMIT 1
             """,
             (self.dataset,),
         )
@@ -95,11 +108,13 @@ class PageStore:
         before: Cursor | None = None,
     ) -> list[dict[str, Any]]:
         """Up to `rows` rows of the filtered list in page order, without their segment attributes."""
-        query, args = filtered_list_sql(self.dataset, current.logical_date, filters, after=after, before=before)
+        query, args = filtered_list_sql(
+            self.dataset, current.logical_date, filters, after=after, before=before, value_columns=current.has_value
+        )
         found = self._rows(sql.SQL("{} LIMIT %s").format(query), [*args, rows])
         if before is not None:
             found.reverse()
-        return [dict(zip(LIST_COLUMNS, row, strict=True)) for row in found]
+        return [dict(zip(current.columns, row, strict=True)) for row in found]
 
     def with_segments(self, rows: list[dict[str, Any]], segment_columns: Sequence[str]) -> list[dict[str, Any]]:
         if not rows or not segment_columns:
@@ -129,10 +144,10 @@ class PageStore:
         self, current: CurrentList, filters: ListFilters, segment_columns: Sequence[str], limit: int | None
     ) -> Iterator[str]:
         """The filtered list (its first `limit` rows) as formula-safe CSV text, streamed in chunks."""
-        query, args = filtered_list_sql(self.dataset, current.logical_date, filters)
+        query, args = filtered_list_sql(self.dataset, current.logical_date, filters, value_columns=current.has_value)
         if limit is not None:
             query, args = sql.SQL("{} LIMIT %s").format(query), [*args, limit]
-        names = ["rank", *LIST_COLUMNS, *segment_columns]
+        names = ["rank", *current.columns, *segment_columns]
         with contextlib.closing(db.connect(self._settings, application_name="churnops-pages-export")) as conn:
             # A named cursor fetches chunk by chunk on the server: a million-row download never sits in memory.
             with conn, conn.cursor(name="pages_export") as cur:
@@ -142,7 +157,7 @@ class PageStore:
                 header = True
                 while chunk := cur.fetchmany(_EXPORT_CHUNK_ROWS):
                     rows = self.with_segments(
-                        [dict(zip(LIST_COLUMNS, row, strict=True)) for row in chunk], segment_columns
+                        [dict(zip(current.columns, row, strict=True)) for row in chunk], segment_columns
                     )
                     frame = pd.DataFrame(rows, columns=names[1:])
                     frame.insert(0, "rank", range(rank, rank + len(frame)))

@@ -3,6 +3,8 @@ invisible when it does not, and a median past the model's horizon stored as NULL
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,3 +85,45 @@ def test_the_campaign_export_carries_the_survival_columns(conn, tmp_path) -> Non
         "median_days_to_next_purchase",
         "median_beyond_horizon",
     ]
+
+
+def test_one_query_reads_a_customers_value_and_survival_columns_from_the_newest_list(conn) -> None:
+    from tests.db.test_db_value_columns import valued_list
+
+    dataset = new_dataset()
+    older = score_frame(40, seed=6)
+    db.write_scores(conn, older, dataset=dataset, run_id="r0", logical_date=LOGICAL_DATE - dt.timedelta(days=7))
+    written = with_survival(valued_list(60, seed=7))
+    db.write_scores(conn, written, dataset=dataset, run_id="r1", logical_date=LOGICAL_DATE)
+    beyond = written[written["median_beyond_horizon"]].iloc[0]
+    inside = written[~written["median_beyond_horizon"]].iloc[0]
+
+    found = db.latest_list_rows_of(conn, dataset, [beyond["customer_id"], inside["customer_id"], "not-listed"])
+
+    assert set(found) == {beyond["customer_id"], inside["customer_id"]}
+    for row in (beyond, inside):
+        got = found[row["customer_id"]]
+        assert got["list_date"] == LOGICAL_DATE.isoformat()
+        assert got["value"] == {
+            "expected_value": row["expected_value"],
+            "expected_saved_value": row["expected_saved_value"],
+            "campaign_rank": row["campaign_rank"],
+            "in_campaign": row["in_campaign"],
+        }
+        assert got["survival"]["p_buy_90d"] == row["p_buy_90d"] and "p_buy_60d" not in got["survival"]
+    assert found[beyond["customer_id"]]["survival"]["median_days_to_next_purchase"] is None
+    assert found[beyond["customer_id"]]["survival"]["median_beyond_horizon"] is True
+    assert (
+        found[inside["customer_id"]]["survival"]["median_days_to_next_purchase"]
+        == inside["median_days_to_next_purchase"]
+    )
+    # A churn-only list: the customer is found, without either group.
+    plain = new_dataset()
+    db.write_scores(conn, older, dataset=plain, run_id="r2", logical_date=LOGICAL_DATE)
+    customer = older["customer_id"].iloc[0]
+    assert db.latest_list_rows_of(conn, plain, [customer])[customer] | {"list_date": None} == {
+        "list_date": None,
+        "value": None,
+        "survival": None,
+    }
+    assert db.latest_survival_of(conn, dataset, inside["customer_id"]) == found[inside["customer_id"]]["survival"]

@@ -20,9 +20,13 @@ from churnops import db
 from churnops.config import Settings
 from churnops.dataset import load_contract
 from churnops.features import CUTOFF, ENTITY_ID
+from churnops.jobs.score import score
 from churnops.jobs.score_input import InputFileError, check_input, input_identity, score_input
 from churnops.serving.app import create_app
 from churnops.snapshots import latest_snapshot_dir, load_snapshot
+from churnops.survival_columns import survival_list_columns
+from churnops.value_contract import VALUE_LIST_COLUMNS
+from tests.pipeline.test_score_spark import assert_same_model_columns
 from tests.serving.conftest import platform_database_url  # noqa: F401 - fixture re-exported
 
 CUSTOMERS_IN_FILE = 40
@@ -79,6 +83,9 @@ def test_a_new_file_gets_exactly_the_scores_the_api_gives_for_the_same_customers
         "model_version",
         "model_name",
         "cutoff",
+        # The synthetic contract's value and survival models, from the file's own purchases and rows.
+        *VALUE_LIST_COLUMNS,
+        *survival_list_columns(trained_platform.contract.survival.horizons),
     ]
     assert (listed["model_version"] == trained_platform.model_version).all()
 
@@ -98,6 +105,42 @@ def test_a_new_file_gets_exactly_the_scores_the_api_gives_for_the_same_customers
     assert from_file["probability"].tolist() == from_api["probability"].tolist()  # exactly, not approximately
     assert from_file["decision"].tolist() == from_api["decision"].tolist()
     assert from_file["risk_band"].tolist() == from_api["risk_band"].tolist()
+
+
+@pytest.mark.slow
+def test_a_file_of_every_event_gets_the_value_and_survival_columns_of_the_snapshots_list(
+    trained_platform,
+    platform_database_url,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """Same customers, same purchases: the file's list has the scheduled list's expected value, campaign and
+    survival columns (the same functions; ranks alike up to the order of exact ties)."""
+    home = tmp_path / "home"
+    shutil.copytree(trained_platform.settings.home, home)
+    original = trained_platform.settings
+    settings = Settings(
+        home=home, training=original.training, spark=original.spark, database_url=SecretStr(platform_database_url)
+    )
+    contract = load_contract("synthetic", settings)
+    every_event = tmp_path / "every_event.parquet"
+    shutil.copyfile(contract.resolve(contract.events.path), every_event)
+
+    scheduled = pd.read_parquet(score(settings, contract, run_id="scheduled", engine="pandas").path)
+    run = score_input(settings, contract, every_event, tmp_path / "file_list.parquet")
+    from_file = pd.read_parquet(run.output_path)
+
+    assert run.cutoff == pd.Timestamp(scheduled["cutoff"].iloc[0]).date()
+    joined = scheduled.merge(
+        from_file, on=ENTITY_ID, how="outer", suffixes=("_pandas", "_spark"), indicator=True, validate="one_to_one"
+    )
+    assert (joined["_merge"] == "both").all() and len(joined) == len(scheduled)
+    by_rank = joined.drop(columns=["campaign_rank_pandas", "campaign_rank_spark"])
+    assert_same_model_columns(by_rank)  # every column but the rank: numbers within 1e-12, flags equal
+    # The campaign rank follows the list's order among exactly equal saved values: per group of equal saved values,
+    # the same ranks.
+    for _, group in joined.groupby("expected_saved_value_pandas"):
+        assert sorted(group["campaign_rank_pandas"]) == sorted(group["campaign_rank_spark"])
+    assert (joined["in_campaign_pandas"] == joined["in_campaign_spark"]).all()
 
 
 def _files_under(root: Path, skip: Path) -> dict[str, tuple[int, int]]:

@@ -14,6 +14,7 @@ import pytest
 
 from churnops import db
 from churnops.config import Settings
+from churnops.db.list_columns import OPTIONAL_LIST_COLUMNS
 from churnops.jobs.score import score
 from tests.serving.conftest import deployed_copy, platform_database_url  # noqa: F401 - fixtures re-exported
 
@@ -32,6 +33,21 @@ def assert_same_list(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
             left, right = pd.to_datetime(left), pd.to_datetime(right)
         differ = left.astype(str) != right.astype(str)
         assert not differ.any(), f"{column} differs for {int(differ.sum())} customers, e.g. {joined[differ].head(3)}"
+    assert_same_model_columns(joined)
+
+
+def assert_same_model_columns(joined: pd.DataFrame) -> None:
+    """The value and survival columns the pandas list has, equal in the other list (numbers within 1e-12, a missing
+    median missing in both)."""
+    present = [c for c in OPTIONAL_LIST_COLUMNS if f"{c}_pandas" in joined.columns]
+    missing = [c for c in present if f"{c}_spark" not in joined.columns]
+    assert not missing, f"the other list lacks {missing}"
+    for column in present:
+        left, right = joined[f"{column}_pandas"], joined[f"{column}_spark"]
+        if column in ("campaign_rank", "in_campaign", "median_beyond_horizon"):
+            assert left.astype(str).tolist() == right.astype(str).tolist(), column
+        else:
+            np.testing.assert_allclose(right.astype(float), left.astype(float), rtol=0, atol=1e-12, err_msg=column)
 
 
 def rows_of_list(settings: Settings, dataset: str) -> tuple[int, int, int, set[str]]:
@@ -69,6 +85,8 @@ def test_the_spark_list_is_the_pandas_list_and_a_rerun_replaces_it(deployed_copy
     assert on_spark.path == on_pandas.path and on_spark.path.is_dir()  # Spark's part files, at the same place
     assert on_spark.rows == on_pandas.rows == on_spark.rows_in_database
     spark_file = pd.read_parquet(on_spark.path)
+    # The synthetic contract has value and survival models: their columns are in both lists, alike.
+    assert {"expected_saved_value", "campaign_rank", "p_buy_90d", "median_beyond_horizon"} <= set(pandas_file.columns)
     assert_same_list(pandas_file, spark_file)
     # Part files are read back in score order: the folder is a ranked list as the pandas file is.
     assert (np.diff(spark_file["score"].to_numpy()) <= 0).all()

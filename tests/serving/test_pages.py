@@ -138,9 +138,45 @@ def test_export_of_a_filtered_list_is_the_whole_filtered_list(client, stored_lis
     assert [row["customer_id"] for row in rows] == [row[0] for row in stored_list if row[2] == "high"]
 
 
+@pytest.fixture(scope="module")
+def campaign_order(settings, platform_database_url) -> list[tuple[str, float, int, bool]]:
+    """The list by expected saved value, as the database holds it: (customer_id, saved value, rank, in campaign)."""
+    with psycopg2.connect(platform_database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT customer_id, expected_saved_value, campaign_rank, in_campaign FROM churnops.scores "
+            "WHERE dataset = 'synthetic' AND list_kind = 'regular' ORDER BY campaign_rank"
+        )
+        return cur.fetchall()
+
+
+def test_a_list_with_value_columns_sorts_by_expected_saved_value_and_pages_on(client, campaign_order) -> None:
+    first = client.get("/pages/list", params={"sort": "saved_value"})
+    assert first.status_code == 200
+    assert "highest expected saved value first" in first.text and "Expected saved value</th>" in first.text
+    assert shown_customers(first.text) == [row[0] for row in campaign_order[:50]]
+    saved = [row[1] for row in campaign_order]
+    assert saved == sorted(saved, reverse=True)
+    next_link = re.search(r'rel="next" href="([^"]+)"', first.text).group(1).replace("&amp;", "&")
+    second = client.get("/pages/list" + next_link)
+    assert shown_customers(second.text) == [row[0] for row in campaign_order[50:100]]
+    previous_link = re.search(r'rel="prev" href="([^"]+)"', second.text).group(1).replace("&amp;", "&")
+    assert shown_customers(client.get("/pages/list" + previous_link).text) == [row[0] for row in campaign_order[:50]]
+
+
+def test_a_budget_in_saved_value_order_exports_the_campaigns_top_with_its_value_columns(client, campaign_order) -> None:
+    answer = client.get("/pages/list.csv", params={"sort": "saved_value", "budget_count": "30"})
+    rows = list(csv.DictReader(io.StringIO(answer.content.decode("utf-8-sig"))))
+    assert [row["customer_id"] for row in rows] == [row[0] for row in campaign_order[:30]]
+    assert [int(row["campaign_rank"]) for row in rows] == list(range(1, 31))
+    assert [float(row["expected_saved_value"]) for row in rows] == [row[1] for row in campaign_order[:30]]
+    assert {row["in_campaign"] for row in rows} <= {"True", "False"}
+    assert [row["in_campaign"] == "True" for row in rows] == [row[3] for row in campaign_order[:30]]
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
+        ({"sort": "alphabetical"}, "sort"),
         ({"score_min": "abc"}, "score_min"),
         ({"score_min": "0.8", "score_max": "0.2"}, "score_min"),
         ({"band": "purple"}, "band"),
