@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -34,6 +35,13 @@ class OnlineFeatureReader:
         self._settings = bounded_database_settings(settings) if self.configured else settings
         self._pool: Any = None
         self._pool_lock = threading.Lock()
+        # Whether the newest list has survival values, and until when that answer is trusted: a list is written
+        # once a run, so one query per interval spares every /predict by customer_id a database round trip (and a
+        # thread hop) while no list has any. A list that gains them is seen within the interval.
+        self._survival_check_seconds = settings.serving.reload_interval_seconds
+        self._list_has_survival = False
+        self._survival_checked_until = 0.0
+        self._survival_check: asyncio.Future[None] | None = None
 
     def _get_pool(self) -> Any:
         with self._pool_lock:
@@ -75,10 +83,25 @@ class OnlineFeatureReader:
     def _fetch_survival(self, customer_id: str) -> dict[str, Any] | None:
         return self._on_pooled_connection(db.latest_survival_of, customer_id)
 
+    async def _check_survival_list(self) -> None:
+        try:
+            self._list_has_survival = await asyncio.to_thread(self._on_pooled_connection, db.newest_list_has_survival)
+        except Exception:
+            self._list_has_survival = False
+        # Trusted for the interval even when the check failed: an unreachable database is not asked per request.
+        self._survival_checked_until = time.monotonic() + self._survival_check_seconds
+        self._survival_check = None
+
     async def survival(self, customer_id: str) -> dict[str, Any] | None:
         """The customer's survival outlook from the newest stored list (None without one, or when the database
         cannot be read: the churn prediction never fails over it)."""
         if not self.configured:
+            return None
+        if time.monotonic() >= self._survival_checked_until:
+            if self._survival_check is None:  # one check at a time; the requests meanwhile wait for its answer
+                self._survival_check = asyncio.ensure_future(self._check_survival_list())
+            await asyncio.shield(self._survival_check)
+        if not self._list_has_survival:
             return None
         try:
             return await asyncio.to_thread(self._fetch_survival, customer_id)

@@ -22,7 +22,7 @@ from churnops.db.connection import (
     discover_migrations,
     migrate,
 )
-from churnops.db.list_columns import latest_survival_of
+from churnops.db.list_columns import latest_survival_of, newest_list_has_survival
 from churnops.db.monitoring_writers import (
     replace_realized_outcomes,
     write_drift_run,
@@ -69,6 +69,7 @@ __all__ = [
     "discover_migrations",
     "latest_scores",
     "latest_survival_of",
+    "newest_list_has_survival",
     "list_record",
     "migrate",
     "publish_staged_list",

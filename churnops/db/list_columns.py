@@ -117,3 +117,16 @@ def latest_survival_of(conn: Connection, dataset: str, customer_id: str) -> dict
         MEDIAN_BEYOND_HORIZON: values[MEDIAN_BEYOND_HORIZON],
         "list_date": row[0].isoformat(),
     }
+
+
+def newest_list_has_survival(conn: Connection, dataset: str) -> bool:
+    """Whether the newest regular list of `dataset` holds survival values (for anyone): the API asks this once per
+    `serving.reload_interval_seconds` instead of querying every customer of a list that has none."""
+    query = sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM churnops.scores s WHERE s.dataset = %s AND s.list_kind = 'regular' "
+        "AND s.logical_date = (SELECT max(logical_date) FROM churnops.score_runs WHERE dataset = %s "
+        "AND list_kind = 'regular') AND s.{flag} IS NOT NULL)"
+    ).format(flag=sql.Identifier(SURVIVAL_LIST_COLUMNS[-1]))
+    with conn.cursor() as cur:
+        cur.execute(query, (dataset, dataset))
+        return bool(cur.fetchone()[0])
