@@ -3,6 +3,8 @@ invisible when it does not, and a median past the model's horizon stored as NULL
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,6 +46,21 @@ def test_survival_columns_round_trip_with_null_medians_flagged(conn) -> None:
             (dataset,),
         )
         assert cur.fetchone()[0] == int(written["median_beyond_horizon"].sum())
+
+
+def test_the_api_asks_whether_the_newest_list_has_survival_values(conn) -> None:
+    """What the API checks once per interval before looking a customer's survival columns up."""
+    dataset = new_dataset()
+    assert not db.newest_list_has_survival(conn, dataset)  # no list at all
+    db.write_scores(
+        conn, with_survival(score_frame(30, seed=3)), dataset=dataset, run_id="r1", logical_date=LOGICAL_DATE
+    )
+    assert db.newest_list_has_survival(conn, dataset)
+    assert db.latest_survival_of(conn, dataset, "C0000001") is not None
+    later = LOGICAL_DATE + dt.timedelta(days=1)
+    db.write_scores(conn, score_frame(30, seed=4), dataset=dataset, run_id="r2", logical_date=later)
+    assert not db.newest_list_has_survival(conn, dataset)  # the newest list has none: nothing to look up
+    assert db.latest_survival_of(conn, dataset, "C0000001") is None
 
 
 def test_a_list_without_survival_reads_back_without_the_columns(conn) -> None:
