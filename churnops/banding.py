@@ -175,6 +175,16 @@ class RiskBands:
                 return name
         return self.default
 
+    def band_many(self, scores: np.ndarray) -> list[str]:
+        """`band` of every score, in one comparison per cut-off: with the cut-offs in decreasing order, the first
+        one a score reaches is found by counting the cut-offs it misses."""
+        cuts = np.array([cutoff for _, cutoff in self.cutoffs], dtype=np.float64)
+        if len(scores) <= 2 or np.any(np.diff(cuts) > 0):  # one row, or cut-offs out of order: the loop
+            return list(map(self.band, scores.tolist()))
+        missed = (scores[:, None] < cuts[None, :]).sum(axis=1)
+        names = (*(name for name, _ in self.cutoffs), self.default)
+        return list(map(names.__getitem__, missed.tolist()))
+
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "cutoffs": dict(self.cutoffs), "default": self.default}
 

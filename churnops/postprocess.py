@@ -11,7 +11,7 @@ every request.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,13 @@ class ScorePostprocess:
     bgnbd_scores_churn: bool = False
     bgnbd_column_indices: tuple[int, int, int] | None = None
     calibration: dict[str, Any] | None = None
+    # An isotonic map's points as arrays, converted once: the API applies the map on every request.
+    _isotonic_points: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.calibration and self.calibration.get("method") == "isotonic":
+            points = (np.asarray(self.calibration["x"]), np.asarray(self.calibration["y"]))
+            object.__setattr__(self, "_isotonic_points", points)
 
     @classmethod
     def from_metadata(cls, raw: Mapping[str, Any] | None, columns: list[str]) -> ScorePostprocess | None:
@@ -104,11 +111,16 @@ class ScorePostprocess:
         return np.where(np.isfinite(bgnbd), (1 - self.blend_weight) * raw + self.blend_weight * bgnbd, raw)
 
     def apply(self, raw: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        return apply_calibration(self.calibration, self.blend(raw, matrix))
+        return apply_calibration(self.calibration, self.blend(raw, matrix), self._isotonic_points)
 
 
-def apply_calibration(calibration: Mapping[str, Any] | None, scores: np.ndarray) -> np.ndarray:
-    """Map scores through a stored calibration: Platt (logistic on the logit) or isotonic (piecewise linear)."""
+def apply_calibration(
+    calibration: Mapping[str, Any] | None,
+    scores: np.ndarray,
+    isotonic_points: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Map scores through a stored calibration: Platt (logistic on the logit) or isotonic (piecewise linear;
+    `isotonic_points` are its x and y as arrays when the caller has them converted already)."""
     if not calibration or calibration.get("method", "none") == "none":
         return scores
     if calibration["method"] == "platt":
@@ -116,7 +128,8 @@ def apply_calibration(calibration: Mapping[str, Any] | None, scores: np.ndarray)
         z = calibration["slope"] * np.log(clipped / (1 - clipped)) + calibration["intercept"]
         return 1.0 / (1.0 + np.exp(-z))
     if calibration["method"] == "isotonic":
-        stepped = np.interp(scores, np.asarray(calibration["x"]), np.asarray(calibration["y"]))
+        x, y = isotonic_points or (np.asarray(calibration["x"]), np.asarray(calibration["y"]))
+        stepped = np.interp(scores, x, y)
         # Isotonic steps are flat (and flat beyond the fitted range), so on their own they tie every score inside a
         # step and change the ranking; mixing in a sliver of the raw score makes the map strictly increasing.
         weight = float(calibration.get("tie_break_weight", 0.0))

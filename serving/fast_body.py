@@ -16,10 +16,10 @@ test_fast_body.py checks that both agree).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
-from operator import itemgetter
+from itertools import chain, repeat
+from operator import eq, itemgetter
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,8 @@ from churnops.serving.records import MAX_CATEGORY_CHARS, MAX_CUSTOMER_ID_CHARS
 
 _NUMBER_TYPES = frozenset({float, int, type(None)})  # not bool: `type(True) is bool`
 _CATEGORY_TYPES = frozenset({str, type(None)})
+_CUSTOMER_ID_TYPES = _CATEGORY_TYPES
+_DICT = frozenset({dict})
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class RequestRows:
     matrix: np.ndarray
     # {row: cutoff of the published features} for the rows looked up in the online feature table.
     online_cutoffs: dict[int, str] = field(default_factory=dict)
+    # The features by column, {"feature": (value of row 1, ...)}, when the reader built them on the way (the
+    # prediction log's layout: no second transpose of the records).
+    columns: Mapping[str, Sequence[Any]] | None = None
 
 
 def _values_of(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -60,10 +65,11 @@ class FastBodyReader:
         self._names = frozenset(schema.columns)
         self._width = len(schema.columns)
         self._n_numeric = len(schema.numeric)
-        self._numeric = _values_of(schema.numeric) if schema.numeric else None
-        self._categories = [
-            (name, {value: float(code) for code, value in enumerate(vocab)})
-            for name, vocab in schema.categorical.items()
+        # The schema's order: numeric features, then categorical ones (the matrix's columns).
+        self._columns = (*schema.numeric, *schema.categorical)
+        self._values = _values_of(self._columns)
+        self._codes = [
+            {value: float(code) for code, value in enumerate(vocab)} for vocab in schema.categorical.values()
         ]
 
     def batch(self, body: bytes) -> RequestRows | None:
@@ -82,46 +88,65 @@ class FastBodyReader:
         return self._rows([parsed]) if type(parsed) is dict else None
 
     def _rows(self, instances: list[Any]) -> RequestRows | None:
-        customer_ids: list[str | None] = []
-        records: list[dict[str, Any]] = []
+        # Every check runs over the whole request at C speed (map, set, itemgetter), not a Python loop per row.
+        if not set(map(type, instances)) <= _DICT:
+            return None
+        features = list(map(dict.get, instances, repeat("features")))
+        if not set(map(type, features)) <= _DICT:
+            return None
         names = self._names
-        for instance in instances:
-            if type(instance) is not dict:
-                return None
-            features = instance.get("features")
-            if type(features) is not dict or features.keys() != names:
-                return None
-            if len(instance) == 1:
-                customer_ids.append(None)
-            else:
-                customer_id = instance.get("customer_id")
-                if len(instance) != 2 or type(customer_id) is not str:
-                    return None
-                if not 1 <= len(customer_id) <= MAX_CUSTOMER_ID_CHARS:
-                    return None
-                customer_ids.append(customer_id)
-            records.append(features)
-        matrix = self._encode(records)
-        return None if matrix is None else RequestRows(customer_ids, records, matrix)
+        if not all(map(eq, repeat(names), map(dict.keys, features))):
+            return None
+        customer_ids = self._customer_ids(instances)
+        if customer_ids is None:
+            return None
+        rows = list(map(self._values, features))  # each row's values in schema order
+        encoded = self._encode(rows)
+        if encoded is None:
+            return None
+        matrix, columns = encoded
+        return RequestRows(customer_ids, features, matrix, columns=columns)
 
-    def _encode(self, records: list[dict[str, Any]]) -> np.ndarray | None:
-        matrix = np.empty((len(records), self._width), dtype=np.float64)
-        if self._numeric is not None:
-            block = list(map(self._numeric, records))
-            if not set(map(type, chain.from_iterable(block))) <= _NUMBER_TYPES:
+    @staticmethod
+    def _customer_ids(instances: list[dict[str, Any]]) -> list[str | None] | None:
+        """Each instance's `customer_id` (None when left out), or None unless every instance is `features` alone
+        or with a `customer_id` string of legal length."""
+        sizes = set(map(len, instances))
+        if not sizes <= {1, 2}:
+            return None
+        customer_ids = list(map(dict.get, instances, repeat("customer_id")))
+        if 2 in sizes:
+            if not set(map(type, customer_ids)) <= _CUSTOMER_ID_TYPES:
                 return None
-            numbers = np.array(block, dtype=np.float64)  # None becomes NaN (missing)
+            # An instance of two fields without a customer_id has another field; one of one field never has it.
+            with_id = len(customer_ids) - customer_ids.count(None)
+            if with_id != sum(map((2).__eq__, map(len, instances))) or "" in customer_ids:
+                return None
+            if max(map(len, filter(None, customer_ids))) > MAX_CUSTOMER_ID_CHARS:
+                return None
+        return customer_ids
+
+    def _encode(self, rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, dict[str, tuple[Any, ...]]] | None:
+        """The model's matrix, and the features by column as sent (for the prediction log)."""
+        by_column = list(zip(*rows, strict=True))
+        n_numeric = self._n_numeric
+        matrix = np.empty((len(rows), self._width), dtype=np.float64)
+        if n_numeric:
+            if not set(map(type, chain.from_iterable(by_column[:n_numeric]))) <= _NUMBER_TYPES:
+                return None
+            numbers = np.array(by_column[:n_numeric], dtype=np.float64)  # None becomes NaN (missing)
             if np.isinf(numbers).any():  # a finite JSON number only (NaN here is always a null)
                 return None
-            matrix[:, : self._n_numeric] = numbers
-        for column, (name, codes) in enumerate(self._categories, start=self._n_numeric):
-            values = [record[name] for record in records]
+            matrix[:, :n_numeric] = numbers.T
+        nan = repeat(math.nan)
+        for column, codes in enumerate(self._codes, start=n_numeric):
+            values = by_column[column]
             if not set(map(type, values)) <= _CATEGORY_TYPES:
                 return None
-            if any(value is not None and len(value) > MAX_CATEGORY_CHARS for value in values):
+            if max(map(len, filter(None, values)), default=0) > MAX_CATEGORY_CHARS:
                 return None
-            matrix[:, column] = [codes.get(value, math.nan) for value in values]  # unseen or null: missing
-        return matrix
+            matrix[:, column] = list(map(codes.get, values, nan))  # unseen or null: missing
+        return matrix, dict(zip(self._columns, by_column, strict=True))
 
 
 def _loads(body: bytes) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -36,6 +37,13 @@ class OnlineFeatureReader:
         self._settings = bounded_database_settings(settings) if self.configured else settings
         self._pool: Any = None
         self._pool_lock = threading.Lock()
+        # Whether the newest list has value or survival values, and until when that answer is trusted: a list is
+        # written once a run, so one query per interval spares every /predict by customer_id a database round trip
+        # (and a thread hop) while no list has any. A list that gains them is seen within the interval.
+        self._list_check_seconds = settings.serving.reload_interval_seconds
+        self._list_has_columns = False
+        self._list_checked_until = 0.0
+        self._list_check: asyncio.Future[None] | None = None
 
     def _get_pool(self) -> Any:
         with self._pool_lock:
@@ -77,12 +85,29 @@ class OnlineFeatureReader:
     def _fetch_list_rows(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self._on_pooled_connection(db.latest_list_rows_of, customer_ids)
 
+    async def _check_newest_list(self) -> None:
+        try:
+            self._list_has_columns = await asyncio.to_thread(
+                self._on_pooled_connection, db.newest_list_has_model_columns
+            )
+        except Exception:
+            self._list_has_columns = False
+        # Trusted for the interval even when the check failed: an unreachable database is not asked per request.
+        self._list_checked_until = time.monotonic() + self._list_check_seconds
+        self._list_check = None
+
     async def list_rows(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]] | None:
         """These customers' value and survival columns in the newest stored list, in one query
         (`db.latest_list_rows_of`; absent customers left out), or None when the database cannot be read: the churn
         prediction never fails over them."""
         if not self.configured:
             return None
+        if time.monotonic() >= self._list_checked_until:
+            if self._list_check is None:  # one check at a time; the requests meanwhile wait for its answer
+                self._list_check = asyncio.ensure_future(self._check_newest_list())
+            await asyncio.shield(self._list_check)
+        if not self._list_has_columns:
+            return {}
         try:
             return await asyncio.to_thread(self._fetch_list_rows, customer_ids)
         except Exception as error:

@@ -140,6 +140,8 @@ _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 def explain_flag(request: Request) -> bool:
     """The `explain` query parameter, parsed by hand: FastAPI's parameter machinery costs about a third of a
     single-row prediction. Accepts what pydantic's bool accepts; anything else is a 422 naming it."""
+    if not request.scope.get("query_string"):  # the usual call: no query string to parse
+        return False
     raw = request.query_params.get("explain")
     if raw is None:
         return False

@@ -86,7 +86,9 @@ class PredictionService:
             model_version=current.version,
             latency_seconds=time.perf_counter() - started,
         )
-        columns = LoggedColumns(rows.customer_ids, rows.records, scored.probabilities, scored.decisions, scored.bands)
+        columns = LoggedColumns(
+            rows.customer_ids, rows.records, scored.probabilities, scored.decisions, scored.bands, rows.columns
+        )
         self.prediction_log.submit_request(context, columns)
 
     async def rows_of_instances(
@@ -172,12 +174,10 @@ class PredictionService:
             if first in flagged:  # e.g. 1e308 through the stored blend: the input's fault, said as such
                 raise ApiProblem(422, self._range_problems(current, loc_prefix, {first: flagged[first]}))
             raise ApiProblem.one(500, [], "model_error", f"model v{current.version} produced a non-finite score")
-        probabilities = scores.tolist()
-        band = current.bands.band
         return ScoredRows(
-            probabilities=probabilities,
+            probabilities=scores.tolist(),
             decisions=(scores >= current.model.threshold).tolist(),
-            bands=[band(score) for score in probabilities],
+            bands=current.bands.band_many(scores),
             out_of_range=flagged,
             explanations=current.explain(rows.records, self.serving.explain_top_features) if explain else None,
         )
@@ -200,8 +200,9 @@ class PredictionService:
                     counters[name] = metrics.OUT_OF_RANGE.labels(feature=name)
                 counters[name].inc(count)
         flagged: dict[int, list[str]] = {}
-        for row, column in zip(*np.nonzero(outside), strict=True):
-            flagged.setdefault(int(row), []).append(names[column])
+        rows, columns = np.nonzero(outside)
+        for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
+            flagged.setdefault(row, []).append(names[column])
         if self.serving.out_of_range_policy == "reject":
             raise ApiProblem(422, self._range_problems(current, loc_prefix, flagged))
         return flagged

@@ -22,7 +22,7 @@ from churnops.db.connection import (
     discover_migrations,
     migrate,
 )
-from churnops.db.list_columns import latest_list_rows_of, latest_survival_of
+from churnops.db.list_columns import latest_list_rows_of, latest_survival_of, newest_list_has_model_columns
 from churnops.db.monitoring_writers import (
     replace_realized_outcomes,
     write_drift_run,
@@ -70,6 +70,7 @@ __all__ = [
     "latest_scores",
     "latest_list_rows_of",
     "latest_survival_of",
+    "newest_list_has_model_columns",
     "list_record",
     "migrate",
     "publish_staged_list",

@@ -140,3 +140,17 @@ def latest_survival_of(conn: Connection, dataset: str, customer_id: str) -> dict
     list has no survival values for them (no survival model, or the customer is not in it)."""
     found = latest_list_rows_of(conn, dataset, [customer_id]).get(customer_id)
     return found["survival"] if found else None
+
+
+def newest_list_has_model_columns(conn: Connection, dataset: str) -> bool:
+    """Whether the newest regular list of `dataset` holds value or survival values (for anyone): the API asks this
+    once per `serving.reload_interval_seconds` instead of querying every customer of a list that has neither."""
+    # Each group's always-set column tells whether the list has the group (see `_list_row`).
+    query = sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM churnops.scores s WHERE s.dataset = %s AND s.list_kind = 'regular' "
+        "AND s.logical_date = (SELECT max(logical_date) FROM churnops.score_runs WHERE dataset = %s "
+        "AND list_kind = 'regular') AND (s.{survival_flag} IS NOT NULL OR s.{value_flag} IS NOT NULL))"
+    ).format(survival_flag=sql.Identifier(MEDIAN_BEYOND_HORIZON), value_flag=sql.Identifier("in_campaign"))
+    with conn.cursor() as cur:
+        cur.execute(query, (dataset, dataset))
+        return bool(cur.fetchone()[0])

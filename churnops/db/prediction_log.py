@@ -60,6 +60,9 @@ class LoggedColumns(NamedTuple):
     scores: Sequence[float]
     decisions: Sequence[bool | None]
     bands: Sequence[str | None]
+    # The same features already by column ({"feature": values}, one per customer), when the caller has them: the
+    # line then skips the transpose of `features`.
+    features_by_column: Mapping[str, Sequence[Any]] | None = None
 
 
 def features_by_column(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -92,13 +95,19 @@ def _array_literal(elements: Iterable[str | None]) -> str:
 def _text_array_field(values: Sequence[str | None]) -> bytes:
     """A text[] as one COPY field: the array literal, then COPY's own escaping."""
     if None not in values:
-        joined = '","'.join(values)  # type: ignore[arg-type]  # no None, checked above
-        if "\\" not in joined and '"' not in joined:  # the common case: no element needs an escape
-            return copy_text('{"' + joined + '"}').encode()
+        # Checked on the elements alone: the joined literal below holds quotes of its own.
+        elements = "".join(values)  # type: ignore[arg-type]  # no None, checked above
+        if "\\" not in elements and '"' not in elements:  # the common case: no element needs an escape
+            return copy_text('{"' + '","'.join(values) + '"}').encode()  # type: ignore[arg-type]
     return copy_text(_array_literal(values)).encode()
 
 
+_BOOL_TEXT = (b"f", b"t")  # indexed by the bool
+
+
 def _bool_array_field(values: Sequence[bool | None]) -> bytes:
+    if None not in values:
+        return b"{%b}" % b",".join(map(_BOOL_TEXT.__getitem__, map(bool, values)))
     return b"{%b}" % b",".join(b"NULL" if value is None else b"t" if value else b"f" for value in values)
 
 
@@ -136,7 +145,9 @@ def prediction_request_line(context: RequestContext, columns: LoggedColumns) -> 
         b"{%b}" % scores[1:-1],
         _bool_array_field(columns.decisions),
         _text_array_field(columns.bands),
-        _json_field(features_by_column(columns.features)),
+        _json_field(
+            features_by_column(columns.features) if columns.features_by_column is None else columns.features_by_column
+        ),
     )
     return b"\t".join(fields) + b"\n"
 

@@ -48,6 +48,24 @@ def test_survival_columns_round_trip_with_null_medians_flagged(conn) -> None:
         assert cur.fetchone()[0] == int(written["median_beyond_horizon"].sum())
 
 
+def test_the_api_asks_whether_the_newest_list_has_value_or_survival_values(conn) -> None:
+    """What the API checks once per interval before looking a customer's value and survival columns up."""
+    dataset = new_dataset()
+    assert not db.newest_list_has_model_columns(conn, dataset)  # no list at all
+    db.write_scores(
+        conn, with_survival(score_frame(30, seed=3)), dataset=dataset, run_id="r1", logical_date=LOGICAL_DATE
+    )
+    assert db.newest_list_has_model_columns(conn, dataset)
+    assert db.latest_survival_of(conn, dataset, "C0000001") is not None
+    later = LOGICAL_DATE + dt.timedelta(days=1)
+    db.write_scores(conn, score_frame(30, seed=4), dataset=dataset, run_id="r2", logical_date=later)
+    assert not db.newest_list_has_model_columns(conn, dataset)  # the newest list has none: nothing to look up
+    assert db.latest_survival_of(conn, dataset, "C0000001") is None
+    newest = later + dt.timedelta(days=1)
+    db.write_scores(conn, valued_list(30, seed=5), dataset=dataset, run_id="r3", logical_date=newest)
+    assert db.newest_list_has_model_columns(conn, dataset)  # value columns alone are worth the look-up
+
+
 def test_a_list_without_survival_reads_back_without_the_columns(conn) -> None:
     dataset = new_dataset()
     db.write_scores(conn, score_frame(50, seed=2), dataset=dataset, run_id="r1", logical_date=LOGICAL_DATE)

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from churnops.db.prediction_log import features_by_column
 from churnops.schema import FeatureSchema
 from churnops.serving.fast_body import FastBodyReader
 from churnops.serving.problems import ApiProblem, BatchLimit, parse_body
@@ -39,6 +40,7 @@ ROWS = (
         {"customer_id": "7", "features": {"age": 45, "spend": 3.5}},  # missing feature
         {"customer_id": "7", "features": row()["features"] | {"colour": "blue"}},  # unknown feature
         {"customer_id": "7", "features": row()["features"], "extra": 1},
+        {"features": row()["features"], "extra": 1},  # two fields, but no customer_id
         {},
         [row()],
         "row",
@@ -64,6 +66,10 @@ def assert_same_reading(fast, detailed) -> None:
         assert fast.customer_ids == customer_ids
         assert np.array_equal(fast.matrix, matrix, equal_nan=True)
         assert fast.matrix.dtype == np.float64
+        # The features by column it hands the prediction log are the records it read, transposed.
+        assert {name: list(values) for name, values in fast.columns.items()} == {
+            name: list(values) for name, values in features_by_column(fast.records).items()
+        }
 
 
 @pytest.mark.parametrize("instance", ROWS, ids=[f"row{i}" for i in range(len(ROWS))])
