@@ -12,6 +12,7 @@ import pytest
 from churnops import db
 from churnops.jobs.export import export_top_k
 from tests.db.test_db_scores import LOGICAL_DATE, new_dataset, score_frame
+from tests.db.test_db_value_columns import valued_list
 
 
 def with_survival(frame: pd.DataFrame) -> pd.DataFrame:
@@ -106,7 +107,6 @@ def test_the_campaign_export_carries_the_survival_columns(conn, tmp_path) -> Non
 
 
 def test_one_query_reads_a_customers_value_and_survival_columns_from_the_newest_list(conn) -> None:
-    from tests.db.test_db_value_columns import valued_list
 
     dataset = new_dataset()
     older = score_frame(40, seed=6)
