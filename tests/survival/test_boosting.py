@@ -12,7 +12,7 @@ import pytest
 from churnops.features import CUTOFF, ENTITY_ID
 from churnops.jobs.survival.boosting import REPORTED_HORIZONS_DAYS, fit_hazard_model
 from churnops.jobs.survival.data import DURATION, EVENT, out_of_time_targets, survival_frame
-from churnops.jobs.survival.hazard import TimeBins
+from churnops.jobs.survival.hazard import TimeBins, all_bins_inputs
 from churnops.jobs.survival.metrics import harrell_c_index
 from churnops.jobs.survival.tune import time_folds
 from churnops.schema import FeatureSchema
@@ -118,3 +118,17 @@ def test_training_never_sees_an_event_on_or_after_the_evaluation_cutoff() -> Non
 def test_training_cutoffs_on_or_after_the_evaluation_cutoff_are_refused() -> None:
     with pytest.raises(ValueError, match="not before the evaluation cutoff"):
         out_of_time_targets(purchase_log([]), [dt.date(2024, 4, 1)], dt.date(2024, 4, 1))
+
+
+def test_rates_predicted_bin_by_bin_equal_the_booster_on_every_customer_in_every_bin() -> None:
+    """Scoring rewrites one matrix per bin instead of building customers x bins rows: the same inputs, the same
+    numbers, including the time-since columns advanced to each bin's start."""
+    train, _ = simulated(2000, seed=3)
+    test, _ = simulated(500, seed=4)
+    schema = FeatureSchema.fit(train, ["days_since_last_event", "noise"], [])
+    model, _ = fit_hazard_model(train, schema, BINS, PARAMS, 20)
+    assert model.shifted  # the advanced columns are part of what is checked
+    shifted = [schema.columns.index(column) for column in model.shifted]
+    every_bin = all_bins_inputs(schema.encode_frame(test), model.bins, shifted)
+    expected = np.exp(model.base_log_rate + model.booster.predict(every_bin, raw_score=True))
+    np.testing.assert_array_equal(model.rates(test), expected.reshape(len(test), len(model.bins)))
