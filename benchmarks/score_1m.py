@@ -139,7 +139,7 @@ def grown_snapshot(settings: Settings, contract: DatasetContract, customers: int
 def kernels(settings: Settings, contract: DatasetContract, run_date: dt.date, whole: bool) -> dict[str, float]:
     """Each stage of `score` timed on its own (same calls, same order): wall seconds, then the process's CPU
     seconds, which depend less on what else the machine runs (PostgreSQL's own work is not in them)."""
-    from churnops.jobs.score import score_frame, store_list
+    from churnops.jobs.score import score_frame, store_list, with_model_columns
 
     times: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -160,6 +160,10 @@ def kernels(settings: Settings, contract: DatasetContract, run_date: dt.date, wh
     scored = timed(
         "encode, predict, calibrate, band, rank",
         lambda: score_frame(model, features, cutoff, settings.scoring.risk_bands),
+    )
+    scored = timed(
+        "value and survival columns",
+        lambda: with_model_columns(settings, contract, scored, cutoff, snapshot_dir, features),
     )
     timed(
         "write Parquet list",
@@ -201,7 +205,9 @@ def render(
         "cutoff under fresh ids, published with the snapshot module's hashes), with the real champion from the "
         "MLflow registry (Optuna-trained LightGBM with its stored blend, calibration and threshold): metadata, "
         "champion load, read the model's columns of the scoring cutoff's rows and verify them against the cutoff's "
-        "column digests, encode, predict, calibrate, band, rank, write "
+        "column digests, encode, predict, calibrate, band, rank, add the value and survival models' columns (the "
+        "`synthetic` contract has both sections: expected value and saved value, and P(buy) by 30/90/180 days and the "
+        "median days to the next purchase from the survival champion, every customer in every time bin), write "
         "the Parquet list atomically, replace the list in PostgreSQL (one transaction, COPY). Run 1 writes into an "
         "empty table; later runs replace the same list.",
         "",
