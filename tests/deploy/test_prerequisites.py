@@ -71,6 +71,7 @@ def test_the_check_passes_where_everything_is_in_place() -> None:
         "prometheus",
         "Java 17+",
         "chromium",
+        "JDBC driver",
     ]
 
 
