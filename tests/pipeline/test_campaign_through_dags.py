@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from churnops.survival_columns import MEDIAN_BEYOND_HORIZON, MEDIAN_DAYS, p_buy_
 from churnops.value_contract import VALUE_LIST_COLUMNS
 from tests.serving.conftest import (  # noqa: F401 - fixtures re-exported
     example_request,
-    platform_database_url,
+    fresh_platform_database,
     start_server,
     unreachable_database_url,
 )
@@ -39,14 +40,22 @@ CUSTOMERS = 1200
 
 
 @pytest.fixture(scope="module")
-def through_the_dags(platform_database_url, tmp_path_factory) -> tuple[Settings, pd.DataFrame]:  # noqa: F811
+def campaign_database_url() -> Iterator[str]:
+    """A database of this module's own: its regular synthetic list must not meet other tests' lists of the same
+    dataset in the session's shared one."""
+    with fresh_platform_database("campaign") as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def through_the_dags(campaign_database_url, tmp_path_factory) -> tuple[Settings, pd.DataFrame]:
     """A churnops home after `churnops run` on PostgreSQL, and the list its scoring DAG wrote (Parquet)."""
     home = tmp_path_factory.mktemp("campaign-home")
     env = {
         **os.environ,
         "CHURNOPS_HOME": str(home),
         "CHURNOPS_SPARK__MASTER": "local[2]",
-        "CHURNOPS_DATABASE_URL": platform_database_url,
+        "CHURNOPS_DATABASE_URL": campaign_database_url,
     }
     churnops = Path(sys.executable).parent / "churnops"
     completed = subprocess.run(
@@ -58,7 +67,7 @@ def through_the_dags(platform_database_url, tmp_path_factory) -> tuple[Settings,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     (path,) = sorted((home / "scores" / "synthetic").glob("scores_*.parquet"))
-    return Settings(home=home, database_url=SecretStr(platform_database_url)), pd.read_parquet(path)
+    return Settings(home=home, database_url=SecretStr(campaign_database_url)), pd.read_parquet(path)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +47,10 @@ def example_request(trained_platform) -> dict[str, Any]:
     return _load_example_module().predict_request(latest_snapshot_dir(trained_platform.settings, "synthetic"))
 
 
-@pytest.fixture(scope="session")
-def platform_database_url() -> Iterator[str]:
-    """A brand-new database migrated to the platform schema (every migration), dropped at the end of the session."""
-    name = f"churnops_t{uuid.uuid4().hex[:8]}_serving"
+@contextmanager
+def fresh_platform_database(purpose: str) -> Iterator[str]:
+    """A brand-new database migrated to the platform schema (every migration), dropped on exit: its URL."""
+    name = f"churnops_t{uuid.uuid4().hex[:8]}_{purpose}"
     with closing(admin_connection()) as admin, admin.cursor() as cur:
         cur.execute(psycopg2.sql.SQL("CREATE DATABASE {}").format(psycopg2.sql.Identifier(name)))
     url = psycopg2.extensions.make_dsn(ADMIN_URL, dbname=name)
@@ -66,6 +66,13 @@ def platform_database_url() -> Iterator[str]:
             cur.execute(
                 psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg2.sql.Identifier(name))
             )
+
+
+@pytest.fixture(scope="session")
+def platform_database_url() -> Iterator[str]:
+    """A migrated platform database shared by the session's tests (each writes under names of its own)."""
+    with fresh_platform_database("serving") as uri:
+        yield uri
 
 
 @pytest.fixture
