@@ -70,7 +70,10 @@ def render(results: dict) -> str:
         "feature job's entry point (`prepare_run` + `build_feature_snapshot`), a small training (a champion to score",
         "with), and the scoring list on Spark into Parquet and a fresh PostgreSQL database. Memory is sampled every",
         "100 ms: the driver's Python process and the driver JVM by RSS, the JVM's forked Python workers by PSS",
-        "(`benchmarks/memory_sampler.py`). Times are wall-clock on a shared machine: read them with the load averages.",
+        "(`benchmarks/memory_sampler.py`). PySpark keeps its JVM for the life of the Python process (`spark.stop()`",
+        "ends the session, not the gateway), so one JVM serves every stage and a stage's JVM peak can include heap an",
+        "earlier stage left; in local mode that JVM also runs the executors, so their memory is the driver's",
+        "(`spark.driver.memory`). Times are wall-clock on a shared machine: read them with the load averages.",
         "",
     ]
     if sizes and max(size for size, _ in sizes) < 10_000_000:

@@ -111,7 +111,10 @@ def grown_snapshot(settings: Settings, contract: DatasetContract, customers: int
     target = dataset_dir(settings, contract.name) / f"bench-{customers}"
     (target / DATA_DIR).mkdir(parents=True, exist_ok=True)
     for number, start in enumerate(range(0, len(grown), PART_ROWS)):
-        grown.iloc[start : start + PART_ROWS].to_parquet(target / DATA_DIR / f"part-{number:05d}.parquet", index=False)
+        part = grown.iloc[start : start + PART_ROWS]
+        # Microsecond timestamps, as Spark writes them: Spark cannot read pandas' nanosecond ones (scale.py scores
+        # the grown snapshot on Spark).
+        part.to_parquet(target / DATA_DIR / f"part-{number:05d}.parquet", index=False, coerce_timestamps="us")
     del grown
     written = pd.read_parquet(target / DATA_DIR)  # described from what was written, as the feature job does
     metadata = describe(
