@@ -93,7 +93,9 @@ def render(results: dict) -> str:
             f"- Load average (1, 5, 15 min) before: {figures['load_average_before']}, "
             f"after: {figures['load_average_after']}",
             f"- Sources: {figures['events']:,} events in {figures['source_files']} monthly files "
-            f"({figures['source_mb']} MiB), generated in {figures['sources_seconds']:.0f} s (not a stage)",
+            f"({figures['source_mb']} MiB), "
+            + ("kept from an earlier run" if figures.get("sources_reused") else "generated")
+            + f" in {figures['sources_seconds']:.0f} s (not a stage)",
             f"- Ingestion engine: {figures['ingest_engine']}; Spark master {figures['spark_master']}, "
             f"driver memory {figures['spark_driver_memory']}, executor memory "
             f"{figures['spark_executor_memory']}",
@@ -109,7 +111,9 @@ def render(results: dict) -> str:
             check = figures["grown_sample_check"]
             lines += [
                 f"Grown list: {figures['grown_customers_scored']:,} customers scored on Spark "
-                f"({figures['grown_scores_in_database']:,} rows in PostgreSQL); of a sample of {check['sample']:,}, "
+                f"({figures['grown_scores_in_database']:,} rows in PostgreSQL, replacing the first list: "
+                f"{figures['scores_in_database_after_grown']:,} rows in the scores table); "
+                f"of a sample of {check['sample']:,}, "
                 f"{check['identical']:,} scores identical to the pandas path's (largest difference "
                 f"{check['max_abs_difference']:.3g}).",
                 "",
