@@ -222,7 +222,8 @@ def run_size(events: int, root: Path, seed: int, args: argparse.Namespace) -> di
     load_before = [round(value, 2) for value in os.getloadavg()]
     started = time.perf_counter()
     reused = (root / "sources" / "customers.parquet").exists()
-    events_dir, customers_path, written = write_partitioned_sources(events, root, seed)
+    # In a child too: the generator's arrays would otherwise stay in this process's RSS through the stages.
+    events_dir, customers_path, written = in_child(write_partitioned_sources, events, root, seed)
     figures: dict = {
         "events": written,
         "source_files": len(list(events_dir.glob("*.parquet"))),
