@@ -1,6 +1,6 @@
 """Peak resident memory of the feature job's driver: the Python process alone and with its children (the driver
-JVM and, in local mode, the executors and their Python workers, counted by proportional set size), sampled every
-100 ms.
+JVM by RSS and, in local mode, the executors' Python workers by proportional set size), sampled every 100 ms by
+`memory_sampler.DriverMemory`.
 
 The sources (one Parquet file per month, `benchmarks/scale.py`) and the bronze layer are prepared first, outside
 the measurement; then `prepare_run` + `build_feature_snapshot` run in a fresh SparkSession with a fresh frames
@@ -18,45 +18,12 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import contract_for, write_partitioned_sources  # noqa: E402 - a sibling script, not a package
-
-
-class DriverMemory:
-    """Peak RSS of this process, and of it plus its children's PSS, sampled in a background thread."""
-
-    def __init__(self) -> None:
-        self.python_peak, self.total_peak, self._stop = 0, 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            own = me.memory_info().rss
-            total = own
-            for child in me.children(recursive=True):
-                try:
-                    # PSS, not RSS: PySpark forks its Python workers from a daemon, and summing their RSS would
-                    # count the pages they share with it once per fork.
-                    total += child.memory_full_info().pss
-                except psutil.Error:
-                    pass
-            self.python_peak, self.total_peak = max(self.python_peak, own), max(self.total_peak, total)
-            time.sleep(0.1)
-
-    def __enter__(self) -> DriverMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+from memory_sampler import DriverMemory  # noqa: E402 - a sibling module, not a package
+from scale import contract_for, write_partitioned_sources  # noqa: E402
 
 
 def measure(events: int, root: Path, seed: int) -> dict:
@@ -85,6 +52,8 @@ def measure(events: int, root: Path, seed: int) -> dict:
         "feature_job_seconds": round(seconds, 1),
         "driver_python_peak_rss_mb": round(memory.python_peak / 2**20),
         "driver_rss_with_children_pss_peak_mb": round(memory.total_peak / 2**20),
+        "driver_jvm_peak_rss_mb": round(memory.jvm_peak / 2**20),
+        "python_workers_peak_pss_mb": round(memory.workers_peak / 2**20),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
 

@@ -81,8 +81,12 @@ def trained_home(home: Path) -> tuple[Settings, DatasetContract, float]:
     return settings, contract, time.perf_counter() - started
 
 
-def grown_snapshot(settings: Settings, contract: DatasetContract, customers: int) -> tuple[dt.date, float]:
-    """Publish the trained snapshot grown to `customers` rows at its scoring cutoff, as a later run date's."""
+def grown_snapshot(
+    settings: Settings, contract: DatasetContract, customers: int, grow_history: bool = True
+) -> tuple[dt.date, float]:
+    """Publish the trained snapshot grown to `customers` rows at its scoring cutoff, as a later run date's; the
+    other cutoffs grow in proportion, or (`grow_history=False`, scale.py at millions of customers, where they would
+    be several times the scored rows) keep their rows."""
     started = time.perf_counter()
     # The trained snapshot is the one of the newest run date the feature job wrote (the grown ones are later).
     source_dir = sorted(
@@ -101,7 +105,7 @@ def grown_snapshot(settings: Settings, contract: DatasetContract, customers: int
     rng = np.random.default_rng(customers)
     parts = []
     for cutoff, rows in frame.groupby(CUTOFF, sort=True):
-        size = customers if cutoff == pd.Timestamp(scoring) else round(len(rows) * scale)
+        size = customers if cutoff == pd.Timestamp(scoring) else round(len(rows) * (scale if grow_history else 1))
         picked = rows.iloc[rng.integers(0, len(rows), size)].reset_index(drop=True)
         picked[ENTITY_ID] = np.char.add("B", np.arange(size).astype("U8"))
         parts.append(picked)
@@ -111,7 +115,10 @@ def grown_snapshot(settings: Settings, contract: DatasetContract, customers: int
     target = dataset_dir(settings, contract.name) / f"bench-{customers}"
     (target / DATA_DIR).mkdir(parents=True, exist_ok=True)
     for number, start in enumerate(range(0, len(grown), PART_ROWS)):
-        grown.iloc[start : start + PART_ROWS].to_parquet(target / DATA_DIR / f"part-{number:05d}.parquet", index=False)
+        part = grown.iloc[start : start + PART_ROWS]
+        # Microsecond timestamps, as Spark writes them: Spark cannot read pandas' nanosecond ones (scale.py scores
+        # the grown snapshot on Spark).
+        part.to_parquet(target / DATA_DIR / f"part-{number:05d}.parquet", index=False, coerce_timestamps="us")
     del grown
     written = pd.read_parquet(target / DATA_DIR)  # described from what was written, as the feature job does
     metadata = describe(

@@ -1,0 +1,136 @@
+"""docs/benchmarks/scale.md from `scale.py`'s results (every size run so far, merged in `results.json`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "scale.md"
+STAGES = ("ingest", "features", "training", "spark_scoring", "spark_scoring_grown")
+# Issue 20's bound on the driver's peak resident memory.
+DRIVER_LIMIT_MB = 2048
+
+
+def _stage_rows(figures: dict) -> list[str]:
+    rows = [
+        "| stage | seconds | µs per event | driver Python peak RSS (MiB) | driver JVM peak RSS (MiB) "
+        "| Python workers peak PSS (MiB) | all together, peak (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for stage in STAGES:
+        if f"{stage}_seconds" not in figures:
+            continue
+        seconds = figures[f"{stage}_seconds"]
+        rows.append(
+            f"| {stage} | {seconds:.1f} | {seconds / figures['events'] * 1e6:.2f} "
+            f"| {figures[f'{stage}_driver_python_peak_mb']} | {figures[f'{stage}_driver_jvm_peak_mb']} "
+            f"| {figures[f'{stage}_python_workers_pss_peak_mb']} | {figures[f'{stage}_total_peak_mb']} |"
+        )
+    return rows
+
+
+def _driver_statement(figures: dict) -> str:
+    stages = [stage for stage in STAGES if f"{stage}_seconds" in figures]
+    python = max(figures[f"{stage}_driver_python_peak_mb"] for stage in stages)
+    jvm = max(figures[f"{stage}_driver_jvm_peak_mb"] for stage in stages)
+    verdict = "stayed under" if python < DRIVER_LIMIT_MB else "did NOT stay under"
+    return (
+        f"The driver's Python process peaked at {python} MiB over all stages: it {verdict} 2 GiB. The driver JVM "
+        f"(which in local mode also runs the executors, so its heap is capped by spark.driver.memory = "
+        f"{figures['spark_driver_memory']}) peaked at {jvm} MiB resident (heap plus the JVM's own memory)."
+    )
+
+
+def _scaling_rows(sizes: list[tuple[int, dict]]) -> list[str]:
+    rows = [
+        "| from → to (events) | size ratio | "
+        + " | ".join(f"{stage} time ratio (per event)" for stage in STAGES[:4])
+        + " |",
+        "|---|---:|" + "---:|" * 4,
+    ]
+    for (small, low), (large, high) in zip(sizes, sizes[1:], strict=False):
+        ratios = []
+        for stage in STAGES[:4]:
+            if f"{stage}_seconds" in low and f"{stage}_seconds" in high and low[f"{stage}_seconds"] > 0:
+                whole = high[f"{stage}_seconds"] / low[f"{stage}_seconds"]
+                per_event = whole / (high["events"] / low["events"])
+                ratios.append(f"{whole:.2f} ({per_event:.2f})")
+            else:
+                ratios.append("–")
+        rows.append(f"| {small:,} → {large:,} | {high['events'] / low['events']:.2f} | " + " | ".join(ratios) + " |")
+    return rows
+
+
+def render(results: dict) -> str:
+    sizes = sorted(((int(size), figures) for size, figures in results["sizes"].items()), key=lambda item: item[0])
+    lines = [
+        "# Scale: partitioned sources through ingestion, features and Spark scoring (issue 20)",
+        "",
+        "Written by `benchmarks/scale.py --write-doc` from every size in its `results.json`; a benchmark, not a timed",
+        "test. Each size: the seeded generator's events as one Parquet file per month, ingested into bronze, the",
+        "feature job's entry point (`prepare_run` + `build_feature_snapshot`), a small training (a champion to score",
+        "with), and the scoring list on Spark into Parquet and a fresh PostgreSQL database. Memory is sampled every",
+        "100 ms: the driver's Python process and the driver JVM by RSS, the JVM's forked Python workers by PSS",
+        "(`benchmarks/memory_sampler.py`). PySpark keeps its JVM for the life of the Python process (`spark.stop()`",
+        "ends the session, not the gateway), so one JVM serves every stage and a stage's JVM peak can include heap an",
+        "earlier stage left; in local mode that JVM also runs the executors, so their memory is the driver's",
+        "(`spark.driver.memory`). Times are wall-clock on a shared machine: read them with the load averages.",
+        "",
+    ]
+    if sizes and max(size for size, _ in sizes) < 10_000_000:
+        lines += [
+            f"**Smoke run only** (largest size {max(size for size, _ in sizes):,} events): these figures check that",
+            "the benchmark runs end to end; they are not issue 20's 10M-100M measurements.",
+            "",
+        ]
+    for size, figures in sizes:
+        machine = figures["machine"]
+        lines += [
+            f"## {size:,} events",
+            "",
+            f"- Command: `{figures['command']}` (commit {machine['commit']}, finished {figures['finished']})",
+            f"- Machine: {machine['cpus']} cores, {machine['memory_gib']} GiB, {machine['platform']}, "
+            f"Python {machine['python']}",
+            f"- Load average (1, 5, 15 min) before: {figures['load_average_before']}, "
+            f"after: {figures['load_average_after']}",
+            f"- Sources: {figures['events']:,} events in {figures['source_files']} monthly files "
+            f"({figures['source_mb']} MiB), "
+            + ("kept from an earlier run" if figures.get("sources_reused") else "generated")
+            + f" in {figures['sources_seconds']:.0f} s (not a stage)",
+            f"- Ingestion engine: {figures['ingest_engine']}; Spark master {figures['spark_master']}, "
+            f"driver memory {figures['spark_driver_memory']}, executor memory "
+            f"{figures['spark_executor_memory']}",
+            f"- Snapshot rows (every cutoff): {figures['snapshot_rows']:,}; customers scored: "
+            f"{figures['customers_scored']:,} ({figures['scores_in_database']:,} rows in PostgreSQL)",
+            "",
+            *_stage_rows(figures),
+            "",
+            _driver_statement(figures),
+            "",
+        ]
+        if "grown_sample_check" in figures:
+            check = figures["grown_sample_check"]
+            lines += [
+                f"Grown list: {figures['grown_customers_scored']:,} customers scored on Spark "
+                f"({figures['grown_scores_in_database']:,} rows in PostgreSQL, replacing the first list: "
+                f"{figures['scores_in_database_after_grown']:,} rows in the scores table); "
+                f"of a sample of {check['sample']:,}, "
+                f"{check['identical']:,} scores identical to the pandas path's (largest difference "
+                f"{check['max_abs_difference']:.3g}).",
+                "",
+            ]
+    if len(sizes) > 1:
+        lines += [
+            "## Growth between sizes",
+            "",
+            "Each cell: how many times longer the stage took, and in brackets that ratio divided by the ratio of",
+            "events (time per event). A bracketed figure at or below 1 means the stage grew no faster than linearly.",
+            "",
+            *_scaling_rows(sizes),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_doc(results: dict) -> Path:
+    DOC_PATH.write_text(render(results))
+    return DOC_PATH
