@@ -86,7 +86,10 @@ def write_partitioned_sources(events: int, root: Path, seed: int) -> tuple[Path,
                 for name, part in data.events.groupby(month):
                     table = pa.Table.from_pandas(part, preserve_index=False)
                     if name not in writers:
-                        writers[name] = pq.ParquetWriter(staging / f"events_{name}.parquet", table.schema)
+                        # Microsecond timestamps, as a delivery Spark can read (it refuses pandas' nanoseconds).
+                        writers[name] = pq.ParquetWriter(
+                            staging / f"events_{name}.parquet", table.schema, coerce_timestamps="us"
+                        )
                     writers[name].write_table(table.cast(writers[name].schema))
                 del data, month
         finally:
