@@ -9,14 +9,17 @@ P(buy by t) and median comes from `churnops.jobs.survival.hazard` on the booster
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from churnops.jobs.survival.bin_trees import BinTrees, predict_raw_by_bin
 from churnops.jobs.survival.data import DURATION, EVENT
 from churnops.jobs.survival.hazard import (
     AT_BIN_START,
@@ -53,22 +56,40 @@ class HazardBoostingModel:
     def rates(self, frame: pd.DataFrame) -> np.ndarray:
         """Daily purchase rate of each customer (rows) in each time bin (columns).
 
-        Predicted bin by bin on one customers x inputs matrix whose bin start and advanced time-since columns are
-        rewritten for each bin: the same inputs row for row as `all_bins_inputs`, without materialising every
-        customer in every bin (gigabytes for a list of a million). All cores predict: the booster was trained on
-        one thread (`FIXED_PARAMS`), which LightGBM would otherwise keep for prediction too."""
+        One customers x inputs matrix has its bin start and advanced time-since columns rewritten for each bin: the
+        same inputs row for row as `all_bins_inputs`, without materialising every customer in every bin (gigabytes
+        for a list of a million). Each tree is evaluated only in the bins it can tell apart
+        (`churnops.jobs.survival.bin_trees`). All cores predict: the booster was trained on one thread
+        (`FIXED_PARAMS`), which LightGBM would otherwise keep for prediction too."""
         matrix = self.schema.encode_frame(frame)
         shifted = _shifted_indices(self.schema, self.shifted)
         n = len(matrix)
         inputs = hazard_inputs(matrix, self.bins, np.arange(n), np.zeros(n, dtype=np.int64), shifted)
         start_column = matrix.shape[1]
-        log_rates = np.empty((n, len(self.bins)), dtype=float)
-        for index, start in enumerate(np.asarray(self.bins.starts, dtype=float)):
-            inputs[:, start_column] = start
+        starts = np.asarray(self.bins.starts, dtype=float)
+
+        def set_bin(index: int) -> None:
+            inputs[:, start_column] = starts[index]
             for offset, column in enumerate(shifted, start=1):
-                inputs[:, start_column + offset] = matrix[:, column] + start
-            log_rates[:, index] = self.booster.predict(inputs, raw_score=True, num_threads=0)
+                inputs[:, start_column + offset] = matrix[:, column] + starts[index]
+
+        planned = self._bin_trees
+        if planned is None:  # not a plain sum of trees: the whole booster in every bin
+            log_rates = np.empty((n, len(self.bins)), dtype=float)
+            for index in range(len(self.bins)):
+                set_bin(index)
+                log_rates[:, index] = self.booster.predict(inputs, raw_score=True, num_threads=0)
+        else:
+            ranges = {
+                start_column + offset: _finite_range(matrix[:, column])
+                for offset, column in enumerate(shifted, start=1)
+            }
+            log_rates = predict_raw_by_bin(planned.groups(starts, ranges), inputs, set_bin, len(self.bins))
         return np.exp(self.base_log_rate + log_rates)
+
+    @cached_property
+    def _bin_trees(self) -> BinTrees | None:
+        return BinTrees.of(self.booster, bin_feature=len(self.schema.columns))
 
     def survival(self, frame: pd.DataFrame, days: np.ndarray) -> np.ndarray:
         """P(no purchase in days 1..t), customers by days."""
@@ -85,6 +106,12 @@ class HazardBoostingModel:
             {**result, "median_days_to_next_purchase": medians, "median_beyond_horizon": np.isnan(medians)},
             index=frame.index,
         )
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the non-missing values; (NaN, NaN) when every value is missing."""
+    present = values[~np.isnan(values)]
+    return (float(present.min()), float(present.max())) if len(present) else (math.nan, math.nan)
 
 
 def _shifted_indices(schema: FeatureSchema, shifted: Sequence[str]) -> list[int]:

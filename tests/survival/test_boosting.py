@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from churnops.features import CUTOFF, ENTITY_ID
-from churnops.jobs.survival.boosting import REPORTED_HORIZONS_DAYS, fit_hazard_model
+from churnops.jobs.survival.bin_trees import BinTrees
+from churnops.jobs.survival.boosting import REPORTED_HORIZONS_DAYS, HazardBoostingModel, fit_hazard_model
 from churnops.jobs.survival.data import DURATION, EVENT, out_of_time_targets, survival_frame
 from churnops.jobs.survival.hazard import TimeBins, all_bins_inputs
 from churnops.jobs.survival.metrics import harrell_c_index
@@ -121,14 +122,67 @@ def test_training_cutoffs_on_or_after_the_evaluation_cutoff_are_refused() -> Non
 
 
 def test_rates_predicted_bin_by_bin_equal_the_booster_on_every_customer_in_every_bin() -> None:
-    """Scoring rewrites one matrix per bin instead of building customers x bins rows: the same inputs, the same
-    numbers, including the time-since columns advanced to each bin's start."""
+    """Scoring rewrites one matrix per bin instead of building customers x bins rows, and evaluates a tree only in
+    the bins it can tell apart: the same inputs and leaves, summed in another order (equal to rounding), including
+    the time-since columns advanced to each bin's start."""
     train, _ = simulated(2000, seed=3)
     test, _ = simulated(500, seed=4)
     schema = FeatureSchema.fit(train, ["days_since_last_event", "noise"], [])
     model, _ = fit_hazard_model(train, schema, BINS, PARAMS, 20)
     assert model.shifted  # the advanced columns are part of what is checked
-    shifted = [schema.columns.index(column) for column in model.shifted]
-    every_bin = all_bins_inputs(schema.encode_frame(test), model.bins, shifted)
+    np.testing.assert_allclose(model.rates(test), whole_booster_rates(model, test), rtol=1e-12, atol=0)
+
+
+def whole_booster_rates(model: HazardBoostingModel, frame: pd.DataFrame) -> np.ndarray:
+    """Every tree of the booster on every customer in every bin: what `rates` must equal."""
+    shifted = [model.schema.columns.index(column) for column in model.shifted]
+    every_bin = all_bins_inputs(model.schema.encode_frame(frame), model.bins, shifted)
     expected = np.exp(model.base_log_rate + model.booster.predict(every_bin, raw_score=True))
-    np.testing.assert_array_equal(model.rates(test), expected.reshape(len(test), len(model.bins)))
+    return expected.reshape(len(frame), len(model.bins))
+
+
+def test_rates_equal_the_whole_booster_with_missing_recency_many_bins_and_early_stopping() -> None:
+    """The bins a tree cannot tell apart depend on the range of the advanced columns in the scored rows; customers
+    with no recency at all (NaN), many bins and a booster cut at its best iteration must not change the numbers."""
+    train, _ = simulated(3000, seed=5, follow_up=200)
+    valid, _ = simulated(1000, seed=6, follow_up=200)
+    test, _ = simulated(800, seed=7, follow_up=200)
+    test.loc[test.index % 7 == 0, "days_since_last_event"] = np.nan
+    schema = FeatureSchema.fit(train, ["days_since_last_event", "noise"], [])
+    model, rounds = fit_hazard_model(train, schema, TimeBins.regular(10, 190), PARAMS, 300, valid, 5)
+    assert rounds < 300  # stopped early
+    np.testing.assert_allclose(model.rates(test), whole_booster_rates(model, test), rtol=1e-12, atol=0)
+    for narrow in (
+        test.iloc[:1],
+        test[test["days_since_last_event"] > 100],
+        test[test["days_since_last_event"].isna()],
+    ):
+        np.testing.assert_allclose(model.rates(narrow), whole_booster_rates(model, narrow), rtol=1e-12, atol=0)
+
+
+def test_every_tree_counts_once_in_every_bin_and_trees_blind_to_the_bins_are_evaluated_once() -> None:
+    train, _ = simulated(2000, seed=8, follow_up=200)
+    schema = FeatureSchema.fit(train, ["days_since_last_event", "noise"], [])
+    bins = TimeBins.regular(15, 180)
+    model, _ = fit_hazard_model(train, schema, bins, PARAMS, 40)
+    bin_feature = len(schema.columns)
+    trees = BinTrees.of(model.booster, bin_feature)
+    assert trees is not None
+    groups = trees.groups(bins.starts, {bin_feature + 1: (1.0, 119.0)})
+    per_bin = [sum(group.booster.num_trees() for group in groups if k in group.bins) for k in range(len(bins))]
+    assert per_bin == [model.booster.num_trees()] * len(bins)
+    evaluated = sum(group.booster.num_trees() for group in groups)
+    assert evaluated < model.booster.num_trees() * len(bins)
+    blind = fit_hazard_model(train, schema, bins, PARAMS, 40, advance_time_since=False)[0]
+    # Without advanced columns and with the bin start dropped by a constant input, every tree is evaluated once.
+    constant_start = BinTrees.of(blind.booster, bin_feature=-1)
+    assert constant_start is not None
+    assert sum(g.booster.num_trees() for g in constant_start.groups(bins.starts, {})) == blind.booster.num_trees()
+
+
+def test_a_booster_that_is_not_a_plain_sum_of_trees_is_predicted_whole_in_every_bin() -> None:
+    train, _ = simulated(2000, seed=9)
+    schema = FeatureSchema.fit(train, ["days_since_last_event", "noise"], [])
+    model, _ = fit_hazard_model(train, schema, BINS, {**PARAMS, "linear_tree": True}, 10)
+    assert BinTrees.of(model.booster, len(schema.columns)) is None
+    np.testing.assert_allclose(model.rates(train), whole_booster_rates(model, train), rtol=1e-12, atol=0)

@@ -1,0 +1,194 @@
+"""A hazard booster predicted in every time bin without evaluating again the trees that cannot tell the bins apart.
+
+The inputs of one customer in two bins differ only in the bin start and the time-since columns advanced to it. A
+tree that splits on none of them gives the customer the same value in every bin; one that splits on the bin start
+gives the same value in every bin on the same side of each of its thresholds; and a split on an advanced column
+(days since the last purchase + bin start <= threshold) sends every customer of the scored rows the same way in
+every bin whose start puts the whole range of that column, in those rows, on one side of the threshold (all the
+bins past `threshold - min`, typically). A tree is evaluated once per class of bins it cannot tell apart, at the
+class's first bin, instead of once per bin; a bin where a split depends on the customer is a class of its own.
+The trees are grouped by those classes, each group becomes a booster of its own (cut from LightGBM's text model),
+and a bin's raw score is the sum of the raw scores of the groups it belongs to: the same trees and the same leaves
+as predicting the whole booster bin by bin, only added in another order (equal up to float rounding, about 1e-15).
+
+A booster whose trees are not plain sums of leaf values (linear trees, averaged random-forest output, several trees
+per iteration) gets no plan: the caller predicts it whole in every bin.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+
+# LightGBM's decision_type bits (include/LightGBM/tree.h): categorical split, default direction, missing type.
+_CATEGORICAL_MASK, _DEFAULT_LEFT_MASK = 1, 2
+_MISSING_ZERO = 1
+# LightGBM's kZeroThreshold: a value this close to 0 counts as missing when the split's missing type is Zero.
+_ZERO_THRESHOLD = 1e-35
+_TREE_HEADER = re.compile(r"^Tree=\d+$", re.MULTILINE)
+_END_OF_TREES = "end of trees"
+
+
+@dataclass(frozen=True)
+class TreeGroup:
+    """Trees predicted together: evaluated on `evaluated_bin`'s inputs, their raw score belongs to every bin of
+    `bins` (a class of bins none of these trees can tell apart on the scored rows)."""
+
+    booster: lgb.Booster
+    evaluated_bin: int
+    bins: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Tree:
+    text: str
+    split_features: tuple[int, ...]
+    thresholds: tuple[float, ...]
+    decision_types: tuple[int, ...]
+    linear: bool
+
+
+# A node's decision in one bin: left (True), right (False), the same in every bin (None), or depends on the
+# customer (("bin", k): the bin is a class of its own; not a bare k, which True == 1 would alias).
+_Decision = bool | None | tuple[str, int]
+
+
+class BinTrees:
+    """A booster's trees, ready to be grouped by the bins each can tell apart (`groups`)."""
+
+    def __init__(self, header: str, trees: list[_Tree], trailer: str, bin_feature: int) -> None:
+        self._header, self._trees, self._trailer = header, trees, trailer
+        self._bin_feature = bin_feature
+        self._boosters: dict[tuple[int, ...], lgb.Booster] = {}
+
+    @classmethod
+    def of(cls, booster: lgb.Booster, bin_feature: int) -> BinTrees | None:
+        """The trees `booster.predict` uses by default (up to the best iteration when early stopping kept one);
+        None when the booster is not a plain sum of trees. `bin_feature`: the input index of the bin start."""
+        header, trees, trailer = _split_model_text(booster.model_to_string())
+        if trees is None or not _plain_sum(header, trees):
+            return None
+        return cls(header, trees, trailer, bin_feature)
+
+    def groups(self, bin_starts: Sequence[float], advanced_ranges: dict[int, tuple[float, float]]) -> list[TreeGroup]:
+        """The trees grouped by class of bins. `advanced_ranges`: for each advanced column's input index, the
+        smallest and largest value of the unadvanced column in the scored rows (NaN, NaN when all are missing)."""
+        classes: dict[tuple[int, ...], list[int]] = {}
+        for number, tree in enumerate(self._trees):
+            for bins in self._bin_classes(tree, bin_starts, advanced_ranges):
+                classes.setdefault(bins, []).append(number)
+        return [
+            TreeGroup(booster=self._booster_of(tuple(numbers)), evaluated_bin=bins[0], bins=bins)
+            for bins, numbers in sorted(classes.items())
+        ]
+
+    def _bin_classes(
+        self, tree: _Tree, bin_starts: Sequence[float], advanced_ranges: dict[int, tuple[float, float]]
+    ) -> list[tuple[int, ...]]:
+        """The classes of bins in which the tree gives each scored customer the same value."""
+        nodes = [
+            i
+            for i, feature in enumerate(tree.split_features)
+            if feature == self._bin_feature or feature in advanced_ranges
+        ]
+        if not nodes:
+            return [tuple(range(len(bin_starts)))]
+        by_decisions: dict[tuple[_Decision, ...], list[int]] = {}
+        for k, start in enumerate(bin_starts):
+            decisions = tuple(self._decision(tree, i, k, float(start), advanced_ranges) for i in nodes)
+            by_decisions.setdefault(decisions, []).append(k)
+        return [tuple(bins) for bins in by_decisions.values()]
+
+    def _decision(
+        self, tree: _Tree, node: int, k: int, start: float, advanced_ranges: dict[int, tuple[float, float]]
+    ) -> _Decision:
+        feature, threshold, decision_type = tree.split_features[node], tree.thresholds[node], tree.decision_types[node]
+        if feature == self._bin_feature:
+            return _goes_left(start, threshold, decision_type)
+        low, high = advanced_ranges[feature]
+        if math.isnan(low):
+            return None  # every row missing: a missing value is one in every bin
+        if decision_type & _CATEGORICAL_MASK or (decision_type >> 2) & 3 == _MISSING_ZERO:
+            return ("bin", k)  # (a value of 0 would take the default way: not worth planning)
+        # The inputs are computed as column + start in float64, and rounding keeps the order of sums.
+        if high + start <= threshold:
+            return True
+        if low + start > threshold:
+            return False
+        return ("bin", k)
+
+    def _booster_of(self, numbers: tuple[int, ...]) -> lgb.Booster:
+        """A booster of these trees (renumbered from 0), with the original's header and parameters."""
+        if numbers not in self._boosters:
+            trees = "".join(f"Tree={i}\n{self._trees[number].text}" for i, number in enumerate(numbers))
+            self._boosters[numbers] = lgb.Booster(model_str=self._header + trees + self._trailer)
+        return self._boosters[numbers]
+
+
+def _goes_left(value: float, threshold: float, decision_type: int) -> bool:
+    """LightGBM's numerical decision (Tree::NumericalDecision) for a value that is never NaN."""
+    if decision_type & _CATEGORICAL_MASK:
+        raise ValueError("the bin start is a numeric input; a categorical split on it cannot be planned")
+    missing_type = (decision_type >> 2) & 3
+    if missing_type == _MISSING_ZERO and math.fabs(value) <= _ZERO_THRESHOLD:
+        return bool(decision_type & _DEFAULT_LEFT_MASK)
+    return value <= threshold
+
+
+def _split_model_text(text: str) -> tuple[str, list[_Tree] | None, str]:
+    """(header without `tree_sizes`, the trees, everything from `end of trees` on) of a LightGBM text model."""
+    starts = [match.start() for match in _TREE_HEADER.finditer(text)]
+    end = text.find(_END_OF_TREES)
+    if not starts or end < 0:
+        return text, None, ""
+    header = "".join(line for line in text[: starts[0]].splitlines(keepends=True) if not line.startswith("tree_sizes="))
+    blocks = [text[a:b] for a, b in zip(starts, [*starts[1:], end], strict=True)]
+    return header, [_parse_tree(block) for block in blocks], text[end:]
+
+
+def _parse_tree(block: str) -> _Tree:
+    fields = dict(line.split("=", 1) for line in block.splitlines()[1:] if "=" in line)
+
+    def numbers(key: str, kind: type) -> tuple:
+        return tuple(kind(value) for value in fields.get(key, "").split())
+
+    return _Tree(
+        text=block.split("\n", 1)[1],
+        split_features=numbers("split_feature", int),
+        thresholds=numbers("threshold", float),
+        decision_types=numbers("decision_type", int),
+        linear=fields.get("is_linear", "0") != "0",
+    )
+
+
+def _plain_sum(header: str, trees: list[_Tree]) -> bool:
+    settings = dict(line.split("=", 1) for line in header.splitlines() if "=" in line)
+    return (
+        settings.get("num_tree_per_iteration") == "1"
+        and "average_output" not in header.splitlines()
+        and not any(tree.linear for tree in trees)
+    )
+
+
+def predict_raw_by_bin(
+    groups: Sequence[TreeGroup], inputs: np.ndarray, set_bin: Callable[[int], None], n_bins: int
+) -> np.ndarray:
+    """Raw scores (rows x bins): `set_bin(k)` rewrites `inputs` in place to bin k's, each group is predicted on its
+    evaluated bin's inputs and added to every bin of its class."""
+    raw = np.zeros((len(inputs), n_bins), dtype=float)
+    current = None
+    for group in sorted(groups, key=lambda g: g.evaluated_bin):
+        if group.evaluated_bin != current:
+            set_bin(group.evaluated_bin)
+            current = group.evaluated_bin
+        scores = group.booster.predict(inputs, raw_score=True, num_threads=0)
+        if len(group.bins) == n_bins:
+            raw += scores[:, None]
+        else:
+            raw[:, list(group.bins)] += scores[:, None]
+    return raw
