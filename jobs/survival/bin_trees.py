@@ -32,6 +32,9 @@ _MISSING_ZERO = 1
 _ZERO_THRESHOLD = 1e-35
 _TREE_HEADER = re.compile(r"^Tree=\d+$", re.MULTILINE)
 _END_OF_TREES = "end of trees"
+# Rows of one block, at least: below it a predict call's fixed cost outweighs the trees a narrower range saves.
+ROWS_PER_BLOCK = 50_000
+SPLITS_PER_COLUMN = 4
 
 
 @dataclass(frozen=True)
@@ -61,19 +64,47 @@ _Decision = bool | None | tuple[str, int]
 class BinTrees:
     """A booster's trees, ready to be grouped by the bins each can tell apart (`groups`)."""
 
-    def __init__(self, header: str, trees: list[_Tree], trailer: str, bin_feature: int) -> None:
+    def __init__(
+        self, header: str, trees: list[_Tree], trailer: str, bin_feature: int, advanced: dict[int, int]
+    ) -> None:
         self._header, self._trees, self._trailer = header, trees, trailer
-        self._bin_feature = bin_feature
+        self._bin_feature, self._advanced = bin_feature, advanced
         self._boosters: dict[tuple[int, ...], lgb.Booster] = {}
 
     @classmethod
-    def of(cls, booster: lgb.Booster, bin_feature: int) -> BinTrees | None:
+    def of(cls, booster: lgb.Booster, bin_feature: int, advanced: dict[int, int] | None = None) -> BinTrees | None:
         """The trees `booster.predict` uses by default (up to the best iteration when early stopping kept one);
-        None when the booster is not a plain sum of trees. `bin_feature`: the input index of the bin start."""
+        None when the booster is not a plain sum of trees. `bin_feature`: the input index of the bin start;
+        `advanced`: the input index of each advanced column -> the input index of the column it advances."""
         header, trees, trailer = _split_model_text(booster.model_to_string())
         if trees is None or not _plain_sum(header, trees):
             return None
-        return cls(header, trees, trailer, bin_feature)
+        return cls(header, trees, trailer, bin_feature, dict(advanced or {}))
+
+    def predict_raw_by_bin(self, inputs: np.ndarray, bin_starts: Sequence[float]) -> np.ndarray:
+        """Raw scores (rows x bins) of `inputs` (one row per customer, its bin columns overwritten here).
+
+        The rows are predicted in blocks of close values of the advanced columns (`row_blocks`): the narrower a
+        block's range, the more bins its trees cannot tell apart. Rows come back in their order."""
+        order, blocks = row_blocks(inputs[:, list(self._advanced.values())])
+        inputs = inputs[order]
+        raw = np.empty((len(inputs), len(bin_starts)), dtype=float)
+        for block in blocks:
+            rows = inputs[block]
+            ranges = {column: _finite_range(rows[:, source]) for column, source in self._advanced.items()}
+            groups = self.groups(bin_starts, ranges)
+            raw[block] = _predict_groups(groups, rows, self._set_bin(rows, bin_starts), len(bin_starts))
+        restored = np.empty_like(raw)
+        restored[order] = raw
+        return restored
+
+    def _set_bin(self, rows: np.ndarray, bin_starts: Sequence[float]) -> Callable[[int], None]:
+        def set_bin(k: int) -> None:
+            rows[:, self._bin_feature] = bin_starts[k]
+            for column, source in self._advanced.items():
+                rows[:, column] = rows[:, source] + bin_starts[k]
+
+        return set_bin
 
     def groups(self, bin_starts: Sequence[float], advanced_ranges: dict[int, tuple[float, float]]) -> list[TreeGroup]:
         """The trees grouped by class of bins. `advanced_ranges`: for each advanced column's input index, the
@@ -175,18 +206,44 @@ def _plain_sum(header: str, trees: list[_Tree]) -> bool:
     )
 
 
-def predict_raw_by_bin(
-    groups: Sequence[TreeGroup], inputs: np.ndarray, set_bin: Callable[[int], None], n_bins: int
+# Rows of one block, at least: below it a predict call's fixed cost outweighs the trees a narrower range saves.
+
+
+ROWS_PER_BLOCK = 50_000
+SPLITS_PER_COLUMN = 4
+
+
+def row_blocks(values: np.ndarray) -> tuple[np.ndarray, list[slice]]:
+    """A row order and contiguous blocks of it: sorted by the first column and cut into up to SPLITS_PER_COLUMN
+    blocks of equal size, each of those sorted by the next column and cut again, and so on."""
+    blocks = [np.arange(len(values))]
+    for column in range(values.shape[1]):
+        cut = []
+        for block in blocks:
+            parts = max(1, min(SPLITS_PER_COLUMN, len(block) // ROWS_PER_BLOCK))
+            cut.extend(np.array_split(block[np.argsort(values[block, column], kind="stable")], parts))
+        blocks = cut
+    ends = np.cumsum([len(block) for block in blocks])
+    return np.concatenate(blocks), [slice(end - len(block), end) for block, end in zip(blocks, ends, strict=True)]
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the non-missing values; (NaN, NaN) when every value is missing."""
+    present = values[~np.isnan(values)]
+    return (float(present.min()), float(present.max())) if len(present) else (math.nan, math.nan)
+
+
+def _predict_groups(
+    groups: Sequence[TreeGroup], rows: np.ndarray, set_bin: Callable[[int], None], n_bins: int
 ) -> np.ndarray:
-    """Raw scores (rows x bins): `set_bin(k)` rewrites `inputs` in place to bin k's, each group is predicted on its
-    evaluated bin's inputs and added to every bin of its class."""
-    raw = np.zeros((len(inputs), n_bins), dtype=float)
+    """Each group predicted on its evaluated bin's inputs and added to every bin of its class."""
+    raw = np.zeros((len(rows), n_bins), dtype=float)
     current = None
     for group in sorted(groups, key=lambda g: g.evaluated_bin):
         if group.evaluated_bin != current:
             set_bin(group.evaluated_bin)
             current = group.evaluated_bin
-        scores = group.booster.predict(inputs, raw_score=True, num_threads=0)
+        scores = group.booster.predict(rows, raw_score=True, num_threads=0)
         if len(group.bins) == n_bins:
             raw += scores[:, None]
         else:

@@ -9,7 +9,6 @@ P(buy by t) and median comes from `churnops.jobs.survival.hazard` on the booster
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,7 +18,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from churnops.jobs.survival.bin_trees import BinTrees, predict_raw_by_bin
+from churnops.jobs.survival.bin_trees import BinTrees
 from churnops.jobs.survival.data import DURATION, EVENT
 from churnops.jobs.survival.hazard import (
     AT_BIN_START,
@@ -67,29 +66,24 @@ class HazardBoostingModel:
         inputs = hazard_inputs(matrix, self.bins, np.arange(n), np.zeros(n, dtype=np.int64), shifted)
         start_column = matrix.shape[1]
         starts = np.asarray(self.bins.starts, dtype=float)
-
-        def set_bin(index: int) -> None:
-            inputs[:, start_column] = starts[index]
-            for offset, column in enumerate(shifted, start=1):
-                inputs[:, start_column + offset] = matrix[:, column] + starts[index]
-
         planned = self._bin_trees
-        if planned is None:  # not a plain sum of trees: the whole booster in every bin
-            log_rates = np.empty((n, len(self.bins)), dtype=float)
-            for index in range(len(self.bins)):
-                set_bin(index)
-                log_rates[:, index] = self.booster.predict(inputs, raw_score=True, num_threads=0)
-        else:
-            ranges = {
-                start_column + offset: _finite_range(matrix[:, column])
-                for offset, column in enumerate(shifted, start=1)
-            }
-            log_rates = predict_raw_by_bin(planned.groups(starts, ranges), inputs, set_bin, len(self.bins))
+        if planned is not None:
+            return np.exp(self.base_log_rate + planned.predict_raw_by_bin(inputs, starts))
+        # Not a plain sum of trees: the whole booster in every bin.
+        log_rates = np.empty((n, len(self.bins)), dtype=float)
+        for index, start in enumerate(starts):
+            inputs[:, start_column] = start
+            for offset, column in enumerate(shifted, start=1):
+                inputs[:, start_column + offset] = matrix[:, column] + start
+            log_rates[:, index] = self.booster.predict(inputs, raw_score=True, num_threads=0)
         return np.exp(self.base_log_rate + log_rates)
 
     @cached_property
     def _bin_trees(self) -> BinTrees | None:
-        return BinTrees.of(self.booster, bin_feature=len(self.schema.columns))
+        start_column = len(self.schema.columns)
+        shifted = _shifted_indices(self.schema, self.shifted)
+        advanced = {start_column + offset: column for offset, column in enumerate(shifted, start=1)}
+        return BinTrees.of(self.booster, start_column, advanced)
 
     def survival(self, frame: pd.DataFrame, days: np.ndarray) -> np.ndarray:
         """P(no purchase in days 1..t), customers by days."""
@@ -106,12 +100,6 @@ class HazardBoostingModel:
             {**result, "median_days_to_next_purchase": medians, "median_beyond_horizon": np.isnan(medians)},
             index=frame.index,
         )
-
-
-def _finite_range(values: np.ndarray) -> tuple[float, float]:
-    """(min, max) of the non-missing values; (NaN, NaN) when every value is missing."""
-    present = values[~np.isnan(values)]
-    return (float(present.min()), float(present.max())) if len(present) else (math.nan, math.nan)
 
 
 def _shifted_indices(schema: FeatureSchema, shifted: Sequence[str]) -> list[int]:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from churnops.features import CUTOFF, ENTITY_ID
+from churnops.jobs.survival import bin_trees
 from churnops.jobs.survival.bin_trees import BinTrees
 from churnops.jobs.survival.boosting import REPORTED_HORIZONS_DAYS, HazardBoostingModel, fit_hazard_model
 from churnops.jobs.survival.data import DURATION, EVENT, out_of_time_targets, survival_frame
@@ -158,6 +159,20 @@ def test_rates_equal_the_whole_booster_with_missing_recency_many_bins_and_early_
         test[test["days_since_last_event"].isna()],
     ):
         np.testing.assert_allclose(model.rates(narrow), whole_booster_rates(model, narrow), rtol=1e-12, atol=0)
+
+
+def test_rates_predicted_in_blocks_of_close_recency_equal_the_whole_booster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large list is predicted in blocks of close values of the advanced columns (narrower ranges, fewer bins
+    per tree); small blocks here make a 1,200-row list go through that path."""
+    monkeypatch.setattr(bin_trees, "ROWS_PER_BLOCK", 100)
+    train, _ = simulated(3000, seed=10, follow_up=200)
+    test, _ = simulated(1200, seed=11, follow_up=200)
+    test.loc[test.index % 5 == 0, "days_since_last_event"] = np.nan
+    schema = FeatureSchema.fit(train, ["days_since_last_event", "noise"], [])
+    model, _ = fit_hazard_model(train, schema, TimeBins.regular(10, 190), PARAMS, 60)
+    order, blocks = bin_trees.row_blocks(schema.encode_frame(test)[:, [0]])
+    assert len(blocks) == bin_trees.SPLITS_PER_COLUMN and sorted(order) == list(range(len(test)))
+    np.testing.assert_allclose(model.rates(test), whole_booster_rates(model, test), rtol=1e-12, atol=0)
 
 
 def test_every_tree_counts_once_in_every_bin_and_trees_blind_to_the_bins_are_evaluated_once() -> None:
