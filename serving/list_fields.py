@@ -24,6 +24,9 @@ class ListFields:
         self.value = contract.value is not None
         self.survival = contract.survival is not None
         self.online = online
+        # What a customer the list does not hold gets (most of a batch, or all of it while no list has the columns):
+        # built once, not per item.
+        self._absent = self.fields_of(None)
 
     @property
     def wanted(self) -> bool:
@@ -37,9 +40,11 @@ class ListFields:
         if not named:
             return
         found = await self.online.list_rows(named) or {}
+        absent = self._absent
         for item, customer_id in zip(items, customer_ids, strict=True):
             if customer_id is not None:
-                item |= self.fields_of(found.get(str(customer_id)))
+                row = found.get(str(customer_id)) if found else None
+                item |= absent if row is None else self.fields_of(row)
 
     def fields_of(self, row: dict[str, Any] | None) -> dict[str, Any]:
         """The response fields of one customer's stored row (None: not in the list, or no database)."""
