@@ -44,7 +44,7 @@ def customer_rows(n: int) -> tuple[np.ndarray, np.ndarray]:
     rows = np.column_stack([spend, active, first, last, visits])
     edges = [np.nan, 0.0, -1.0, -5.0, 1e12, 1e308, 0.5]
     for index, value in enumerate(edges):
-        rows[index :: 97, 1 + index % 3] = value
+        rows[index::97, 1 + index % 3] = value
     rows[7::89, 3] = rows[7::89, 2] + 30  # last after first: negative recency
     raw = rng.uniform(0, 1, size=n)
     raw[::50] = rng.choice(ISOTONIC_X, size=len(raw[::50]))
