@@ -37,11 +37,11 @@ from churnops.serving.pages import pages_router
 from churnops.serving.prediction_log import PredictionLog
 from churnops.serving.problems import (
     ADMIN_REQUEST_OPENAPI,
-    JSON,
     PROBLEM_RESPONSES,
     ApiProblem,
     BatchLimit,
     explain_flag,
+    headers_of,
     install_problem_handlers,
     parse_body,
     predict_openapi,
@@ -113,9 +113,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def predict(
         request: Request,
-    ) -> Response:
+    ) -> bytes:
         started = time.perf_counter()
-        service.require_api_key(request.headers.get("x-api-key"))
+        service.require_api_key(headers_of(request).get("x-api-key"))
         explain = explain_flag(request)
         current = service.served()
         body = await read_capped_body(request, current.body_limit)
@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
         await list_fields.add_to([prediction], rows.customer_ids)  # the stored list's value and survival columns
         service.log_predictions("/predict", current, rows, scored, request, started)
-        return Response(orjson.dumps(prediction), media_type=JSON)
+        return orjson.dumps(prediction)  # sent by PredictRoutes (200, application/json)
 
     @app.post(
         "/batch_predict",
@@ -143,9 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def batch_predict(
         request: Request,
-    ) -> Response:
+    ) -> bytes:
         started = time.perf_counter()
-        service.require_api_key(request.headers.get("x-api-key"))
+        service.require_api_key(headers_of(request).get("x-api-key"))
         explain = explain_flag(request)
         current = service.served()
         body = await read_capped_body(request, current.body_limit)
@@ -164,7 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "predictions": predictions,
         }
         service.log_predictions("/batch_predict", current, rows, scored, request, started)
-        return Response(orjson.dumps(response), media_type=JSON)
+        return orjson.dumps(response)  # sent by PredictRoutes (200, application/json)
 
     predict_handlers.update({"/predict": predict, "/batch_predict": batch_predict})
 

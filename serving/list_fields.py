@@ -24,6 +24,9 @@ class ListFields:
         self.value = contract.value is not None
         self.survival = contract.survival is not None
         self.online = online
+        # What a customer the list does not hold gets (most of a batch, or all of it while no list has the columns):
+        # built once, not per item.
+        self._absent = self.fields_of(None)
 
     @property
     def wanted(self) -> bool:
@@ -33,13 +36,16 @@ class ListFields:
         """Give each item with a customer_id its list fields (one database round trip for all of them)."""
         if not self.wanted:
             return
-        named = list(dict.fromkeys(str(c) for c in customer_ids if c is not None))
+        # Each customer once, in order (ids are strings on both reading paths): C-level, not a generator per row.
+        named = [customer_id for customer_id in dict.fromkeys(customer_ids) if customer_id is not None]
         if not named:
             return
         found = await self.online.list_rows(named) or {}
+        absent = self._absent
         for item, customer_id in zip(items, customer_ids, strict=True):
             if customer_id is not None:
-                item |= self.fields_of(found.get(str(customer_id)))
+                row = found.get(customer_id) if found else None
+                item |= absent if row is None else self.fields_of(row)
 
     def fields_of(self, row: dict[str, Any] | None) -> dict[str, Any]:
         """The response fields of one customer's stored row (None: not in the list, or no database)."""

@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from churnops.serving import metrics
-from churnops.serving.problems import ApiProblem
+from churnops.serving.problems import HEADERS_KEY, ApiProblem, decoded_headers
 
 # Paths labelled by name; anything else is counted as "other", so a scanner cannot blow up the label set.
 KNOWN_PATHS = frozenset({"/predict", "/batch_predict", "/health", "/ready", "/model", "/metrics", "/admin/reload"})
@@ -88,15 +88,25 @@ class PredictRoutes:
 
     def __init__(self, app: Any, handlers: dict[str, Any]) -> None:
         self.app = app
-        self.handlers = handlers  # {path: async handler(request) -> Response}, filled in by create_app
+        # {path: async handler(request) -> the JSON body of a 200}, filled in by create_app
+        self.handlers = handlers
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         handler = self.handlers.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if handler is None:
             await self.app(scope, receive, send)
             return
+        scope[HEADERS_KEY] = decoded_headers(scope["headers"])  # read by `headers_of`
         try:
-            response: Response = await handler(Request(scope, receive))
+            body: bytes = await handler(Request(scope, receive))
         except ApiProblem as problem:
             response = JSONResponse({"detail": problem.problems}, status_code=problem.status, headers=problem.headers)
-        await response(scope, receive, send)
+            await response(scope, receive, send)
+            return
+        # The messages Starlette's Response(body, media_type="application/json") sends, without building one.
+        await send({"type": "http.response.start", "status": 200, "headers": _json_headers(len(body))})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _json_headers(length: int) -> list[tuple[bytes, bytes]]:
+    return [(b"content-length", b"%d" % length), (b"content-type", b"application/json")]

@@ -19,7 +19,7 @@ from churnops.serving import metrics
 from churnops.serving.fast_body import RequestRows
 from churnops.serving.online import OnlineFeatureReader, OnlineStoreUnavailable
 from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
-from churnops.serving.problems import ApiProblem, instance_loc
+from churnops.serving.problems import ApiProblem, headers_of, instance_loc
 from churnops.serving.records import ScoredRows, validation_problems
 from churnops.serving.state import ModelState, ServedModel
 
@@ -80,7 +80,7 @@ class PredictionService:
             return
         context = RequestContext(
             logged_at=dt.datetime.now(dt.UTC),
-            request_id=request.headers.get("x-request-id"),
+            request_id=headers_of(request).get("x-request-id"),
             endpoint=endpoint,
             model_name=current.model.name,
             model_version=current.version,

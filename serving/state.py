@@ -36,6 +36,7 @@ from churnops.serving.records import (
     predict_request_model,
     record_model,
 )
+from churnops.serving.single_row import SingleRowPostprocess
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +76,16 @@ class SingleRowPredictor:
         self._out = np.empty(1, dtype=np.float64)
         self._out_pointer = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         self._out_length = ctypes.c_int64()
+        self._out_length_ref = ctypes.byref(self._out_length)
+        # The row is copied into this buffer, whose address is taken once: `row.ctypes.data_as` built a ctypes
+        # object per call, a sizeable part of the call's cost.
+        self._row = np.empty(n_features, dtype=np.float64)
+        self._row_pointer = ctypes.c_void_p(self._row.ctypes.data)
+        self._predict = _LIB.LGBM_BoosterPredictForMatSingleRowFast
 
     def __call__(self, row: np.ndarray) -> float:
-        row = np.ascontiguousarray(row, dtype=np.float64)
-        self._safe_call(
-            self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                self._handle,
-                row.ctypes.data_as(self._ctypes.c_void_p),
-                self._ctypes.byref(self._out_length),
-                self._out_pointer,
-            )
-        )
+        self._row[:] = row
+        self._safe_call(self._predict(self._handle, self._row_pointer, self._out_length_ref, self._out_pointer))
         return float(self._out[0])
 
     def __del__(self) -> None:
@@ -117,6 +117,24 @@ def _checked_single_row_predictor(model: LoadedModel, n_features: int) -> Single
     return single_row
 
 
+def _checked_single_row_postprocess(model: LoadedModel, n_features: int) -> SingleRowPostprocess | None:
+    """The scalar post-processing of one row if it reproduces the vectorised one on probe rows, else None."""
+    if model.postprocess is None:
+        return None
+    rng = np.random.default_rng(0)
+    # Customer-like RFM values (whole days, counts) and noise, plus missing and zero rows.
+    probes = np.vstack(
+        [
+            np.full((1, n_features), np.nan),
+            np.zeros((1, n_features)),
+            rng.integers(0, 400, size=(200, n_features)).astype(np.float64),
+            rng.normal(0.0, 50.0, size=(50, n_features)),
+        ]
+    )
+    raw = rng.uniform(0.0, 1.0, size=len(probes))
+    return SingleRowPostprocess.checked(model.postprocess, raw, probes)
+
+
 def body_limit(schema: FeatureSchema, serving: ServingSettings) -> BodyLimit:
     """The configured body cap, or the one that lets `max_batch_rows` of the widest legal rows through."""
     if serving.max_body_bytes is not None:
@@ -145,6 +163,8 @@ class ServedModel:
     predictions_counter: Any = field(repr=False)
     score_histogram: Any = field(repr=False)
     single_row: SingleRowPredictor | None = field(default=None, repr=False)
+    # The stored post-processing of one row in scalar maths (serving/single_row.py), when checked equal.
+    single_row_postprocess: SingleRowPostprocess | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, model: LoadedModel, serving: ServingSettings) -> ServedModel:
@@ -165,6 +185,7 @@ class ServedModel:
             predictions_counter=metrics.PREDICTIONS.labels(model_version=model.version),
             score_histogram=metrics.PREDICTED_SCORE.labels(model_version=model.version),
             single_row=single_row,
+            single_row_postprocess=_checked_single_row_postprocess(model, n_features),
         )
         # Refuse a model that cannot explain before it serves a single request.
         probe = np.full((1, len(model.schema.columns)), np.nan)
@@ -180,10 +201,15 @@ class ServedModel:
     def score(self, matrix: np.ndarray) -> np.ndarray:
         """Probabilities for encoded rows (one OpenMP thread: a worker process per core instead)."""
         if len(matrix) == 1 and self.single_row is not None:
-            raw = np.array([self.single_row(matrix[0])])
             # The booster's probability, then the blend/calibration stored with the model (as predict_matrix).
+            raw = self.single_row(matrix[0])
             postprocess = self.model.postprocess
-            scores = raw if postprocess is None else postprocess.apply(raw, matrix)
+            if postprocess is None:
+                scores = np.array([raw])
+            elif self.single_row_postprocess is not None:
+                scores = np.array([self.single_row_postprocess(raw, matrix[0])])
+            else:
+                scores = postprocess.apply(np.array([raw]), matrix)
         else:
             scores = self.model.predict_matrix(matrix, num_threads=1)
         self.predictions_counter.inc(len(scores))
