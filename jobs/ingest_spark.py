@@ -5,9 +5,9 @@ The same contract as the pandas path (`churnops.jobs.ingest`, which keeps the lo
 manifest commit and calls `ingest_files_in_spark` for the files to read): the same rules with the same reasons
 (`jobs/event_rules_spark.py`), the same bronze layout (one Parquet part per source file and event day, one
 quarantine file per source file, named as the pandas path names them) and the same reconciled counts. What reaches
-the driver is small: each file's footer or header (checked before Spark starts: unreadable, empty and
-column-less files are refused one by one, as in pandas), one row of counts per source file and read block, and,
-when bronze already holds events, the distinct event days of the new valid rows.
+the driver is small: each file's footer or header (checked before Spark starts: unreadable, empty and column-less
+files are refused one by one, as in pandas), one row of counts per file and read block, and, when bronze already
+holds events, the distinct event days of the new valid rows.
 
 One pass. The sources are read once: every rule but `exact_duplicate` is a column computed while reading, then the
 rows are shuffled once, by event day (a valid row's day; a broken row goes anywhere). Every copy of an event shares
@@ -34,6 +34,7 @@ removes them); a file that changed while it was read does too.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import shutil
 from pathlib import Path
@@ -57,10 +58,11 @@ from churnops.config import Settings
 from churnops.dataset import EventSource
 from churnops.jobs.bronze_writer import part_stem
 from churnops.jobs.event_rules import EVENT_IDENTITY, RULES, IngestionError, missing_columns_error, required_columns
-from churnops.jobs.event_rules_spark import broken_columns, reasons_column, rule_flag, typed_columns
+from churnops.jobs.event_rules_spark import broken_columns, day_number, reasons_column, rule_flag, typed_columns
 from churnops.jobs.feature_frames import BRONZE_EVENTS_DDL
 from churnops.jobs.ingest import FileFailure, file_record
 from churnops.jobs.ingest_spark_io import (
+    changed_since_listed,
     check_file,
     file_index_column,
     move_part,
@@ -70,7 +72,7 @@ from churnops.jobs.ingest_spark_io import (
     written_files,
 )
 from churnops.jobs.landing import SourceFile
-from churnops.jobs.landing_postgres import jdbc_options, table_source_file
+from churnops.jobs.landing_postgres import jdbc_options
 from churnops.jobs.spark import spark_session
 
 # Internal columns (a source column would need these exact names to collide).
@@ -159,7 +161,7 @@ class _SparkBatch:
             shutil.rmtree(self.staging, ignore_errors=True)
         records = {}
         for i, file in enumerate(self.batch):
-            if self._changed(file):
+            if changed_since_listed(file, self.settings, self.source):
                 raise IngestionError(
                     f"cannot ingest {file.path}: it changed while it was read; nothing was committed and the next run "
                     "reads it again"
@@ -181,12 +183,6 @@ class _SparkBatch:
             records[file.relative] = record
         return records
 
-    def _changed(self, file: SourceFile) -> bool:
-        if self.source.format == "postgres":
-            return table_source_file(self.settings, self.source).sha256 != file.sha256
-        stat = file.path.stat()
-        return (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns)
-
     # -- reading ---------------------------------------------------------------------------------------------
 
     def _read_raw(self) -> DataFrame:
@@ -200,10 +196,7 @@ class _SparkBatch:
             columns, types = self.columns_of[file.relative]
             groups.setdefault((tuple(columns), types), []).append(str(file.path))
         frames = [self._read_group(list(columns), paths) for (columns, _), paths in groups.items()]
-        raw = frames[0]
-        for frame in frames[1:]:
-            raw = raw.unionByName(frame, allowMissingColumns=True)
-        return raw
+        return functools.reduce(lambda one, other: one.unionByName(other, allowMissingColumns=True), frames)
 
     def _read_group(self, columns: list[str], paths: list[str]) -> DataFrame:
         if self.source.format == "csv":
@@ -261,7 +254,7 @@ class _SparkBatch:
         valid = ~F.col(_INVALID)
         # A broken row has no event to compare and is never written to bronze: spread those evenly.
         spread = -1 - F.pmod(F.xxhash64(_FILE, _BLOCK, _ROW_ID), F.lit(self.partitions))
-        slot = F.when(valid, _day_number(F.col(_T(EVENT_DAY))))
+        slot = F.when(valid, day_number(F.col(_T(EVENT_DAY))))
         frame = raw.withColumn(_SLOT, slot.otherwise(spread))
         duplicate: Column = F.lit(False)
         if self.source.exact_duplicates == "quarantine":
@@ -318,22 +311,19 @@ class _SparkBatch:
         # One read for the files outside the run, one per re-delivered file of the run: there are few.
         held = [(parts, F.lit(True), F.lit(None)) for parts in [outside] if parts]
         held += [(parts, F.lit(None), F.lit(i)) for i, parts in previous.items()]
-        if not held:
-            return None
         frames = [
             self._read_bronze(parts).select(
                 *_IDENTITY,
-                _day_number(F.col(_T(EVENT_DAY))).alias(_SLOT),
+                day_number(F.col(_T(EVENT_DAY))).alias(_SLOT),
                 F.lit(False).alias(_INVALID),
                 by_outside.cast("boolean").alias(_OUTSIDE),
                 by_previous.cast("int").alias(_PREVIOUS),
             )
             for parts, by_outside, by_previous in held
         ]
-        markers = frames[0]
-        for frame in frames[1:]:
-            markers = markers.unionByName(frame)
-        return markers
+        if not frames:
+            return None
+        return functools.reduce(DataFrame.unionByName, frames)
 
     def _read_bronze(self, parts: list[str]) -> DataFrame:
         frame = self.spark.read.schema(BRONZE_EVENTS_DDL).parquet(*parts)
@@ -403,10 +393,6 @@ class _SparkBatch:
             )
             quarantines[i] = relative
         return quarantines
-
-
-def _day_number(day: Column) -> Column:
-    return F.datediff(day, F.lit(dt.date(1970, 1, 1))).cast("long")
 
 
 BRONZE_EVENTS_DDL_COLUMNS = [field.split()[0] for field in BRONZE_EVENTS_DDL.split(", ")]

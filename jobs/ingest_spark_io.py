@@ -11,8 +11,11 @@ import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from churnops.config import Settings
 from churnops.dataset import EventSource
 from churnops.jobs.event_rules import IngestionError, empty_file_error, missing_columns_error, required_columns
+from churnops.jobs.landing import SourceFile
+from churnops.jobs.landing_postgres import table_source_file
 
 
 def check_file(path: Path, source: EventSource) -> tuple[list[str], str]:
@@ -47,6 +50,14 @@ def check_file(path: Path, source: EventSource) -> tuple[list[str], str]:
     if missing:
         raise IngestionError(f"cannot ingest {path}: {missing_columns_error(missing, columns)}")
     return columns, types
+
+
+def changed_since_listed(file: SourceFile, settings: Settings, source: EventSource) -> bool:
+    """Whether the file (a table: its fingerprint) is no longer what the run listed and read."""
+    if source.format == "postgres":
+        return table_source_file(settings, source).sha256 != file.sha256
+    stat = file.path.stat()
+    return (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns)
 
 
 def _local_key(spark_path: str) -> str:
