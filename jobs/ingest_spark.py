@@ -77,11 +77,9 @@ from churnops.jobs.spark import spark_session
 
 # Internal columns (a source column would need these exact names to collide).
 _FILE, _BLOCK, _ROW_ID, _ROW, _SLOT = "__file", "__block", "__row_id", "__row", "__slot"
-_INVALID, _CANDIDATE, _REJECTED, _DAY = "__invalid", "__candidate", "__rejected", "__day"
-# Marker rows: an event bronze already holds, from outside the run or from the previous delivery of file __prev.
-_OUTSIDE, _PREVIOUS = "__outside", "__prev"
-# Source bytes per shuffle partition: a partition's rows are sorted for the windows and the write, and in local
-# mode every task shares the driver's heap (Parquet inflates several times once decoded).
+_INVALID, _CANDIDATE, _REJECTED, _DAY, _BROKEN = "__invalid", "__candidate", "__rejected", "__day", "__broken"
+_OUTSIDE, _PREVIOUS = "__outside", "__prev"  # marker rows: events bronze holds (`_bronze_markers`)
+# Source bytes per shuffle partition (sorted in one task; Parquet inflates several times once decoded).
 _SOURCE_BYTES_PER_PARTITION = 16 * 2**20
 
 
@@ -151,13 +149,14 @@ class _SparkBatch:
         self.partitions = max(settings.spark.shuffle_partitions, math.ceil(source_bytes / _SOURCE_BYTES_PER_PARTITION))
 
     def run(self, working: dict[str, SourceFileRecord], now: dt.datetime) -> dict[str, SourceFileRecord]:
-        judged = self._judge(self._read_raw(), working).persist(StorageLevel.DISK_ONLY)
+        # Kept as rows on local disk, filled by the first action: a cache would build (and compress) columns.
+        judged = self._judge(self._read_raw(), working)
+        judged = judged.localCheckpoint(eager=False, storageLevel=StorageLevel.DISK_ONLY)
         try:
             rows_read, counts, numbered = self._count_and_number(judged)
             days = self._write_accepted(numbered)
             quarantines = self._write_quarantine(numbered) if any(c[0] for c in counts.values()) else {}
         finally:
-            judged.unpersist()
             shutil.rmtree(self.staging, ignore_errors=True)
         records = {}
         for i, file in enumerate(self.batch):
@@ -268,12 +267,16 @@ class _SparkBatch:
             frame = frame.repartition(self.partitions, _SLOT)
         judged = frame.withColumn(rule_flag("exact_duplicate"), duplicate)
         judged = judged.withColumn(REASON, reasons_column(self.source))
-        return judged.withColumn(_REJECTED, F.col(REASON) != "").drop(_SLOT, _CANDIDATE)
+        judged = judged.withColumn(_REJECTED, F.col(REASON) != "")
+        # What is kept on disk, narrowed: the rules broken as one bit mask, raw values only where quarantined.
+        broken = sum(F.when(F.col(rule_flag(rule)), 1 << bit).otherwise(0) for bit, rule in enumerate(RULES))
+        raw_columns = [c for c in judged.columns if not c.startswith("__") and c != REASON]
+        narrowed = {c: F.when(F.col(_REJECTED), F.col(f"`{c}`")) for c in raw_columns} | {_BROKEN: broken}
+        return judged.withColumns(narrowed).drop(_SLOT, _CANDIDATE, *[rule_flag(rule) for rule in RULES])
 
     def _mark_kept(self, frame: DataFrame) -> DataFrame:
-        """`_CANDIDATE`: the valid rows that keep their event (the rest of the valid rows are duplicates); the
-        marker rows dropped. Every window is within one partition of `frame` (all partitioned by `_SLOT`) and
-        the second sorts nothing: its keys lead the first's."""
+        """`_CANDIDATE`: the valid rows that keep their event (other valid rows are duplicates); markers dropped.
+        Every window is within a partition of `frame` (by `_SLOT`); the second sorts nothing: its keys lead."""
         raw_columns = [F.col(f"`{c}`") for c in frame.columns if not c.startswith("__") and c != REASON]
         # A broken row's windows hold that row alone (it has no event): no window of broken rows grows large.
         alone = [F.when(F.col(_INVALID), F.col(c)) for c in (_FILE, _BLOCK, _ROW_ID)]
@@ -285,8 +288,7 @@ class _SparkBatch:
         frame = frame.withColumn(_CANDIDATE, first_in_file)
         # A later file's previous delivery holds the event: no file before it may keep it.
         last = F.max(_PREVIOUS).over(same_event)
-        may_keep = F.col(_CANDIDATE) & (last.isNull() | (F.col(_FILE) >= last))
-        frame = frame.withColumn("__may_keep", may_keep)
+        frame = frame.withColumn("__may_keep", F.col(_CANDIDATE) & (last.isNull() | (F.col(_FILE) >= last)))
         keeper = F.min(F.when(F.col("__may_keep"), F.col(_FILE))).over(same_event)
         known = F.max(F.col(_OUTSIDE)).over(same_event)
         kept = F.col("__may_keep") & known.isNull() & (F.col(_FILE) == keeper)
@@ -336,7 +338,7 @@ class _SparkBatch:
     ) -> tuple[dict[int, int], dict[int, tuple[int, dict[str, int]]], DataFrame]:
         """Rows read and quarantined (by rule) per file, from one aggregation by read block (the one pass over the
         sources: it fills `judged`'s disk copy); and `judged` with each row's 1-based number in its file."""
-        sums = [F.sum(F.col(rule_flag(rule)).cast("long")).alias(rule) for rule in RULES]
+        sums = [F.sum(F.shiftright(_BROKEN, bit).bitwiseAND(1)).alias(rule) for bit, rule in enumerate(RULES)]
         blocks = (
             judged.groupBy(_FILE, _BLOCK)
             .agg(
@@ -350,7 +352,7 @@ class _SparkBatch:
         if any(block[_FILE] is None for block in blocks):
             raise AssertionError("Spark read a file it was not given")
         offsets, rows_read = row_offsets([(b[_FILE], b[_BLOCK], b["first"], b["rows"]) for b in blocks])
-        counts = quarantine_counts([(b[_FILE], b["rejected"], {rule: b[rule] for rule in RULES}) for b in blocks])
+        counts = quarantine_counts([(b[_FILE], b["rejected"], {r: b[r] for r in RULES}) for b in blocks])
         shift = self.spark.createDataFrame(offsets, f"{_FILE} int, {_BLOCK} long, __shift long")
         numbered = judged.join(F.broadcast(shift), [_FILE, _BLOCK]).withColumn(_ROW, F.col(_ROW_ID) + F.col("__shift"))
         return rows_read, counts, numbered.drop(_BLOCK, _ROW_ID, "__shift")
