@@ -80,7 +80,7 @@ _FILE, _BLOCK, _ROW_ID, _ROW, _SLOT = "__file", "__block", "__row_id", "__row", 
 _INVALID, _CANDIDATE, _REJECTED, _DAY, _BROKEN = "__invalid", "__candidate", "__rejected", "__day", "__broken"
 _OUTSIDE, _PREVIOUS = "__outside", "__prev"  # marker rows: events bronze holds (`_bronze_markers`)
 # Source bytes per shuffle partition (sorted in one task; Parquet inflates several times once decoded).
-_SOURCE_BYTES_PER_PARTITION = 16 * 2**20
+_SOURCE_BYTES_PER_PARTITION = 4 * 2**20
 
 
 def _T(name: str) -> str:  # noqa: N802 - reads as a column name
