@@ -99,6 +99,11 @@ def broken_columns(
     }
 
 
+def day_number(day: Column) -> Column:
+    """A date as days since 1970-01-01 (a long)."""
+    return F.datediff(day, F.lit(dt.date(1970, 1, 1))).cast("long")
+
+
 def rule_flag(rule: str) -> str:
     """The internal column holding whether a row broke `rule`."""
     return f"__broke_{rule}"

@@ -3,14 +3,19 @@ header before Spark starts, and Spark's output folders turned into the bronze la
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from churnops.config import Settings
 from churnops.dataset import EventSource
 from churnops.jobs.event_rules import IngestionError, empty_file_error, missing_columns_error, required_columns
+from churnops.jobs.landing import SourceFile
+from churnops.jobs.landing_postgres import table_source_file
 
 
 def check_file(path: Path, source: EventSource) -> tuple[list[str], str]:
@@ -47,11 +52,61 @@ def check_file(path: Path, source: EventSource) -> tuple[list[str], str]:
     return columns, types
 
 
-def join_identity(left: DataFrame, right: DataFrame, keys: list[str]) -> DataFrame:
-    """Left join on the event identity; a missing event type (a contract without one) matches a missing one."""
-    right = right.select(*[F.col(c).alias(f"__r{c}") for c in keys], *right.columns[len(keys) :])
-    on = [left[c].eqNullSafe(right[f"__r{c}"]) for c in keys]
-    return left.join(right, on, "left").drop(*[f"__r{c}" for c in keys])
+def changed_since_listed(file: SourceFile, settings: Settings, source: EventSource) -> bool:
+    """Whether the file (a table: its fingerprint) is no longer what the run listed and read."""
+    if source.format == "postgres":
+        return table_source_file(settings, source).sha256 != file.sha256
+    stat = file.path.stat()
+    return (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns)
+
+
+def _local_key(spark_path: str) -> str:
+    # Spark spells a local file `file:/...` in `_metadata.file_path` and `file:///...` in `inputFiles()`.
+    return re.sub(r"^file:/+", "/", spark_path)
+
+
+def spark_file_keys(spark_paths: list[str], index: dict[str, int]) -> dict[str, int]:
+    """Each file Spark lists (`DataFrame.inputFiles()`) as `file_index_column` matches it, with its index in
+    `index` (by resolved local path)."""
+    keys = {}
+    for spark_path in spark_paths:
+        i = index.get(str(Path(unquote(urlparse(spark_path).path)).resolve()))
+        if i is None:
+            raise AssertionError(f"Spark lists a file it was not given: {spark_path}")
+        keys[_local_key(spark_path)] = i
+    return keys
+
+
+def file_index_column(file_path: Column, keys: dict[str, int]) -> Column:
+    """The batch index of the file a row was read from (`file_path`: `_metadata.file_path`); null for another."""
+    mapping = F.create_map(*[F.lit(v) for key, i in sorted(keys.items()) for v in (key, i)])
+    return mapping[F.regexp_replace(file_path, r"^file:/+", "/")].cast("int")
+
+
+def row_offsets(blocks: list[tuple[int, int, int, int]]) -> tuple[list[tuple[int, int, int]], dict[int, int]]:
+    """From each read block's (file, block start, first row id, rows): what to add to a row id of the block to
+    get the row's 1-based number in its file, as (file, block start, shift); and the rows read per file."""
+    by_file: dict[int, list[tuple[int, int, int, int]]] = {}
+    for block in blocks:
+        by_file.setdefault(block[0], []).append(block)
+    offsets, rows_read = [], {}
+    for i, file_blocks in by_file.items():
+        offset = 0
+        for _, start, first, rows in sorted(file_blocks):
+            offsets.append((i, start, offset - first + 1))
+            offset += rows
+        rows_read[i] = offset
+    return offsets, rows_read
+
+
+def quarantine_counts(blocks: list[tuple[int, int, dict[str, int]]]) -> dict[int, tuple[int, dict[str, int]]]:
+    """From each read block's (file, rows quarantined, rows that broke each rule, in reporting order): per file,
+    the rows quarantined and the rules broken (only those some row broke)."""
+    counts: dict[int, tuple[int, dict[str, int]]] = {}
+    for i, rejected, by_rule in blocks:
+        total, reasons = counts.get(i, (0, dict.fromkeys(by_rule, 0)))
+        counts[i] = (total + int(rejected), {rule: reasons[rule] + int(by_rule[rule]) for rule in by_rule})
+    return {i: (total, {rule: n for rule, n in reasons.items() if n}) for i, (total, reasons) in counts.items()}
 
 
 def written_files(out: Path, file_key: str, day_key: str | None = None) -> list[tuple[int, str, Path]]:

@@ -162,3 +162,38 @@ def test_auto_picks_spark_only_above_its_size():
     settings = IngestionSettings(engine="auto", spark_min_bytes=1000)
     assert (settings.engine_for(999), settings.engine_for(1000)) == ("pandas", "spark")
     assert IngestionSettings(engine="spark").engine_for(1) == "spark"
+
+
+def test_a_file_read_in_several_blocks_numbers_rows_and_keeps_first_copies_as_pandas(both_engines, tmp_path, spark):
+    """Spark splits a large file into blocks read by different tasks; the quarantined rows' numbers and which copy
+    of a repeated row is kept must not depend on that."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source, _, homes = both_engines
+    rows = 6000
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame(
+        {
+            "customer": [f"c{i % 400}" for i in range(rows)],
+            "ts": [f"2024-0{1 + i % 5}-{1 + i % 28:02d} {i % 24:02d}:00:00" for i in range(rows)],
+            "kind": rng.choice(["purchase", "visit"], rows),
+            "value": [str(v) for v in rng.integers(1, 50, rows)],
+        }
+    )
+    frame.loc[rng.choice(rows, 40, replace=False), "value"] = "oops"  # broken rows all over the file
+    frame.loc[rng.choice(rows, 40, replace=False), "ts"] = None
+    # Copies of earlier rows far down the file, and of rows in the other file (a duplicate across files).
+    frame.iloc[5000:5050] = frame.iloc[10:60].to_numpy()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), source / "big.parquet", row_group_size=500)
+    frame.iloc[:30].to_parquet(source / "a.parquet", index=False)
+    contract = contract_for(tmp_path, "landing", format="parquet")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "8192")  # several blocks for big.parquet
+    try:
+        _ingest_both(contract, homes)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    _assert_same(contract, homes)
+    manifest = read_manifest(homes["spark"], contract.name)
+    assert manifest.files["big.parquet"].quarantined_by_reason["exact_duplicate"] >= 50
