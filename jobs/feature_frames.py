@@ -224,7 +224,9 @@ def features_reading_past_the_cutoff(
 
     The join hands each aggregate the label window too (days_before <= 0), so a feature definition that forgets its
     lower bound would silently read it; this probe evaluates every definition both ways on a hash sample of
-    customers (one in `sample_one_in`) and compares, independently of how the definition is written.
+    customers (one in `sample_one_in`) and compares, independently of how the definition is written. It checks
+    the definitions; the kernel that computes them in the job is checked for the same property by the tests
+    (tests/features/test_feature_kernel.py, test_spark_features.py).
     """
     sample = daily.where(F.pmod(F.xxhash64(ENTITY_ID), F.lit(sample_one_in)) == 0)
     joined = join_cutoffs(sample, contract, cutoffs)
