@@ -1,9 +1,11 @@
 """Feature definitions, declared once.
 
 Every feature is a `FeatureSpec` whose `expression` is one SQL aggregate over the *day-bucketed, cutoff-joined*
-event relation described below. The Spark job evaluates these strings with `F.expr`, the DuckDB reference
-(`jobs/reference_duckdb.py`) pastes them into a `GROUP BY` query, and `docs/feature-catalog.md` is generated from
-them (`python -m churnops.feature_catalog`), so the two engines and the docs cannot drift apart.
+event relation described below: its definition. The DuckDB reference (`jobs/reference_duckdb.py`) pastes these
+strings into a `GROUP BY` query, the Spark job's leakage probe evaluates them with `F.expr`, and
+`docs/feature-catalog.md` is generated from them (`python -m churnops.feature_catalog`). The Spark job computes the
+same values without the join, per customer in O(days + cutoffs) (`jobs/feature_kernel.py`, which refuses a feature
+it does not implement); tests/features/ compare it with this SQL on every customer and with a brute-force oracle.
 
 The relation the expressions read has one row per (customer, event day, cutoff) with event days before
 `cutoff + horizon`, and these columns (built per engine, same meaning):

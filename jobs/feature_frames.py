@@ -1,14 +1,14 @@
 """The Spark side of the feature job: point-in-time features and labels per customer and cutoff, as lazy frames.
 
 For each cutoff t, every feature uses only events strictly before t; the label looks only at [t, t + H). The
-events are bucketed per customer and day, the day buckets joined to the handful of cutoffs, and every
-`FeatureSpec.expression` from `churnops.features` evaluated with `F.expr` - the same SQL the DuckDB reference runs.
-The work grows with customer-days x cutoffs rather than events x cutoffs.
+events are bucketed per customer and day; then each group of whole customers goes, as Arrow, to the feature kernel
+(`jobs/feature_kernel.py`), which computes every `FeatureSpec` of `churnops.features` for every cutoff from the
+customer's day buckets sorted once: O(days + cutoffs) per customer, where joining each day bucket to every cutoff
+it informs made it O(days x cutoffs). The SQL definitions themselves are evaluated as written by the DuckDB
+reference and by the leakage probe below (over day buckets joined to cutoffs, `join_cutoffs`).
 
-Two things keep it fast: the events are shuffled once, by customer, and every later step (the day buckets, the gap
-window, the per-cutoff aggregation) runs inside those partitions with no further exchange; and a day bucket is
-joined only to the cutoffs at which its customer belongs to the population, so churned customers' long histories
-are not aggregated for cutoffs they are filtered out of.
+The events are shuffled once, by a hash bucket of the customer; the day buckets and the kernel's groups are both
+satisfied by that partitioning, so there is no further exchange.
 """
 
 from __future__ import annotations
@@ -34,14 +34,17 @@ from churnops.features import (
     FeatureSpec,
     entity_feature_names,
     event_feature_specs,
-    label_expression,
     model_feature_columns,
     type_column,
 )
+from churnops.jobs.feature_kernel import LABEL_VALUE, group_function, kernel_plan, output_schema
 
 log = logging.getLogger(__name__)
 
 DAY = "event_day"
+# Customers are hashed into this many buckets: the kernel's groups (a few thousand day rows each at 1M events).
+BUCKET = "_customer_bucket"
+CUSTOMER_BUCKETS = 64
 # The source-timestamp leakage probe looks at about one customer in this many.
 PROBE_SAMPLE_ONE_IN = 20
 
@@ -139,8 +142,8 @@ def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:
     """One row per customer and event day with the per-day columns the feature expressions read (see
     churnops.features; `join_cutoffs` adds the gap to the previous event day).
 
-    The result is hash-partitioned by customer: `join_cutoffs` and `build_features` rely on that to window per
-    customer and aggregate per (customer, cutoff) without another shuffle.
+    The result carries the customer's hash bucket and is hash-partitioned by it: `build_features` hands each
+    bucket (whole customers) to the feature kernel without another shuffle.
     """
     assert contract.events is not None
     label_type = contract.label.event_type
@@ -158,9 +161,13 @@ def bucket_by_day(events: DataFrame, contract: DatasetContract) -> DataFrame:
         for t in contract.events.counted_event_types
     ]
     return (
-        # The job's one shuffle: Spark sees that grouping by (customer, day), the windows by customer and the
-        # later grouping by (customer, cutoff) are all satisfied by this partitioning and adds no exchange.
-        events.repartition(ENTITY_ID).groupBy(ENTITY_ID, DAY).agg(*aggregates).withColumn("day_index", F.unix_date(DAY))
+        # The job's one shuffle: Spark sees that grouping by (bucket, customer, day) and the kernel's grouping by
+        # bucket are both satisfied by this partitioning and adds no exchange.
+        events.withColumn(BUCKET, F.pmod(F.xxhash64(ENTITY_ID), F.lit(CUSTOMER_BUCKETS)))
+        .repartition(BUCKET)
+        .groupBy(BUCKET, ENTITY_ID, DAY)
+        .agg(*aggregates)
+        .withColumn("day_index", F.unix_date(DAY))
     )
 
 
@@ -191,7 +198,7 @@ def join_cutoffs(daily: DataFrame, contract: DatasetContract, cutoffs: list[dt.d
     )
     # Both per-customer windows in one select, so that Spark evaluates them in one pass over one sort: the gap to
     # the customer's previous event day, and which cutoffs the customer belongs to over their whole history.
-    by_day = Window.partitionBy(ENTITY_ID).orderBy("day_index")
+    by_day = Window.partitionBy(BUCKET, ENTITY_ID).orderBy("day_index")
     whole_history = by_day.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     daily = daily.select(
         "*",
@@ -217,7 +224,9 @@ def features_reading_past_the_cutoff(
 
     The join hands each aggregate the label window too (days_before <= 0), so a feature definition that forgets its
     lower bound would silently read it; this probe evaluates every definition both ways on a hash sample of
-    customers (one in `sample_one_in`) and compares, independently of how the definition is written.
+    customers (one in `sample_one_in`) and compares, independently of how the definition is written. It checks
+    the definitions; the kernel that computes them in the job is checked for the same property by the tests
+    (tests/features/test_feature_kernel.py, test_spark_features.py).
     """
     sample = daily.where(F.pmod(F.xxhash64(ENTITY_ID), F.lit(sample_one_in)) == 0)
     joined = join_cutoffs(sample, contract, cutoffs)
@@ -254,18 +263,28 @@ def build_features(
     """Features and labels for every (customer, cutoff) in the population, from day-bucketed events; a label is
     available only when its whole horizon lies before `observed_until`."""
     horizon = contract.label.horizon_days
-    specs = event_feature_specs(contract)
+    assert contract.events is not None and horizon is not None
+    numeric, categorical = model_feature_columns(contract)
+    specs = [s for s in event_feature_specs(contract) if s.name in {*numeric, *categorical}]
+    plan = kernel_plan(
+        specs,
+        [(c - dt.date(1970, 1, 1)).days for c in cutoffs],
+        horizon,
+        contract.population.active_within_days,
+        event_types=tuple(contract.events.counted_event_types),
+        churn_label=contract.label.kind == "churn",
+    )
+    kernel_input = ["day_index", "n", "amount_sum", "amount_sumsq", "amount_max", "n_label"]
+    kernel_input += [type_column(t) for t in contract.events.counted_event_types]
     features = (
-        join_cutoffs(daily, contract, cutoffs)
-        .groupBy(ENTITY_ID, CUTOFF)
-        .agg(
-            *[_rounded(F.expr(s.expression), s).alias(s.name) for s in specs],
-            F.expr(label_expression(contract)).alias("_label"),
-        )
+        daily.select(BUCKET, ENTITY_ID, *kernel_input)
+        .groupBy(BUCKET)
+        .applyInArrow(group_function(plan), output_schema(plan))
+        .select(ENTITY_ID, CUTOFF, *[_rounded(F.col(s.name), s).alias(s.name) for s in specs], LABEL_VALUE)
     )
 
-    # Population: seen before the cutoff (and recently active, if the contract asks). The bit mask above already
-    # pruned everything else; the filter states the rule and keeps the result right if the mask ever were not.
+    # Population: seen before the cutoff (and recently active, if the contract asks). The kernel already emits
+    # only those rows; the filter states the rule and keeps the result right if it ever did not.
     features = features.where(F.col("event_count_all") > 0)
     if contract.population.active_within_days is not None:
         features = features.where(F.col("days_since_last_event") <= contract.population.active_within_days)
@@ -273,12 +292,11 @@ def build_features(
     label_available = F.date_add(F.col(CUTOFF), horizon) <= F.lit(observed_until)
     features = (
         features.withColumn(LABEL_AVAILABLE, label_available)
-        .withColumn(LABEL, F.when(label_available, F.col("_label").cast("int")))
-        .drop("_label")
+        .withColumn(LABEL, F.when(label_available, F.col(LABEL_VALUE).cast("int")))
+        .drop(LABEL_VALUE)
     )
     if entities is not None:
         features = _with_entity_attributes(features.join(entities, ENTITY_ID, "left"), contract)
-    numeric, categorical = model_feature_columns(contract)
     return features.select(ENTITY_ID, CUTOFF, *numeric, *categorical, LABEL, LABEL_AVAILABLE)
 
 

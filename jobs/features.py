@@ -75,13 +75,13 @@ class FeatureRun:
 
 
 def _definitions_digest() -> str:
-    """Digest of the code that defines the features (the declarations, the Spark frames and this job), so a changed
-    definition never reuses a snapshot computed by the old one."""
+    """Digest of the code that defines and computes the features (the declarations, the Spark frames, the kernel and
+    this job), so a changed definition or computation never reuses a snapshot or frame computed by the old one."""
     from churnops import features as definitions
-    from churnops.jobs import cutoff_frames, feature_frames
+    from churnops.jobs import cutoff_frames, feature_frames, feature_kernel
 
     digest = hashlib.sha256()
-    modules = (definitions, feature_frames, cutoff_frames)
+    modules = (definitions, feature_frames, feature_kernel, cutoff_frames)
     for module_file in (*(Path(str(m.__file__)) for m in modules), Path(__file__)):
         digest.update(module_file.read_bytes())
     return digest.hexdigest()

@@ -1,9 +1,10 @@
 """The same features in DuckDB SQL: a correctness cross-check and a speed reference for the Spark job.
 
 Nothing here restates a feature: the aggregates are the `FeatureSpec.expression` strings from `churnops.features`,
-the ones Spark evaluates. Only the plumbing is DuckDB's own — reading the bronze Parquet parts, bucketing events by
-customer and day, the previous-event-day gap, and the join to the cutoffs — and it builds the same columns as
-`jobs/features.bucket_by_day` / `build_features`.
+the definitions, evaluated as written. Only the plumbing is DuckDB's own — reading the bronze Parquet parts,
+bucketing events by customer and day, the previous-event-day gap, and the join to the cutoffs — and it builds the
+same columns as `jobs/feature_frames.bucket_by_day` / `join_cutoffs`. The Spark job computes the same values without
+the join (`jobs/feature_kernel.py`), so agreement here checks that kernel against the definitions.
 """
 
 from __future__ import annotations
