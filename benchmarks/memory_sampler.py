@@ -1,9 +1,11 @@
 """Peak memory of a benchmark's driver process and of its children, sampled every 100 ms in a background thread.
 
-Three parts, each with its own peak: the Python process itself (RSS), the JVM it started (py4j's gateway: the Spark
-driver and, in local mode, the executors' threads; RSS), and the Python workers that JVM forks (PySpark's daemon
-and its forks; proportional set size, since summing their RSS would count the pages they share with the daemon once
-per fork). The total's peak is taken over the same samples, so it is not the sum of the three peaks.
+Parts, each with its own peak: the Python process itself (RSS), the JVM it started (py4j's gateway: the Spark
+driver and, in local mode, the executors' threads; RSS), the executor JVMs of a standalone cluster the benchmark
+started as its children (`standalone_cluster.py`; RSS), and the Python workers the JVMs fork (PySpark's daemon and
+its forks; proportional set size, since summing their RSS would count the pages they share with the daemon once
+per fork). A cluster's master and worker daemons are left out (a few hundred MiB that do not grow with the data).
+The total's peak is taken over the same samples, so it is not the sum of the peaks.
 Used by `feature_job_memory.py` and `scale.py`.
 """
 
@@ -14,38 +16,54 @@ import time
 
 import psutil
 
+_EXECUTOR_CLASS = "CoarseGrainedExecutorBackend"
+_DAEMON_CLASSES = ("org.apache.spark.deploy.master.Master", "org.apache.spark.deploy.worker.Worker")
 
-def _is_jvm(process: psutil.Process) -> bool:
+
+def _jvm_role(process: psutil.Process) -> str | None:
+    """`driver`, `executor` or `daemon` for a JVM, None for any other process."""
     try:
-        return process.name() == "java"
+        if process.name() != "java":
+            return None
+        command = " ".join(process.cmdline())
     except psutil.Error:
-        return False
+        return None
+    if _EXECUTOR_CLASS in command:
+        return "executor"
+    return "daemon" if any(name in command for name in _DAEMON_CLASSES) else "driver"
 
 
 class DriverMemory:
-    """Peaks, in bytes, of this process (`python_peak`), its JVM (`jvm_peak`), the JVM's Python workers
-    (`workers_peak`) and of all three at once (`total_peak`)."""
+    """Peaks, in bytes, of this process (`python_peak`), its JVM (`jvm_peak`), a standalone cluster's executor JVMs
+    (`executor_peak`), the JVMs' Python workers (`workers_peak`) and of all of them at once (`total_peak`)."""
 
     def __init__(self, interval_seconds: float = 0.1) -> None:
-        self.python_peak, self.jvm_peak, self.workers_peak, self.total_peak = 0, 0, 0, 0
+        self.python_peak, self.jvm_peak, self.executor_peak, self.workers_peak, self.total_peak = 0, 0, 0, 0, 0
+        self._roles: dict[int, str] = {}  # a JVM's role never changes: its command line is read once
         self._interval, self._stop = interval_seconds, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            own, jvm, workers = me.memory_info().rss, 0, 0
+            own, jvm, executors, workers = me.memory_info().rss, 0, 0, 0
             for child in me.children(recursive=True):
+                role = self._roles.get(child.pid) or _jvm_role(child)
+                if role is not None:  # not before: spark-submit's shell becomes the JVM by exec, same pid
+                    self._roles[child.pid] = role
                 try:
-                    if _is_jvm(child):
+                    if role == "driver":
                         jvm += child.memory_info().rss
-                    else:
+                    elif role == "executor":
+                        executors += child.memory_info().rss
+                    elif role is None:
                         workers += child.memory_full_info().pss
                 except psutil.Error:
                     pass  # a worker that ended between the listing and the reading
             self.python_peak, self.jvm_peak = max(self.python_peak, own), max(self.jvm_peak, jvm)
+            self.executor_peak = max(self.executor_peak, executors)
             self.workers_peak = max(self.workers_peak, workers)
-            self.total_peak = max(self.total_peak, own + jvm + workers)
+            self.total_peak = max(self.total_peak, own + jvm + executors + workers)
             time.sleep(self._interval)
 
     def __enter__(self) -> DriverMemory:
@@ -57,10 +75,11 @@ class DriverMemory:
         self._thread.join()
 
     def figures_mb(self, prefix: str) -> dict[str, int]:
-        """The four peaks in MiB, keyed `<prefix>_<part>_peak_mb`."""
+        """The peaks in MiB, keyed `<prefix>_<part>_peak_mb`."""
         peaks = {
             "driver_python": self.python_peak,
             "driver_jvm": self.jvm_peak,
+            "executor_jvm": self.executor_peak,
             "python_workers_pss": self.workers_peak,
             "total": self.total_peak,
         }

@@ -108,6 +108,8 @@ def contract_for(
     events: int,
     driver_memory: str = "2g",
     database_url: str | None = None,
+    master: str = "local[2]",
+    executor_memory: str = "1g",
 ) -> tuple[Settings, DatasetContract]:
     import yaml
 
@@ -119,7 +121,7 @@ def contract_for(
     (root / "contract.yaml").write_text(yaml.safe_dump(raw))
     settings = Settings(
         home=root / "home",
-        spark=SparkSettings(master="local[2]", driver_memory=driver_memory),
+        spark=SparkSettings(master=master, driver_memory=driver_memory, executor_memory=executor_memory),
         training=TRAINING,
         scoring={"engine": "spark"},
         ingestion={"engine": "auto"},
@@ -217,6 +219,16 @@ def in_child(action: Callable[..., Any], *args: Any) -> Any:
 
 
 def run_size(events: int, root: Path, seed: int, args: argparse.Namespace) -> dict:
+    if not args.cluster:
+        return _run_stages(events, root, seed, args, "local[2]")
+    from standalone_cluster import standalone_cluster
+
+    with standalone_cluster(root / "cluster", cores=2, worker_memory=args.worker_memory) as master:
+        return _run_stages(events, root, seed, args, master)
+
+
+def _run_stages(events: int, root: Path, seed: int, args: argparse.Namespace, master: str) -> dict:
+    """The stages in `args.stages`; a stage left out reuses what an earlier run of the size left in its home."""
     from churnops.jobs.features import build_feature_snapshot, prepare_run
     from churnops.jobs.ingest import ingest_events
     from churnops.jobs.score import score
@@ -236,14 +248,23 @@ def run_size(events: int, root: Path, seed: int, args: argparse.Namespace) -> di
         "load_average_before": load_before,
     }
     with scale_database() as url:
-        settings, contract = contract_for(root, events_dir, customers_path, events, args.driver_memory, url)
-        shutil.rmtree(settings.home, ignore_errors=True)  # no bronze, frames, snapshot or model of an earlier run
-        total_bytes = sum(p.stat().st_size for p in events_dir.glob("*.parquet"))
-        figures["ingest_engine"] = args.ingest_engine or settings.ingestion.engine_for(total_bytes)
+        settings, contract = contract_for(
+            root, events_dir, customers_path, events, args.driver_memory, url, master, args.executor_memory
+        )
+        stages = set(args.stages)
+        figures["stages"] = sorted(stages)
         figures["spark_driver_memory"] = settings.spark.driver_memory
-        figures["spark_master"] = settings.spark.master
-        figures["spark_executor_memory"] = f"in the driver JVM (local mode: {settings.spark.driver_memory})"
-        timed("ingest", figures, lambda: ingest_events(contract, settings, engine=args.ingest_engine))
+        figures["spark_master"] = "standalone cluster (1 worker, 2 cores)" if args.cluster else master
+        figures["spark_executor_memory"] = (
+            f"{settings.spark.executor_memory} (worker memory {args.worker_memory})"
+            if args.cluster
+            else f"in the driver JVM (local mode: {settings.spark.driver_memory})"
+        )
+        if "ingest" in stages:
+            shutil.rmtree(settings.home, ignore_errors=True)  # no bronze, frames, snapshot or model of an earlier run
+            total_bytes = sum(p.stat().st_size for p in events_dir.glob("*.parquet"))
+            figures["ingest_engine"] = args.ingest_engine or settings.ingestion.engine_for(total_bytes)
+            timed("ingest", figures, lambda: ingest_events(contract, settings, engine=args.ingest_engine))
 
         def features() -> Any:
             spark = spark_session(settings, f"scale-features-{events}")
@@ -252,13 +273,16 @@ def run_size(events: int, root: Path, seed: int, args: argparse.Namespace) -> di
             finally:
                 spark.stop()
 
-        snapshot = timed("features", figures, features)
-        figures["snapshot_rows"] = sum(snapshot.metadata.rows_per_cutoff.values())
-        timed("training", figures, lambda: in_child(_train, settings, contract))  # memory: the child's
-        run = timed("spark_scoring", figures, lambda: score(settings, contract, run_id="scale", engine="spark"))
-        figures["customers_scored"] = run.rows
-        figures["scores_in_database"] = rows_in_database(url)
-        figures["scores_in_database_reported"] = run.rows_in_database
+        if "features" in stages:
+            snapshot = timed("features", figures, features)
+            figures["snapshot_rows"] = sum(snapshot.metadata.rows_per_cutoff.values())
+        if "training" in stages:
+            timed("training", figures, lambda: in_child(_train, settings, contract))  # memory: the child's
+        if "scoring" in stages:
+            run = timed("spark_scoring", figures, lambda: score(settings, contract, run_id="scale", engine="spark"))
+            figures["customers_scored"] = run.rows
+            figures["scores_in_database"] = rows_in_database(url)
+            figures["scores_in_database_reported"] = run.rows_in_database
         if args.score_customers:
             from score_1m import grown_snapshot
 
@@ -299,6 +323,21 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True, help="working folder (sources are kept between runs)")
     parser.add_argument("--ingest-engine", choices=["pandas", "spark"], default=None, help="default: ingestion auto")
     parser.add_argument("--driver-memory", default="2g", help="spark.driver.memory (default: %(default)s)")
+    parser.add_argument("--executor-memory", default="3g", help="spark.executor.memory with --cluster")
+    parser.add_argument("--worker-memory", default="4g", help="the cluster worker's --memory with --cluster")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run on a standalone cluster started for the run (driver and executors"
+        " in separate JVMs, their memory read apart) instead of local[2]",
+    )
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=["ingest", "features", "training", "scoring"],
+        default=["ingest", "features", "training", "scoring"],
+        help="stages to run (default: all); the others reuse what an earlier run of the size left",
+    )
     parser.add_argument("--score-customers", type=int, default=0, help="also score this many customers on Spark")
     parser.add_argument("--write-doc", action="store_true", help="write docs/benchmarks/scale.md from results.json")
     args = parser.parse_args()
@@ -310,7 +349,8 @@ def main() -> None:
         figures["command"] = " ".join(["benchmarks/scale.py", *sys.argv[1:]])
         figures["machine"] = machine()
         figures["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        results["sizes"][str(events)] = figures
+        # Merged into what earlier runs of the size recorded: a run of some stages keeps the others' figures.
+        results["sizes"][str(events)] = {**results["sizes"].get(str(events), {}), **figures}
         results_path.write_text(json.dumps(results, indent=2))  # after each size: a later failure keeps it
         print(json.dumps({str(events): figures}, indent=2))  # noqa: T201 - a benchmark prints figures
     if args.write_doc:

@@ -33,6 +33,9 @@ BUILTIN_DATASETS_DIR = PACKAGE_DIR / "datasets"
 class SparkSettings(BaseModel):
     master: str = "local[*]"
     driver_memory: str = "4g"
+    # Heap of each executor on a cluster master (standalone, YARN, Kubernetes): must fit the worker's memory. In local
+    # mode the executors are threads of the driver JVM and `driver_memory` bounds them instead.
+    executor_memory: str = "1g"
     # Two cores: a handful of shuffle partitions beats Spark's default of 200 tiny tasks.
     shuffle_partitions: int = 4
     # Debian's PostgreSQL JDBC driver (`apt-get install libpostgresql-jdbc-java`): handed to every session through

@@ -29,5 +29,9 @@ def spark_session(settings: Settings, app_name: str) -> SparkSession:
     if jars:
         builder = builder.config("spark.jars", ",".join(jars))
     if "spark.master" not in SparkSession.builder._options and not os.environ.get("SPARK_SUBMITTED"):
-        builder = builder.master(settings.spark.master).config("spark.driver.memory", settings.spark.driver_memory)
+        builder = (
+            builder.master(settings.spark.master)
+            .config("spark.driver.memory", settings.spark.driver_memory)
+            .config("spark.executor.memory", settings.spark.executor_memory)
+        )
     return builder.getOrCreate()

@@ -185,7 +185,11 @@ def spark_submit_conf() -> dict[str, str]:
     from churnops.config import Settings
 
     spark = Settings().spark
-    return {"spark.driver.memory": spark.driver_memory, "spark.sql.shuffle.partitions": str(spark.shuffle_partitions)}
+    return {
+        "spark.driver.memory": spark.driver_memory,
+        "spark.executor.memory": spark.executor_memory,
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+    }
 
 
 def submit_spark_job(application: Path, application_args: list[str], name: str) -> None:
