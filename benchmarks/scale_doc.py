@@ -86,7 +86,11 @@ def render(results: dict) -> str:
         "(`benchmarks/memory_sampler.py`). PySpark keeps its JVM for the life of the Python process (`spark.stop()`",
         "ends the session, not the gateway), so one JVM serves every stage and a stage's JVM peak can include heap an",
         "earlier stage left; in local mode that JVM also runs the executors, so their memory is the driver's",
-        "(`spark.driver.memory`). Times are wall-clock on a shared machine: read them with the load averages.",
+        "(`spark.driver.memory`). With `--cluster` the run starts a standalone cluster of its own (one master, one",
+        "worker with 2 cores; `benchmarks/standalone_cluster.py`, the same daemons as the native stack's and",
+        "compose's), so the driver JVM holds only the driver and the executor JVM is read apart, against",
+        "`spark.executor.memory`. A size run with `--stages` keeps the figures of the stages an earlier run of it",
+        "recorded. Times are wall-clock on a shared machine: read them with the load averages.",
         "",
     ]
     if sizes and max(size for size, _ in sizes) < 10_000_000:
