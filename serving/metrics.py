@@ -65,6 +65,13 @@ MODEL_RELOADS = Counter("churnops_model_reloads", "Champion reload attempts, by 
 PREDICTION_LOG_DROPPED = Counter(
     "churnops_prediction_log_dropped", "Predictions that could not be written to the prediction log"
 )
+PREDICTION_LOG_SPOOLED = Counter(
+    "churnops_prediction_log_spooled",
+    "Predictions the database could not take yet, kept in the worker's local spool file for replay",
+)
+PREDICTION_LOG_REPLAYED = Counter(
+    "churnops_prediction_log_replayed", "Predictions replayed from a spool file into the database"
+)
 PREDICTION_LOG_WRITTEN = Counter(
     "churnops_prediction_log_written", "Predictions written to the prediction log (PostgreSQL)"
 )
