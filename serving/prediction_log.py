@@ -230,9 +230,16 @@ class PredictionLog:
         """Every `prediction_log_flush_seconds`, or as soon as a batch's worth of rows waits: write all that is
         queued, one COPY per batch (spooled when that fails), then replay the spools while the database keeps up.
         At close, what is queued is written or spooled before the thread ends."""
+        last_copy = 0.0
         while True:
             self._wake.wait(self._flush_seconds)
+            # Under load the batch size wakes the writer many times a second: one COPY per _MIN_COPY_SECONDS at
+            # most gathers them into fewer, bigger transactions (a commit is a WAL flush on the shared disk).
+            wait = last_copy + _MIN_COPY_SECONDS - time.monotonic()
+            if wait > 0 and not self._stopping:
+                time.sleep(wait)
             self._wake.clear()
+            last_copy = time.monotonic()
             stopping = self._stopping
             while True:
                 texts, rows = self._next_batch()
@@ -353,5 +360,6 @@ def _stored(conn: Any, chunk: bytes) -> bool:
 # A bound on a worker's spool, so that a database gone for good (or never migrated) fills no disk: past it the
 # predictions are dropped and counted. About 70 million predictions of 40 features.
 _SPOOL_MAX_BYTES = 20 << 30
-_SPOOL_CHUNK_BYTES = 8 << 20  # one replay COPY: a few thousand requests, one commit
+_SPOOL_CHUNK_BYTES = 8 << 20
+_MIN_COPY_SECONDS = 0.1  # one replay COPY: a few thousand requests, one commit
 _ORPHAN_SCAN_SECONDS = 10.0
