@@ -237,16 +237,28 @@ def start_servers(
     return targets, churnops_url, database_url
 
 
-def check_prediction_log(churnops_url: str, database_url: str) -> str:
-    """Every prediction of the run must be in PostgreSQL: the line saying so, or SystemExit naming the loss."""
-    time.sleep(3)  # let the prediction-log writers flush
-    exposition = httpx.get(f"{churnops_url}/metrics").text
-    with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM churnops.prediction_log")
-        logged = cur.fetchone()[0]
+def check_prediction_log(churnops_url: str, database_url: str, timeout: float = 300.0) -> str:
+    """Every prediction of the run must reach PostgreSQL (what the writers spooled under load is replayed after it,
+    so wait for it): the line saying so, or SystemExit naming the loss."""
+
+    def counts() -> tuple[str, int]:
+        with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM churnops.prediction_log")
+            return httpx.get(f"{churnops_url}/metrics").text, cur.fetchone()[0]
+
+    deadline = time.monotonic() + timeout
+    exposition, logged = counts()
+    while logged < metric(exposition, "churnops_predictions_total") and time.monotonic() < deadline:
+        time.sleep(1)
+        exposition, logged = counts()
     predicted = metric(exposition, "churnops_predictions_total")
     dropped = metric(exposition, "churnops_prediction_log_dropped_total")
-    line = f"prediction log: {predicted:,.0f} predictions, {logged:,} rows in PostgreSQL, {dropped:,.0f} dropped"
+    spooled = metric(exposition, "churnops_prediction_log_spooled_total")
+    replayed = metric(exposition, "churnops_prediction_log_replayed_total")
+    line = (
+        f"prediction log: {predicted:,.0f} predictions, {logged:,} rows in PostgreSQL, {dropped:,.0f} dropped "
+        f"({spooled:,.0f} spooled under load, {replayed:,.0f} replayed from the spool)"
+    )
     print(line, flush=True)
     if logged != predicted or dropped:
         raise SystemExit(f"the prediction log lost rows: {line}")

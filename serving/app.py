@@ -79,10 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         poller = asyncio.create_task(state.poll())
+        metrics_flusher = asyncio.create_task(metrics.BUFFER.flush_periodically())
         try:
             yield
         finally:
             poller.cancel()
+            metrics_flusher.cancel()
             first_load.cancel()
             await asyncio.to_thread(prediction_log.close)
             online.close()
@@ -153,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if rows is None:  # leniency, online look-ups, or a 422: the detailed path
             batch = parse_body(current.batch_type, body, batch_limit)
             rows = await service.rows_of_instances(current, batch.instances, ("instances",))
-        metrics.BATCH_ROWS.observe(len(rows.customer_ids))
+        metrics.BUFFER.observe(metrics.BATCH_ROWS, len(rows.customer_ids))
         scored = service.score_rows(current, rows, explain, ("instances",))
         predictions = scored_items(rows.customer_ids, rows.online_cutoffs, scored)
         await list_fields.add_to(predictions, rows.customer_ids)  # one query for the whole batch

@@ -164,9 +164,14 @@ class FastBodyReader:
         nan = repeat(math.nan)
         for column, codes in enumerate(self._codes, start=n_numeric):
             values = by_column[column]
-            if not set(map(type, values)) <= _CATEGORY_TYPES:
+            # Checked on the column's distinct values: a handful of categories, not one per row.
+            try:
+                distinct = set(values)
+            except TypeError:  # a list or an object: unhashable, and never a category
                 return None
-            if max(map(len, filter(None, values)), default=0) > MAX_CATEGORY_CHARS:
+            if not set(map(type, distinct)) <= _CATEGORY_TYPES:
+                return None
+            if max(map(len, filter(None, distinct)), default=0) > MAX_CATEGORY_CHARS:
                 return None
             matrix[:, column] = list(map(codes.get, values, nan))  # unseen or null: missing
         return matrix, dict(zip(self._columns, by_column, strict=True))

@@ -1,15 +1,14 @@
 """Prometheus metrics of the API. Names follow Prometheus practice: `churnops_` prefix, base units, `_total` counters.
 
 Works with several uvicorn workers: when PROMETHEUS_MULTIPROC_DIR is set (by the start command, before Python
-starts), every worker writes its samples there and `/metrics` aggregates them.
+starts), every worker writes its samples there and `/metrics` aggregates them. The request path's counts go through
+`BUFFER`, written once a second (serving/metric_buffer.py).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
-import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -19,6 +18,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from churnops.serving.metric_buffer import MetricBuffer
+
+# The request path writes through this (serving/metric_buffer.py): one mmap write per metric per second.
+BUFFER = MetricBuffer()
 
 # 1 ms to 1 s resolved, with the 250 ms SLO threshold on a bucket edge.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -65,6 +69,13 @@ MODEL_RELOADS = Counter("churnops_model_reloads", "Champion reload attempts, by 
 PREDICTION_LOG_DROPPED = Counter(
     "churnops_prediction_log_dropped", "Predictions that could not be written to the prediction log"
 )
+PREDICTION_LOG_SPOOLED = Counter(
+    "churnops_prediction_log_spooled",
+    "Predictions the database could not take yet, kept in the worker's local spool file for replay",
+)
+PREDICTION_LOG_REPLAYED = Counter(
+    "churnops_prediction_log_replayed", "Predictions replayed from a spool file into the database"
+)
 PREDICTION_LOG_WRITTEN = Counter(
     "churnops_prediction_log_written", "Predictions written to the prediction log (PostgreSQL)"
 )
@@ -90,29 +101,9 @@ ONLINE_LOOKUPS = Counter(
 )
 
 
-def observe_many(histogram: Any, values: np.ndarray) -> None:
-    """`histogram.observe(v)` for every v of `values`, in O(buckets) metric writes instead of O(values).
-
-    prometheus_client has no bulk observe, and one observation is a lock and an mmap write in multiprocess mode:
-    a 100-row batch paid 100 of them. This adds the count per bucket and the sum through the child's own value
-    objects (`_upper_bounds`, `_buckets`, `_sum`: prometheus_client internals, pinned by uv.lock and checked
-    against `observe` by tests/serving/test_metrics_bulk.py). Same `value <= bound` rule as `observe`.
-    """
-    if len(values) <= 2:  # one row: observe is cheaper than the numpy set-up
-        for value in values.tolist():
-            histogram.observe(value)
-        return
-    bounds = np.asarray(histogram._upper_bounds, dtype=np.float64)
-    # searchsorted left: the first bucket whose upper bound is >= the value, as observe's loop finds it.
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
-    histogram._sum.inc(float(np.sum(values)))
-    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=False):
-        if count:
-            bucket.inc(count)
-
-
 def render_metrics() -> tuple[bytes, str]:
     """The exposition text for `/metrics`, aggregated over workers in multiprocess mode."""
+    BUFFER.flush()  # this worker's latest requests included
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -5,10 +5,15 @@ line of COPY's text input, one row of churnops.prediction_log_requests for the w
 decisions, bands and customer ids, the features as one column-wise json text: `churnops.db.prediction_log`), and
 puts it on an in-process queue, bounded by `prediction_log_max_pending` predictions. One background thread per
 worker drains it every `prediction_log_flush_seconds`, or as soon as `prediction_log_batch_rows` predictions wait,
-with one COPY for everything queued, which releases the GIL while PostgreSQL works. The API never waits on the
-database: when it is unreachable, slow or the queue is full, the predictions are dropped and counted in
-`churnops_prediction_log_dropped_total`, and the writer retries the connection after `prediction_log_retry_seconds`.
-Both counters count predictions, not requests.
+with one COPY for everything queued, which releases the GIL while PostgreSQL works.
+
+The API never waits on the database, and loses nothing to it: when the queue is full (PostgreSQL is slower than the
+requests) or a COPY fails (unreachable, timed out, waiting on a lock), the lines go to this worker's spool file
+(serving/prediction_spool.py) and the writer replays them, oldest first, once the database takes its queue again,
+retrying the connection every `prediction_log_retry_seconds`. Spool files of ended workers are replayed by the next
+writer to start. Only what neither the database nor the disk takes is dropped: a request the database refuses as
+invalid, or a spool the disk refuses. Counters (all in predictions, not requests): written, spooled, replayed (out of
+the spool into the database) and dropped.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import threading
 import time
 from collections.abc import Mapping
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psycopg2
 from pydantic import SecretStr
 
 from churnops import db
@@ -33,6 +40,7 @@ from churnops.db.prediction_log import (
     prediction_request_line,
 )
 from churnops.serving import metrics
+from churnops.serving.prediction_spool import SpoolFile, chunk_rows, is_already_stored, spool_folder
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +78,8 @@ def bounded_database_settings(settings: Settings) -> Settings:
 
 
 class PredictionLog:
-    """Asynchronous, batched, lossy-but-counted writer of the prediction log (churnops.prediction_log_requests)."""
+    """Asynchronous, batched writer of the prediction log (churnops.prediction_log_requests) that spools what the
+    database cannot take yet instead of dropping it."""
 
     def __init__(self, settings: Settings) -> None:
         serving = settings.serving
@@ -86,6 +95,7 @@ class PredictionLog:
         self._pending: collections.deque[tuple[bytes, int]] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
+        self._stop_deadline = 0.0
         self._max_pending = serving.prediction_log_max_pending
         self._pending_rows = 0
         self._pending_lock = threading.Lock()
@@ -93,8 +103,19 @@ class PredictionLog:
         self._conn: Any = None
         self._retry_after = 0.0
         self._database_error: str | None = None
+        # This worker's spool, created at the first spill; request threads append, the writer drains (_spool_lock).
+        self._spool_folder = spool_folder(settings.home)
+        self._spool: SpoolFile | None = None
+        self._spool_lock = threading.Lock()
+        self._adopted: list[SpoolFile] = []  # spools of ended workers, drained by this one then deleted
+        self._next_orphan_scan = 0.0
+        # A spool chunk the database refused as invalid is retried one request at a time up to this offset, so
+        # only the invalid request is dropped (keyed by the spool's path).
+        self._isolate_until: dict[Path, int] = {}
         self.last_error: str | None = None
         self.written = 0
+        self.spooled = 0
+        self.replayed = 0
         self.dropped = 0
 
     def start(self) -> None:
@@ -118,41 +139,73 @@ class PredictionLog:
             self._put(prediction_request_line(context, columns), len(columns.scores))
 
     def _put(self, line: bytes, count: int) -> None:
-        """Queue a request's line of `count` predictions, or drop (and count) them all when
-        `prediction_log_max_pending` predictions wait."""
+        """Queue a request's line of `count` predictions, or spool it when `prediction_log_max_pending` wait."""
         with self._pending_lock:
             full = self._pending_rows + count > self._max_pending
             if not full:
                 self._pending_rows += count
             wake = self._pending_rows >= self._batch_rows
         if full:
-            self._drop(count, "queue full: the database is not keeping up")
+            self._spill([line], count)
             return
         self._pending.append((line, count))
         if wake and not self._wake.is_set():
             self._wake.set()
 
     def describe(self) -> dict[str, Any]:
+        spools = [spool for spool in (self._spool, *self._adopted) if spool is not None]
         return {
             "enabled": self.enabled,
             "pending": self._pending_rows,
             "written": self.written,
+            "spooled": self.spooled,
+            "replayed": self.replayed,
+            "spool_bytes": sum(spool.unread for spool in spools),
             "dropped": self.dropped,
             "last_error": self.last_error,
         }
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush what is queued (within `timeout`) and stop the writer."""
+        """Write what is queued and spooled (within `timeout`; what is left stays spooled for the next start), stop
+        the writer."""
         if self._thread is None:
             return
+        self._stop_deadline = time.monotonic() + timeout / 2
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():  # stuck on the database: keep what is still queued for the next start
+            texts, rows = self._next_batch()
+            if rows:
+                self._spill(texts, rows)
+            return
         self._thread = None
         if self._conn is not None:
             with suppress(Exception):
                 self._conn.close()
             self._conn = None
+        with self._spool_lock:
+            for spool in (self._spool, *self._adopted):
+                if spool is not None:
+                    spool.remove() if not spool.unread and not spool.in_doubt else spool.close()
+            self._spool, self._adopted = None, []
+
+    def _spill(self, lines: list[bytes], rows: int) -> None:
+        """Append to this worker's spool file; drop (and count) only what the disk refuses."""
+        data = b"".join(lines)
+        try:
+            with self._spool_lock:
+                if self._spool is None:
+                    self._spool = SpoolFile.create(self._spool_folder)
+                if self._spool.end + len(data) > _SPOOL_MAX_BYTES:
+                    raise OSError(f"this worker's spool holds {_SPOOL_MAX_BYTES >> 30} GiB already")
+                self._spool.append(data)
+                self.spooled += rows
+        except OSError as error:
+            self._drop(rows, f"the spool refused them: {error}")
+            log.error("prediction log: dropped %d predictions: %s", rows, self.last_error)
+            return
+        metrics.PREDICTION_LOG_SPOOLED.inc(rows)
 
     def _drop(self, count: int, reason: str) -> None:
         self.dropped += count
@@ -175,37 +228,138 @@ class PredictionLog:
 
     def _run(self) -> None:
         """Every `prediction_log_flush_seconds`, or as soon as a batch's worth of rows waits: write all that is
-        queued, one COPY per batch. At close, what is queued is written before the thread ends."""
+        queued, one COPY per batch (spooled when that fails), then replay the spools while the database keeps up.
+        At close, what is queued is written or spooled before the thread ends."""
+        last_copy = 0.0
         while True:
             self._wake.wait(self._flush_seconds)
+            # Under load the batch size wakes the writer many times a second: one COPY per _MIN_COPY_SECONDS at
+            # most gathers them into fewer, bigger transactions (a commit is a WAL flush on the shared disk).
+            wait = last_copy + _MIN_COPY_SECONDS - time.monotonic()
+            if wait > 0 and not self._stopping:
+                time.sleep(wait)
             self._wake.clear()
+            last_copy = time.monotonic()
             stopping = self._stopping
             while True:
                 texts, rows = self._next_batch()
                 if not rows:
                     break
-                self._write(texts, rows)
+                if not self._write(texts, rows):
+                    self._spill(texts, rows)
+            self._replay_spools(stopping)
             if stopping:
                 return
 
-    def _write(self, texts: list[bytes], rows: int) -> None:
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self._settings, application_name="churnops-api-log")
+        return self._conn
+
+    def _unavailable(self, error: Exception) -> None:
+        """The database failed us (unreachable, timed out, locked): retry after `prediction_log_retry_seconds`."""
+        with suppress(Exception):
+            if self._conn is not None:
+                self._conn.close()
+        self._conn = None
+        self._retry_after = time.monotonic() + self._retry_seconds
+        self._database_error = f"{type(error).__name__}: {str(error).strip()}"
+        self.last_error = self._database_error
+        log.warning("prediction log: spooling, the database failed: %s", self._database_error)
+
+    def _write(self, texts: list[bytes], rows: int) -> bool:
+        """One COPY of the queued lines; False when they were not written (to be spooled)."""
         if time.monotonic() < self._retry_after:
-            self._drop(rows, f"database unavailable, retrying later: {self._database_error}")
-            return
+            return False
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self._settings, application_name="churnops-api-log")
-            copy_prediction_requests(self._conn, texts)
-        except Exception as error:  # unreachable, timed out, constraint violated: never reach the request path
-            with suppress(Exception):
-                if self._conn is not None:
-                    self._conn.close()
-            self._conn = None
-            self._retry_after = time.monotonic() + self._retry_seconds
-            self._database_error = f"{type(error).__name__}: {str(error).strip()}"
-            self._drop(rows, self._database_error)
-            log.warning("prediction log: dropped %d predictions: %s", rows, self.last_error)
-            return
+            copy_prediction_requests(self._connection(), texts)
+        except (psycopg2.DataError, psycopg2.IntegrityError):
+            return False  # one invalid request: the spool's replay isolates it and writes the others
+        except Exception as error:  # never reach the request path
+            self._unavailable(error)
+            return False
+        self._written(rows)
+        return True
+
+    def _written(self, rows: int) -> None:
         self.written += rows
         self.last_error = None
         metrics.PREDICTION_LOG_WRITTEN.inc(rows)
+
+    def _replay_spools(self, stopping: bool) -> None:
+        """Replay this worker's spool and the adopted ones while the database takes them (at close, until the
+        deadline); delete drained adopted spools and empty this worker's."""
+        now = time.monotonic()
+        if now < self._retry_after:
+            return
+        if now >= self._next_orphan_scan:
+            self._next_orphan_scan = now + _ORPHAN_SCAN_SECONDS
+            known = {spool.path for spool in (self._spool, *self._adopted) if spool is not None}
+            self._adopted.extend(SpoolFile.adopt_orphans(self._spool_folder, known))
+        for spool in [*self._adopted, self._spool]:
+            while spool is not None and spool.unread and not (stopping and time.monotonic() > self._stop_deadline):
+                if not self._replay_chunk(spool):
+                    return
+                if self._pending_rows >= self._batch_rows and not stopping:
+                    return  # fresh requests first; the spool resumes at the next wake-up
+        with self._spool_lock:
+            if self._spool is not None:
+                self._spool.reset_if_drained()
+            drained = [spool for spool in self._adopted if not spool.unread and not spool.in_doubt]
+            for spool in drained:
+                spool.remove()
+                self._adopted.remove(spool)
+
+    def _replay_chunk(self, spool: SpoolFile) -> bool:
+        """COPY the next chunk of a spool, idempotently; False when the database failed (retry later)."""
+        isolating = spool.committed < self._isolate_until.get(spool.path, 0)
+        chunk = spool.next_chunk(1 if isolating else _SPOOL_CHUNK_BYTES)  # 1 byte: exactly one line
+        chunk_end = spool.committed + len(chunk)
+        try:
+            conn = self._connection()
+            if spool.in_doubt:
+                in_flight_end = spool.in_flight_end
+                assert in_flight_end is not None
+                if _stored(conn, chunk):
+                    spool.mark_committed(in_flight_end)
+                    return True
+            spool.mark_in_flight(chunk_end)
+            copy_prediction_requests(conn, [chunk])
+        except (psycopg2.DataError, psycopg2.IntegrityError) as error:
+            if isolating:
+                spool.mark_committed(chunk_end)
+                self._drop(chunk_rows(chunk), f"the database refused a request: {str(error).strip()}")
+                log.error("prediction log: dropped an invalid request: %s", self.last_error)
+            else:
+                spool.mark_committed(spool.committed)  # rolled back: not in flight any more
+                self._isolate_until[spool.path] = chunk_end
+            return True
+        except Exception as error:  # the COPY may have committed if the commit itself failed: left in doubt
+            self._unavailable(error)
+            return False
+        spool.mark_committed(chunk_end)
+        rows = chunk_rows(chunk)
+        self.replayed += rows
+        metrics.PREDICTION_LOG_REPLAYED.inc(rows)
+        self._written(rows)
+        return True
+
+
+def _stored(conn: Any, chunk: bytes) -> bool:
+    """Whether an in-doubt chunk reached the database; when the check itself is refused (the role may not read
+    the log), assume not: a rare duplicate rather than a certain loss."""
+    try:
+        return is_already_stored(conn, chunk)
+    except psycopg2.OperationalError:
+        raise  # the database failed: the chunk stays in doubt, checked again at the next attempt
+    except psycopg2.DatabaseError as error:  # e.g. no SELECT on the log for this role
+        log.warning("prediction log: cannot check an in-doubt spool chunk (%s); replaying it", error)
+        return False
+
+
+# A bound on a worker's spool, so that a database gone for good (or never migrated) fills no disk: past it the
+# predictions are dropped and counted. About 70 million predictions of 40 features.
+_SPOOL_MAX_BYTES = 20 << 30
+_SPOOL_CHUNK_BYTES = 8 << 20
+_MIN_COPY_SECONDS = 0.1  # one replay COPY: a few thousand requests, one commit
+_ORPHAN_SCAN_SECONDS = 10.0

@@ -215,6 +215,22 @@ def scored_items(
     call: a pydantic model per row cost more than scoring the batch)."""
     explanations = scored.explanations
     out_of_range = scored.out_of_range
+    if not (online_cutoffs or out_of_range or explanations):  # the common case: no per-row look-up to make
+        return [
+            {
+                "customer_id": customer_id,
+                "probability": probability,
+                "decision": decision,
+                "risk_band": band,
+                "feature_source": "request",
+                "features_cutoff": None,
+                "out_of_range": [],
+                "explanation": None,
+            }
+            for customer_id, probability, decision, band in zip(
+                customer_ids, scored.probabilities, scored.decisions, scored.bands, strict=True
+            )
+        ]
     return [
         {
             "customer_id": customer_id,

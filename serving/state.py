@@ -212,8 +212,8 @@ class ServedModel:
                 scores = postprocess.apply(np.array([raw]), matrix)
         else:
             scores = self.model.predict_matrix(matrix, num_threads=1)
-        self.predictions_counter.inc(len(scores))
-        metrics.observe_many(self.score_histogram, scores)
+        metrics.BUFFER.inc(self.predictions_counter, len(scores))
+        metrics.BUFFER.observe_many(self.score_histogram, scores)
         return scores
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ could not log."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import threading
 import time
 from contextlib import closing
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 from churnops.db.prediction_log import copy_prediction_requests
 from churnops.serving.app import create_app
 from churnops.serving.prediction_log import prediction_log_line
+from churnops.serving.prediction_spool import spool_folder
 from tests.serving.conftest import metric_value, unreachable_database_url
 
 
@@ -108,25 +110,33 @@ def test_any_text_a_client_sends_is_logged_verbatim(platform_database_url) -> No
     ]
 
 
-def test_with_the_database_unreachable_predict_still_answers_and_counts_the_dropped(
+def test_with_the_database_unreachable_predict_still_answers_and_spools_the_predictions(
     trained_platform, example_request
 ) -> None:
     settings = settings_with_database(trained_platform, unreachable_database_url())
-    with TestClient(create_app(settings)) as client:
-        before = metric_value(client.get("/metrics").text, "churnops_prediction_log_dropped_total")
-        started = time.perf_counter()
-        statuses = [client.post("/predict", json=example_request).status_code for _ in range(20)]
-        elapsed = time.perf_counter() - started
-        assert statuses == [200] * 20
-        assert elapsed < 5, f"20 predictions took {elapsed:.2f} s: the request path waited on the database"
+    spool = spool_folder(settings.home)
+    try:
+        with TestClient(create_app(settings)) as client:
+            exposition = client.get("/metrics").text
+            before = metric_value(exposition, "churnops_prediction_log_spooled_total")
+            dropped_before = metric_value(exposition, "churnops_prediction_log_dropped_total")
+            started = time.perf_counter()
+            statuses = [client.post("/predict", json=example_request).status_code for _ in range(20)]
+            elapsed = time.perf_counter() - started
+            assert statuses == [200] * 20
+            assert elapsed < 5, f"20 predictions took {elapsed:.2f} s: the request path waited on the database"
 
-        def dropped() -> float:
-            return metric_value(client.get("/metrics").text, "churnops_prediction_log_dropped_total") - before
+            def spooled() -> float:
+                return metric_value(client.get("/metrics").text, "churnops_prediction_log_spooled_total") - before
 
-        assert wait_for(lambda: dropped() == 20), f"dropped counter rose by {dropped()}, expected 20"
-        status = client.get("/model").json()["prediction_log"]
-    assert status["enabled"] is True and status["written"] == 0 and status["dropped"] == 20
-    assert "OperationalError" in status["last_error"]
+            assert wait_for(lambda: spooled() == 20), f"spooled counter rose by {spooled()}, expected 20"
+            dropped = metric_value(client.get("/metrics").text, "churnops_prediction_log_dropped_total")
+            status = client.get("/model").json()["prediction_log"]
+        assert dropped == dropped_before
+        assert (status["enabled"], status["written"], status["spooled"], status["dropped"]) == (True, 0, 20, 0)
+        assert "OperationalError" in status["last_error"]
+    finally:  # the session's platform is shared: leave no spool for another test's writer to replay
+        shutil.rmtree(spool, ignore_errors=True)
 
 
 def test_a_burst_of_batches_reaches_postgresql_without_losing_a_row(platform_database_url) -> None:

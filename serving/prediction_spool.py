@@ -1,0 +1,185 @@
+"""The prediction log's spool: predictions PostgreSQL cannot take yet, kept in local append-only files until it can.
+
+When the writer's in-memory queue is full (the database is slower than the requests) or a COPY fails (unreachable,
+timed out, waiting on a lock), the COPY lines go to a spool file instead of being dropped. Each worker appends to its
+own file, `<pid>-<start ns>.spool` under `<home>/prediction_log_spool`, and holds an exclusive `flock` on it for its
+life; a file nobody holds (its worker died or was restarted) is adopted by the next writer that looks, and drained
+like its own. Appending is one `os.write` of whole lines into the page cache: the request never waits on the disk's
+flush, nor on the database.
+
+Replay is idempotent. Beside each spool file a small progress file records how far the database has taken it:
+`<committed offset> <in-flight end>`. The writer marks a chunk in flight, COPYs it in one transaction, then marks it
+committed. A crash between the commit and the mark leaves the chunk "in doubt"; before replaying such a chunk the
+adopter asks PostgreSQL whether its first request is already stored (the COPY was one transaction: all of the chunk
+or none of it is), so a chunk is never written twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from churnops.db.prediction_log import REQUEST_COLUMNS
+
+if TYPE_CHECKING:
+    from psycopg2.extensions import connection as Connection
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SpoolFile", "chunk_rows", "is_already_stored", "spool_folder"]
+
+SPOOL_SUFFIX = ".spool"
+_PROGRESS_SUFFIX = ".progress"
+_N_ROWS_FIELD = REQUEST_COLUMNS.index("n_rows")
+
+# The in-doubt probe: the chunk's first request, parsed by PostgreSQL's own COPY into a temporary table, matched on
+# the columns that make a request unique in practice (its time to the microsecond, ids and scores).
+_PROBE_TABLE = "churnops_spool_probe"
+_PROBE_SQL = f"""
+SELECT EXISTS (
+    SELECT 1 FROM churnops.prediction_log_requests AS stored JOIN pg_temp.{_PROBE_TABLE} AS probe
+    ON stored.logged_at = probe.logged_at AND stored.endpoint = probe.endpoint
+       AND stored.model_version = probe.model_version
+       AND stored.request_id IS NOT DISTINCT FROM probe.request_id
+       AND stored.customer_ids = probe.customer_ids AND stored.scores = probe.scores
+)"""
+
+
+def spool_folder(home: Path) -> Path:
+    """Where every worker of an API started from the working folder `home` spools its prediction log."""
+    return home / "prediction_log_spool"
+
+
+def chunk_rows(lines: bytes) -> int:
+    """The predictions in a run of COPY lines (each line is one request and says its n_rows)."""
+    return sum(int(line.split(b"\t", _N_ROWS_FIELD + 1)[_N_ROWS_FIELD]) for line in lines.splitlines())
+
+
+def is_already_stored(conn: Connection, chunk: bytes) -> bool:
+    """Whether the first request of a chunk of COPY lines is in churnops.prediction_log_requests."""
+    first_line = chunk[: chunk.index(b"\n") + 1]
+    columns = ", ".join(REQUEST_COLUMNS)
+    with conn, conn.cursor() as cur:
+        # Columns only, no constraints (LIKE would keep the identity's NOT NULL): the probe holds what COPY sends.
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_PROBE_TABLE} ON COMMIT DELETE ROWS"
+            f" AS SELECT {columns} FROM churnops.prediction_log_requests WITH NO DATA"
+        )
+        cur.copy_expert(f"COPY pg_temp.{_PROBE_TABLE} ({columns}) FROM STDIN", io.BytesIO(first_line))
+        cur.execute(_PROBE_SQL)
+        return bool(cur.fetchone()[0])
+
+
+class SpoolFile:
+    """One append-only file of COPY lines, locked by the writer that owns it, and how far the database has taken it.
+
+    `append` may be called from request threads while the writer thread reads: both hold the caller's lock around
+    anything that moves `end` or truncates (PredictionLog keeps that lock).
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Open and lock `path` (created if missing); BlockingIOError when another writer holds it."""
+        self.path = path
+        self._progress_path = path.with_suffix(_PROGRESS_SUFFIX)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            raise
+        self.end = os.fstat(self._fd).st_size
+        self.committed, self.in_flight_end = self._read_progress()
+        if self.committed > self.end:  # truncated after draining, before the progress said so
+            self.committed, self.in_flight_end = 0, None
+
+    @classmethod
+    def create(cls, folder: Path) -> SpoolFile:
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder / f"{os.getpid()}-{time.time_ns()}{SPOOL_SUFFIX}")
+
+    @classmethod
+    def adopt_orphans(cls, folder: Path, known: set[Path]) -> list[SpoolFile]:
+        """The spool files under `folder` that no running writer holds (their worker ended), now ours."""
+        adopted = []
+        for path in sorted(folder.glob(f"*{SPOOL_SUFFIX}")) if folder.is_dir() else []:
+            if path in known:
+                continue
+            with contextlib.suppress(BlockingIOError, FileNotFoundError):
+                adopted.append(cls(path))
+        return adopted
+
+    @property
+    def unread(self) -> int:
+        return self.end - self.committed
+
+    @property
+    def in_doubt(self) -> bool:
+        return self.in_flight_end is not None
+
+    def append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.end += len(data)
+
+    def next_chunk(self, max_bytes: int) -> bytes:
+        """Whole lines from the committed offset, about `max_bytes` (more when one line is longer)."""
+        size = min(max_bytes, self.unread)
+        while True:
+            data = os.pread(self._fd, size, self.committed)
+            cut = data.rfind(b"\n") + 1
+            if cut or size >= self.unread:
+                return data[:cut]
+            size = min(size * 2, self.unread)
+
+    def mark_in_flight(self, chunk_end: int) -> None:
+        self.in_flight_end = chunk_end
+        self._write_progress()
+
+    def mark_committed(self, chunk_end: int) -> None:
+        self.committed, self.in_flight_end = chunk_end, None
+        self._write_progress()
+
+    def reset_if_drained(self) -> bool:
+        """Empty the file once the database has taken all of it (truncate first: a crash in between leaves a
+        progress past the end, read as 0)."""
+        if self.unread or self.in_doubt or not self.end:
+            return False
+        os.ftruncate(self._fd, 0)
+        self.end = self.committed = 0
+        self._write_progress()
+        return True
+
+    def remove(self) -> None:
+        """Delete a drained file and its progress, then let go of it."""
+        with contextlib.suppress(FileNotFoundError):
+            self._progress_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # also releases the flock
+            self._fd = -1
+
+    def _read_progress(self) -> tuple[int, int | None]:
+        try:
+            committed, in_flight = self._progress_path.read_text().split()
+        except (FileNotFoundError, ValueError):
+            return 0, None
+        return int(committed), None if in_flight == "-" else int(in_flight)
+
+    def _write_progress(self) -> None:
+        # Written beside and renamed over: a crash leaves the old progress or the new one, never half of one.
+        text = f"{self.committed} {'-' if self.in_flight_end is None else self.in_flight_end}\n"
+        temporary = self._progress_path.with_suffix(".progress-new")
+        temporary.write_text(text)
+        os.replace(temporary, self._progress_path)

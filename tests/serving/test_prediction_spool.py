@@ -1,0 +1,170 @@
+"""The prediction log loses nothing to a slow or absent PostgreSQL: what the database cannot take yet is spooled to a
+local file per worker and replayed, once, when it can; a restarted worker replays the spool of the one before."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+import time
+from contextlib import closing
+from pathlib import Path
+
+import psycopg2
+from pydantic import SecretStr
+
+from churnops.config import Settings
+from churnops.db.prediction_log import copy_prediction_requests, prediction_request_line
+from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
+from churnops.serving.prediction_spool import SpoolFile, spool_folder
+from tests.serving.conftest import unreachable_database_url
+
+
+def log_settings(home: Path, url: str, **serving: object) -> Settings:
+    fast = {
+        "prediction_log_flush_seconds": 0.05,
+        "prediction_log_retry_seconds": 0.2,
+        "database_timeout_seconds": 0.5,
+        **serving,
+    }
+    return Settings(home=home, database_url=SecretStr(url), serving=fast)
+
+
+def request_of(model: str, request: int, rows: int, score: float = 0.5) -> tuple[RequestContext, LoggedColumns]:
+    context = RequestContext(dt.datetime.now(dt.UTC), f"{model}-{request}", "/batch_predict", model, "1", 0.001)
+    ids = [f"{model}-{request}-{row}" for row in range(rows)]
+    columns = LoggedColumns(ids, [{"amount": float(row)} for row in range(rows)], [score] * rows, [True] * rows,
+                            ["high"] * rows)  # fmt: skip
+    return context, columns
+
+
+def stored(url: str, model: str) -> tuple[int, int]:
+    """(predictions, distinct customer ids) logged for `model`."""
+    with closing(psycopg2.connect(url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), count(DISTINCT customer_id) FROM churnops.prediction_log WHERE model_name = %s",
+            (model,),
+        )
+        return cur.fetchone()
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_predictions_made_while_the_log_table_is_locked_all_arrive_once_it_is_released(
+    platform_database_url, tmp_path
+) -> None:
+    """The writer is made slow for real: the test's own transaction holds a lock that blocks every insert. The
+    queue overflows into the spool, submitting never waits, nothing is dropped, and every prediction is stored
+    exactly once after the lock is released."""
+    model = f"locked-{time.time_ns()}"
+    log = PredictionLog(log_settings(tmp_path, platform_database_url, prediction_log_max_pending=200))
+    log.start()
+    requests, rows = 60, 10
+    with closing(psycopg2.connect(platform_database_url)) as locker:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLE churnops.prediction_log_requests IN EXCLUSIVE MODE")
+        for request in range(requests):
+            log.submit_request(*request_of(model, request, rows))
+        # Every submit returned while the lock is still held: the request path never waited on the database.
+        assert log.describe()["spooled"] >= requests * rows - 200
+        assert wait_for(lambda: log.describe()["spooled"] == requests * rows), log.describe()
+        assert stored(platform_database_url, model) == (0, 0)
+        locker.rollback()  # the lock goes
+    assert wait_for(lambda: log.describe()["written"] == requests * rows), log.describe()
+    status = log.describe()
+    log.close()
+    assert (status["dropped"], status["replayed"], status["spool_bytes"]) == (0, requests * rows, 0)
+    assert stored(platform_database_url, model) == (requests * rows, requests * rows)
+    assert list(spool_folder(tmp_path).glob("*.spool")) == []  # drained spools are removed at close
+
+
+def test_a_worker_killed_with_a_spool_is_replayed_by_the_next_worker_once(platform_database_url, tmp_path) -> None:
+    """A worker that cannot reach the database spools, then dies without closing; the next worker started from
+    the same working folder adopts its spool and replays it, every prediction once."""
+    model = f"restart-{time.time_ns()}"
+    requests, rows = 25, 4
+    dying_worker = textwrap.dedent(
+        f"""
+        import os, time
+        from tests.serving.test_prediction_spool import log_settings, request_of
+        from churnops.serving.prediction_log import PredictionLog
+        log = PredictionLog(log_settings({str(tmp_path)!r}, {unreachable_database_url()!r}))
+        log.start()
+        for request in range({requests}):
+            log.submit_request(*request_of({model!r}, request, {rows}))
+        while log.describe()["spooled"] < {requests * rows}:
+            time.sleep(0.05)
+        os._exit(0)  # no close: a crash
+        """
+    )
+    subprocess.run([sys.executable, "-c", dying_worker], check=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert len(list(spool_folder(tmp_path).glob("*.spool"))) == 1
+
+    log = PredictionLog(log_settings(tmp_path, platform_database_url))
+    log.start()
+    assert wait_for(lambda: log.describe()["replayed"] == requests * rows), log.describe()
+    log.close()
+    assert stored(platform_database_url, model) == (requests * rows, requests * rows)
+    assert list(spool_folder(tmp_path).glob("*")) == []
+
+
+def spool_of(tmp_path: Path, model: str, scores: list[float]) -> tuple[SpoolFile, list[bytes]]:
+    """A spool file of one 3-row request per score, as an ended worker leaves it."""
+    lines = [prediction_request_line(*request_of(model, index, 3, score)) for index, score in enumerate(scores)]
+    spool = SpoolFile.create(spool_folder(tmp_path))
+    spool.append(b"".join(lines))
+    return spool, lines
+
+
+def test_a_chunk_committed_just_before_a_crash_is_not_written_again(platform_database_url, tmp_path) -> None:
+    """The crash fell between the COPY's commit and the spool's progress mark: the chunk is in doubt, the next
+    writer finds it in the database and skips it."""
+    model = f"in-doubt-{time.time_ns()}"
+    spool, lines = spool_of(tmp_path, model, [0.1, 0.2, 0.3])
+    spool.mark_in_flight(spool.end)
+    with closing(psycopg2.connect(platform_database_url)) as conn:
+        copy_prediction_requests(conn, lines)
+    spool.close()
+
+    log = PredictionLog(log_settings(tmp_path, platform_database_url))
+    log.start()
+    assert wait_for(lambda: not list(spool_folder(tmp_path).glob("*.spool")))
+    log.close()
+    assert stored(platform_database_url, model) == (9, 9)
+    assert log.describe()["replayed"] == 0
+
+
+def test_a_chunk_in_flight_that_never_committed_is_replayed(platform_database_url, tmp_path) -> None:
+    model = f"in-flight-{time.time_ns()}"
+    spool, _ = spool_of(tmp_path, model, [0.1, 0.2])
+    spool.mark_in_flight(spool.end)
+    spool.close()
+
+    log = PredictionLog(log_settings(tmp_path, platform_database_url))
+    log.start()
+    assert wait_for(lambda: log.describe()["replayed"] == 6), log.describe()
+    log.close()
+    assert stored(platform_database_url, model) == (6, 6)
+
+
+def test_a_request_the_database_refuses_is_dropped_alone_and_the_rest_replayed(platform_database_url, tmp_path):
+    """A score outside [0, 1] breaks the table's check: that request is dropped and counted, its neighbours in the
+    same spool chunk are written."""
+    model = f"invalid-{time.time_ns()}"
+    spool, _ = spool_of(tmp_path, model, [0.1, 7.0, 0.3])
+    spool.close()
+
+    log = PredictionLog(log_settings(tmp_path, platform_database_url))
+    log.start()
+    assert wait_for(lambda: log.describe()["replayed"] == 6), log.describe()
+    log.close()
+    assert log.describe()["dropped"] == 3
+    assert stored(platform_database_url, model) == (6, 6)
