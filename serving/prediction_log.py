@@ -104,7 +104,8 @@ class PredictionLog:
         self._retry_after = 0.0
         self._database_error: str | None = None
         # This worker's spool, created at the first spill; request threads append, the writer drains (_spool_lock).
-        self._spool_folder = spool_folder(settings.home)
+        url = settings.database_url.get_secret_value() if settings.database_url is not None else ""
+        self._spool_folder = spool_folder(settings.home, url) if self.enabled else settings.home
         self._spool: SpoolFile | None = None
         self._spool_lock = threading.Lock()
         self._adopted: list[SpoolFile] = []  # spools of ended workers, drained by this one then deleted

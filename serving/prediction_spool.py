@@ -2,10 +2,10 @@
 
 When the writer's in-memory queue is full (the database is slower than the requests) or a COPY fails (unreachable,
 timed out, waiting on a lock), the COPY lines go to a spool file instead of being dropped. Each worker appends to its
-own file, `<pid>-<start ns>.spool` under `<home>/prediction_log_spool`, and holds an exclusive `flock` on it for its
-life; a file nobody holds (its worker died or was restarted) is adopted by the next writer that looks, and drained
-like its own. Appending is one `os.write` of whole lines into the page cache: the request never waits on the disk's
-flush, nor on the database.
+own file, `<pid>-<start ns>.spool` under `<home>/prediction_log_spool/<database key>` (`spool_folder`), and holds an
+exclusive `flock` on it for its life; a file nobody holds (its worker died or was restarted) is adopted by the next
+writer of the same database that looks, and drained like its own. Appending is one `os.write` of whole lines into
+the page cache: the request never waits on the disk's flush, nor on the database.
 
 Replay is idempotent. Beside each spool file a small progress file records how far the database has taken it:
 `<committed offset> <in-flight end>`. The writer marks a chunk in flight, COPYs it in one transaction, then marks it
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import logging
 import os
@@ -51,9 +52,16 @@ SELECT EXISTS (
 )"""
 
 
-def spool_folder(home: Path) -> Path:
-    """Where every worker of an API started from the working folder `home` spools its prediction log."""
-    return home / "prediction_log_spool"
+def spool_folder(home: Path, database_url: str) -> Path:
+    """Where every worker of an API started from the working folder `home` spools its prediction log for the
+    database at `database_url`: a folder per database (its host, port and name; never the credentials), so a spool
+    left behind is replayed only into the database its predictions were meant for, even when the next API started
+    from the same folder writes elsewhere."""
+    from psycopg2.extensions import parse_dsn
+
+    parsed = parse_dsn(database_url)
+    identity = f"{parsed.get('host', '')}:{parsed.get('port', '5432')}/{parsed.get('dbname', '')}"
+    return home / "prediction_log_spool" / hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def chunk_rows(lines: bytes) -> int:

@@ -114,7 +114,7 @@ def test_with_the_database_unreachable_predict_still_answers_and_spools_the_pred
     trained_platform, example_request
 ) -> None:
     settings = settings_with_database(trained_platform, unreachable_database_url())
-    spool = spool_folder(settings.home)
+    spool = spool_folder(settings.home, settings.database_url.get_secret_value())
     try:
         with TestClient(create_app(settings)) as client:
             exposition = client.get("/metrics").text

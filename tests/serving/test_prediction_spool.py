@@ -83,12 +83,13 @@ def test_predictions_made_while_the_log_table_is_locked_all_arrive_once_it_is_re
     log.close()
     assert (status["dropped"], status["replayed"], status["spool_bytes"]) == (0, requests * rows, 0)
     assert stored(platform_database_url, model) == (requests * rows, requests * rows)
-    assert list(spool_folder(tmp_path).glob("*.spool")) == []  # drained spools are removed at close
+    assert list(spool_folder(tmp_path, platform_database_url).glob("*.spool")) == []  # drained: removed at close
 
 
 def test_a_worker_killed_with_a_spool_is_replayed_by_the_next_worker_once(platform_database_url, tmp_path) -> None:
-    """A worker that cannot reach the database spools, then dies without closing; the next worker started from
-    the same working folder adopts its spool and replays it, every prediction once."""
+    """A worker whose writes are blocked (the test holds a lock on the log table) spools, then dies without closing;
+    the next worker started from the same working folder for the same database adopts its spool and replays it,
+    every prediction once."""
     model = f"restart-{time.time_ns()}"
     requests, rows = 25, 4
     dying_worker = textwrap.dedent(
@@ -96,7 +97,7 @@ def test_a_worker_killed_with_a_spool_is_replayed_by_the_next_worker_once(platfo
         import os, time
         from tests.serving.test_prediction_spool import log_settings, request_of
         from churnops.serving.prediction_log import PredictionLog
-        log = PredictionLog(log_settings({str(tmp_path)!r}, {unreachable_database_url()!r}))
+        log = PredictionLog(log_settings({str(tmp_path)!r}, {platform_database_url!r}, prediction_log_max_pending=1))
         log.start()
         for request in range({requests}):
             log.submit_request(*request_of({model!r}, request, {rows}))
@@ -105,21 +106,48 @@ def test_a_worker_killed_with_a_spool_is_replayed_by_the_next_worker_once(platfo
         os._exit(0)  # no close: a crash
         """
     )
-    subprocess.run([sys.executable, "-c", dying_worker], check=True, timeout=120, cwd=Path(__file__).parents[2])
-    assert len(list(spool_folder(tmp_path).glob("*.spool"))) == 1
+    with closing(psycopg2.connect(platform_database_url)) as locker:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLE churnops.prediction_log_requests IN EXCLUSIVE MODE")
+        subprocess.run([sys.executable, "-c", dying_worker], check=True, timeout=120, cwd=Path(__file__).parents[2])
+        locker.rollback()
+    assert len(list(spool_folder(tmp_path, platform_database_url).glob("*.spool"))) == 1
+    assert stored(platform_database_url, model) == (0, 0)
 
     log = PredictionLog(log_settings(tmp_path, platform_database_url))
     log.start()
     assert wait_for(lambda: log.describe()["replayed"] == requests * rows), log.describe()
     log.close()
     assert stored(platform_database_url, model) == (requests * rows, requests * rows)
-    assert list(spool_folder(tmp_path).glob("*")) == []
+    assert list(spool_folder(tmp_path, platform_database_url).glob("*")) == []
 
 
-def spool_of(tmp_path: Path, model: str, scores: list[float]) -> tuple[SpoolFile, list[bytes]]:
-    """A spool file of one 3-row request per score, as an ended worker leaves it."""
+def test_a_spool_is_never_replayed_into_another_database(platform_database_url, tmp_path) -> None:
+    """Predictions spooled for one database stay spooled when the next API started from the same working folder
+    writes to another: they are not the other database's predictions."""
+    model = f"elsewhere-{time.time_ns()}"
+    unreachable = unreachable_database_url()
+    crashed = PredictionLog(log_settings(tmp_path, unreachable))
+    crashed.start()
+    crashed.submit_request(*request_of(model, 0, 3))
+    assert wait_for(lambda: crashed.describe()["spooled"] == 3), crashed.describe()
+    crashed.close(timeout=2)
+    assert len(list(spool_folder(tmp_path, unreachable).glob("*.spool"))) == 1
+
+    other = PredictionLog(log_settings(tmp_path, platform_database_url))
+    other.start()
+    other.submit_request(*request_of(f"{model}-own", 0, 2))
+    assert wait_for(lambda: other.describe()["written"] == 2), other.describe()
+    other.close()  # the writer has looked for ended workers' spools at least once by now
+    assert other.describe()["replayed"] == 0
+    assert stored(platform_database_url, model) == (0, 0)
+    assert len(list(spool_folder(tmp_path, unreachable).glob("*.spool"))) == 1
+
+
+def spool_of(tmp_path: Path, url: str, model: str, scores: list[float]) -> tuple[SpoolFile, list[bytes]]:
+    """A spool file for the database at `url` of one 3-row request per score, as an ended worker leaves it."""
     lines = [prediction_request_line(*request_of(model, index, 3, score)) for index, score in enumerate(scores)]
-    spool = SpoolFile.create(spool_folder(tmp_path))
+    spool = SpoolFile.create(spool_folder(tmp_path, url))
     spool.append(b"".join(lines))
     return spool, lines
 
@@ -128,7 +156,7 @@ def test_a_chunk_committed_just_before_a_crash_is_not_written_again(platform_dat
     """The crash fell between the COPY's commit and the spool's progress mark: the chunk is in doubt, the next
     writer finds it in the database and skips it."""
     model = f"in-doubt-{time.time_ns()}"
-    spool, lines = spool_of(tmp_path, model, [0.1, 0.2, 0.3])
+    spool, lines = spool_of(tmp_path, platform_database_url, model, [0.1, 0.2, 0.3])
     spool.mark_in_flight(spool.end)
     with closing(psycopg2.connect(platform_database_url)) as conn:
         copy_prediction_requests(conn, lines)
@@ -136,7 +164,7 @@ def test_a_chunk_committed_just_before_a_crash_is_not_written_again(platform_dat
 
     log = PredictionLog(log_settings(tmp_path, platform_database_url))
     log.start()
-    assert wait_for(lambda: not list(spool_folder(tmp_path).glob("*.spool")))
+    assert wait_for(lambda: not list(spool_folder(tmp_path, platform_database_url).glob("*.spool")))
     log.close()
     assert stored(platform_database_url, model) == (9, 9)
     assert log.describe()["replayed"] == 0
@@ -144,7 +172,7 @@ def test_a_chunk_committed_just_before_a_crash_is_not_written_again(platform_dat
 
 def test_a_chunk_in_flight_that_never_committed_is_replayed(platform_database_url, tmp_path) -> None:
     model = f"in-flight-{time.time_ns()}"
-    spool, _ = spool_of(tmp_path, model, [0.1, 0.2])
+    spool, _ = spool_of(tmp_path, platform_database_url, model, [0.1, 0.2])
     spool.mark_in_flight(spool.end)
     spool.close()
 
@@ -159,7 +187,7 @@ def test_a_request_the_database_refuses_is_dropped_alone_and_the_rest_replayed(p
     """A score outside [0, 1] breaks the table's check: that request is dropped and counted, its neighbours in the
     same spool chunk are written."""
     model = f"invalid-{time.time_ns()}"
-    spool, _ = spool_of(tmp_path, model, [0.1, 7.0, 0.3])
+    spool, _ = spool_of(tmp_path, platform_database_url, model, [0.1, 7.0, 0.3])
     spool.close()
 
     log = PredictionLog(log_settings(tmp_path, platform_database_url))
