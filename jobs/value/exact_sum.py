@@ -20,13 +20,19 @@ EXPONENT, HIGH, LOW = "exponent", "high", "low"
 PARTS_SCHEMA = f"{EXPONENT} long, {HIGH} long, {LOW} long"
 _MANTISSA_BITS = 53
 _HALF_BITS = 26
+_NOT_FINITE = 1 << 40  # the exponent of the row standing for NaN or infinite values (binary exponents are small)
+_NAN = 2
 
 
 def exact_sum_parts(values: np.ndarray) -> pd.DataFrame:
-    """The exact sum of finite `values` as integer parts per binary exponent (columns exponent, high, low)."""
+    """The exact sum of `values` as integer parts per binary exponent (columns exponent, high, low); values that
+    are not finite make the sum NaN or infinite, as in a float sum."""
     values = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError("an exact sum needs finite values")
+    finite = np.isfinite(values)
+    if not finite.all():  # the sum is NaN or infinite, as a float sum would be: one row says which
+        total = float(np.sum(values[~finite]))
+        kind = _NAN if np.isnan(total) else int(np.sign(total))
+        return pd.DataFrame({EXPONENT: [_NOT_FINITE], HIGH: [kind], LOW: [0]}, dtype=np.int64)
     mantissas, exponents = np.frexp(values)
     integers = np.ldexp(mantissas, _MANTISSA_BITS).astype(np.int64)  # exact: 53 bits
     high = integers >> _HALF_BITS  # floor division, so low is in [0, 2^26) whatever the sign
@@ -43,6 +49,10 @@ def exact_sum_parts(values: np.ndarray) -> pd.DataFrame:
 def total_of_parts(parts: pd.DataFrame | Iterable[pd.DataFrame]) -> float:
     """The correctly rounded float of the exact sum the parts (of one or many batches) stand for."""
     frame = parts if isinstance(parts, pd.DataFrame) else pd.concat(list(parts), ignore_index=True)
+    not_finite = frame[EXPONENT] == _NOT_FINITE
+    if not_finite.any():
+        kinds = set(frame.loc[not_finite, HIGH].astype(int))
+        return float("nan") if _NAN in kinds or kinds == {1, -1} else float("inf") * kinds.pop()
     total = Fraction(0)
     for exponent, high, low in frame[[EXPONENT, HIGH, LOW]].itertuples(index=False):
         integer = (int(high) << _HALF_BITS) + int(low)
@@ -51,5 +61,5 @@ def total_of_parts(parts: pd.DataFrame | Iterable[pd.DataFrame]) -> float:
 
 
 def exact_sum(values: np.ndarray) -> float:
-    """The correctly rounded sum of finite `values` (the same float as summing their parts batch by batch)."""
+    """The correctly rounded sum of `values` (the same float as summing their parts batch by batch)."""
     return total_of_parts(exact_sum_parts(values))

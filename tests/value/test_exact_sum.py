@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 
 from churnops.jobs.value.exact_sum import exact_sum, exact_sum_parts, total_of_parts
 
@@ -37,6 +36,11 @@ def test_an_empty_batch_adds_nothing_and_extreme_values_stay_exact() -> None:
     assert exact_sum(np.array([])) == 0.0
 
 
-def test_a_value_that_is_not_finite_is_refused() -> None:
-    with pytest.raises(ValueError, match="finite"):
-        exact_sum(np.array([1.0, np.nan]))
+def test_values_that_are_not_finite_make_the_sum_nan_or_infinite_as_a_float_sum_does() -> None:
+    """The optimizer visits parameters where a likelihood term overflows: it must see -inf or NaN, not an error."""
+    inf, nan = float("inf"), float("nan")
+    finite = exact_sum_parts(np.array([1.0, 2.0]))
+    assert total_of_parts([finite, exact_sum_parts(np.array([-inf]))]) == -inf
+    assert math.isnan(total_of_parts([exact_sum_parts(np.array([inf])), exact_sum_parts(np.array([-inf]))]))
+    assert math.isnan(total_of_parts([finite, exact_sum_parts(np.array([nan, 1.0]))]))
+    assert exact_sum(np.array([inf, 3.0])) == inf
