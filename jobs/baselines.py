@@ -91,15 +91,27 @@ def fit_bgnbd(rfm: RFM) -> BGNBDParams:
     Customers with the same (x, t_x, T) share one likelihood term weighted by their count: event data measured in
     days repeats those triples a lot, which makes a fit on 20k+ customers take well under a second.
     """
+    distinct, counts = distinct_triples(rfm)
+    return fit_bgnbd_on_triples(distinct, counts, float(np.mean(rfm.age)))
+
+
+def distinct_triples(rfm: RFM) -> tuple[RFM, np.ndarray]:
+    """The distinct (x, t_x, T) of `rfm`, sorted, and how many customers have each: what BG/NBD and Pareto/NBD
+    likelihoods read of a population."""
     triples = np.column_stack([rfm.frequency, rfm.recency, rfm.age])
     unique, counts = np.unique(triples, axis=0, return_counts=True)
-    distinct = RFM(frequency=unique[:, 0], recency=unique[:, 1], age=unique[:, 2])
+    return RFM(frequency=unique[:, 0], recency=unique[:, 1], age=unique[:, 2]), counts
+
+
+def fit_bgnbd_on_triples(distinct: RFM, counts: np.ndarray, mean_age: float) -> BGNBDParams:
+    """`fit_bgnbd` from the distinct triples, their counts and the customers' mean T (where the search starts), so
+    that a population summarised batch by batch (Spark) fits as the whole frame does."""
 
     def negative_log_likelihood(log_params: np.ndarray) -> float:
         params = BGNBDParams(*np.exp(log_params))
         return -float(np.dot(counts, bgnbd_log_likelihood(params, distinct)))
 
-    start = np.log([1.0, max(float(np.mean(rfm.age)), 1.0), 1.0, 1.0])
+    start = np.log([1.0, max(mean_age, 1.0), 1.0, 1.0])
     coarse = optimize.minimize(negative_log_likelihood, start, method="Nelder-Mead", options={"maxiter": 2000})
     # Polish with a gradient method from the simplex optimum: Nelder-Mead alone stops a little short on flat ridges.
     polished = optimize.minimize(negative_log_likelihood, coarse.x, method="L-BFGS-B")

@@ -1,19 +1,22 @@
 """Batch scoring on Spark's executors, for populations too large for one pandas process on the driver.
 
-The same list as `churnops.jobs.score` (same scores, decisions, deciles and bands), computed in four steps that
-never bring the rows to the driver:
+The same list as `churnops.jobs.score` (same scores, decisions, deciles and bands, value and survival columns),
+computed in five steps that never bring the rows to the driver:
 
-1. The scored cutoff's rows are read by Spark from the snapshot's Parquet (the model's columns only) and scored per
-   batch with `mapInPandas`: the registered model's `predict_matrix` on `FeatureSchema.encode_frame`, the pandas
-   path's own functions, so blend and calibration are applied exactly as there.
-2. Deciles and bands rank a customer against the whole list. The scores are sorted by Spark (range partitions:
+1. The scored cutoff's rows are read by Spark from the snapshot's Parquet (the model's columns only, and each row's
+   place in the snapshot's order) and scored per batch with `mapInPandas`: the registered model's `predict_matrix`
+   on `FeatureSchema.encode_frame`, the pandas path's own functions, so blend and calibration are applied exactly as
+   there.
+2. The value and survival columns (and the campaign, ranked over the whole list) are computed on the executors by
+   `churnops.jobs.score_spark_columns` and joined to the scores.
+3. Deciles and bands rank a customer against the whole list. The scores are sorted by Spark (range partitions:
    partition i holds higher scores than partition i + 1, and equal scores share a partition), the partitions are
    counted, and each partition is banded with `churnops.banding.build_score_frame` given every customer's count of
    strictly higher scores in the whole list (the partitions before it plus its own). Only one number per partition
    reaches the driver.
-3. The list is written as Parquet by Spark (a folder of part files in score order, published atomically at the path
+4. The list is written as Parquet by Spark (a folder of part files in score order, published atomically at the path
    the pandas path writes its file).
-4. When a platform database is configured, each partition is COPYed into the list's staged table from its executor
+5. When a platform database is configured, each partition is COPYed into the list's staged table from its executor
    (`churnops.db.parallel_scores`), and the driver swaps the table in as the list in one transaction.
 
 Chosen by `Settings.scoring.engine` (`spark`, or `auto` above `spark_min_rows` customers) inside `score`, or run by
@@ -36,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -46,17 +48,18 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract, load_contract
 from churnops.features import CUTOFF, ENTITY_ID
 from churnops.jobs.cutoff_frames import executor_digests
-from churnops.jobs.score import ScoringRun, score, with_model_columns
+from churnops.jobs.score import ScoringRun, score
+from churnops.jobs.score_spark_columns import SNAPSHOT_FILE, SNAPSHOT_ROW, model_columns, snapshot_position
 from churnops.jobs.spark import spark_session
 from churnops.paths import scores_path
 from churnops.registry import LoadedModel
 from churnops.snapshot_files import verify_cutoffs
-from churnops.snapshots import DATA_DIR, SnapshotIntegrityError, load_snapshot, read_metadata
+from churnops.snapshots import DATA_DIR, SnapshotIntegrityError, read_metadata
 from churnops.storage import publish_directory, staging_directory_for, write_json_atomically
 
 log = logging.getLogger(__name__)
 
-_SCORED_SCHEMA = "customer_id string, score double"
+_SCORED_SCHEMA = f"customer_id string, score double, {SNAPSHOT_FILE} string, {SNAPSHOT_ROW} long"
 _LIST_SCHEMA = (
     "customer_id string, cutoff date, score double, decision boolean, risk_decile tinyint, risk_band string, "
     "model_name string, model_version string"
@@ -116,13 +119,15 @@ def _score_list(
     features = (
         spark.read.parquet(str(snapshot_dir / DATA_DIR))
         .where(F.to_date(F.col(CUTOFF)) == F.lit(cutoff))
-        .select(F.col(ENTITY_ID).cast("string").alias(ENTITY_ID), *model.schema.columns)
+        .select(F.col(ENTITY_ID).cast("string").alias(ENTITY_ID), *model.schema.columns, *snapshot_position())
     )
-    # Kept, because the sort reads its input twice (a sample for the range bounds, then the shuffle): the model
-    # scores every row once.
+    # Kept, because the model columns and the sort read it more than once: the model scores every row once.
     scored = features.mapInPandas(_scorer(model), _SCORED_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    extras = model_columns(spark, settings, contract, scored, snapshot_dir, cutoff)
+    listed = scored if extras is None else scored.join(extras.frame, ENTITY_ID, "inner")
     ranked = (
-        scored.orderBy(F.col("score").desc())
+        listed.drop(SNAPSHOT_FILE, SNAPSHOT_ROW)
+        .orderBy(F.col("score").desc())
         .withColumn(_PARTITION, F.spark_partition_id())
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
@@ -134,12 +139,13 @@ def _score_list(
         for partition in sorted(counts):
             offsets[partition] = higher_before
             higher_before += counts[partition]
-        extras = _model_columns(settings, contract, scored, snapshot_dir, cutoff)
-        scored.unpersist()  # scored once: the ranking reads `ranked` from here on
-        shared = spark.sparkContext.broadcast(extras) if extras is not None else None
+        scored.unpersist()  # the list reads `ranked` from here on
+        if extras is not None:
+            extras.release()
+        added = [] if extras is None else [column.split(" ")[0] for column in extras.schema.split(", ")]
         banded = ranked.mapInPandas(
-            _bander(offsets, list_size, cutoff, model, settings.scoring.risk_bands, shared),
-            _list_schema(extras),
+            _bander(offsets, list_size, cutoff, model, settings.scoring.risk_bands, added),
+            _LIST_SCHEMA if extras is None else f"{_LIST_SCHEMA}, {extras.schema}",
         )
         path = scores_path(settings, contract.name, cutoff, list_kind)
         staging = staging_directory_for(path)
@@ -149,6 +155,8 @@ def _score_list(
     finally:
         scored.unpersist()
         ranked.unpersist()
+        if extras is not None:
+            extras.release()
     log.info("scored %s customers at %s with %s v%s on Spark -> %s", list_size, cutoff, model.name, model.version, path)
     return ScoringRun(
         path=path,
@@ -159,36 +167,6 @@ def _score_list(
         list_date=cutoff,
         list_kind=list_kind,
     )
-
-
-def _model_columns(
-    settings: Settings, contract: DatasetContract, scored: DataFrame, snapshot_dir: Path, cutoff: dt.date
-) -> pd.DataFrame | None:
-    """The value and survival columns of every customer (customer_id first), computed on the driver by the pandas
-    path's own function (`churnops.jobs.score.with_model_columns`): those models read the purchase history and the
-    snapshot in pandas there too. Only (customer_id, score) comes to the driver, and the list is put in the pandas
-    path's order (score, then the snapshot's order) so that ties in expected saved value rank alike. None for a
-    dataset without either model, or before either has a champion."""
-    if contract.value is None and contract.survival is None:
-        return None
-    scores = scored.toPandas()
-    snapshot_order, _ = load_snapshot(snapshot_dir, cutoffs=[cutoff], columns=[])
-    ids = snapshot_order[ENTITY_ID].astype(str)
-    scores = scores.set_index(ENTITY_ID).loc[ids].reset_index()
-    listed = scores.iloc[np.argsort(-scores["score"].to_numpy(), kind="stable")].reset_index(drop=True)
-    extended = with_model_columns(settings, contract, listed, cutoff, snapshot_dir)
-    extras = extended.drop(columns=["score"])
-    return extras if len(extras.columns) > 1 else None
-
-
-_SPARK_TYPES = {"float64": "double", "int64": "long", "bool": "boolean"}
-
-
-def _list_schema(extras: pd.DataFrame | None) -> str:
-    if extras is None:
-        return _LIST_SCHEMA
-    added = [f"{column} {_SPARK_TYPES[str(extras[column].dtype)]}" for column in extras.columns[1:]]
-    return ", ".join([_LIST_SCHEMA, *added])
 
 
 def _check_row_count(snapshot_dir: Path, cutoff: dt.date, list_size: int) -> None:
@@ -210,7 +188,14 @@ def _scorer(model: LoadedModel) -> Callable[[Iterator[pd.DataFrame]], Iterator[p
             if np.isnan(scores).any():
                 missing = batch[ENTITY_ID].to_numpy()[np.isnan(scores)][:5].tolist()
                 raise ValueError(f"the model gave no score (NaN) to customers {missing}; every customer needs one")
-            yield pd.DataFrame({ENTITY_ID: batch[ENTITY_ID].to_numpy(), "score": scores})
+            yield pd.DataFrame(
+                {
+                    ENTITY_ID: batch[ENTITY_ID].to_numpy(),
+                    "score": scores,
+                    SNAPSHOT_FILE: batch[SNAPSHOT_FILE].to_numpy(),
+                    SNAPSHOT_ROW: batch[SNAPSHOT_ROW].to_numpy(),
+                }
+            )
 
     return score_batches
 
@@ -221,7 +206,7 @@ def _bander(
     cutoff: dt.date,
     model: LoadedModel,
     risk_bands: Mapping[str, float],
-    extras: Broadcast[pd.DataFrame] | None = None,
+    added: list[str],
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     def band_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # A partition's batches together: a customer's rank counts every higher score of its partition.
@@ -240,8 +225,8 @@ def _bander(
             bands=risk_bands,
             rank_in_list=(higher, list_size),
         )
-        if extras is not None:  # the customers' value and survival columns, in the partition's order
-            banded = banded.merge(extras.value, on=ENTITY_ID, how="left", validate="one_to_one")
+        if added:  # the customers' value and survival columns
+            banded = banded.merge(rows[[ENTITY_ID, *added]], on=ENTITY_ID, how="left", validate="one_to_one")
         yield banded
 
     return band_partition

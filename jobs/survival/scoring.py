@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
+from churnops.jobs.survival.boosting import HazardBoostingModel
 from churnops.jobs.survival.model_store import load_survival_version
 from churnops.registry import champion_or_none
 from churnops.snapshots import load_snapshot
@@ -34,14 +36,11 @@ def with_survival_columns(
     (NaN beyond the model's horizon) and `median_beyond_horizon`; unchanged without a survival champion. `loaded`:
     the cutoff's snapshot rows the caller already read (used when they hold the survival model's columns); without
     a `snapshot_dir` (a file scored by `churnops score --input`), the only rows there are."""
-    if contract.survival is None:
+    champion = list_survival_champion(contract, cutoff)
+    if champion is None:
         return scored
+    model, version = champion
     name = contract.survival_model_name
-    current = champion_or_none(name)
-    if current is None:
-        log.warning("list of %s at %s has no survival columns: %s has no champion yet", contract.name, cutoff, name)
-        return scored
-    model, _ = load_survival_version(name, str(current.version))
     if loaded is not None and set(model.schema.columns) <= set(loaded.columns):
         # The cutoff's rows the churn model scored, already read and verified: not read a second time.
         features = loaded
@@ -51,20 +50,46 @@ def with_survival_columns(
         have = set(loaded.columns) if loaded is not None else set()
         missing = [column for column in model.schema.columns if column not in have]
         raise ValueError(
-            f"{name} v{current.version} reads feature(s) {missing} that the scored rows lack: retrain it "
+            f"{name} v{version} reads feature(s) {missing} that the scored rows lack: retrain it "
             "(`churnops train`) or restore the contract it was trained with"
         )
     horizons = contract.survival.horizons
-    predicted = model.predict_customers(features, horizons)
-    predicted.insert(0, ENTITY_ID, features[ENTITY_ID].to_numpy())
-    merged = scored.merge(predicted, on=ENTITY_ID, how="left", validate="one_to_one")
+    merged = scored.merge(
+        survival_predictions(model, features, horizons), on=ENTITY_ID, how="left", validate="one_to_one"
+    )
     missing = merged[MEDIAN_BEYOND_HORIZON].isna()
     if missing.any():
-        raise ValueError(
-            f"{int(missing.sum())} customers of the {cutoff} list have no row in the snapshot the survival model "
-            f"read (e.g. {merged.loc[missing, ENTITY_ID].iloc[0]!r})"
-        )
+        raise customers_without_survival_rows(int(missing.sum()), cutoff, merged.loc[missing, ENTITY_ID].iloc[0])
     merged[MEDIAN_BEYOND_HORIZON] = merged[MEDIAN_BEYOND_HORIZON].astype(bool)
     merged[MEDIAN_DAYS] = merged[MEDIAN_DAYS].astype(float)
-    log.info("survival columns from %s v%s added to the %s list of %s", name, current.version, cutoff, contract.name)
+    log.info("survival columns from %s v%s added to the %s list of %s", name, version, cutoff, contract.name)
     return merged.loc[:, [*scored.columns, *survival_list_columns(horizons)]]
+
+
+def list_survival_champion(contract: DatasetContract, cutoff: dt.date) -> tuple[HazardBoostingModel, str] | None:
+    """(model, version) of the survival champion a list is given columns by; None without a survival section, or
+    (with a warning) before a survival model has a champion."""
+    if contract.survival is None:
+        return None
+    name = contract.survival_model_name
+    current = champion_or_none(name)
+    if current is None:
+        log.warning("list of %s at %s has no survival columns: %s has no champion yet", contract.name, cutoff, name)
+        return None
+    model, _ = load_survival_version(name, str(current.version))
+    return model, str(current.version)
+
+
+def survival_predictions(model: HazardBoostingModel, features: pd.DataFrame, horizons: Sequence[int]) -> pd.DataFrame:
+    """customer_id and the survival columns of these snapshot rows (all of a cutoff's, or a batch: each row's
+    columns depend on that row only)."""
+    predicted = model.predict_customers(features, horizons)
+    predicted.insert(0, ENTITY_ID, features[ENTITY_ID].to_numpy())
+    return predicted.reset_index(drop=True)
+
+
+def customers_without_survival_rows(count: int, cutoff: dt.date, example: object) -> ValueError:
+    """The refusal of a list some of whose customers the survival model read no row for."""
+    return ValueError(
+        f"{count} customers of the {cutoff} list have no row in the snapshot the survival model read (e.g. {example!r})"
+    )

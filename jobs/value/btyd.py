@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize, special
 
-from churnops.jobs.baselines import RFM
+from churnops.jobs.baselines import RFM, distinct_triples
+from churnops.jobs.value.exact_sum import exact_sum
 
 # Fitted parameters stay within exp(-8) .. exp(8) (0.0003 .. 2981).
 LOG_PARAM_BOUND = 8.0
@@ -142,14 +143,18 @@ def _fit_by_log_likelihood(
 
 def fit_pareto_nbd(rfm: RFM) -> ParetoNBDParams:
     """Maximum-likelihood Pareto/NBD parameters; customers sharing (x, t_x, T) share one weighted term."""
-    triples = np.column_stack([rfm.frequency, rfm.recency, rfm.age])
-    unique, counts = np.unique(triples, axis=0, return_counts=True)
-    distinct = RFM(frequency=unique[:, 0], recency=unique[:, 1], age=unique[:, 2])
+    distinct, counts = distinct_triples(rfm)
+    return fit_pareto_nbd_on_triples(distinct, counts, float(np.mean(rfm.age)))
+
+
+def fit_pareto_nbd_on_triples(distinct: RFM, counts: np.ndarray, mean_age: float) -> ParetoNBDParams:
+    """`fit_pareto_nbd` from the population's distinct (x, t_x, T) (`distinct_triples`), how many customers have
+    each, and the customers' mean T (where the search starts): all the fit reads of the customers."""
 
     def total(values: np.ndarray) -> float:
         return float(np.dot(counts, pareto_nbd_log_likelihood(ParetoNBDParams(*values), distinct)))
 
-    scale = np.log(max(float(np.mean(rfm.age)), 1.0))
+    scale = np.log(max(mean_age, 1.0))
     start = np.array([np.log(0.5), scale, np.log(0.5), scale])
     wide = (-LOG_PARAM_BOUND, LOG_PARAM_BOUND)
     bounds = [wide, wide, (-LOG_PARAM_BOUND, LOG_MAX_DROPOUT_SHAPE), wide]
@@ -188,11 +193,24 @@ def fit_gamma_gamma(frequency: np.ndarray, mean_spend: np.ndarray) -> GammaGamma
     frequency, mean_spend = np.asarray(frequency, dtype=float), np.asarray(mean_spend, dtype=float)
     _check_spend_inputs(frequency, mean_spend)
 
-    def total(values: np.ndarray) -> float:
-        return float(np.sum(gamma_gamma_log_likelihood(GammaGammaParams(*values), frequency, mean_spend)))
+    def total(params: GammaGammaParams) -> float:
+        return exact_sum(gamma_gamma_log_likelihood(params, frequency, mean_spend))
 
-    start = np.log([1.0, 2.0, float(np.median(mean_spend))])
+    return fit_gamma_gamma_by(total, float(np.median(mean_spend)))
+
+
+def fit_gamma_gamma_by(
+    total_log_likelihood: Callable[[GammaGammaParams], float], median_spend: float
+) -> GammaGammaParams:
+    """`fit_gamma_gamma` given the buyers' total log-likelihood as a function of the parameters (summed exactly,
+    `churnops.jobs.value.exact_sum`, so that it is one number however the buyers are split) and their median mean
+    spend (where the search starts)."""
+    start = np.log([1.0, 2.0, median_spend])
     bounds = [(-LOG_PARAM_BOUND, LOG_PARAM_BOUND)] * 3
+
+    def total(values: np.ndarray) -> float:
+        return total_log_likelihood(GammaGammaParams(*values))
+
     return GammaGammaParams(*(float(v) for v in _fit_by_log_likelihood(total, start, bounds, "Gamma-Gamma")))
 
 

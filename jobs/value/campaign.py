@@ -56,8 +56,13 @@ def select_under_budget(saved_value: np.ndarray, budget: CampaignBudget, contact
     """True for the customers the campaign contacts: best expected saved value first, positive ones only, as
     many as the budget allows."""
     saved = np.asarray(saved_value, dtype=np.float64)
-    ranks = campaign_ranks(saved)
-    return (ranks <= contacts_allowed(budget, contact_cost)) & (saved > 0)
+    return within_budget(campaign_ranks(saved), saved, contacts_allowed(budget, contact_cost))
+
+
+def within_budget(ranks: np.ndarray, saved_value: np.ndarray, allowed: int) -> np.ndarray:
+    """True for the customers whose campaign rank (over the whole list) the budget reaches, if their expected saved
+    value is positive: for any batch of the list once its ranks are known."""
+    return (np.asarray(ranks) <= allowed) & (np.asarray(saved_value, dtype=np.float64) > 0)
 
 
 def campaign_columns(churn_probability: np.ndarray, expected_value: np.ndarray, value: ValueSection) -> pd.DataFrame:

@@ -14,6 +14,7 @@ the evaluated cutoff's own history is not a leak) and give the model what it can
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,16 +23,25 @@ import pandas as pd
 
 from churnops.bronze import AMOUNT, EVENT_DAY
 from churnops.features import ENTITY_ID
-from churnops.jobs.baselines import DAYS_PER_PERIOD, BGNBDParams, bgnbd_expected_purchases, fit_bgnbd
+from churnops.jobs.baselines import (
+    DAYS_PER_PERIOD,
+    RFM,
+    BGNBDParams,
+    bgnbd_expected_purchases,
+    distinct_triples,
+    fit_bgnbd_on_triples,
+)
 from churnops.jobs.value.btyd import (
     GammaGammaParams,
     ParetoNBDParams,
-    fit_gamma_gamma,
-    fit_pareto_nbd,
+    fit_gamma_gamma_by,
+    fit_pareto_nbd_on_triples,
     gamma_gamma_expected_spend,
+    gamma_gamma_log_likelihood,
     pareto_nbd_expected_purchases,
     pareto_nbd_probability_alive,
 )
+from churnops.jobs.value.exact_sum import exact_sum
 from churnops.jobs.value.history import (
     AGE_WEEKS,
     AMOUNT_TOTAL,
@@ -109,25 +119,75 @@ def _spend_inputs(history: pd.DataFrame, basis: SpendBasis) -> tuple[np.ndarray,
     return count, mean
 
 
-def _fit_spend(history: pd.DataFrame, basis: SpendBasis) -> GammaGammaParams:
+def usable_spend(history: pd.DataFrame, basis: SpendBasis) -> tuple[np.ndarray, np.ndarray]:
+    """The (count, mean spend) of the customers Gamma-Gamma is fitted on: the model's spend is positive, so $0
+    means are left out."""
     count, mean = _spend_inputs(history, basis)
-    usable = (count > 0) & (mean > 0)  # the model's spend is positive: $0 means are left out of the fit
-    if not usable.any():
-        raise ValueError(f"Gamma-Gamma ({basis} purchases) needs a customer with a positive spend before the cutoff")
-    return fit_gamma_gamma(count[usable], mean[usable])
+    usable = (count > 0) & (mean > 0)
+    return count[usable], mean[usable]
+
+
+@dataclass(frozen=True)
+class SpendLikelihood:
+    """What a Gamma-Gamma fit reads of its buyers: their total log-likelihood as a function of the parameters
+    (summed exactly, so one number however the buyers are split), their median mean spend and their count."""
+
+    total: Callable[[GammaGammaParams], float]
+    median_spend: float
+    buyers: int
+
+
+@dataclass(frozen=True)
+class BTYDPopulation:
+    """Everything the BTYD fits read of a population's histories: the distinct (x, t_x, T), their counts and the
+    mean T for Pareto/NBD and BG/NBD, and the spend likelihood per Gamma-Gamma basis. Built from one frame here
+    (`population_of`), or from many batches by Spark (`churnops.jobs.score_spark_value`): the same numbers, so
+    the same fit."""
+
+    triples: RFM
+    counts: np.ndarray
+    mean_age: float
+    spend: Mapping[SpendBasis, SpendLikelihood]
+
+
+def spend_likelihood(count: np.ndarray, mean: np.ndarray) -> Callable[[GammaGammaParams], float]:
+    """The total Gamma-Gamma log-likelihood of these buyers (`usable_spend`), summed exactly."""
+    return lambda params: exact_sum(gamma_gamma_log_likelihood(params, count, mean))
+
+
+def population_of(history: pd.DataFrame) -> BTYDPopulation:
+    """The BTYD population of a `purchase_history` frame."""
+    rfm = history_rfm(history)
+    triples, counts = distinct_triples(rfm)
+    spend = {}
+    for basis in SPEND_BASES:
+        count, mean = usable_spend(history, basis)
+        median = float(np.median(mean)) if len(mean) else float("nan")
+        spend[basis] = SpendLikelihood(spend_likelihood(count, mean), median, len(mean))
+    return BTYDPopulation(triples, counts, exact_sum(rfm.age) / len(rfm.age), spend)
 
 
 def fit_btyd(history: pd.DataFrame) -> BTYDFit:
     """Fit Pareto/NBD and BG/NBD on every customer's (x, t_x, T) and Gamma-Gamma on both spend bases."""
-    rfm = history_rfm(history)
+    return fit_btyd_on(population_of(history))
+
+
+def fit_btyd_on(population: BTYDPopulation) -> BTYDFit:
+    """`fit_btyd` from a population's summary (`BTYDPopulation`)."""
     with np.errstate(all="ignore"):  # BG/NBD's search visits parameters where its likelihood overflows
-        bgnbd = fit_bgnbd(rfm)
+        bgnbd = fit_bgnbd_on_triples(population.triples, population.counts, population.mean_age)
     return BTYDFit(
-        pareto_nbd=fit_pareto_nbd(rfm),
+        pareto_nbd=fit_pareto_nbd_on_triples(population.triples, population.counts, population.mean_age),
         bgnbd=bgnbd,
-        gamma_gamma=_fit_spend(history, "repeat"),
-        gamma_gamma_all=_fit_spend(history, "all"),
+        gamma_gamma=_fit_spend(population.spend["repeat"], "repeat"),
+        gamma_gamma_all=_fit_spend(population.spend["all"], "all"),
     )
+
+
+def _fit_spend(spend: SpendLikelihood, basis: SpendBasis) -> GammaGammaParams:
+    if spend.buyers == 0:
+        raise ValueError(f"Gamma-Gamma ({basis} purchases) needs a customer with a positive spend before the cutoff")
+    return fit_gamma_gamma_by(spend.total, spend.median_spend)
 
 
 def expected_spend(fit: BTYDFit, history: pd.DataFrame, basis: SpendBasis = "repeat") -> np.ndarray:
@@ -241,6 +301,24 @@ def cutoff_inputs(
     `catalog` optionally adds the platform's catalog features (`churnops.features`) at this cutoff, one row per
     customer indexed by customer id (a snapshot's rows for the cutoff); customers it lacks get NaN.
     """
+    summaries = customer_summaries(events, cutoff)
+    fit = fit_btyd(summaries[list(HISTORY_COLUMNS)])
+    return inputs_from_summaries(cutoff, summaries, fit, catalog)
+
+
+def customer_summaries(events: pd.DataFrame, cutoff: dt.date | pd.Timestamp) -> pd.DataFrame:
+    """Per customer with a purchase before `cutoff` (indexed by id): `purchase_history` and the recent purchase
+    features. A customer's row reads only their own events, so any batch holding all of its customers' events
+    gives their rows (what Spark computes per partition)."""
+    history = purchase_history(events, cutoff)
+    return pd.concat([history, recent_purchase_features(events, cutoff).reindex(history.index)], axis=1)
+
+
+def inputs_from_summaries(
+    cutoff: dt.date | pd.Timestamp, summaries: pd.DataFrame, fit: BTYDFit, catalog: pd.DataFrame | None = None
+) -> CutoffInputs:
+    """The value model's inputs of these customers (`customer_summaries`, all or a batch) given the population's
+    BTYD fit: each row depends on its customer and the fit only."""
     cutoff = pd.Timestamp(cutoff)
     if catalog is not None:
         if catalog.index.has_duplicates:
@@ -248,10 +326,9 @@ def cutoff_inputs(
         clash = [c for c in catalog.columns if c in VALUE_FEATURES]
         if clash:
             raise ValueError(f"catalog columns {clash} clash with the value features; drop them from the catalog")
-    history = purchase_history(events, cutoff)
-    fit = fit_btyd(history)
+    history = summaries[list(HISTORY_COLUMNS)]
     features = pd.concat(
-        [history, btyd_features(fit, history), recent_purchase_features(events, cutoff).reindex(history.index)],
+        [history, btyd_features(fit, history), summaries[list(RECENT_PURCHASE_FEATURES)]],
         axis=1,
     )[list(VALUE_FEATURES)]
     if catalog is not None:

@@ -36,6 +36,7 @@ from churnops.jobs.value.features import CutoffInputs, baseline_values, cutoff_i
 from churnops.jobs.value.gate import ValuePromotion, decide_value_promotion
 from churnops.jobs.value.history import value_in_window
 from churnops.jobs.value.metrics import value_metrics
+from churnops.jobs.value.model import ValueModel
 from churnops.jobs.value.registered import apply_value_decision, log_value_model, value_champion
 from churnops.jobs.value.search import train_value_model
 from churnops.registry import ensure_experiment
@@ -92,12 +93,18 @@ def purchases_of(contract: DatasetContract, events: pd.DataFrame, before: dt.dat
     if value.event_type is not None:
         events = events[events[EVENT_TYPE] == value.event_type]
     if events.empty:
-        kind = f"`{value.event_type}` events" if value.event_type else "events"
-        raise ValueError(
-            f"dataset {contract.name!r}: no {kind} before {before} {source}; the value model needs "
-            "purchases with amounts (check value.event_type)"
-        )
+        raise no_purchases_error(contract, before, source)
     return events.drop(columns=[EVENT_TYPE]).reset_index(drop=True)
+
+
+def no_purchases_error(contract: DatasetContract, before: dt.date, source: str) -> ValueError:
+    """The refusal of a value forecast without a purchase to learn from."""
+    event_type = _value_section(contract).event_type
+    kind = f"`{event_type}` events" if event_type else "events"
+    return ValueError(
+        f"dataset {contract.name!r}: no {kind} before {before} {source}; the value model needs "
+        "purchases with amounts (check value.event_type)"
+    )
 
 
 def value_cutoffs(contract: DatasetContract, scoring: dt.date, observed_until: dt.date) -> ValueCutoffs:
@@ -210,22 +217,17 @@ def add_value_columns(
     buying in the label horizon). A customer without a purchase before the cutoff has no purchase history to
     forecast from, and an expected value of 0.
     """
-    if contract.value is None:
-        return scored
-    champion = value_champion(contract.value_model_name)
+    champion = list_value_champion(contract)
     if champion is None:
-        log.warning("no value model is champion for %s yet: the list has no value columns", contract.name)
         return scored
-    version, model, _ = champion
+    version, model = champion
     if purchases is None:
         purchases = purchase_events(settings, contract, before=cutoff)
     inputs = cutoff_inputs(purchases, cutoff)
     predicted = model.predict_at(inputs, contract.value.horizon_days)
     by_customer = pd.Series(predicted, index=inputs.history.index.astype(str))
     expected = by_customer.reindex(scored[ENTITY_ID].astype(str)).fillna(0.0).to_numpy()
-    score = scored["score"].to_numpy(dtype=np.float64)
-    churn_probability = score if contract.label.kind == "churn" else 1.0 - score
-    columns = campaign_columns(churn_probability, expected, contract.value)
+    columns = campaign_columns(churn_probability(contract, scored["score"].to_numpy()), expected, contract.value)
     log.info(
         "value model %s v%s: %s customers in the campaign, expected saved value %.2f",
         contract.value_model_name,
@@ -234,6 +236,26 @@ def add_value_columns(
         float(columns.loc[columns["in_campaign"], "expected_saved_value"].sum()),
     )
     return pd.concat([scored.reset_index(drop=True), columns], axis=1)
+
+
+def list_value_champion(contract: DatasetContract) -> tuple[str, ValueModel] | None:
+    """(version, model) of the value champion a list is given columns by; None without a value section, or
+    (with a warning) before a value model has been promoted."""
+    if contract.value is None:
+        return None
+    champion = value_champion(contract.value_model_name)
+    if champion is None:
+        log.warning("no value model is champion for %s yet: the list has no value columns", contract.name)
+        return None
+    version, model, _ = champion
+    return version, model
+
+
+def churn_probability(contract: DatasetContract, score: np.ndarray) -> np.ndarray:
+    """p(churn) from a list's scores: the score for a churn label, 1 - score for a propensity label (the
+    probability of not buying in the label horizon)."""
+    score = np.asarray(score, dtype=np.float64)
+    return score if contract.label.kind == "churn" else 1.0 - score
 
 
 def _value_section(contract: DatasetContract) -> Any:

@@ -104,6 +104,43 @@ def test_the_spark_list_is_the_pandas_list_and_a_rerun_replaces_it(deployed_copy
         assert set(db.latest_scores(conn, contract.name)["run_id"]) == {"spark-again"}
 
 
+@pytest.mark.slow
+def test_spark_scoring_brings_no_customer_row_to_the_driver(
+    deployed_copy: Settings,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The list, its value and survival columns and the campaign are computed on the executors: every result an
+    action brings to the driver is an aggregate (partition counts, BTYD sums, distinct purchase triples), never a
+    row per customer. Spark's collect and toPandas still run; they are only watched."""
+    from pyspark.sql.classic.dataframe import DataFrame
+
+    from churnops.dataset import load_contract
+
+    brought: list[tuple[list[str], int]] = []
+    collect, to_pandas = DataFrame.collect, DataFrame.toPandas
+
+    def watched_collect(self: DataFrame) -> list:
+        rows = collect(self)
+        brought.append((list(self.columns), len(rows)))
+        return rows
+
+    def watched_to_pandas(self: DataFrame) -> pd.DataFrame:
+        frame = to_pandas(self)
+        brought.append((list(frame.columns), len(frame)))
+        return frame
+
+    monkeypatch.setattr(DataFrame, "collect", watched_collect)
+    monkeypatch.setattr(DataFrame, "toPandas", watched_to_pandas)
+    contract = load_contract("synthetic", deployed_copy)
+
+    run = score(deployed_copy, contract, run_id="spark", engine="spark")
+
+    assert {"campaign_rank", "p_buy_90d"} <= set(pd.read_parquet(run.path).columns)
+    assert brought, "no action was watched: the check would pass whatever the job does"
+    per_customer = [(columns, rows) for columns, rows in brought if "customer_id" in columns]
+    assert per_customer == [], f"rows per customer reached the driver: {per_customer}"
+
+
 def test_the_auto_engine_picks_spark_only_from_the_configured_row_count() -> None:
     from churnops.config import ScoringSettings
 
