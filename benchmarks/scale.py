@@ -57,7 +57,8 @@ from churnops.storage import write_parquet_atomically  # noqa: E402
 
 BLOCK_CUSTOMERS = 100_000
 ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
-SCALE_DATABASE = "churnops_scale_bench"
+# One database per run (its process id): two runs at once, or a run beside a test, never drop each other's.
+SCALE_DATABASE = f"churnops_scale_bench_{os.getpid()}"
 # Training is not what this benchmark measures: a few trials on at most this many rows per cutoff.
 TRAINING = {"n_trials": 2, "seed": 3, "max_rows_per_cutoff": 50_000}
 
