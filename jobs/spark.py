@@ -14,6 +14,10 @@ def spark_session(settings: Settings, app_name: str) -> SparkSession:
     """Get or create a SparkSession. Under `spark-submit` the master comes from the submit command."""
     # Executors must run the same Python (and so see the same installed churnops) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if settings.spark.master.startswith("local"):
+        # Spark's web UI (and its driver) bind every interface unless SPARK_LOCAL_IP names one: a local session
+        # has nothing to offer another machine, so its UI stays on loopback. Read when the JVM starts.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
         SparkSession.builder.appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
