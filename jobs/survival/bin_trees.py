@@ -121,7 +121,7 @@ class BinTrees:
 
             def column(feature: int) -> np.ndarray:
                 if feature == self._bin_feature:
-                    return np.full(len(rows), start)
+                    return start
                 source = self._advanced.get(feature)
                 if source is None:
                     return base(feature)
@@ -270,11 +270,9 @@ def _predict_groups(
     groups: Sequence[TreeGroup], columns_at: Callable[[int], ColumnOf], rows: int, n_bins: int
 ) -> np.ndarray:
     """Each group predicted on its evaluated bin's inputs and added to every bin of its class."""
-    raw = np.zeros((rows, n_bins), dtype=float)
+    by_bin = np.zeros((n_bins, rows), dtype=float)  # one contiguous row per bin to add into
     for group in sorted(groups, key=lambda g: g.evaluated_bin):
         scores = predict_trees(group.trees, columns_at(group.evaluated_bin), rows)
-        if len(group.bins) == n_bins:
-            raw += scores[:, None]
-        else:
-            raw[:, list(group.bins)] += scores[:, None]
-    return raw
+        for k in group.bins:
+            by_bin[k] += scores
+    return by_bin.T

@@ -25,8 +25,9 @@ _MISSING_ZERO, _MISSING_NAN = 1, 2
 # kZeroThreshold: LightGBM reads a dense value this close to 0 as 0 (and a Zero-missing split sends it the default way).
 ZERO_THRESHOLD = 1e-35
 
-# An input column of the scored rows, by the booster's feature index, as LightGBM reads it (`as_read`).
-ColumnOf = Callable[[int], np.ndarray]
+# An input column of the scored rows, by the booster's feature index, as LightGBM reads it (`as_read`); a float for
+# a column that holds one value in every row.
+ColumnOf = Callable[[int], np.ndarray | float]
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,20 @@ class TreeArrays:
         """The tree's output for each of `rows` rows whose input columns `column` gives."""
         if len(self.split_feature) == 0:  # a single leaf
             return np.full(rows, self.leaf_value[0])
-        return np.broadcast_to(self._subtree(0, column), (rows,))
+        values = self._subtree(0, column)
+        return values if np.ndim(values) else np.full(rows, values)
 
     def _subtree(self, node: int, column: ColumnOf) -> np.ndarray | float:
         if node < 0:
             return float(self.leaf_value[~node])
         left = self._goes_left(node, column(int(self.split_feature[node])))
+        if np.ndim(left) == 0:  # a column with one value for every row (the bin start): one side is taken
+            return self._subtree(int(self.left_child[node] if left else self.right_child[node]), column)
         return np.where(
             left, self._subtree(int(self.left_child[node]), column), self._subtree(int(self.right_child[node]), column)
         )
 
-    def _goes_left(self, node: int, values: np.ndarray) -> np.ndarray:
+    def _goes_left(self, node: int, values: np.ndarray | float) -> np.ndarray:
         decision = int(self.decision_type[node])
         if decision & _CATEGORICAL_MASK:
             return self._in_category_set(node, values)
@@ -89,7 +93,7 @@ class TreeArrays:
         # No missing type: NaN is read as 0 and compared like any value.
         return below | np.isnan(values) if 0.0 <= threshold else below
 
-    def _in_category_set(self, node: int, values: np.ndarray) -> np.ndarray:
+    def _in_category_set(self, node: int, values: np.ndarray | float) -> np.ndarray:
         """LightGBM's bitset test of the category int(value); NaN and negative categories go right."""
         index = int(self.threshold[node])
         words = self.cat_threshold[self.cat_boundaries[index] : self.cat_boundaries[index + 1]]

@@ -67,3 +67,19 @@ def test_a_column_within_the_zero_threshold_is_read_as_zero() -> None:
     assert read[0] == 0.0 and read[1] == 0.0 and read[2] == 0.5 and np.isnan(read[3]) and read[4] == -2.0
     untouched = np.array([1.0, np.nan])
     assert as_read(untouched) is untouched
+
+
+def test_a_column_with_one_value_in_every_row_may_be_given_as_a_float() -> None:
+    """The bin start is one number per bin: the splits on it pick a side for all rows at once."""
+    booster, scored = booster_with_every_split_kind(missing_as_zero=False)
+    _, trees, _ = _split_model_text(booster.model_to_string())
+    assert trees is not None
+    for constant in (-1.0, 0.0, 0.3, np.nan):
+        scored[:, 0] = constant
+        columns = {feature: as_read(scored[:, feature]) for feature in range(1, scored.shape[1])}
+
+        def column(feature: int, columns: dict = columns, constant: float = constant) -> np.ndarray | float:
+            return constant if feature == 0 else columns[feature]
+
+        predicted = predict_trees([tree.arrays for tree in trees], column, len(scored))
+        assert np.array_equal(predicted, booster.predict(scored, raw_score=True))
