@@ -86,17 +86,15 @@ class BinTrees:
         return cls(header, trees, trailer, bin_feature, dict(advanced or {}))
 
     def predict_raw_by_bin(self, inputs: np.ndarray, bin_starts: Sequence[float]) -> np.ndarray:
-        """Raw scores (rows x bins) of `inputs` (one row per customer; its bin columns are not read: each bin's are
-        computed from the bin start).
+        """Raw scores (rows x bins) of `inputs`: one row per customer, its encoded features first (the bin start and
+        the advanced columns are computed here for each bin, and never read from `inputs`, which may lack them).
 
         The rows are predicted in blocks of close values of the advanced columns (`row_blocks`): the narrower a
         block's range, the more bins its trees cannot tell apart. Rows come back in their order."""
         order, blocks = row_blocks(inputs[:, list(self._advanced.values())])
-        # Column-major: every split reads one input column of the block's rows.
-        inputs = np.asfortranarray(inputs[order])
         raw = np.empty((len(inputs), len(bin_starts)), dtype=float)
         for block in blocks:
-            rows = inputs[block]
+            rows = inputs[order[block]]  # one gather of the block's rows; each split then reads a column of it
             ranges = {column: _finite_range(rows[:, source]) for column, source in self._advanced.items()}
             groups = self.groups(bin_starts, ranges)
             raw[block] = _predict_groups(groups, self._columns_at(rows, bin_starts), len(rows), len(bin_starts))
@@ -108,11 +106,17 @@ class BinTrees:
         """For a bin, the block's input columns as that bin reads them: the bin start, the advanced columns moved
         by it (computed as `column + start` in float64, as the inputs of a whole-booster prediction are), the
         others as they are."""
+        given: dict[int, np.ndarray] = {}
         read: dict[int, np.ndarray] = {}
+
+        def contiguous(feature: int) -> np.ndarray:
+            if feature not in given:
+                given[feature] = np.ascontiguousarray(rows[:, feature])
+            return given[feature]
 
         def base(feature: int) -> np.ndarray:
             if feature not in read:
-                read[feature] = as_read(rows[:, feature])
+                read[feature] = as_read(contiguous(feature))
             return read[feature]
 
         def at_bin(k: int) -> ColumnOf:
@@ -126,7 +130,7 @@ class BinTrees:
                 if source is None:
                     return base(feature)
                 if feature not in moved:
-                    moved[feature] = as_read(rows[:, source] + start)
+                    moved[feature] = as_read(contiguous(source) + start)
                 return moved[feature]
 
             return column
