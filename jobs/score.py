@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -177,8 +178,13 @@ def score(
     scored = score_frame(model, features, cutoff, settings.scoring.risk_bands)
     scored = with_model_columns(settings, contract, scored, cutoff, snapshot_dir, features)
     path = scores_path(settings, contract.name, cutoff, list_kind)
-    write_parquet_atomically(scored, path)
-    in_database = store_list(settings, scored, contract.name, run_id, cutoff, list_kind)
+    # The Parquet file is written (Arrow, outside the GIL) while PostgreSQL loads the list: neither waits for the
+    # other. Each is replaced atomically on its own, as before; a failure of either fails the run, and a re-run
+    # replaces both.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        parquet = pool.submit(write_parquet_atomically, scored, path)
+        in_database = store_list(settings, scored, contract.name, run_id, cutoff, list_kind)
+        parquet.result()
     log.info("scored %s customers at %s with %s v%s -> %s", len(scored), cutoff, model.name, model.version, path)
     return ScoringRun(
         path=path,

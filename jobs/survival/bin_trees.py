@@ -18,12 +18,16 @@ per iteration) gets no plan: the caller predicts it whole in every bin.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
+
+from churnops.jobs.survival.tree_arrays import ColumnOf, TreeArrays, as_read, predict_trees
 
 # LightGBM's decision_type bits (include/LightGBM/tree.h): categorical split, default direction, missing type.
 _CATEGORICAL_MASK, _DEFAULT_LEFT_MASK = 1, 2
@@ -45,6 +49,7 @@ class TreeGroup:
     booster: lgb.Booster
     evaluated_bin: int
     bins: tuple[int, ...]
+    trees: tuple[TreeArrays, ...] = ()  # the booster's trees, as numpy evaluates them
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class _Tree:
     thresholds: tuple[float, ...]
     decision_types: tuple[int, ...]
     linear: bool
+    arrays: TreeArrays
 
 
 # A node's decision in one bin: left (True), right (False), the same in every bin (None), or depends on the
@@ -82,29 +88,61 @@ class BinTrees:
         return cls(header, trees, trailer, bin_feature, dict(advanced or {}))
 
     def predict_raw_by_bin(self, inputs: np.ndarray, bin_starts: Sequence[float]) -> np.ndarray:
-        """Raw scores (rows x bins) of `inputs` (one row per customer, its bin columns overwritten here).
+        """Raw scores (rows x bins) of `inputs`: one row per customer, its encoded features first (the bin start and
+        the advanced columns are computed here for each bin, and never read from `inputs`, which may lack them).
 
         The rows are predicted in blocks of close values of the advanced columns (`row_blocks`): the narrower a
         block's range, the more bins its trees cannot tell apart. Rows come back in their order."""
         order, blocks = row_blocks(inputs[:, list(self._advanced.values())])
-        inputs = inputs[order]
         raw = np.empty((len(inputs), len(bin_starts)), dtype=float)
-        for block in blocks:
-            rows = inputs[block]
+
+        def predict_block(block: slice) -> None:
+            rows = inputs[order[block]]  # one gather of the block's rows; each split then reads a column of it
             ranges = {column: _finite_range(rows[:, source]) for column, source in self._advanced.items()}
             groups = self.groups(bin_starts, ranges)
-            raw[block] = _predict_groups(groups, rows, self._set_bin(rows, bin_starts), len(bin_starts))
+            raw[block] = _predict_groups(groups, self._columns_at(rows, bin_starts), len(rows), len(bin_starts))
+
+        # Blocks are independent and numpy releases the GIL inside each split's arithmetic: one thread per core.
+        with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
+            list(pool.map(predict_block, blocks))
         restored = np.empty_like(raw)
         restored[order] = raw
         return restored
 
-    def _set_bin(self, rows: np.ndarray, bin_starts: Sequence[float]) -> Callable[[int], None]:
-        def set_bin(k: int) -> None:
-            rows[:, self._bin_feature] = bin_starts[k]
-            for column, source in self._advanced.items():
-                rows[:, column] = rows[:, source] + bin_starts[k]
+    def _columns_at(self, rows: np.ndarray, bin_starts: Sequence[float]) -> Callable[[int], ColumnOf]:
+        """For a bin, the block's input columns as that bin reads them: the bin start, the advanced columns moved
+        by it (computed as `column + start` in float64, as the inputs of a whole-booster prediction are), the
+        others as they are."""
+        given: dict[int, np.ndarray] = {}
+        read: dict[int, np.ndarray] = {}
 
-        return set_bin
+        def contiguous(feature: int) -> np.ndarray:
+            if feature not in given:
+                given[feature] = np.ascontiguousarray(rows[:, feature])
+            return given[feature]
+
+        def base(feature: int) -> np.ndarray:
+            if feature not in read:
+                read[feature] = as_read(contiguous(feature))
+            return read[feature]
+
+        def at_bin(k: int) -> ColumnOf:
+            start = float(bin_starts[k])
+            moved: dict[int, np.ndarray] = {}
+
+            def column(feature: int) -> np.ndarray:
+                if feature == self._bin_feature:
+                    return start
+                source = self._advanced.get(feature)
+                if source is None:
+                    return base(feature)
+                if feature not in moved:
+                    moved[feature] = as_read(contiguous(source) + start)
+                return moved[feature]
+
+            return column
+
+        return at_bin
 
     def groups(self, bin_starts: Sequence[float], advanced_ranges: dict[int, tuple[float, float]]) -> list[TreeGroup]:
         """The trees grouped by class of bins. `advanced_ranges`: for each advanced column's input index, the
@@ -114,7 +152,12 @@ class BinTrees:
             for bins in self._bin_classes(tree, bin_starts, advanced_ranges):
                 classes.setdefault(bins, []).append(number)
         return [
-            TreeGroup(booster=self._booster_of(tuple(numbers)), evaluated_bin=bins[0], bins=bins)
+            TreeGroup(
+                booster=self._booster_of(tuple(numbers)),
+                evaluated_bin=bins[0],
+                bins=bins,
+                trees=tuple(self._trees[number].arrays for number in numbers),
+            )
             for bins, numbers in sorted(classes.items())
         ]
 
@@ -194,6 +237,7 @@ def _parse_tree(block: str) -> _Tree:
         thresholds=numbers("threshold", float),
         decision_types=numbers("decision_type", int),
         linear=fields.get("is_linear", "0") != "0",
+        arrays=TreeArrays.from_fields(fields),
     )
 
 
@@ -204,13 +248,6 @@ def _plain_sum(header: str, trees: list[_Tree]) -> bool:
         and "average_output" not in header.splitlines()
         and not any(tree.linear for tree in trees)
     )
-
-
-# Rows of one block, at least: below it a predict call's fixed cost outweighs the trees a narrower range saves.
-
-
-ROWS_PER_BLOCK = 50_000
-SPLITS_PER_COLUMN = 4
 
 
 def row_blocks(values: np.ndarray) -> tuple[np.ndarray, list[slice]]:
@@ -234,18 +271,12 @@ def _finite_range(values: np.ndarray) -> tuple[float, float]:
 
 
 def _predict_groups(
-    groups: Sequence[TreeGroup], rows: np.ndarray, set_bin: Callable[[int], None], n_bins: int
+    groups: Sequence[TreeGroup], columns_at: Callable[[int], ColumnOf], rows: int, n_bins: int
 ) -> np.ndarray:
     """Each group predicted on its evaluated bin's inputs and added to every bin of its class."""
-    raw = np.zeros((len(rows), n_bins), dtype=float)
-    current = None
+    by_bin = np.zeros((n_bins, rows), dtype=float)  # one contiguous row per bin to add into
     for group in sorted(groups, key=lambda g: g.evaluated_bin):
-        if group.evaluated_bin != current:
-            set_bin(group.evaluated_bin)
-            current = group.evaluated_bin
-        scores = group.booster.predict(rows, raw_score=True, num_threads=0)
-        if len(group.bins) == n_bins:
-            raw += scores[:, None]
-        else:
-            raw[:, list(group.bins)] += scores[:, None]
-    return raw
+        scores = predict_trees(group.trees, columns_at(group.evaluated_bin), rows)
+        for k in group.bins:
+            by_bin[k] += scores
+    return by_bin.T

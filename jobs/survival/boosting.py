@@ -55,20 +55,20 @@ class HazardBoostingModel:
     def rates(self, frame: pd.DataFrame) -> np.ndarray:
         """Daily purchase rate of each customer (rows) in each time bin (columns).
 
-        One customers x inputs matrix has its bin start and advanced time-since columns rewritten for each bin: the
-        same inputs row for row as `all_bins_inputs`, without materialising every customer in every bin (gigabytes
-        for a list of a million). Each tree is evaluated only in the bins it can tell apart
-        (`churnops.jobs.survival.bin_trees`). All cores predict: the booster was trained on one thread
-        (`FIXED_PARAMS`), which LightGBM would otherwise keep for prediction too."""
+        The same inputs row for row as `all_bins_inputs`, without materialising every customer in every bin
+        (gigabytes for a list of a million): each tree is evaluated only in the bins it can tell apart, on the bin
+        start and advanced time-since columns computed per bin (`churnops.jobs.survival.bin_trees`, with numpy). A
+        booster that is not a plain sum of trees is predicted whole per bin on one rewritten matrix, on all cores:
+        it was trained on one thread (`FIXED_PARAMS`), which LightGBM would otherwise keep for prediction too."""
         matrix = self.schema.encode_frame(frame)
+        starts = np.asarray(self.bins.starts, dtype=float)
+        planned = self._bin_trees
+        if planned is not None:  # the bin start and advanced columns are computed per bin from the encoded rows
+            return np.exp(self.base_log_rate + planned.predict_raw_by_bin(matrix, starts))
         shifted = _shifted_indices(self.schema, self.shifted)
         n = len(matrix)
         inputs = hazard_inputs(matrix, self.bins, np.arange(n), np.zeros(n, dtype=np.int64), shifted)
         start_column = matrix.shape[1]
-        starts = np.asarray(self.bins.starts, dtype=float)
-        planned = self._bin_trees
-        if planned is not None:
-            return np.exp(self.base_log_rate + planned.predict_raw_by_bin(inputs, starts))
         # Not a plain sum of trees: the whole booster in every bin.
         log_rates = np.empty((n, len(self.bins)), dtype=float)
         for index, start in enumerate(starts):

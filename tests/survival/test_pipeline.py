@@ -171,3 +171,28 @@ def test_a_dataset_without_survival_scores_exactly_as_before(deployed_copy: Sett
     listed = pd.read_parquet(run.path)
     assert not [c for c in listed.columns if c in SURVIVAL_COLUMNS]
     assert (pd.to_datetime(listed["cutoff"]) == pd.Timestamp(run.cutoff)).all()
+
+
+@pytest.mark.slow
+def test_every_customer_of_the_list_gets_the_survival_prediction_of_their_own_snapshot_row(
+    deployed_copy: Settings,  # noqa: F811 - the fixture
+) -> None:
+    """The list is ranked by churn score, the survival model predicts the snapshot's rows in their order: each list
+    row must carry, bit for bit, what the survival champion predicts from that customer's own row."""
+    from churnops.jobs.score import score
+    from churnops.jobs.survival.model_store import load_survival_version
+    from churnops.registry import champion_or_none
+
+    contract = load_contract("synthetic", deployed_copy)
+    run = score(deployed_copy, contract, run_id="survival-alignment")
+    listed = pd.read_parquet(run.path)
+    champion = champion_or_none(contract.survival_model_name)
+    assert champion is not None
+    model, _ = load_survival_version(contract.survival_model_name, str(champion.version))
+    frame, _ = load_snapshot(latest_snapshot_dir(deployed_copy, "synthetic"), cutoffs=[run.cutoff])
+    expected = model.predict_customers(frame, contract.survival.horizons)
+    expected.index = frame[ENTITY_ID].astype(str).to_numpy()
+    expected = expected.loc[listed[ENTITY_ID].astype(str)]
+    assert listed[ENTITY_ID].tolist() != frame[ENTITY_ID].tolist()  # the orders differ: alignment is exercised
+    for column in SURVIVAL_COLUMNS:
+        np.testing.assert_array_equal(listed[column].to_numpy(), expected[column].to_numpy(), err_msg=column)
