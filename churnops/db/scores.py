@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import logging
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,25 @@ _COPY_CHUNK_ROWS = 200_000
 _ROW_COLUMNS = ("customer_id", "score", "decision", "risk_decile", "risk_band")
 # Sort memory for the bulk index builds of one list (about 100 MB per index at 1M rows), set for that transaction.
 _INDEX_BUILD_MEMORY = "256MB"
+# The indexes the parent's partitioned indexes expect, by step name.
+_LIST_INDEXES = (
+    ("primary key", "ALTER TABLE churnops.{table} ADD CONSTRAINT {pkey} PRIMARY KEY (list_key, customer_id)"),
+    ("score index", "CREATE INDEX ON churnops.{table} (dataset, logical_date, list_kind, score DESC)"),
+    ("customer index", "CREATE INDEX ON churnops.{table} (customer_id, dataset, logical_date DESC)"),
+)
+
+_log = logging.getLogger(__name__)
+
+
+@contextmanager
+def timed_step(key: str, step: str) -> Iterator[None]:
+    """Log (DEBUG) how long one step of a list write took, with `list_step` and `seconds` on the record: what
+    benchmarks/list_write.py collects, and what an operator turns on to see where a slow write spends its time."""
+    started = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - started
+    _log.debug("list %s: %s took %.3f s", key, step, seconds, extra={"list_step": step, "seconds": seconds})
+
 
 # Score lists
 # ----------------------------------------------------------------------------------------------------
@@ -148,18 +170,24 @@ def write_scores(
         raise ValueError(f"list_kind must be one of {LIST_KINDS}, got {list_kind!r}")
     if list_name and list_kind != "adhoc":
         raise ValueError(f"only an adhoc list has a name: a {list_kind} list is one per date, got {list_name!r}")
-    frame, shared = validated_score_frame(scores)
     key = list_key(dataset, logical_date, list_kind, list_name)
+    with timed_step(key, "validate"):
+        frame, shared = validated_score_frame(scores)
     partition = new_partition_name(key)
     record = ListRecord(dataset, logical_date, list_kind, list_name, run_id, **shared)
     with conn, conn.cursor() as cur:
         # Writers of the same list queue here; writers of other lists meet only at the partition swap.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('churnops.scores'), hashtext(%s))", (key,))
-        create_list_table(cur, partition, record)
+        with timed_step(key, "create"):
+            create_list_table(cur, partition, record)
         # FREEZE: the table was created in this transaction, so its rows are written frozen, and the first readers
         # do not rewrite every page to set hint bits.
-        written = copy_list_rows(cur, partition, frame, freeze=True)
+        with timed_step(key, "copy"):
+            written = copy_list_rows(cur, partition, frame, freeze=True)
         publish_list_table(cur, partition, record, len(frame))
+        commit = timed_step(key, "commit")
+        commit.__enter__()
+    commit.__exit__(None, None, None)
     return written
 
 
@@ -257,15 +285,16 @@ def publish_list_table(cur: Any, partition: str, record: ListRecord, row_count: 
     previous = cur.fetchone()
     # Each index is one in-memory sort instead of an external merge of runs spilled to disk.
     cur.execute("SET LOCAL maintenance_work_mem = %s", (_INDEX_BUILD_MEMORY,))
-    _index_like_parent(cur, partition)
+    _index_like_parent(cur, partition, record.key)
     # Only now the parent is locked (briefly): out with the old list, in with the new one.
-    if previous is not None and previous[0]:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS churnops.{}").format(sql.Identifier(previous[0])))
-    cur.execute(
-        sql.SQL("ALTER TABLE churnops.scores ATTACH PARTITION churnops.{} FOR VALUES IN ({})").format(
-            sql.Identifier(partition), sql.Literal(record.key)
+    with timed_step(record.key, "swap"):
+        if previous is not None and previous[0]:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS churnops.{}").format(sql.Identifier(previous[0])))
+        cur.execute(
+            sql.SQL("ALTER TABLE churnops.scores ATTACH PARTITION churnops.{} FOR VALUES IN ({})").format(
+                sql.Identifier(partition), sql.Literal(record.key)
+            )
         )
-    )
     cur.execute(
         """
         INSERT INTO churnops.score_runs (dataset, logical_date, list_kind, list_name, run_id, model_name,
@@ -300,16 +329,13 @@ def _in_score_order(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.iloc[np.argsort(-score, kind="stable")]
 
 
-def _index_like_parent(cur: Any, partition: str) -> None:
+def _index_like_parent(cur: Any, partition: str, key: str) -> None:
     """Build, in bulk, the indexes the parent's partitioned indexes expect (ATTACH adopts them instead of building
     them under the parent's lock)."""
     table = sql.Identifier(partition)
-    for statement in (
-        "ALTER TABLE churnops.{table} ADD CONSTRAINT {pkey} PRIMARY KEY (list_key, customer_id)",
-        "CREATE INDEX ON churnops.{table} (dataset, logical_date, list_kind, score DESC)",
-        "CREATE INDEX ON churnops.{table} (customer_id, dataset, logical_date DESC)",
-    ):
-        cur.execute(sql.SQL(statement).format(table=table, pkey=sql.Identifier(f"{partition}_pkey")))
+    for step, statement in _LIST_INDEXES:
+        with timed_step(key, step):
+            cur.execute(sql.SQL(statement).format(table=table, pkey=sql.Identifier(f"{partition}_pkey")))
 
 
 _SCORE_READ_COLUMNS = (
