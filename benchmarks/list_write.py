@@ -101,7 +101,9 @@ def main() -> None:
                 wall = time.perf_counter() - started
                 assert written == args.customers, written
                 runs.append({**times.seconds, "wall": wall})
-                print(f"run {run + 1}: wall {wall:.2f} s  " + "  ".join(f"{k} {v:.2f}" for k, v in times.seconds.items()))
+                print(
+                    f"run {run + 1}: wall {wall:.2f} s  " + "  ".join(f"{k} {v:.2f}" for k, v in times.seconds.items())
+                )
     finally:
         logger.removeHandler(times)
         admin.cursor().execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
