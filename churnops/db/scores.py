@@ -18,6 +18,7 @@ import pandas as pd
 from psycopg2 import sql
 
 from churnops.banding import SCORE_COLUMNS
+from churnops.db.binary_copy import BinaryCopyStream
 from churnops.db.list_columns import (
     OPTIONAL_LIST_COLUMNS,
     parsed_optional_columns,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
 
 
-# Rows serialised per COPY chunk: bounds the memory of a 1M-row write to one chunk of CSV text.
+# Rows serialised per COPY chunk: bounds the memory of a 1M-row write to one chunk (tens of MB).
 _COPY_CHUNK_ROWS = 200_000
 # The columns a list's rows differ in; the others hold one value per list (see `write_scores`).
 _ROW_COLUMNS = ("customer_id", "score", "decision", "risk_decile", "risk_band")
@@ -102,42 +103,6 @@ def validated_score_frame(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str,
     rows["risk_decile"] = decile
     rows |= validated_optional_columns(scores)
     return pd.DataFrame({column: np.asarray(values) for column, values in rows.items()}), shared
-
-
-class _CsvStream(io.RawIOBase):
-    """A read-only file over a DataFrame rendered as CSV chunk by chunk, for `copy_expert` to pull from."""
-
-    def __init__(self, frame: pd.DataFrame, chunk_rows: int = _COPY_CHUNK_ROWS) -> None:
-        self._chunks = self._render(frame, chunk_rows)
-        self._buffer = b""
-
-    @staticmethod
-    def _render(frame: pd.DataFrame, chunk_rows: int) -> Iterator[bytes]:
-        import pyarrow as pa
-        import pyarrow.csv as pa_csv
-
-        options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
-        for start in range(0, len(frame), chunk_rows):
-            table = pa.Table.from_pandas(frame.iloc[start : start + chunk_rows], preserve_index=False)
-            # Dates as dates (the columns are `date`); Arrow prints doubles in their shortest round-trip form, so
-            # scores arrive bit-identical, and renders a chunk in C++ about 10x faster than DataFrame.to_csv.
-            table = table.cast(
-                pa.schema(pa.field(f.name, pa.date32()) if pa.types.is_timestamp(f.type) else f for f in table.schema)
-            )
-            sink = io.BytesIO()
-            pa_csv.write_csv(table, sink, options)
-            yield sink.getvalue()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        while (size < 0 or len(self._buffer) < size) and (chunk := next(self._chunks, None)) is not None:
-            self._buffer += chunk
-        if size < 0:
-            size = len(self._buffer)
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
 
 
 LIST_KINDS = ("regular", "backfill", "adhoc")
@@ -220,13 +185,15 @@ def create_list_table(cur: Any, partition: str, record: ListRecord) -> None:
 def copy_list_rows(cur: Any, partition: str, rows: pd.DataFrame, *, freeze: bool = False) -> int:
     """COPY validated row columns (`validated_score_frame`) into a list table; return the rows written. FREEZE only
     in the transaction that created the table."""
-    copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT csv{})").format(
+    copy_sql = sql.SQL("COPY churnops.{} ({}) FROM STDIN WITH (FORMAT binary{})").format(
         sql.Identifier(partition),
         # The row columns, and the value columns (migration 0012) when the list has them.
         sql.SQL(", ").join(map(sql.Identifier, rows.columns)),
         sql.SQL(", FREEZE") if freeze else sql.SQL(""),
     )
-    cur.copy_expert(copy_sql.as_string(cur.connection), _CsvStream(in_score_order(rows)), size=1 << 20)
+    cur.copy_expert(
+        copy_sql.as_string(cur.connection), BinaryCopyStream(in_score_order(rows), _COPY_CHUNK_ROWS), size=1 << 20
+    )
     return int(cur.rowcount)
 
 
