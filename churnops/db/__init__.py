@@ -37,11 +37,10 @@ from churnops.db.parallel_scores import (
     list_record,
     publish_staged_list,
     stage_list,
-    write_scores,
 )
 from churnops.db.prediction_log import write_prediction_log
 from churnops.db.rows import copy_text
-from churnops.db.scores import LIST_KINDS, latest_scores
+from churnops.db.scores import LIST_KINDS, latest_scores, write_scores
 from churnops.db.writers import (
     PROMOTION_STATISTICS,
     IngestionReport,

@@ -108,6 +108,51 @@ def validated_score_frame(scores: pd.DataFrame) -> tuple[pd.DataFrame, dict[str,
 LIST_KINDS = ("regular", "backfill", "adhoc")
 
 
+def write_scores(
+    conn: Connection,
+    scores: pd.DataFrame,
+    *,
+    dataset: str,
+    run_id: str,
+    logical_date: dt.date,
+    list_kind: str = "regular",
+    list_name: str = "",
+) -> int:
+    """Replace the scoring list of (dataset, logical_date, list_kind, list_name) with `scores`, atomically; return
+    the rows written. A list replaces only the list of the same kind, date and name: a `backfill` (a past date
+    re-scored) or an `adhoc` list (a new file, `churnops score --input`) never replaces the `regular` one, nor the
+    other way round, and an `adhoc` list is named by its input (`list_name`), so two files never replace each other.
+
+    In ONE transaction: COPY the rows into a new table, index it in bulk, drop the list's old partition of
+    churnops.scores, attach the new one and record the list in churnops.score_runs. Readers see the old complete
+    list until the commit and the new complete list after it; a crash or a kill anywhere before the commit
+    leaves the old list (and no stray table: its creation rolls back too). Re-running the same logical date
+    therefore replaces its rows and never duplicates them.
+    `scores` has the columns of SCORE_COLUMNS (see churnops.banding.build_score_frame); one model and one
+    cutoff per list.
+    """
+    if list_kind not in LIST_KINDS:
+        raise ValueError(f"list_kind must be one of {LIST_KINDS}, got {list_kind!r}")
+    if list_name and list_kind != "adhoc":
+        raise ValueError(f"only an adhoc list has a name: a {list_kind} list is one per date, got {list_name!r}")
+    key = list_key(dataset, logical_date, list_kind, list_name)
+    with timed_step(key, "validate"):
+        frame, shared = validated_score_frame(scores)
+    partition = new_partition_name(key)
+    record = ListRecord(dataset, logical_date, list_kind, list_name, run_id, **shared)
+    with conn, conn.cursor() as cur:
+        # Writers of the same list queue here; writers of other lists meet only at the partition swap.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('churnops.scores'), hashtext(%s))", (key,))
+        with timed_step(key, "create"):
+            create_list_table(cur, partition, record)
+        # FREEZE: the table was created in this transaction, so its rows are written frozen, and the first readers
+        # do not rewrite every page to set hint bits.
+        with timed_step(key, "copy"):
+            written = copy_list_rows(cur, partition, frame, freeze=True)
+        publish_list_table(cur, partition, record, len(frame))
+    return written
+
+
 def list_key(dataset: str, logical_date: dt.date, list_kind: str, list_name: str = "") -> str:
     """The partition key of one list in churnops.scores (migration 0008; a named `adhoc` list, 0011)."""
     key = f"{dataset}/{logical_date.isoformat()}/{list_kind}"
@@ -176,10 +221,6 @@ def create_list_table(cur: Any, partition: str, record: ListRecord) -> None:
             ),
         )
     )
-    # The list's key, for the sweep of tables a dead writer left (churnops.db.parallel_scores._drop_stray_tables).
-    cur.execute(
-        sql.SQL("COMMENT ON TABLE churnops.{} IS {}").format(sql.Identifier(partition), sql.Literal(record.key))
-    )
 
 
 def copy_list_rows(cur: Any, partition: str, rows: pd.DataFrame, *, freeze: bool = False) -> int:
@@ -192,7 +233,7 @@ def copy_list_rows(cur: Any, partition: str, rows: pd.DataFrame, *, freeze: bool
         sql.SQL(", FREEZE") if freeze else sql.SQL(""),
     )
     cur.copy_expert(
-        copy_sql.as_string(cur.connection), BinaryCopyStream(in_score_order(rows), _COPY_CHUNK_ROWS), size=1 << 20
+        copy_sql.as_string(cur.connection), BinaryCopyStream(_in_score_order(rows), _COPY_CHUNK_ROWS), size=1 << 20
     )
     return int(cur.rowcount)
 
@@ -201,11 +242,11 @@ def publish_list_table(cur: Any, partition: str, record: ListRecord, row_count: 
     """Index a filled list table in bulk, then swap it in for the list's previous partition and record the list,
     inside the caller's transaction (the caller holds the list's advisory lock)."""
     for index in LIST_INDEXES:
-        build_list_index(cur, partition, record.key, index)
-    swap_in_list_table(cur, partition, record, row_count)
+        _build_list_index(cur, partition, record.key, index)
+    _swap_in_list_table(cur, partition, record, row_count)
 
 
-def build_list_index(cur: Any, partition: str, key: str, index: str) -> None:
+def _build_list_index(cur: Any, partition: str, key: str, index: str) -> None:
     """Build one of LIST_INDEXES on a list table in bulk, in the caller's transaction: the index the parent's
     partitioned index expects, so ATTACH adopts it instead of building it under the parent's lock."""
     # One in-memory sort instead of an external merge of runs spilled to disk.
@@ -218,7 +259,7 @@ def build_list_index(cur: Any, partition: str, key: str, index: str) -> None:
         )
 
 
-def swap_in_list_table(cur: Any, partition: str, record: ListRecord, row_count: int) -> None:
+def _swap_in_list_table(cur: Any, partition: str, record: ListRecord, row_count: int) -> None:
     """Drop the list's previous partition, attach its indexed table and record the list, inside the caller's
     transaction (the caller holds the list's advisory lock): the only moment the parent is locked, briefly."""
     cur.execute(
@@ -261,7 +302,7 @@ def swap_in_list_table(cur: Any, partition: str, record: ListRecord, row_count: 
     )
 
 
-def in_score_order(rows: pd.DataFrame) -> pd.DataFrame:
+def _in_score_order(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows highest score first, the order of the list's score index: PostgreSQL's sort finds its input already
     in order and the build reads it in one pass (about 5x faster than sorting 1M rows)."""
     score = rows["score"].to_numpy()
