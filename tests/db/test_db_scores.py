@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from contextlib import closing
@@ -401,3 +402,43 @@ def test_lists_written_before_the_partitioning_migration_keep_their_rows(empty_d
     # The next run of the same list swaps the migrated partition like any other.
     db.write_scores(empty_database, score_frame(10, seed=26), dataset="old", run_id="new", logical_date=LOGICAL_DATE)
     assert count_rows(empty_database, "old") == 12
+
+
+def test_a_reader_during_a_replace_sees_the_whole_old_list_or_the_whole_new_one(
+    conn: psycopg2.extensions.connection, platform_databases: PlatformDatabases
+) -> None:
+    dataset = new_dataset()
+    db.write_scores(conn, score_frame(1_000, seed=21), dataset=dataset, run_id="old", logical_date=LOGICAL_DATE)
+    new = score_frame(200_000, seed=22)
+    errors: list[BaseException] = []
+
+    def replace() -> None:
+        try:
+            with closing(psycopg2.connect(platform_databases.churnops_url())) as writer:
+                db.write_scores(writer, new, dataset=dataset, run_id="new", logical_date=LOGICAL_DATE)
+        except BaseException as error:  # noqa: BLE001 — reported by the test below
+            errors.append(error)
+
+    seen_during_write = set()
+    writer = threading.Thread(target=replace)
+    writer.start()
+    with closing(psycopg2.connect(platform_databases.churnops_url())) as reader:
+        reader.autocommit = True  # each read is a statement of its own, as the API's are
+        with reader.cursor() as cur:
+            while writer.is_alive():
+                cur.execute(
+                    "SELECT run_id, count(*) FROM churnops.scores WHERE dataset = %s GROUP BY run_id", (dataset,)
+                )
+                seen_during_write.add(tuple(sorted(cur.fetchall())))
+    writer.join()
+    assert not errors, errors
+    assert seen_during_write, "no read ran while the list was being replaced"
+    assert seen_during_write <= {(("old", 1_000),), (("new", 200_000),)}, seen_during_write
+    assert count_rows(conn, dataset) == 200_000
+
+
+def test_customer_ids_beyond_ascii_are_stored_as_given(conn: psycopg2.extensions.connection) -> None:
+    dataset, frame = new_dataset(), score_frame(50, seed=23)
+    frame["customer_id"] = [f"Zoë-{i}-客户" for i in range(50)]
+    db.write_scores(conn, frame, dataset=dataset, run_id="r", logical_date=LOGICAL_DATE)
+    pd.testing.assert_frame_equal(stored_list(conn, dataset), as_written(frame))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import numpy as np
@@ -123,3 +124,32 @@ def test_rows_of_another_model_are_refused_naming_the_column(platform_databases:
             db.copy_staged_rows(driver, staged, other_model)
         db.abandon_staged_list(driver, staged)
     assert staged.partition not in unattached_tables(conn)
+
+
+def test_an_executor_failing_mid_copy_while_another_wrote_keeps_the_previous_list_and_leaves_no_table(
+    platform_databases: PlatformDatabases, conn
+) -> None:
+    dataset = f"ds_{uuid.uuid4().hex[:8]}"
+    assert write_in_parts(platform_databases, dataset, ranked_list(1_000, seed=5), "previous", parts=2) == 1_000
+    new = ranked_list(100_000, seed=6)
+    # PostgreSQL text cannot hold NUL: the server refuses the second part's row after thousands were copied.
+    new.loc[90_000, "customer_id"] = "C\x00bad"
+    with closing(psycopg2.connect(platform_databases.churnops_url())) as driver:
+        staged = db.stage_list(driver, record(dataset, "doomed"))
+        halves = np.array_split(np.arange(len(new)), 2)
+        with (
+            closing(psycopg2.connect(platform_databases.churnops_url())) as first,
+            closing(psycopg2.connect(platform_databases.churnops_url())) as second,
+            ThreadPoolExecutor(max_workers=2) as pool,
+        ):
+            copies = [
+                pool.submit(db.copy_staged_rows, executor, staged, new.iloc[part])
+                for executor, part in zip((first, second), halves, strict=True)
+            ]
+            assert copies[0].result() == 50_000
+            with pytest.raises(psycopg2.DataError):
+                copies[1].result()
+        db.abandon_staged_list(driver, staged)
+    stored = db.latest_scores(conn, dataset)
+    assert len(stored) == 1_000 and set(stored["run_id"]) == {"previous"}
+    assert unattached_tables(conn) == []
