@@ -20,9 +20,10 @@ For each `--events` size, in `<root>/<size>/`:
 Per stage: wall time, and the peaks of the driver's Python process (RSS), the driver JVM (RSS; in local mode the
 executors are its threads, so its heap is bounded by `spark.driver.memory`) and the Python workers (PSS), sampled
 every 100 ms (`memory_sampler.py`), beside the configured Spark memory. `--score-customers N` also scores N
-customers on Spark (the trained snapshot's scoring cutoff grown as `score_1m.py` grows it) and checks a sample of
-their scores against the pandas path's. Figures go to stdout and `<root>/results.json` (merged with what is there,
-so sizes can be run one at a time); `--write-doc` writes docs/benchmarks/scale.md from all of them (`scale_doc.py`).
+customers on Spark (the trained snapshot's scoring cutoff grown file by file, `grown_snapshot.py`) and checks a
+sample of their scores against the pandas path's. Figures go to stdout and `<root>/results.json` (merged with what
+is there, so sizes can be run one at a time); `--write-doc` writes docs/benchmarks/scale.md from all of them
+(`scale_doc.py`).
 
     nice -n 10 .venv/bin/python benchmarks/scale.py --events 10000000 --root /tmp/scale --write-doc
 """
@@ -285,9 +286,9 @@ def _run_stages(events: int, root: Path, seed: int, args: argparse.Namespace, ma
             figures["scores_in_database"] = rows_in_database(url)
             figures["scores_in_database_reported"] = run.rows_in_database
         if args.score_customers:
-            from score_1m import grown_snapshot
+            from grown_snapshot import grown_file_snapshot
 
-            run_date, grow_seconds = in_child(grown_snapshot, settings, contract, args.score_customers, False)
+            run_date, grow_seconds = in_child(grown_file_snapshot, settings, contract, args.score_customers)
             figures["grown_snapshot_seconds"] = round(grow_seconds, 2)
             grown = timed(
                 "spark_scoring_grown",
