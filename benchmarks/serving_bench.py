@@ -7,11 +7,12 @@ the ratios compare figures measured side by side under the same machine load. Me
 as a Markdown table (requests/s, rows/s, p50, p99, errors), then the ratios. The churnops API runs as in
 production, everything on: API-key auth, request validation, multiprocess Prometheus metrics (`churnops serve
 --workers N`) and the prediction log written to a real PostgreSQL database (created for the run, migrated,
-dropped at the end unless --keep-database); the run checks that every prediction reached it.
+dropped at the end unless --keep-database); the run checks that every prediction reached it. Each cell also prints
+every server's CPU microseconds per request by role (CpuMeter: event loop, other threads, the log's PostgreSQL
+backends, wrk): the cost outside what the in-process profile (serving_profile.py) sees.
 
     .venv/bin/python benchmarks/serving_bench.py                 # 10 s x 3 rounds per cell, c = 8 and 32
     .venv/bin/python benchmarks/serving_bench.py --duration 5 --runs 1 --servers churnops bare
-
 Needs `wrk` (apt-get install wrk) and a trained champion in the working folder (`make run`).
 """
 
@@ -69,7 +70,6 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
-    # CPU microseconds per request by role (CpuMeter's, and the load generator's): what serving_profile.py cannot see
     cpu_us: dict[str, float] = field(default_factory=dict)
 
 
