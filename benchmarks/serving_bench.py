@@ -7,11 +7,12 @@ the ratios compare figures measured side by side under the same machine load. Me
 as a Markdown table (requests/s, rows/s, p50, p99, errors), then the ratios. The churnops API runs as in
 production, everything on: API-key auth, request validation, multiprocess Prometheus metrics (`churnops serve
 --workers N`) and the prediction log written to a real PostgreSQL database (created for the run, migrated,
-dropped at the end unless --keep-database); the run checks that every prediction reached it.
+dropped at the end unless --keep-database); the run checks that every prediction reached it. Each cell also prints
+every server's CPU microseconds per request by role (CpuMeter: event loop, other threads, the log's PostgreSQL
+backends, wrk): the cost outside what the in-process profile (serving_profile.py) sees.
 
     .venv/bin/python benchmarks/serving_bench.py                 # 10 s x 3 rounds per cell, c = 8 and 32
     .venv/bin/python benchmarks/serving_bench.py --duration 5 --runs 1 --servers churnops bare
-
 Needs `wrk` (apt-get install wrk) and a trained champion in the working folder (`make run`).
 """
 
@@ -26,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,13 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.serving_bench_support import (  # noqa: E402
     API_KEY,
+    CpuMeter,
     bench_database,
+    cpu_line,
+    cpu_per_request,
     drop_bench_database,
     load_average,
+    log_backend_pids,
     server,
     unused_port,
     wrk,
@@ -65,6 +70,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: dict[str, float] = field(default_factory=dict)
 
 
 def json_value(value: Any) -> Any:
@@ -104,11 +110,14 @@ class Target:
     name: str
     endpoints: dict[int, tuple[str, bytes]]  # rows per request -> (url, body)
     key: str = ""
+    meter: CpuMeter | None = None
 
 
 def one_run(target: Target, rows: int, connections: int, args: argparse.Namespace, workdir: Path) -> Run:
     url, body = target.endpoints[rows]
+    before = target.meter.sample() if target.meter else {}
     raw = wrk(url, body, connections, args.duration, args.wrk_threads, workdir, target.key)
+    after = target.meter.sample() if target.meter else {}
     errors = sum(raw[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts"))
     return Run(
         server=target.name,
@@ -118,6 +127,7 @@ def one_run(target: Target, rows: int, connections: int, args: argparse.Namespac
         p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         errors=errors,
+        cpu_us=cpu_per_request(before, after, raw),
     )
 
 
@@ -144,12 +154,13 @@ def measure_alternating(targets: list[Target], args: argparse.Namespace, workdir
                     p50_ms=statistics.median(r.p50_ms for r in done),
                     p99_ms=statistics.median(r.p99_ms for r in done),
                     errors=sum(r.errors for r in done),
+                    cpu_us={role: statistics.median(r.cpu_us[role] for r in done) for role in done[0].cpu_us},
                 )
                 print(
                     f"  {target.name:9s} rows={rows:<3d} c={connections:<3d} {median.requests_per_second:9.1f} req/s"
                     f"  p50 {median.p50_ms:7.2f} ms  p99 {median.p99_ms:8.2f} ms  errors {median.errors}  "
                     f"(rounds: {', '.join(f'{r.requests_per_second:.0f}' for r in done)} req/s; "
-                    f"load {load_average()})",
+                    f"load {load_average()})\n{'':13s}{cpu_line(median.cpu_us)}",
                     flush=True,
                 )
                 results.append(median)
@@ -191,7 +202,7 @@ def start_servers(
         }
         command = [str(venv_bin / "churnops"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         churnops_url = f"http://127.0.0.1:{port}"
-        stack.enter_context(
+        churnops_pid = stack.enter_context(
             server([*command, "--workers", str(args.workers)], env, f"{churnops_url}/ready", workdir / "churnops.log")
         )
         # /ready answered from one worker; the others may still be loading (503): wait until a run of answers is 200.
@@ -204,7 +215,7 @@ def start_servers(
         print(f"churnops API: first score {check.json()['probability']:.12f}", flush=True)
         # One row goes to /predict (the CRM's call), several to /batch_predict.
         endpoints = {r: (f"{churnops_url}/{'predict' if r == 1 else 'batch_predict'}", b[0]) for r, b in bodies.items()}
-        targets.append(Target("churnops", endpoints, API_KEY))
+        targets.append(Target("churnops", endpoints, API_KEY, CpuMeter(churnops_pid, log_backend_pids(database_url))))
     if "bare" in args.servers:
         port = unused_port()
         env = {**base_env, "BENCH_MODEL_NAME": model_name, "BENCH_MODEL_VERSION": version}
@@ -220,20 +231,21 @@ def start_servers(
             "warning",
         ]
         url = f"http://127.0.0.1:{port}"
-        stack.enter_context(server(command, env, url, workdir / "bare.log"))
-        targets.append(Target("bare", {r: (url, b[0]) for r, b in bodies.items()}))
+        bare_pid = stack.enter_context(server(command, env, url, workdir / "bare.log"))
+        targets.append(Target("bare", {r: (url, b[0]) for r, b in bodies.items()}, meter=CpuMeter(bare_pid)))
     if "mlflow" in args.servers:
         port = unused_port()
         command = [str(venv_bin / "mlflow"), "models", "serve", "-m", f"models:/{model_name}/{version}"]
         command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(args.workers)]
         url = f"http://127.0.0.1:{port}"
-        stack.enter_context(server(command, base_env, f"{url}/ping", workdir / "mlflow.log"))
+        mlflow_pid = stack.enter_context(server(command, base_env, f"{url}/ping", workdir / "mlflow.log"))
         check = httpx.post(
             f"{url}/invocations", content=bodies[args.rows[0]][1], headers={"content-type": "application/json"}
         )
         check.raise_for_status()
         print(f"mlflow models serve: first score {check.json()['predictions'][0]:.12f}", flush=True)
-        targets.append(Target("mlflow", {r: (f"{url}/invocations", b[1]) for r, b in bodies.items()}))
+        mlflow_endpoints = {r: (f"{url}/invocations", b[1]) for r, b in bodies.items()}
+        targets.append(Target("mlflow", mlflow_endpoints, meter=CpuMeter(mlflow_pid)))
     return targets, churnops_url, database_url
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -85,8 +86,9 @@ def drop_bench_database() -> None:
 
 
 @contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], ready_url: str, log_path: Path) -> Iterator[None]:
-    """Start a server in its own process group, wait for `ready_url`, stop the whole group afterwards."""
+def server(command: list[str], env: dict[str, str], ready_url: str, log_path: Path) -> Iterator[int]:
+    """Start a server in its own process group, wait for `ready_url`, stop the whole group afterwards; yields the
+    started process's pid (its workers are its descendants: `CpuMeter`)."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -100,7 +102,7 @@ def server(command: list[str], env: dict[str, str], ready_url: str, log_path: Pa
             if time.monotonic() > deadline:
                 raise SystemExit(f"{command[:3]} not ready in 180 s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield
+        yield process.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -109,6 +111,84 @@ def server(command: list[str], env: dict[str, str], ready_url: str, log_path: Pa
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _thread_seconds(pid: int, tid: str) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # the thread ended between the listing and the read
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class CpuMeter:
+    """CPU seconds (user + system, from /proc) of one server by role, to say where a request's CPU goes outside
+    what an in-process profile sees: `event loop` (the main thread of every worker: HTTP parsing, the app, the
+    socket writes), `other threads` (the prediction-log writer, to_thread pools), `server processes` (the
+    uvicorn supervisor, resource tracker) and `postgres` (the database backends the server's log writes through,
+    found by `postgres_pids`: on this machine only)."""
+
+    def __init__(self, root_pid: int, postgres_pids: Callable[[], list[int]] | None = None) -> None:
+        self.root_pid = root_pid
+        self.postgres_pids = postgres_pids
+
+    def sample(self) -> dict[str, float]:
+        roles = {"event loop": 0.0, "other threads": 0.0, "server processes": 0.0, "postgres": 0.0}
+        tree, pending = [], [self.root_pid]
+        while pending:  # the root, its workers, and whatever sits between (mlflow starts uvicorn through bash)
+            pid = pending.pop()
+            children = _children(pid)
+            tree.append((pid, bool(children)))
+            pending.extend(children)
+        for pid, has_children in tree:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                seconds = _thread_seconds(pid, tid)
+                if has_children:  # a supervisor or launcher, not a worker
+                    roles["server processes"] += seconds
+                else:
+                    roles["event loop" if tid == str(pid) else "other threads"] += seconds
+        for pid in self.postgres_pids() if self.postgres_pids else []:
+            roles["postgres"] += _thread_seconds(pid, str(pid))
+        return roles
+
+
+def cpu_line(cpu_us: dict[str, float]) -> str:
+    """CPU microseconds per request by role. On a loaded machine they grow with the load, but every server's grow
+    alike, so the roles still say where one spends more than another."""
+    roles = ", ".join(f"{role} {value:.0f}" for role, value in cpu_us.items() if value >= 0.5)
+    return f"CPU us/request: {roles} (total {sum(cpu_us.values()):.0f})"
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], wrk_result: dict) -> dict[str, float]:
+    """CPU microseconds per request by role between two `CpuMeter.sample`s around one `wrk` run, with wrk's own."""
+    seconds = {role: after[role] - before[role] for role in after} | {"wrk": wrk_result["wrk_cpu_s"]}
+    return {role: value / max(wrk_result["requests"], 1) * 1e6 for role, value in seconds.items()}
+
+
+def log_backend_pids(database_url: str) -> Callable[[], list[int]]:
+    """The pids of the PostgreSQL backends the API's prediction log writes through (application_name
+    churnops-api-log), asked for at each sample (a writer reconnects after a failure)."""
+
+    def pids() -> list[int]:
+        with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'churnops-api-log'")
+            return [row[0] for row in cur.fetchall()]
+
+    return pids
 
 
 def wrk(url: str, body: bytes, connections: int, duration: int, threads: int, workdir: Path, key: str) -> dict:
@@ -128,8 +208,13 @@ def wrk(url: str, body: bytes, connections: int, duration: int, threads: int, wo
         url,
     ]
     env = {**os.environ, "BENCH_BODY": str(body_path), "BENCH_API_KEY": key}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode != 0:
         raise SystemExit(f"wrk failed ({completed.returncode}): {completed.stdout}{completed.stderr}")
     line = next(line for line in completed.stdout.splitlines() if line.startswith("BENCH_JSON "))
-    return json.loads(line.removeprefix("BENCH_JSON "))
+    result = json.loads(line.removeprefix("BENCH_JSON "))
+    # The load generator's own CPU: it shares the cores with the servers.
+    result["wrk_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result
