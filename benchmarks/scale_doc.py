@@ -124,6 +124,8 @@ def render(results: dict) -> str:
                 else "not trained or scored at this size (stages: " + ", ".join(figures.get("stages", [])) + ")"
             ),
             "",
+            # What the figures alone do not say (a stall, a re-attempt), recorded in results.json by hand.
+            *([figures["note"], ""] if figures.get("note") else []),
             *_stage_rows(figures),
             "",
             _driver_statement(figures),
