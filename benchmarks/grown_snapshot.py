@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,15 @@ from churnops.config import Settings
 from churnops.dataset import DatasetContract
 from churnops.features import ENTITY_ID
 from churnops.snapshot_files import cutoff_folder, data_files, describe_files, file_sha256
-from churnops.snapshots import DATA_DIR, dataset_dir, read_metadata, record_run, snapshot_dir_for, write_metadata
+from churnops.snapshots import (
+    DATA_DIR,
+    SnapshotMetadata,
+    dataset_dir,
+    read_metadata,
+    record_run,
+    snapshot_dir_for,
+    write_metadata,
+)
 
 PART_ROWS = 1_000_000
 
@@ -81,6 +90,15 @@ def grown_file_snapshot(settings: Settings, contract: DatasetContract, customers
         run_date=run_date.isoformat(),
         observed_until=source.observed_until,
     )
+    publish_grown(settings, contract, target, metadata, run_date)
+    return run_date, time.perf_counter() - started
+
+
+def publish_grown(
+    settings: Settings, contract: DatasetContract, target: Path, metadata: SnapshotMetadata, run_date: dt.date
+) -> None:
+    """Publish a grown snapshot written at `target` under its id (dropped if that snapshot exists: same rows) as the
+    snapshot of `run_date`."""
     final = dataset_dir(settings, contract.name) / metadata.snapshot_id
     if final.exists():
         shutil.rmtree(target)
@@ -88,4 +106,3 @@ def grown_file_snapshot(settings: Settings, contract: DatasetContract, customers
         write_metadata(target, metadata)
         target.rename(final)
     record_run(settings, metadata, run_date=run_date)
-    return run_date, time.perf_counter() - started

@@ -26,6 +26,7 @@ import datetime as dt
 import os
 import platform
 import statistics
+import sys
 import time
 import uuid
 from contextlib import closing
@@ -48,11 +49,12 @@ from churnops.snapshots import (
     latest_snapshot_dir,
     load_snapshot,
     read_metadata,
-    record_run,
     snapshot_dir_for,
-    write_metadata,
 )
 from churnops.storage import write_parquet_atomically
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grown_snapshot import publish_grown  # noqa: E402 - a sibling script, not a package
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
@@ -131,15 +133,7 @@ def grown_snapshot(
         run_date=run_date,
         observed_until=dt.date.fromisoformat(source.observed_until) if source.observed_until else None,
     )
-    final = dataset_dir(settings, contract.name) / metadata.snapshot_id
-    if final.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    else:
-        write_metadata(target, metadata)
-        target.rename(final)
-    record_run(settings, metadata, run_date=run_date)
+    publish_grown(settings, contract, target, metadata, run_date)
     return run_date, time.perf_counter() - started
 
 
