@@ -52,6 +52,14 @@ SELECT EXISTS (
 )"""
 
 
+_REQUEST_COLUMN_LIST = ", ".join(REQUEST_COLUMNS)
+_PROBE_TABLE_SQL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_PROBE_TABLE} ON COMMIT DELETE ROWS"
+    f" AS SELECT {_REQUEST_COLUMN_LIST} FROM churnops.prediction_log_requests WITH NO DATA"
+)
+_PROBE_COPY_SQL = f"COPY pg_temp.{_PROBE_TABLE} ({_REQUEST_COLUMN_LIST}) FROM STDIN"
+
+
 def spool_folder(home: Path, database_url: str) -> Path:
     """Where every worker of an API started from the working folder `home` spools its prediction log for the
     database at `database_url`: a folder per database (its host, port and name; never the credentials), so a spool
@@ -72,14 +80,10 @@ def chunk_rows(lines: bytes) -> int:
 def is_already_stored(conn: Connection, chunk: bytes) -> bool:
     """Whether the first request of a chunk of COPY lines is in churnops.prediction_log_requests."""
     first_line = chunk[: chunk.index(b"\n") + 1]
-    columns = ", ".join(REQUEST_COLUMNS)
     with conn, conn.cursor() as cur:
         # Columns only, no constraints (LIKE would keep the identity's NOT NULL): the probe holds what COPY sends.
-        cur.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_PROBE_TABLE} ON COMMIT DELETE ROWS"
-            f" AS SELECT {columns} FROM churnops.prediction_log_requests WITH NO DATA"
-        )
-        cur.copy_expert(f"COPY pg_temp.{_PROBE_TABLE} ({columns}) FROM STDIN", io.BytesIO(first_line))
+        cur.execute(_PROBE_TABLE_SQL)
+        cur.copy_expert(_PROBE_COPY_SQL, io.BytesIO(first_line))
         cur.execute(_PROBE_SQL)
         return bool(cur.fetchone()[0])
 
