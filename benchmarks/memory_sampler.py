@@ -6,6 +6,11 @@ started as its children (`standalone_cluster.py`; RSS), and the Python workers t
 its forks; proportional set size, since summing their RSS would count the pages they share with the daemon once
 per fork). A cluster's master and worker daemons are left out (a few hundred MiB that do not grow with the data).
 The total's peak is taken over the same samples, so it is not the sum of the peaks.
+
+Beside the peaks, the CPU seconds (user + system) the whole process tree spent while sampled, daemons included:
+each process's own CPU time as last seen, less what it had when sampling began. A time that does not depend on
+what else the machine runs, so sizes measured under different loads can be compared (a process's CPU after its
+last sample, at most one interval, is not counted).
 Used by `feature_job_memory.py` and `scale.py`.
 """
 
@@ -39,15 +44,22 @@ class DriverMemory:
 
     def __init__(self, interval_seconds: float = 0.1) -> None:
         self.python_peak, self.jvm_peak, self.executor_peak, self.workers_peak, self.total_peak = 0, 0, 0, 0, 0
+        self.cpu_seconds = 0.0
+        # pid -> (CPU seconds when first seen, CPU seconds last seen); a pid's start time tells a reused pid apart.
+        self._cpu: dict[tuple[int, float], tuple[float, float]] = {}
         self._roles: dict[int, str] = {}  # a JVM's role never changes: its command line is read once
         self._interval, self._stop = interval_seconds, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         me = psutil.Process()
+        first = True
         while not self._stop.is_set():
             own, jvm, executors, workers = me.memory_info().rss, 0, 0, 0
-            for child in me.children(recursive=True):
+            children = me.children(recursive=True)
+            self._count_cpu([me, *children], first)
+            first = False
+            for child in children:
                 role = self._roles.get(child.pid) or _jvm_role(child)
                 if role is not None:  # not before: spark-submit's shell becomes the JVM by exec, same pid
                     self._roles[child.pid] = role
@@ -65,6 +77,19 @@ class DriverMemory:
             self.workers_peak = max(self.workers_peak, workers)
             self.total_peak = max(self.total_peak, own + jvm + executors + workers)
             time.sleep(self._interval)
+
+    def _count_cpu(self, processes: list[psutil.Process], first: bool) -> None:
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                key = (process.pid, process.create_time())
+            except psutil.Error:
+                continue  # ended between the listing and the reading
+            spent = times.user + times.system
+            # A process already running when sampling began counts from there; one started later, from zero.
+            start = self._cpu[key][0] if key in self._cpu else (spent if first else 0.0)
+            self._cpu[key] = (start, spent)
+        self.cpu_seconds = sum(last - start for start, last in self._cpu.values())
 
     def __enter__(self) -> DriverMemory:
         self._thread.start()

@@ -176,6 +176,7 @@ def timed(stage: str, figures: dict, action: Callable[[], Any]) -> Any:
         result = action()
         figures[f"{stage}_seconds"] = round(time.perf_counter() - started, 2)
     figures.update(memory.figures_mb(stage))
+    figures[f"{stage}_cpu_seconds"] = round(memory.cpu_seconds, 1)
     return result
 
 

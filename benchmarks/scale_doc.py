@@ -12,9 +12,9 @@ DRIVER_LIMIT_MB = 2048
 
 def _stage_rows(figures: dict) -> list[str]:
     rows = [
-        "| stage | seconds | µs per event | driver Python peak RSS (MiB) | driver JVM peak RSS (MiB) "
+        "| stage | seconds | CPU seconds | µs per event | driver Python peak RSS (MiB) | driver JVM peak RSS (MiB) "
         "| executor JVM peak RSS (MiB) | Python workers peak PSS (MiB) | all together, peak (MiB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for stage in STAGES:
         if f"{stage}_seconds" not in figures:
@@ -23,11 +23,17 @@ def _stage_rows(figures: dict) -> list[str]:
         # Runs before the sampler told executors apart had them inside the driver JVM (local mode).
         executor = figures.get(f"{stage}_executor_jvm_peak_mb", "in driver JVM")
         rows.append(
-            f"| {stage} | {seconds:.1f} | {seconds / figures['events'] * 1e6:.2f} "
+            f"| {stage} | {seconds:.1f} | {_cpu(figures, stage)} | {seconds / figures['events'] * 1e6:.2f} "
             f"| {figures[f'{stage}_driver_python_peak_mb']} | {figures[f'{stage}_driver_jvm_peak_mb']} "
             f"| {executor} | {figures[f'{stage}_python_workers_pss_peak_mb']} | {figures[f'{stage}_total_peak_mb']} |"
         )
     return rows
+
+
+def _cpu(figures: dict, stage: str) -> str:
+    # Runs before the sampler counted CPU time have none.
+    cpu = figures.get(f"{stage}_cpu_seconds")
+    return "–" if cpu is None else f"{cpu:.0f}"
 
 
 def _driver_statement(figures: dict) -> str:
@@ -53,18 +59,21 @@ def _driver_statement(figures: dict) -> str:
     )
 
 
-def _scaling_rows(sizes: list[tuple[int, dict]]) -> list[str]:
+def _scaling_rows(sizes: list[tuple[int, dict]], measure: str = "seconds") -> list[str]:
+    """Growth of each stage's `measure` (`seconds`: wall time; `cpu_seconds`: CPU time of every process)."""
+    what = "time" if measure == "seconds" else "CPU time"
     rows = [
         "| from → to (events) | size ratio | "
-        + " | ".join(f"{stage} time ratio (per event)" for stage in STAGES[:4])
+        + " | ".join(f"{stage} {what} ratio (per event)" for stage in STAGES[:4])
         + " |",
         "|---|---:|" + "---:|" * 4,
     ]
     for (small, low), (large, high) in zip(sizes, sizes[1:], strict=False):
         ratios = []
         for stage in STAGES[:4]:
-            if f"{stage}_seconds" in low and f"{stage}_seconds" in high and low[f"{stage}_seconds"] > 0:
-                whole = high[f"{stage}_seconds"] / low[f"{stage}_seconds"]
+            key = f"{stage}_{measure}"
+            if key in low and key in high and low[key] > 0:
+                whole = high[key] / low[key]
                 per_event = whole / (high["events"] / low["events"])
                 ratios.append(f"{whole:.2f} ({per_event:.2f})")
             else:
@@ -150,6 +159,11 @@ def render(results: dict) -> str:
             "events (time per event). A bracketed figure at or below 1 means the stage grew no faster than linearly.",
             "",
             *_scaling_rows(sizes),
+            "",
+            "The same for the CPU seconds all the run's processes spent in the stage (driver, JVMs, Python workers,",
+            "cluster daemons): unlike wall time, it does not grow when other work shares the machine.",
+            "",
+            *_scaling_rows(sizes, "cpu_seconds"),
             "",
         ]
     return "\n".join(lines)
