@@ -347,6 +347,19 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(client) -> None:
     assert problems_of(response) == [{"loc": ["body"], "type": "body_too_large"}]
 
 
+def test_a_body_sent_in_chunks_is_read_whole_and_scored_as_in_one_piece(client, example_request) -> None:
+    body = json.dumps({"instances": [example_request, example_request]}).encode()
+
+    def chunks():  # no Content-Length, several ASGI messages: every piece must reach the parser, in order
+        for start in range(0, len(body), 97):
+            yield body[start : start + 97]
+
+    chunked = client.post("/batch_predict", content=chunks(), headers={"content-type": "application/json"})
+    whole = client.post("/batch_predict", content=body, headers={"content-type": "application/json"})
+    assert chunked.status_code == whole.status_code == 200
+    assert chunked.json()["predictions"] == whole.json()["predictions"]
+
+
 def test_invalid_query_parameter_names_it(client, example_request) -> None:
     response = client.post("/predict?explain=perhaps", json=example_request)
     assert response.status_code == 422
