@@ -250,8 +250,8 @@ def start_servers(
 
 
 def check_prediction_log(churnops_url: str, database_url: str, timeout: float = 300.0) -> str:
-    """Every prediction of the run must reach PostgreSQL (what the writers spooled under load is replayed after it,
-    so wait for it): the line saying so, or SystemExit naming the loss."""
+    """Every prediction of the run must reach PostgreSQL: the line saying so, or SystemExit naming the loss. Waits for
+    the counts to agree (a spool may be replaying; a worker's count reaches /metrics at its next flush, 1 s)."""
 
     def counts() -> tuple[str, int]:
         with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
@@ -260,7 +260,7 @@ def check_prediction_log(churnops_url: str, database_url: str, timeout: float = 
 
     deadline = time.monotonic() + timeout
     exposition, logged = counts()
-    while logged < metric(exposition, "churnops_predictions_total") and time.monotonic() < deadline:
+    while logged != metric(exposition, "churnops_predictions_total") and time.monotonic() < deadline:
         time.sleep(1)
         exposition, logged = counts()
     predicted = metric(exposition, "churnops_predictions_total")

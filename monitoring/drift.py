@@ -98,7 +98,7 @@ WITH candidates AS (
     ) AS ranked
     WHERE before < %(max_rows)s
 )
-SELECT r.id, r.features, r.scores FROM churnops.prediction_log_requests AS r
+SELECT r.id, r.features::json, r.scores FROM churnops.prediction_log_requests AS r
 JOIN drawn ON drawn.kind = 'request' AND drawn.id = r.id
 UNION ALL
 SELECT -old.id,

@@ -193,12 +193,15 @@ class PredictionService:
             return {}
         names = current.ranges.names
         counters = self._out_of_range_counters
+        buffer = metrics.BUFFER
         for column, count in enumerate(outside.sum(axis=0).tolist()):
             if count:
                 name = names[column]
                 if name not in counters:
                     counters[name] = metrics.OUT_OF_RANGE.labels(feature=name)
-                counters[name].inc(count)
+                # Through the request path's buffer: a direct `inc` in multiprocess mode is a lock, a getpid and an
+                # mmap write, per flagged feature of every request.
+                buffer.inc(counters[name], count)
         flagged: dict[int, list[str]] = {}
         rows, columns = np.nonzero(outside)
         for row, column in zip(rows.tolist(), columns.tolist(), strict=True):

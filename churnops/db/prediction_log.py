@@ -1,8 +1,10 @@
 """The prediction log's storage: one row of churnops.prediction_log_requests per request, by column (migration 0014).
 
 A request's predictions are arrays (customer_ids, scores, decisions, risk_bands) and its input features one json
-text by column, {"feature": [value, ...]}, so PostgreSQL pays a tuple, its index entries and a json parse once per
-request instead of once per prediction. The view churnops.prediction_log shows them one row per prediction.
+text by column, {"feature": [value, ...]}, so PostgreSQL pays a tuple and its index entries once per request instead
+of once per prediction. The features column is `text` (migration 0015): PostgreSQL stores the json text without
+parsing it (orjson's output here, valid by construction); readers cast it, `features::json`. The view
+churnops.prediction_log shows them one row per prediction.
 Rows are sent as COPY's text format, built here for the API's writer thread and for `write_prediction_log`.
 """
 

@@ -1,5 +1,6 @@
 """Migration 0014 on a database that already holds a per-prediction log: its rows stay readable under the old name,
-and the role that appended to it appends to the per-request table instead."""
+and the role that appended to it appends to the per-request table instead. Migration 0015 on a database that holds
+per-request rows: their features become text (not parsed on write) and read the same through the view."""
 
 from __future__ import annotations
 
@@ -15,16 +16,20 @@ from churnops import db
 from tests.db.conftest import admin_connection
 
 
+def _migrated_before(conn: psycopg2.extensions.connection, version: str, folder: Path) -> None:
+    """`conn`'s database migrated up to, not including, `version`."""
+    folder.mkdir()
+    shutil.copy(db.MIGRATIONS_DIR / db.BOOTSTRAP_FILE, folder)
+    for migration in db.discover_migrations():
+        if migration.version < version:
+            shutil.copy(migration.path, folder)
+    db.migrate(conn, folder)
+
+
 def test_0014_keeps_the_logged_predictions_readable_and_moves_the_append_grant(
     empty_database: psycopg2.extensions.connection, tmp_path: Path
 ) -> None:
-    before = tmp_path / "before_0014"
-    before.mkdir()
-    shutil.copy(db.MIGRATIONS_DIR / db.BOOTSTRAP_FILE, before)
-    for migration in db.discover_migrations():
-        if migration.version < "0014":
-            shutil.copy(migration.path, before)
-    db.migrate(empty_database, before)
+    _migrated_before(empty_database, "0014", tmp_path / "before_0014")
     writer = f"churnops_t{uuid.uuid4().hex[:8]}_writer"
     role = psycopg2.sql.Identifier(writer)
     with closing(admin_connection()) as admin, admin.cursor() as cur:
@@ -54,6 +59,59 @@ def test_0014_keeps_the_logged_predictions_readable_and_moves_the_append_grant(
                 (writer, writer),
             )
             assert cur.fetchone() == (True, False)
+    finally:
+        with empty_database, empty_database.cursor() as cur:
+            cur.execute(psycopg2.sql.SQL("DROP OWNED BY {}").format(role))
+        with closing(admin_connection()) as admin, admin.cursor() as cur:
+            cur.execute(psycopg2.sql.SQL("DROP ROLE {}").format(role))
+
+
+def test_0015_stores_the_features_as_text_and_the_view_and_its_grants_read_them_as_before(
+    empty_database: psycopg2.extensions.connection, tmp_path: Path
+) -> None:
+    _migrated_before(empty_database, "0015", tmp_path / "before_0015")
+    reader = f"churnops_t{uuid.uuid4().hex[:8]}_reader"
+    role = psycopg2.sql.Identifier(reader)
+    with closing(admin_connection()) as admin, admin.cursor() as cur:
+        cur.execute(psycopg2.sql.SQL("CREATE ROLE {}").format(role))
+    compression_query = (
+        "SELECT format_type(atttypid, atttypmod), attcompression FROM pg_attribute"
+        " WHERE attrelid = 'churnops.prediction_log_requests'::regclass AND attname = 'features'"
+    )
+    view_query = (
+        "SELECT position, customer_id, score, features FROM churnops.prediction_log"
+        " ORDER BY logged_at, log_id, position"
+    )
+    try:
+        with empty_database, empty_database.cursor() as cur:
+            cur.execute(psycopg2.sql.SQL("GRANT USAGE ON SCHEMA churnops TO {}").format(role))
+            cur.execute(psycopg2.sql.SQL("GRANT SELECT ON churnops.prediction_log TO {}").format(role))
+            cur.execute(
+                "INSERT INTO churnops.prediction_log_requests (endpoint, model_name, model_version, n_rows,"
+                " customer_ids, scores, decisions, risk_bands, features) VALUES ('/batch_predict', 'm', '3', 2,"
+                " '{c1,c2}', '{0.25,0.75}', '{f,t}', '{low,high}',"
+                ' \'{"spend": [1.5, null], "plan": ["a", "b"]}\')'
+            )
+            cur.execute(view_query)
+            before = cur.fetchall()
+            cur.execute(compression_query)
+            type_before, compression_before = cur.fetchone()
+        assert "0015" in db.migrate(empty_database)
+        with empty_database, empty_database.cursor() as cur:
+            cur.execute(compression_query)
+            # 0014's compression (lz4 where the server has it) kept through the type change
+            assert (type_before, cur.fetchone()) == ("json", ("text", compression_before))
+            cur.execute(view_query)
+            assert (
+                cur.fetchall()
+                == before
+                == [
+                    (1, "c1", 0.25, {"spend": 1.5, "plan": "a"}),
+                    (2, "c2", 0.75, {"spend": None, "plan": "b"}),
+                ]
+            )
+            cur.execute("SELECT has_table_privilege(%s, 'churnops.prediction_log', 'SELECT')", (reader,))
+            assert cur.fetchone() == (True,)
     finally:
         with empty_database, empty_database.cursor() as cur:
             cur.execute(psycopg2.sql.SQL("DROP OWNED BY {}").format(role))

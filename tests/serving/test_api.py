@@ -3,6 +3,7 @@ the problem for every class of bad input (never a 500)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import math
@@ -345,6 +346,31 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(client) -> None:
     response = client.post("/batch_predict", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert problems_of(response) == [{"loc": ["body"], "type": "body_too_large"}]
+
+
+def test_a_body_sent_in_chunks_is_read_whole_and_scored_as_in_one_piece(client, example_request) -> None:
+    body = json.dumps({"instances": [example_request, example_request]}).encode()
+    # Several ASGI messages (the test client sends one, whatever the body): every piece must reach the parser.
+    pieces = [body[start : start + 97] for start in range(0, len(body), 97)]
+    messages = [{"type": "http.request", "body": piece, "more_body": True} for piece in pieces]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    headers = [(b"content-type", b"application/json"), (b"x-api-key", API_KEY.encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http"}
+    scope |= {"path": "/batch_predict", "raw_path": b"/batch_predict", "query_string": b"", "root_path": ""}
+    scope |= {"headers": headers, "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(client.app(scope, receive, send))
+    whole = client.post("/batch_predict", content=body, headers={"content-type": "application/json"})
+    assert len(pieces) > 2 and sent[0]["status"] == whole.status_code == 200
+    answer = json.loads(b"".join(message.get("body", b"") for message in sent[1:]))
+    assert answer["predictions"] == whole.json()["predictions"]
 
 
 def test_invalid_query_parameter_names_it(client, example_request) -> None:
