@@ -325,7 +325,10 @@ def _campaign(saved: DataFrame, allowed: int, kept: list[DataFrame]) -> DataFram
             }
         )
 
-    return ranked.mapInPandas(rank, _VALUE_SCHEMA)
+    # Only what `rank` reads: the snapshot positions (a file path per row) ordered the sort, and a projection keeps
+    # each partition's order, without a Python string per row in the workers.
+    used = ranked.select(ENTITY_ID, "expected_value", "expected_saved_value", _PARTITION)
+    return used.mapInPandas(rank, _VALUE_SCHEMA)
 
 
 def _survival_columns(
