@@ -45,8 +45,8 @@ SPLITS_PER_COLUMN = 4
 class TreeGroup:
     """Trees predicted together: evaluated on `evaluated_bin`'s inputs, their raw score belongs to every bin of
     `bins` (a class of bins none of these trees can tell apart on the scored rows). `numbers`: the trees' indices
-    in the booster; `trees`: those trees, as numpy evaluates them. No LightGBM booster is built per group: one
-    per group and batch of rows cost more than evaluating the trees, and kept them all in memory."""
+    in the booster; `trees`: those trees, as numpy evaluates them. No LightGBM booster is built per group (they
+    were kept for every class of bins any batch of rows met, and only the tests read them)."""
 
     evaluated_bin: int
     bins: tuple[int, ...]
