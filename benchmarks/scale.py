@@ -112,6 +112,8 @@ def contract_for(
     database_url: str | None = None,
     master: str = "local[2]",
     executor_memory: str = "1g",
+    memory_overhead: str | None = None,
+    pyspark_memory: str | None = None,
 ) -> tuple[Settings, DatasetContract]:
     import yaml
 
@@ -123,7 +125,13 @@ def contract_for(
     (root / "contract.yaml").write_text(yaml.safe_dump(raw))
     settings = Settings(
         home=root / "home",
-        spark=SparkSettings(master=master, driver_memory=driver_memory, executor_memory=executor_memory),
+        spark=SparkSettings(
+            master=master,
+            driver_memory=driver_memory,
+            executor_memory=executor_memory,
+            executor_memory_overhead=memory_overhead,
+            executor_pyspark_memory=pyspark_memory,
+        ),
         training=TRAINING,
         scoring={"engine": "spark"},
         ingestion={"engine": "auto"},
@@ -252,12 +260,24 @@ def _run_stages(events: int, root: Path, seed: int, args: argparse.Namespace, ma
     }
     with scale_database() as url:
         settings, contract = contract_for(
-            root, events_dir, customers_path, events, args.driver_memory, url, master, args.executor_memory
+            root,
+            events_dir,
+            customers_path,
+            events,
+            args.driver_memory,
+            url,
+            master,
+            args.executor_memory,
+            args.executor_memory_overhead,
+            args.pyspark_memory,
         )
         stages = set(args.stages)
         figures["stages"] = sorted(stages)
         figures["spark_driver_memory"] = settings.spark.driver_memory
         figures["spark_master"] = "standalone cluster (1 worker, 2 cores)" if args.cluster else master
+        figures["spark_executor_heap"] = settings.spark.executor_memory
+        figures["spark_executor_memory_overhead"] = settings.spark.executor_memory_overhead
+        figures["spark_executor_pyspark_memory"] = settings.spark.executor_pyspark_memory
         figures["spark_executor_memory"] = (
             f"{settings.spark.executor_memory} (worker memory {args.worker_memory})"
             if args.cluster
@@ -328,6 +348,10 @@ def main() -> None:
     parser.add_argument("--driver-memory", default="2g", help="spark.driver.memory (default: %(default)s)")
     parser.add_argument("--executor-memory", default="3g", help="spark.executor.memory with --cluster")
     parser.add_argument("--worker-memory", default="4g", help="the cluster worker's --memory with --cluster")
+    parser.add_argument(
+        "--executor-memory-overhead", default=None, help="spark.executor.memoryOverhead (default: Spark's)"
+    )
+    parser.add_argument("--pyspark-memory", default=None, help="spark.executor.pyspark.memory (default: unbounded)")
     parser.add_argument(
         "--cluster",
         action="store_true",

@@ -53,10 +53,44 @@ def _driver_statement(figures: dict) -> str:
     return (
         f"On the standalone cluster the driver is the Python process and its JVM (spark.driver.memory = "
         f"{figures['spark_driver_memory']}): their summed RSS peaked at {driver} MiB in one stage (Python {python}, "
-        f"JVM {jvm} at their own peaks), so the driver {verdict} 2 GiB. The executor JVM (heap "
-        f"spark.executor.memory = {figures['spark_executor_memory']}; resident = heap + JVM overhead, which Spark "
-        f"budgets as max(384 MiB, 10 %)) peaked at {executor} MiB resident."
+        f"JVM {jvm} at their own peaks), so the driver {verdict} 2 GiB. "
+        + _executor_statement(figures, stages, executor)
     )
+
+
+def _executor_statement(figures: dict, stages: list[str], executor: int) -> str:
+    """The executor JVM's and its Python workers' peaks against their budgets: heap + overhead (stated, or Spark's
+    max(384 MiB, 10 %)) and spark.executor.pyspark.memory (when stated)."""
+    heap = figures.get("spark_executor_heap", str(figures["spark_executor_memory"]).split(" ")[0])
+    stated = figures.get("spark_executor_memory_overhead")
+    overhead = mebibytes(stated) if stated else max(384, mebibytes(heap) // 10)
+    budget = mebibytes(heap) + overhead
+    how = f"spark.executor.memoryOverhead = {stated}" if stated else "Spark's default overhead max(384 MiB, 10 %)"
+    within = "within" if executor <= budget else "OVER"
+    text = (
+        f"The executor JVM (heap spark.executor.memory = {figures['spark_executor_memory']}, {how}: a budget of "
+        f"{budget} MiB resident) peaked at {executor} MiB, {within} it."
+    )
+    workers = max(figures.get(f"{stage}_python_workers_pss_peak_mb", 0) for stage in stages)
+    pyspark = figures.get("spark_executor_pyspark_memory")
+    if pyspark:
+        within = "within" if workers <= mebibytes(pyspark) else "OVER"
+        return (
+            f"{text} Its Python workers (spark.executor.pyspark.memory = {pyspark}) peaked at {workers} MiB PSS "
+            f"together, {within} it."
+        )
+    return (
+        f"{text} Its Python workers (spark.executor.pyspark.memory not stated: unbounded) peaked at {workers} MiB PSS."
+    )
+
+
+def mebibytes(size: str) -> int:
+    """A Spark memory size (`3g`, `512m`, `384k`; a bare number is MiB, as Spark reads these settings) in MiB."""
+    size = size.strip().lower().removesuffix("b")
+    factors = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024**2}
+    if size and size[-1] in factors:
+        return int(float(size[:-1]) * factors[size[-1]])
+    return int(size)
 
 
 def _scaling_rows(sizes: list[tuple[int, dict]], measure: str = "seconds") -> list[str]:

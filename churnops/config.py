@@ -36,11 +36,26 @@ class SparkSettings(BaseModel):
     # Heap of each executor on a cluster master (standalone, YARN, Kubernetes): must fit the worker's memory. In local
     # mode the executors are threads of the driver JVM and `driver_memory` bounds them instead.
     executor_memory: str = "1g"
+    # What each executor may use beyond its heap, so a deployment states its whole budget: the JVM's off-heap memory
+    # (`spark.executor.memoryOverhead`; None: Spark's max(384 MiB, 10 % of the heap)) and its Python workers'
+    # (`spark.executor.pyspark.memory`: each worker's address space is capped at it divided by
+    # `spark.executor.cores`; None: unbounded, and on YARN or Kubernetes counted inside the overhead instead).
+    executor_memory_overhead: str | None = None
+    executor_pyspark_memory: str | None = None
     # Two cores: a handful of shuffle partitions beats Spark's default of 200 tiny tasks.
     shuffle_partitions: int = 4
     # Debian's PostgreSQL JDBC driver (`apt-get install libpostgresql-jdbc-java`): handed to every session through
     # `spark.jars` when the file exists, so a contract's `postgres` event source reads with nothing downloaded.
     jdbc_jars: tuple[Path, ...] = (Path("/usr/share/java/postgresql.jar"),)
+
+    def executor_memory_conf(self) -> dict[str, str]:
+        """The executors' memory beyond the heap that these settings state (none: Spark's defaults), as Spark
+        configuration for a session and for spark-submit alike."""
+        stated = {
+            "spark.executor.memoryOverhead": self.executor_memory_overhead,
+            "spark.executor.pyspark.memory": self.executor_pyspark_memory,
+        }
+        return {key: value for key, value in stated.items() if value}  # an empty variable: not stated
 
 
 class TrainingSettings(BaseModel):

@@ -38,4 +38,6 @@ def spark_session(settings: Settings, app_name: str) -> SparkSession:
             .config("spark.driver.memory", settings.spark.driver_memory)
             .config("spark.executor.memory", settings.spark.executor_memory)
         )
+        for key, value in settings.spark.executor_memory_conf().items():
+            builder = builder.config(key, value)
     return builder.getOrCreate()

@@ -188,6 +188,7 @@ def spark_submit_conf() -> dict[str, str]:
     return {
         "spark.driver.memory": spark.driver_memory,
         "spark.executor.memory": spark.executor_memory,
+        **spark.executor_memory_conf(),
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
     }
 

@@ -7,9 +7,9 @@ gives the same value in every bin on the same side of each of its thresholds; an
 every bin whose start puts the whole range of that column, in those rows, on one side of the threshold (all the
 bins past `threshold - min`, typically). A tree is evaluated once per class of bins it cannot tell apart, at the
 class's first bin, instead of once per bin; a bin where a split depends on the customer is a class of its own.
-The trees are grouped by those classes, each group becomes a booster of its own (cut from LightGBM's text model),
-and a bin's raw score is the sum of the raw scores of the groups it belongs to: the same trees and the same leaves
-as predicting the whole booster bin by bin, only added in another order (equal up to float rounding, about 1e-15).
+The trees are grouped by those classes (each group's trees evaluated with numpy, `tree_arrays`), and a bin's raw
+score is the sum of the raw scores of the groups it belongs to: the same trees and the same leaves as predicting
+the whole booster bin by bin, only added in another order (equal up to float rounding, about 1e-15).
 
 A booster whose trees are not plain sums of leaf values (linear trees, averaged random-forest output, several trees
 per iteration) gets no plan: the caller predicts it whole in every bin.
@@ -44,17 +44,18 @@ SPLITS_PER_COLUMN = 4
 @dataclass(frozen=True)
 class TreeGroup:
     """Trees predicted together: evaluated on `evaluated_bin`'s inputs, their raw score belongs to every bin of
-    `bins` (a class of bins none of these trees can tell apart on the scored rows)."""
+    `bins` (a class of bins none of these trees can tell apart on the scored rows). `numbers`: the trees' indices
+    in the booster; `trees`: those trees, as numpy evaluates them. No LightGBM booster is built per group (they
+    were kept for every class of bins any batch of rows met, and only the tests read them)."""
 
-    booster: lgb.Booster
     evaluated_bin: int
     bins: tuple[int, ...]
-    trees: tuple[TreeArrays, ...] = ()  # the booster's trees, as numpy evaluates them
+    numbers: tuple[int, ...]
+    trees: tuple[TreeArrays, ...]
 
 
 @dataclass(frozen=True)
 class _Tree:
-    text: str
     split_features: tuple[int, ...]
     thresholds: tuple[float, ...]
     decision_types: tuple[int, ...]
@@ -70,29 +71,28 @@ _Decision = bool | None | tuple[str, int]
 class BinTrees:
     """A booster's trees, ready to be grouped by the bins each can tell apart (`groups`)."""
 
-    def __init__(
-        self, header: str, trees: list[_Tree], trailer: str, bin_feature: int, advanced: dict[int, int]
-    ) -> None:
-        self._header, self._trees, self._trailer = header, trees, trailer
-        self._bin_feature, self._advanced = bin_feature, advanced
-        self._boosters: dict[tuple[int, ...], lgb.Booster] = {}
+    def __init__(self, trees: list[_Tree], bin_feature: int, advanced: dict[int, int]) -> None:
+        self._trees, self._bin_feature, self._advanced = trees, bin_feature, advanced
 
     @classmethod
     def of(cls, booster: lgb.Booster, bin_feature: int, advanced: dict[int, int] | None = None) -> BinTrees | None:
         """The trees `booster.predict` uses by default (up to the best iteration when early stopping kept one);
         None when the booster is not a plain sum of trees. `bin_feature`: the input index of the bin start;
         `advanced`: the input index of each advanced column -> the input index of the column it advances."""
-        header, trees, trailer = _split_model_text(booster.model_to_string())
+        header, trees = _split_model_text(booster.model_to_string())
         if trees is None or not _plain_sum(header, trees):
             return None
-        return cls(header, trees, trailer, bin_feature, dict(advanced or {}))
+        return cls(trees, bin_feature, dict(advanced or {}))
 
-    def predict_raw_by_bin(self, inputs: np.ndarray, bin_starts: Sequence[float]) -> np.ndarray:
+    def predict_raw_by_bin(
+        self, inputs: np.ndarray, bin_starts: Sequence[float], threads: int | None = None
+    ) -> np.ndarray:
         """Raw scores (rows x bins) of `inputs`: one row per customer, its encoded features first (the bin start and
         the advanced columns are computed here for each bin, and never read from `inputs`, which may lack them).
 
         The rows are predicted in blocks of close values of the advanced columns (`row_blocks`): the narrower a
-        block's range, the more bins its trees cannot tell apart. Rows come back in their order."""
+        block's range, the more bins its trees cannot tell apart. Rows come back in their order. `threads`: blocks
+        predicted at once (default: one per core; a Spark task passes its own cores)."""
         order, blocks = row_blocks(inputs[:, list(self._advanced.values())])
         raw = np.empty((len(inputs), len(bin_starts)), dtype=float)
 
@@ -103,8 +103,13 @@ class BinTrees:
             raw[block] = _predict_groups(groups, self._columns_at(rows, bin_starts), len(rows), len(bin_starts))
 
         # Blocks are independent and numpy releases the GIL inside each split's arithmetic: one thread per core.
-        with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
-            list(pool.map(predict_block, blocks))
+        workers = min(len(blocks), threads or os.cpu_count() or 1)
+        if workers == 1:
+            for block in blocks:
+                predict_block(block)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(predict_block, blocks))
         restored = np.empty_like(raw)
         restored[order] = raw
         return restored
@@ -153,9 +158,9 @@ class BinTrees:
                 classes.setdefault(bins, []).append(number)
         return [
             TreeGroup(
-                booster=self._booster_of(tuple(numbers)),
                 evaluated_bin=bins[0],
                 bins=bins,
+                numbers=tuple(numbers),
                 trees=tuple(self._trees[number].arrays for number in numbers),
             )
             for bins, numbers in sorted(classes.items())
@@ -196,13 +201,6 @@ class BinTrees:
             return False
         return ("bin", k)
 
-    def _booster_of(self, numbers: tuple[int, ...]) -> lgb.Booster:
-        """A booster of these trees (renumbered from 0), with the original's header and parameters."""
-        if numbers not in self._boosters:
-            trees = "".join(f"Tree={i}\n{self._trees[number].text}" for i, number in enumerate(numbers))
-            self._boosters[numbers] = lgb.Booster(model_str=self._header + trees + self._trailer)
-        return self._boosters[numbers]
-
 
 def _goes_left(value: float, threshold: float, decision_type: int) -> bool:
     """LightGBM's numerical decision (Tree::NumericalDecision) for a value that is never NaN."""
@@ -214,15 +212,14 @@ def _goes_left(value: float, threshold: float, decision_type: int) -> bool:
     return value <= threshold
 
 
-def _split_model_text(text: str) -> tuple[str, list[_Tree] | None, str]:
-    """(header without `tree_sizes`, the trees, everything from `end of trees` on) of a LightGBM text model."""
+def _split_model_text(text: str) -> tuple[str, list[_Tree] | None]:
+    """(header, the trees) of a LightGBM text model."""
     starts = [match.start() for match in _TREE_HEADER.finditer(text)]
     end = text.find(_END_OF_TREES)
     if not starts or end < 0:
-        return text, None, ""
-    header = "".join(line for line in text[: starts[0]].splitlines(keepends=True) if not line.startswith("tree_sizes="))
+        return text, None
     blocks = [text[a:b] for a, b in zip(starts, [*starts[1:], end], strict=True)]
-    return header, [_parse_tree(block) for block in blocks], text[end:]
+    return text[: starts[0]], [_parse_tree(block) for block in blocks]
 
 
 def _parse_tree(block: str) -> _Tree:
@@ -232,7 +229,6 @@ def _parse_tree(block: str) -> _Tree:
         return tuple(kind(value) for value in fields.get(key, "").split())
 
     return _Tree(
-        text=block.split("\n", 1)[1],
         split_features=numbers("split_feature", int),
         thresholds=numbers("threshold", float),
         decision_types=numbers("decision_type", int),

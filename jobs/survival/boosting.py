@@ -52,19 +52,20 @@ class HazardBoostingModel:
     base_log_rate: float
     params: dict[str, Any] = field(default_factory=dict)
 
-    def rates(self, frame: pd.DataFrame) -> np.ndarray:
+    def rates(self, frame: pd.DataFrame, threads: int | None = None) -> np.ndarray:
         """Daily purchase rate of each customer (rows) in each time bin (columns).
 
         The same inputs row for row as `all_bins_inputs`, without materialising every customer in every bin
         (gigabytes for a list of a million): each tree is evaluated only in the bins it can tell apart, on the bin
         start and advanced time-since columns computed per bin (`churnops.jobs.survival.bin_trees`, with numpy). A
         booster that is not a plain sum of trees is predicted whole per bin on one rewritten matrix, on all cores:
-        it was trained on one thread (`FIXED_PARAMS`), which LightGBM would otherwise keep for prediction too."""
+        it was trained on one thread (`FIXED_PARAMS`), which LightGBM would otherwise keep for prediction too.
+        `threads`: how many cores to use (default: all; a Spark task passes its own)."""
         matrix = self.schema.encode_frame(frame)
         starts = np.asarray(self.bins.starts, dtype=float)
         planned = self._bin_trees
         if planned is not None:  # the bin start and advanced columns are computed per bin from the encoded rows
-            return np.exp(self.base_log_rate + planned.predict_raw_by_bin(matrix, starts))
+            return np.exp(self.base_log_rate + planned.predict_raw_by_bin(matrix, starts, threads))
         shifted = _shifted_indices(self.schema, self.shifted)
         n = len(matrix)
         inputs = hazard_inputs(matrix, self.bins, np.arange(n), np.zeros(n, dtype=np.int64), shifted)
@@ -75,7 +76,7 @@ class HazardBoostingModel:
             inputs[:, start_column] = start
             for offset, column in enumerate(shifted, start=1):
                 inputs[:, start_column + offset] = matrix[:, column] + start
-            log_rates[:, index] = self.booster.predict(inputs, raw_score=True, num_threads=0)
+            log_rates[:, index] = self.booster.predict(inputs, raw_score=True, num_threads=threads or 0)
         return np.exp(self.base_log_rate + log_rates)
 
     @cached_property
@@ -89,10 +90,12 @@ class HazardBoostingModel:
         """P(no purchase in days 1..t), customers by days."""
         return survival_curves(self.rates(frame), self.bins, days)
 
-    def predict_customers(self, frame: pd.DataFrame, horizons: Sequence[int] = REPORTED_HORIZONS_DAYS) -> pd.DataFrame:
+    def predict_customers(
+        self, frame: pd.DataFrame, horizons: Sequence[int] = REPORTED_HORIZONS_DAYS, threads: int | None = None
+    ) -> pd.DataFrame:
         """Per customer: P(buy by each horizon, in days) and the median days to the next purchase (NaN = beyond the
-        horizon the model was trained on, flagged in `median_beyond_horizon`)."""
-        rates = self.rates(frame)
+        horizon the model was trained on, flagged in `median_beyond_horizon`). `threads`: as in `rates`."""
+        rates = self.rates(frame, threads)
         survival = survival_curves(rates, self.bins, np.asarray(horizons, dtype=float))
         medians = median_days(rates, self.bins, self.horizon_days)
         result = {f"p_buy_{t}d": 1.0 - survival[:, i] for i, t in enumerate(horizons)}

@@ -83,10 +83,13 @@ def list_survival_champion(contract: DatasetContract, cutoff: dt.date) -> tuple[
     return model, str(current.version)
 
 
-def survival_predictions(model: HazardBoostingModel, features: pd.DataFrame, horizons: Sequence[int]) -> pd.DataFrame:
+def survival_predictions(
+    model: HazardBoostingModel, features: pd.DataFrame, horizons: Sequence[int], threads: int | None = None
+) -> pd.DataFrame:
     """customer_id and the survival columns of these snapshot rows (all of a cutoff's, or a batch: each row's
-    columns depend on that row only)."""
-    predicted = model.predict_customers(features, horizons)
+    columns depend on that row only, up to float rounding of the trees' sum, about 1e-15). `threads`: cores to use
+    (default: all; a Spark task passes its own)."""
+    predicted = model.predict_customers(features, horizons, threads)
     predicted.insert(0, ENTITY_ID, features[ENTITY_ID].to_numpy())
     return predicted.reset_index(drop=True)
 

@@ -130,11 +130,16 @@ def usable_spend(history: pd.DataFrame, basis: SpendBasis) -> tuple[np.ndarray, 
 @dataclass(frozen=True)
 class SpendLikelihood:
     """What a Gamma-Gamma fit reads of its buyers: their total log-likelihood as a function of the parameters
-    (summed exactly, so one number however the buyers are split), their median mean spend and their count."""
+    (summed exactly, so one number however the buyers are split), their median mean spend and their count.
 
-    total: Callable[[GammaGammaParams], float]
+    `fitted`: the fit already made where the buyers are (Spark fits them on one executor, with this module's
+    `spend_likelihood` and the same search: the same parameters, without one Spark job per evaluation of the
+    optimizer); `total` is then None."""
+
+    total: Callable[[GammaGammaParams], float] | None
     median_spend: float
     buyers: int
+    fitted: GammaGammaParams | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,9 @@ def fit_btyd_on(population: BTYDPopulation) -> BTYDFit:
 def _fit_spend(spend: SpendLikelihood, basis: SpendBasis) -> GammaGammaParams:
     if spend.buyers == 0:
         raise ValueError(f"Gamma-Gamma ({basis} purchases) needs a customer with a positive spend before the cutoff")
+    if spend.fitted is not None:
+        return spend.fitted
+    assert spend.total is not None, "a spend likelihood without a fit has its total"
     return fit_gamma_gamma_by(spend.total, spend.median_spend)
 
 

@@ -85,3 +85,22 @@ def test_scoring_backfill_cutoff_is_optional_and_refused_unless_an_iso_date(dagb
     for bad in ("2024-13-01", "01/11/2024", 20241101):
         with pytest.raises(ParamValidationError):
             cutoff.resolve(bad)
+
+
+def test_spark_submit_conf_states_the_executors_memory_beyond_the_heap_only_when_configured(
+    dagbag,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment states each executor's whole budget (heap, JVM overhead, Python workers) in its environment;
+    unset or empty, Spark's defaults stand and nothing is passed."""
+    from common import spark_submit_conf
+
+    for name in ("CHURNOPS_SPARK__EXECUTOR_MEMORY_OVERHEAD", "CHURNOPS_SPARK__EXECUTOR_PYSPARK_MEMORY"):
+        monkeypatch.setenv(name, "")
+    assert not {"spark.executor.memoryOverhead", "spark.executor.pyspark.memory"} & set(spark_submit_conf())
+    monkeypatch.setenv("CHURNOPS_SPARK__EXECUTOR_MEMORY", "3g")
+    monkeypatch.setenv("CHURNOPS_SPARK__EXECUTOR_MEMORY_OVERHEAD", "512m")
+    monkeypatch.setenv("CHURNOPS_SPARK__EXECUTOR_PYSPARK_MEMORY", "2g")
+    conf = spark_submit_conf()
+    assert (conf["spark.executor.memory"], conf["spark.executor.memoryOverhead"]) == ("3g", "512m")
+    assert conf["spark.executor.pyspark.memory"] == "2g"

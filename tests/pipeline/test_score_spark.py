@@ -139,6 +139,10 @@ def test_spark_scoring_brings_no_customer_row_to_the_driver(
     assert brought, "no action was watched: the check would pass whatever the job does"
     per_customer = [(columns, rows) for columns, rows in brought if "customer_id" in columns]
     assert per_customer == [], f"rows per customer reached the driver: {per_customer}"
+    # A handful of results, not one Spark job per evaluation of the Gamma-Gamma optimizer (about two hundred): each
+    # basis is fitted in one task on an executor.
+    fits = [columns for columns, _ in brought if columns == ["p", "q", "gamma"]]
+    assert len(fits) == 2 and len(brought) < 40, brought
 
 
 def test_the_auto_engine_picks_spark_only_from_the_configured_row_count() -> None:

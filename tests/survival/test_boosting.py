@@ -184,15 +184,15 @@ def test_every_tree_counts_once_in_every_bin_and_trees_blind_to_the_bins_are_eva
     trees = BinTrees.of(model.booster, bin_feature)
     assert trees is not None
     groups = trees.groups(bins.starts, {bin_feature + 1: (1.0, 119.0)})
-    per_bin = [sum(group.booster.num_trees() for group in groups if k in group.bins) for k in range(len(bins))]
+    per_bin = [sum(len(group.trees) for group in groups if k in group.bins) for k in range(len(bins))]
     assert per_bin == [model.booster.num_trees()] * len(bins)
-    evaluated = sum(group.booster.num_trees() for group in groups)
+    evaluated = sum(len(group.trees) for group in groups)
     assert evaluated < model.booster.num_trees() * len(bins)
     blind = fit_hazard_model(train, schema, bins, PARAMS, 40, advance_time_since=False)[0]
     # Without advanced columns and with the bin start dropped by a constant input, every tree is evaluated once.
     constant_start = BinTrees.of(blind.booster, bin_feature=-1)
     assert constant_start is not None
-    assert sum(g.booster.num_trees() for g in constant_start.groups(bins.starts, {})) == blind.booster.num_trees()
+    assert sum(len(g.trees) for g in constant_start.groups(bins.starts, {})) == blind.booster.num_trees()
 
 
 def test_a_booster_that_is_not_a_plain_sum_of_trees_is_predicted_whole_in_every_bin() -> None:
@@ -201,3 +201,24 @@ def test_a_booster_that_is_not_a_plain_sum_of_trees_is_predicted_whole_in_every_
     model, _ = fit_hazard_model(train, schema, BINS, {**PARAMS, "linear_tree": True}, 10)
     assert BinTrees.of(model.booster, len(schema.columns)) is None
     np.testing.assert_allclose(model.rates(train), whole_booster_rates(model, train), rtol=1e-12, atol=0)
+
+
+def test_predictions_of_a_frame_are_the_same_in_one_call_in_batches_and_on_one_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spark predicts a list batch by batch on one core per task (`score_spark_columns`), the pandas path the whole
+    frame on every core: each row's columns depend on that row only (up to the float rounding of the trees' sum in
+    another order), and the number of threads changes nothing."""
+    monkeypatch.setattr(bin_trees, "ROWS_PER_BLOCK", 150)  # several blocks per call, as a large list has
+    train, _ = simulated(3000, seed=11, follow_up=200)
+    test, _ = simulated(1500, seed=12, follow_up=200)
+    test.loc[test.index % 9 == 0, "days_since_last_event"] = np.nan
+    schema = FeatureSchema.fit(train, ["days_since_last_event", "noise"], [])
+    model, _ = fit_hazard_model(train, schema, TimeBins.regular(10, 190), PARAMS, 80)
+    whole = model.predict_customers(test)
+    batched = pd.concat([model.predict_customers(test.iloc[i : i + 400], threads=1) for i in range(0, 1500, 400)])
+    pd.testing.assert_frame_equal(model.predict_customers(test, threads=1), whole, check_exact=True)
+    assert batched["median_beyond_horizon"].tolist() == whole["median_beyond_horizon"].tolist()
+    numbers = [column for column in whole.columns if column != "median_beyond_horizon"]
+    np.testing.assert_allclose(batched[numbers].to_numpy(), whole[numbers].to_numpy(), rtol=1e-12, atol=0)
+    assert whole["median_days_to_next_purchase"].notna().any() and whole["median_beyond_horizon"].any()

@@ -48,7 +48,7 @@ def booster_with_every_split_kind(missing_as_zero: bool) -> tuple[lgb.Booster, n
 @pytest.mark.parametrize("missing_as_zero", [False, True])
 def test_numpy_trees_equal_lightgbm_raw_scores_bit_for_bit(missing_as_zero: bool) -> None:
     booster, scored = booster_with_every_split_kind(missing_as_zero)
-    _, trees, _ = _split_model_text(booster.model_to_string())
+    _, trees = _split_model_text(booster.model_to_string())
     assert trees is not None
     kinds = {int(d) & 1 for tree in trees for d in tree.decision_types}
     missing_types = {(int(d) >> 2) & 3 for tree in trees for d in tree.decision_types}
@@ -72,7 +72,7 @@ def test_a_column_within_the_zero_threshold_is_read_as_zero() -> None:
 def test_a_column_with_one_value_in_every_row_may_be_given_as_a_float() -> None:
     """The bin start is one number per bin: the splits on it pick a side for all rows at once."""
     booster, scored = booster_with_every_split_kind(missing_as_zero=False)
-    _, trees, _ = _split_model_text(booster.model_to_string())
+    _, trees = _split_model_text(booster.model_to_string())
     assert trees is not None
     for constant in (-1.0, 0.0, 0.3, np.nan):
         scored[:, 0] = constant
