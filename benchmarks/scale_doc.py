@@ -195,7 +195,7 @@ def render(results: dict) -> str:
             *_scaling_rows(sizes),
             "",
             "The same for the CPU seconds all the run's processes spent in the stage (driver, JVMs, Python workers,",
-            "cluster daemons): unlike wall time, it does not grow when other work shares the machine.",
+            "cluster daemons): unlike wall time, it hardly grows when other work shares the machine.",
             "",
             *_scaling_rows(sizes, "cpu_seconds"),
             "",
