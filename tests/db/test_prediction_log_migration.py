@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -26,15 +27,29 @@ def _migrated_before(conn: psycopg2.extensions.connection, version: str, folder:
     db.migrate(conn, folder)
 
 
+@contextmanager
+def _throwaway_role(
+    conn: psycopg2.extensions.connection, purpose: str
+) -> Iterator[tuple[str, psycopg2.sql.Identifier]]:
+    """A new role (its name and identifier), with whatever it was granted in `conn`'s database dropped afterwards."""
+    name = f"churnops_t{uuid.uuid4().hex[:8]}_{purpose}"
+    role = psycopg2.sql.Identifier(name)
+    with closing(admin_connection()) as admin, admin.cursor() as cur:
+        cur.execute(psycopg2.sql.SQL("CREATE ROLE {}").format(role))
+    try:
+        yield name, role
+    finally:
+        with conn, conn.cursor() as cur:
+            cur.execute(psycopg2.sql.SQL("DROP OWNED BY {}").format(role))
+        with closing(admin_connection()) as admin, admin.cursor() as cur:
+            cur.execute(psycopg2.sql.SQL("DROP ROLE {}").format(role))
+
+
 def test_0014_keeps_the_logged_predictions_readable_and_moves_the_append_grant(
     empty_database: psycopg2.extensions.connection, tmp_path: Path
 ) -> None:
     _migrated_before(empty_database, "0014", tmp_path / "before_0014")
-    writer = f"churnops_t{uuid.uuid4().hex[:8]}_writer"
-    role = psycopg2.sql.Identifier(writer)
-    with closing(admin_connection()) as admin, admin.cursor() as cur:
-        cur.execute(psycopg2.sql.SQL("CREATE ROLE {}").format(role))
-    try:
+    with _throwaway_role(empty_database, "writer") as (writer, role):
         with empty_database, empty_database.cursor() as cur:
             cur.execute(psycopg2.sql.SQL("GRANT INSERT ON churnops.prediction_log TO {}").format(role))
             cur.execute(
@@ -59,21 +74,12 @@ def test_0014_keeps_the_logged_predictions_readable_and_moves_the_append_grant(
                 (writer, writer),
             )
             assert cur.fetchone() == (True, False)
-    finally:
-        with empty_database, empty_database.cursor() as cur:
-            cur.execute(psycopg2.sql.SQL("DROP OWNED BY {}").format(role))
-        with closing(admin_connection()) as admin, admin.cursor() as cur:
-            cur.execute(psycopg2.sql.SQL("DROP ROLE {}").format(role))
 
 
 def test_0015_stores_the_features_as_text_and_the_view_and_its_grants_read_them_as_before(
     empty_database: psycopg2.extensions.connection, tmp_path: Path
 ) -> None:
     _migrated_before(empty_database, "0015", tmp_path / "before_0015")
-    reader = f"churnops_t{uuid.uuid4().hex[:8]}_reader"
-    role = psycopg2.sql.Identifier(reader)
-    with closing(admin_connection()) as admin, admin.cursor() as cur:
-        cur.execute(psycopg2.sql.SQL("CREATE ROLE {}").format(role))
     compression_query = (
         "SELECT format_type(atttypid, atttypmod), attcompression FROM pg_attribute"
         " WHERE attrelid = 'churnops.prediction_log_requests'::regclass AND attname = 'features'"
@@ -82,7 +88,7 @@ def test_0015_stores_the_features_as_text_and_the_view_and_its_grants_read_them_
         "SELECT position, customer_id, score, features FROM churnops.prediction_log"
         " ORDER BY logged_at, log_id, position"
     )
-    try:
+    with _throwaway_role(empty_database, "reader") as (reader, role):
         with empty_database, empty_database.cursor() as cur:
             cur.execute(psycopg2.sql.SQL("GRANT USAGE ON SCHEMA churnops TO {}").format(role))
             cur.execute(psycopg2.sql.SQL("GRANT SELECT ON churnops.prediction_log TO {}").format(role))
@@ -112,8 +118,3 @@ def test_0015_stores_the_features_as_text_and_the_view_and_its_grants_read_them_
             )
             cur.execute("SELECT has_table_privilege(%s, 'churnops.prediction_log', 'SELECT')", (reader,))
             assert cur.fetchone() == (True,)
-    finally:
-        with empty_database, empty_database.cursor() as cur:
-            cur.execute(psycopg2.sql.SQL("DROP OWNED BY {}").format(role))
-        with closing(admin_connection()) as admin, admin.cursor() as cur:
-            cur.execute(psycopg2.sql.SQL("DROP ROLE {}").format(role))
