@@ -12,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from churnops.serving.records import ProblemReport, validation_problems
 
@@ -86,38 +85,19 @@ async def read_capped_body(request: Request, limit: BodyLimit) -> bytes:
                 "body_too_large",
                 f"request body is {int(declared):,} bytes; the limit is {limit.max_bytes:,} ({limit.source})",
             )
-    if hasattr(request, "_body"):  # already read (Starlette keeps it): not from the ASGI messages again
-        return _capped(request._body, limit)
-    # Straight from the ASGI messages, as Starlette's `request.stream()` reads them, without an async generator per
-    # request. A chunked body has no Content-Length: the size is counted while reading.
-    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.request":
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            _capped(chunk, limit, size)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                request._stream_consumed = True
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        elif message["type"] == "http.disconnect":
-            request._is_disconnected = True
-            raise ClientDisconnect()
-
-
-def _capped(body: bytes, limit: BodyLimit, size: int | None = None) -> bytes:
-    """`body`, or a 413 when it (or the `size` read so far) exceeds the limit."""
-    if (len(body) if size is None else size) > limit.max_bytes:
-        raise ApiProblem.one(
-            413,
-            ["body"],
-            "body_too_large",
-            f"request body exceeds the limit of {limit.max_bytes:,} bytes ({limit.source})",
-        )
-    return body
+    async for chunk in request.stream():  # a chunked body has no Content-Length: count while reading
+        size += len(chunk)
+        if size > limit.max_bytes:
+            raise ApiProblem.one(
+                413,
+                ["body"],
+                "body_too_large",
+                f"request body exceeds the limit of {limit.max_bytes:,} bytes ({limit.source})",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 _ADMIN_BODY_LIMIT = BodyLimit(1024, "an admin request takes no body")
