@@ -1,10 +1,13 @@
-"""What logging one prediction costs PostgreSQL and the API: per request by column (migration 0014) vs one row each.
+"""What logging one prediction costs PostgreSQL and the API: per request by column (migration 0014), sent as binary
+COPY or as COPY text, vs one row each.
 
 Builds requests of `--rows` predictions of `--features` features (numbers, a few categories, some nulls), writes them
-with the API's own COPY path into churnops.prediction_log_requests, and the same predictions one row each into
-churnops.prediction_log_per_prediction (the shape before 0014), in alternating rounds, in a scratch database
-(created, migrated, dropped). Prints, per logged prediction, the PostgreSQL backend's CPU (user + system, read from
-/proc/<backend pid>/stat: the server must run on this machine) and the client's CPU to format the COPY text.
+with the API's own binary COPY path into churnops.prediction_log_requests, the same rows as COPY text lines (the
+format before binary COPY; the lines are PostgreSQL's own `COPY ... TO STDOUT` of the stored rows, so both carry
+identical values), and the same predictions one row each into churnops.prediction_log_per_prediction (the shape
+before 0014), in alternating rounds, in a scratch database (created, migrated, dropped). Prints, per logged
+prediction, the PostgreSQL backend's CPU (user + system, read from /proc/<backend pid>/stat: the server must run on
+this machine) and the client's CPU to format the COPY data.
 
     .venv/bin/python benchmarks/prediction_log_cost.py --rows 100 --requests 400 --rounds 3
 """
@@ -34,10 +37,12 @@ sys.path.insert(0, str(REPO))
 
 from churnops import db  # noqa: E402
 from churnops.db.prediction_log import (  # noqa: E402
+    REQUEST_COLUMNS,
     LoggedColumns,
     RequestContext,
+    copy_prediction_request_lines,
     copy_prediction_requests,
-    prediction_request_line,
+    prediction_request_tuple,
 )
 
 ADMIN_URL = os.environ.get("CHURNOPS_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
@@ -90,7 +95,7 @@ def per_prediction_text(context: RequestContext, columns: LoggedColumns) -> byte
                 orjson.dumps(features).decode().replace("\\", "\\\\"),
             ]
         )
-        for customer, features, score, decision, band in zip(*columns, strict=True)
+        for customer, features, score, decision, band in zip(*columns[:5], strict=True)
     ]
     return ("\n".join(lines) + "\n").encode()
 
@@ -106,6 +111,25 @@ def copy_per_prediction(conn: Any, texts: list[bytes]) -> None:
         cur.copy_expert(_PER_PREDICTION_COPY, io.BytesIO(b"".join(texts)))
 
 
+def copy_text_lines(conn: Any, lines: list[bytes]) -> None:
+    copy_prediction_request_lines(conn, b"".join(lines))
+
+
+def text_lines_of(conn: Any, tuples: list[bytes]) -> list[bytes]:
+    """The requests as COPY text lines, written by PostgreSQL itself from the stored rows (then removed)."""
+    columns = ", ".join(REQUEST_COLUMNS)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(max(id), 0) FROM churnops.prediction_log_requests")
+        before = cur.fetchone()[0]
+    copy_prediction_requests(conn, tuples)
+    out = io.BytesIO()
+    with conn, conn.cursor() as cur:
+        query = f"SELECT {columns} FROM churnops.prediction_log_requests WHERE id > {int(before)} ORDER BY id"
+        cur.copy_expert(f"COPY ({query}) TO STDOUT", out)
+        cur.execute("DELETE FROM churnops.prediction_log_requests WHERE id > %s", (before,))
+    return out.getvalue().splitlines(keepends=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100, help="predictions per request")
@@ -117,7 +141,7 @@ def main() -> None:
     predictions = args.requests * args.rows
 
     started = time.process_time()
-    per_request = [prediction_request_line(context, columns) for context, columns in requests]
+    per_request = [prediction_request_tuple(context, columns) for context, columns in requests]
     client_per_request = (time.process_time() - started) / predictions
     started = time.process_time()
     per_prediction = [per_prediction_text(context, columns) for context, columns in requests]
@@ -134,9 +158,11 @@ def main() -> None:
             with conn, conn.cursor() as cur:
                 cur.execute("SELECT pg_backend_pid()")
                 pid = cur.fetchone()[0]
-            new, old = [], []
+            as_text = text_lines_of(conn, per_request)
+            new, text, old = [], [], []
             for _ in range(args.rounds):
                 new.append(measure(conn, pid, per_request, copy_prediction_requests) / predictions)
+                text.append(measure(conn, pid, as_text, copy_text_lines) / predictions)
                 old.append(measure(conn, pid, per_prediction, copy_per_prediction) / predictions)
     finally:
         with admin.cursor() as cur:
@@ -145,7 +171,11 @@ def main() -> None:
     print(f"{args.requests} requests x {args.rows} predictions x {args.features + 1} features, {args.rounds} rounds")
     print("| written as | PostgreSQL CPU / prediction | client formatting CPU / prediction |")
     print("|---|---:|---:|")
-    print(f"| one row per request (0014) | {statistics.median(new) * 1e6:.2f} us | {client_per_request * 1e6:.2f} us |")
+    print(
+        f"| one row per request, binary COPY | {statistics.median(new) * 1e6:.2f} us "
+        f"| {client_per_request * 1e6:.2f} us |"
+    )
+    print(f"| one row per request, COPY text | {statistics.median(text) * 1e6:.2f} us | (not measured) |")
     print(f"| one row per prediction | {statistics.median(old) * 1e6:.2f} us | {client_per_prediction * 1e6:.2f} us |")
     print(
         f"PostgreSQL CPU ratio (per prediction / per request): {statistics.median(old) / statistics.median(new):.1f}x"

@@ -1,14 +1,14 @@
 """The prediction log: every online prediction appended to PostgreSQL in batches, off the request path.
 
 Handlers call `PredictionLog.submit_request` with a request's scored customers by column; it formats them as one
-line of COPY's text input, one row of churnops.prediction_log_requests for the whole request (arrays of scores,
+tuple of binary COPY, one row of churnops.prediction_log_requests for the whole request (arrays of scores,
 decisions, bands and customer ids, the features as one column-wise json text: `churnops.db.prediction_log`), and
 puts it on an in-process queue, bounded by `prediction_log_max_pending` predictions. One background thread per
 worker drains it every `prediction_log_flush_seconds`, or as soon as `prediction_log_batch_rows` predictions wait,
 with one COPY for everything queued, which releases the GIL while PostgreSQL works.
 
 The API never waits on the database, and loses nothing to it: when the queue is full (PostgreSQL is slower than the
-requests) or a COPY fails (unreachable, timed out, waiting on a lock), the lines go to this worker's spool file
+requests) or a COPY fails (unreachable, timed out, waiting on a lock), the tuples go to this worker's spool file
 (serving/prediction_spool.py) and the writer replays them, oldest first, once the database takes its queue again,
 retrying the connection every `prediction_log_retry_seconds`. Spool files of ended workers are replayed by the next
 writer to start. Only what neither the database nor the disk takes is dropped: a request the database refuses as
@@ -36,20 +36,21 @@ from churnops.config import Settings
 from churnops.db.prediction_log import (
     LoggedColumns,
     RequestContext,
+    copy_prediction_request_lines,
     copy_prediction_requests,
-    prediction_request_line,
+    prediction_request_tuple,
 )
 from churnops.serving import metrics
 from churnops.serving.prediction_spool import SpoolFile, chunk_rows, is_already_stored, spool_folder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoggedColumns", "PredictionLog", "RequestContext", "bounded_database_settings", "prediction_log_line"]
+__all__ = ["LoggedColumns", "PredictionLog", "RequestContext", "bounded_database_settings", "prediction_log_tuple"]
 
 
-def prediction_log_line(record: Mapping[str, Any]) -> bytes:
+def prediction_log_tuple(record: Mapping[str, Any]) -> bytes:
     """One prediction (the keys of `churnops.db.write_prediction_log`, all present) as a one-prediction request's
-    line of COPY text."""
+    binary COPY tuple."""
     context = RequestContext(
         record["logged_at"],
         record["request_id"],
@@ -61,7 +62,7 @@ def prediction_log_line(record: Mapping[str, Any]) -> bytes:
     columns = LoggedColumns(
         [record["customer_id"]], [record["features"]], [record["score"]], [record["decision"]], [record["risk_band"]]
     )
-    return prediction_request_line(context, columns)
+    return prediction_request_tuple(context, columns)
 
 
 def bounded_database_settings(settings: Settings) -> Settings:
@@ -88,7 +89,7 @@ class PredictionLog:
         self._batch_rows = serving.prediction_log_batch_rows
         self._flush_seconds = serving.prediction_log_flush_seconds
         self._retry_seconds = serving.prediction_log_retry_seconds
-        # One item per request: (its COPY line, how many predictions). The bound is on predictions, kept in
+        # One item per request: (its COPY tuple, how many predictions). The bound is on predictions, kept in
         # _pending_rows. A deque and an event set once per batch, not a queue.Queue: its get/notify per request
         # woke the writer thread for every request, and each wake-up cost the event loop a GIL hand-over (on a
         # busy machine, an OS time slice).
@@ -128,19 +129,19 @@ class PredictionLog:
     def submit(self, record: Mapping[str, Any]) -> None:
         """Queue one record (keys of `churnops.db.write_prediction_log`); never blocks."""
         if self.enabled:
-            self._put(prediction_log_line(record), 1)
+            self._put(prediction_log_tuple(record), 1)
 
     def submit_request(self, context: RequestContext, columns: LoggedColumns) -> None:
-        """Queue a request's scored customers as one item (one COPY line); never blocks.
+        """Queue a request's scored customers as one item (one COPY tuple); never blocks.
 
         Formatted here, by the handler, not by the writer thread: a thread formatting whole batches held the
         worker's GIL and stalled the event loop (10-20 ms in p99), and under full load it fell behind.
         """
         if self.enabled and columns.scores:
-            self._put(prediction_request_line(context, columns), len(columns.scores))
+            self._put(prediction_request_tuple(context, columns), len(columns.scores))
 
     def _put(self, line: bytes, count: int) -> None:
-        """Queue a request's line of `count` predictions, or spool it when `prediction_log_max_pending` wait."""
+        """Queue a request's tuple of `count` predictions, or spool it when `prediction_log_max_pending` wait."""
         with self._pending_lock:
             full = self._pending_rows + count > self._max_pending
             if not full:
@@ -269,7 +270,7 @@ class PredictionLog:
         log.warning("prediction log: spooling, the database failed: %s", self._database_error)
 
     def _write(self, texts: list[bytes], rows: int) -> bool:
-        """One COPY of the queued lines; False when they were not written (to be spooled)."""
+        """One COPY of the queued tuples; False when they were not written (to be spooled)."""
         if time.monotonic() < self._retry_after:
             return False
         try:
@@ -314,22 +315,25 @@ class PredictionLog:
     def _replay_chunk(self, spool: SpoolFile) -> bool:
         """COPY the next chunk of a spool, idempotently; False when the database failed (retry later)."""
         isolating = spool.committed < self._isolate_until.get(spool.path, 0)
-        chunk = spool.next_chunk(1 if isolating else _SPOOL_CHUNK_BYTES)  # 1 byte: exactly one line
+        chunk = spool.next_chunk(1 if isolating else _SPOOL_CHUNK_BYTES)  # 1 byte: exactly one request
         chunk_end = spool.committed + len(chunk)
         try:
             conn = self._connection()
             if spool.in_doubt:
                 in_flight_end = spool.in_flight_end
                 assert in_flight_end is not None
-                if _stored(conn, chunk):
+                if _stored(conn, chunk, spool.binary):
                     spool.mark_committed(in_flight_end)
                     return True
             spool.mark_in_flight(chunk_end)
-            copy_prediction_requests(conn, [chunk])
+            if spool.binary:
+                copy_prediction_requests(conn, [chunk])
+            else:
+                copy_prediction_request_lines(conn, chunk)
         except (psycopg2.DataError, psycopg2.IntegrityError) as error:
             if isolating:
                 spool.mark_committed(chunk_end)
-                self._drop(chunk_rows(chunk), f"the database refused a request: {str(error).strip()}")
+                self._drop(chunk_rows(chunk, spool.binary), f"the database refused a request: {str(error).strip()}")
                 log.error("prediction log: dropped an invalid request: %s", self.last_error)
             else:
                 spool.mark_committed(spool.committed)  # rolled back: not in flight any more
@@ -339,18 +343,18 @@ class PredictionLog:
             self._unavailable(error)
             return False
         spool.mark_committed(chunk_end)
-        rows = chunk_rows(chunk)
+        rows = chunk_rows(chunk, spool.binary)
         self.replayed += rows
         metrics.PREDICTION_LOG_REPLAYED.inc(rows)
         self._written(rows)
         return True
 
 
-def _stored(conn: Any, chunk: bytes) -> bool:
+def _stored(conn: Any, chunk: bytes, binary: bool) -> bool:
     """Whether an in-doubt chunk reached the database; when the check itself is refused (the role may not read
     the log), assume not: a rare duplicate rather than a certain loss."""
     try:
-        return is_already_stored(conn, chunk)
+        return is_already_stored(conn, chunk, binary)
     except psycopg2.OperationalError:
         raise  # the database failed: the chunk stays in doubt, checked again at the next attempt
     except psycopg2.DatabaseError as error:  # e.g. no SELECT on the log for this role

@@ -1,11 +1,13 @@
 """The prediction log's spool: predictions PostgreSQL cannot take yet, kept in local append-only files until it can.
 
 When the writer's in-memory queue is full (the database is slower than the requests) or a COPY fails (unreachable,
-timed out, waiting on a lock), the COPY lines go to a spool file instead of being dropped. Each worker appends to its
-own file, `<pid>-<start ns>.spool` under `<home>/prediction_log_spool/<database key>` (`spool_folder`), and holds an
-exclusive `flock` on it for its life; a file nobody holds (its worker died or was restarted) is adopted by the next
-writer of the same database that looks, and drained like its own. Appending is one `os.write` of whole lines into
-the page cache: the request never waits on the disk's flush, nor on the database.
+timed out, waiting on a lock), the requests' binary COPY tuples go to a spool file instead of being dropped. Each
+worker appends to its own file, `<pid>-<start ns>.binary-spool` under `<home>/prediction_log_spool/<database key>`
+(`spool_folder`), and holds an exclusive `flock` on it for its life; a file nobody holds (its worker died or was
+restarted) is adopted by the next writer of the same database that looks, and drained like its own. Appending is one
+`os.write` of whole tuples into the page cache: the request never waits on the disk's flush, nor on the database.
+A tuple says its own length (each field's), so the file needs no framing of its own. Files ending in `.spool` hold
+COPY text lines, one per request, as an API before binary COPY wrote them: they are adopted and replayed the same way.
 
 Replay is idempotent. Beside each spool file a small progress file records how far the database has taken it:
 `<committed offset> <in-flight end>`. The writer marks a chunk in flight, COPYs it in one transaction, then marks it
@@ -26,7 +28,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from churnops.db.prediction_log import REQUEST_COLUMNS
+from churnops.db.prediction_log import (
+    COPY_SIGNATURE,
+    COPY_TRAILER,
+    REQUEST_COLUMNS,
+    request_tuples_end,
+)
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -35,7 +42,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SpoolFile", "chunk_rows", "is_already_stored", "spool_folder"]
 
-SPOOL_SUFFIX = ".spool"
+SPOOL_SUFFIX = ".binary-spool"
+TEXT_SPOOL_SUFFIX = ".spool"  # COPY text lines, from an API before binary COPY: replayed, never written
 _PROGRESS_SUFFIX = ".progress"
 _N_ROWS_FIELD = REQUEST_COLUMNS.index("n_rows")
 
@@ -58,6 +66,8 @@ _PROBE_TABLE_SQL = (
     f" AS SELECT {_REQUEST_COLUMN_LIST} FROM churnops.prediction_log_requests WITH NO DATA"
 )
 _PROBE_COPY_SQL = f"COPY pg_temp.{_PROBE_TABLE} ({_REQUEST_COLUMN_LIST}) FROM STDIN"
+_PROBE_BINARY_COPY_SQL = f"{_PROBE_COPY_SQL} (FORMAT binary)"
+_MIN_READ_BYTES = 1 << 16  # a binary chunk is read at least this far: one request's tuple is ~30 kB
 
 
 def spool_folder(home: Path, database_url: str) -> Path:
@@ -72,24 +82,32 @@ def spool_folder(home: Path, database_url: str) -> Path:
     return home / "prediction_log_spool" / hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-def chunk_rows(lines: bytes) -> int:
-    """The predictions in a run of COPY lines (each line is one request and says its n_rows)."""
-    return sum(int(line.split(b"\t", _N_ROWS_FIELD + 1)[_N_ROWS_FIELD]) for line in lines.splitlines())
+def chunk_rows(chunk: bytes, binary: bool) -> int:
+    """The predictions in a run of binary COPY tuples or of COPY text lines (each is one request and says its
+    n_rows)."""
+    if binary:
+        return request_tuples_end(chunk, len(chunk))[1]
+    return sum(int(line.split(b"\t", _N_ROWS_FIELD + 1)[_N_ROWS_FIELD]) for line in chunk.splitlines())
 
 
-def is_already_stored(conn: Connection, chunk: bytes) -> bool:
-    """Whether the first request of a chunk of COPY lines is in churnops.prediction_log_requests."""
-    first_line = chunk[: chunk.index(b"\n") + 1]
+def is_already_stored(conn: Connection, chunk: bytes, binary: bool) -> bool:
+    """Whether the first request of a chunk of binary COPY tuples (or of COPY text lines) is in
+    churnops.prediction_log_requests."""
+    if binary:
+        sql, data = _PROBE_BINARY_COPY_SQL, COPY_SIGNATURE + chunk[: request_tuples_end(chunk, 1)[0]] + COPY_TRAILER
+    else:
+        sql, data = _PROBE_COPY_SQL, chunk[: chunk.index(b"\n") + 1]
     with conn, conn.cursor() as cur:
         # Columns only, no constraints (LIKE would keep the identity's NOT NULL): the probe holds what COPY sends.
         cur.execute(_PROBE_TABLE_SQL)
-        cur.copy_expert(_PROBE_COPY_SQL, io.BytesIO(first_line))
+        cur.copy_expert(sql, io.BytesIO(data))
         cur.execute(_PROBE_SQL)
         return bool(cur.fetchone()[0])
 
 
 class SpoolFile:
-    """One append-only file of COPY lines, locked by the writer that owns it, and how far the database has taken it.
+    """One append-only file of binary COPY tuples (or, `.spool`, of COPY text lines), locked by the writer that owns
+    it, and how far the database has taken it.
 
     `append` may be called from request threads while the writer thread reads: both hold the caller's lock around
     anything that moves `end` or truncates (PredictionLog keeps that lock).
@@ -98,6 +116,7 @@ class SpoolFile:
     def __init__(self, path: Path) -> None:
         """Open and lock `path` (created if missing); BlockingIOError when another writer holds it."""
         self.path = path
+        self.binary = path.suffix != TEXT_SPOOL_SUFFIX
         self._progress_path = path.with_suffix(_PROGRESS_SUFFIX)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -119,7 +138,8 @@ class SpoolFile:
     def adopt_orphans(cls, folder: Path, known: set[Path]) -> list[SpoolFile]:
         """The spool files under `folder` that no running writer holds (their worker ended), now ours."""
         adopted = []
-        for path in sorted(folder.glob(f"*{SPOOL_SUFFIX}")) if folder.is_dir() else []:
+        paths = [*folder.glob(f"*{TEXT_SPOOL_SUFFIX}"), *folder.glob(f"*{SPOOL_SUFFIX}")] if folder.is_dir() else []
+        for path in sorted(paths):
             if path in known:
                 continue
             with contextlib.suppress(BlockingIOError, FileNotFoundError):
@@ -142,11 +162,11 @@ class SpoolFile:
         self.end += len(data)
 
     def next_chunk(self, max_bytes: int) -> bytes:
-        """Whole lines from the committed offset, about `max_bytes` (more when one line is longer)."""
-        size = min(max_bytes, self.unread)
+        """Whole tuples (lines) from the committed offset, at most `max_bytes` but at least one."""
+        size = min(max(max_bytes, _MIN_READ_BYTES) if self.binary else max_bytes, self.unread)
         while True:
             data = os.pread(self._fd, size, self.committed)
-            cut = data.rfind(b"\n") + 1
+            cut = request_tuples_end(data, max_bytes)[0] if self.binary else data.rfind(b"\n") + 1
             if cut or size >= self.unread:
                 return data[:cut]
             size = min(size * 2, self.unread)

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from churnops.db.prediction_log import copy_prediction_requests
 from churnops.serving.app import create_app
-from churnops.serving.prediction_log import prediction_log_line
+from churnops.serving.prediction_log import prediction_log_tuple
 from churnops.serving.prediction_spool import spool_folder
 from tests.serving.conftest import metric_value, unreachable_database_url
 
@@ -98,7 +98,7 @@ def test_any_text_a_client_sends_is_logged_verbatim(platform_database_url) -> No
         for i, text in enumerate(hostile)
     ]
     with closing(psycopg2.connect(platform_database_url)) as conn:
-        assert copy_prediction_requests(conn, [prediction_log_line(r) for r in records]) == len(records)
+        assert copy_prediction_requests(conn, [prediction_log_tuple(r) for r in records]) == len(records)
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT request_id, customer_id, features, decision, risk_band, latency_seconds"
@@ -209,9 +209,9 @@ def test_a_batch_is_logged_as_one_request_whose_predictions_are_the_answers_in_o
 
 
 def test_one_request_keeps_every_customer_id_and_feature_text_in_its_arrays(platform_database_url) -> None:
-    """The text[] literal quotes every element: separators, braces, quotes, NULL-like words and empty strings
-    are data; a missing customer id stays NULL."""
-    from churnops.db.prediction_log import LoggedColumns, RequestContext, prediction_request_line
+    """Every element of the text[] arrays arrives as sent: separators, braces, quotes, NULL-like words and empty
+    strings are data; a missing customer id stays NULL."""
+    from churnops.db.prediction_log import LoggedColumns, RequestContext, prediction_request_tuple
 
     texts = [None, "", "NULL", "a,b", "{x}", 'say "hi"', "back\\slash", "tab\there", "new\nline", " pad "]
     request_id = f"arrays-{time.time_ns()}"
@@ -224,7 +224,7 @@ def test_one_request_keeps_every_customer_id_and_feature_text_in_its_arrays(plat
         bands=texts,
     )
     with closing(psycopg2.connect(platform_database_url)) as conn:
-        assert copy_prediction_requests(conn, [prediction_request_line(context, columns)]) == 1
+        assert copy_prediction_requests(conn, [prediction_request_tuple(context, columns)]) == 1
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT customer_id, risk_band, features, score FROM churnops.prediction_log WHERE request_id = %s"

@@ -4,6 +4,7 @@ local file per worker and replayed, once, when it can; a restarted worker replay
 from __future__ import annotations
 
 import datetime as dt
+import io
 import subprocess
 import sys
 import textwrap
@@ -15,9 +16,9 @@ import psycopg2
 from pydantic import SecretStr
 
 from churnops.config import Settings
-from churnops.db.prediction_log import copy_prediction_requests, prediction_request_line
+from churnops.db.prediction_log import copy_prediction_requests, prediction_request_tuple
 from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
-from churnops.serving.prediction_spool import SpoolFile, spool_folder
+from churnops.serving.prediction_spool import SPOOL_SUFFIX, TEXT_SPOOL_SUFFIX, SpoolFile, chunk_rows, spool_folder
 from tests.serving.conftest import unreachable_database_url
 
 
@@ -83,7 +84,9 @@ def test_predictions_made_while_the_log_table_is_locked_all_arrive_once_it_is_re
     log.close()
     assert (status["dropped"], status["replayed"], status["spool_bytes"]) == (0, requests * rows, 0)
     assert stored(platform_database_url, model) == (requests * rows, requests * rows)
-    assert list(spool_folder(tmp_path, platform_database_url).glob("*.spool")) == []  # drained: removed at close
+    assert (
+        list(spool_folder(tmp_path, platform_database_url).glob(f"*{SPOOL_SUFFIX}")) == []
+    )  # drained: removed at close
 
 
 def test_a_worker_killed_with_a_spool_is_replayed_by_the_next_worker_once(platform_database_url, tmp_path) -> None:
@@ -111,7 +114,7 @@ def test_a_worker_killed_with_a_spool_is_replayed_by_the_next_worker_once(platfo
             cur.execute("LOCK TABLE churnops.prediction_log_requests IN EXCLUSIVE MODE")
         subprocess.run([sys.executable, "-c", dying_worker], check=True, timeout=120, cwd=Path(__file__).parents[2])
         locker.rollback()
-    assert len(list(spool_folder(tmp_path, platform_database_url).glob("*.spool"))) == 1
+    assert len(list(spool_folder(tmp_path, platform_database_url).glob(f"*{SPOOL_SUFFIX}"))) == 1
     assert stored(platform_database_url, model) == (0, 0)
 
     log = PredictionLog(log_settings(tmp_path, platform_database_url))
@@ -132,7 +135,7 @@ def test_a_spool_is_never_replayed_into_another_database(platform_database_url, 
     crashed.submit_request(*request_of(model, 0, 3))
     assert wait_for(lambda: crashed.describe()["spooled"] == 3), crashed.describe()
     crashed.close(timeout=2)
-    assert len(list(spool_folder(tmp_path, unreachable).glob("*.spool"))) == 1
+    assert len(list(spool_folder(tmp_path, unreachable).glob(f"*{SPOOL_SUFFIX}"))) == 1
 
     other = PredictionLog(log_settings(tmp_path, platform_database_url))
     other.start()
@@ -141,15 +144,15 @@ def test_a_spool_is_never_replayed_into_another_database(platform_database_url, 
     other.close()  # the writer has looked for ended workers' spools at least once by now
     assert other.describe()["replayed"] == 0
     assert stored(platform_database_url, model) == (0, 0)
-    assert len(list(spool_folder(tmp_path, unreachable).glob("*.spool"))) == 1
+    assert len(list(spool_folder(tmp_path, unreachable).glob(f"*{SPOOL_SUFFIX}"))) == 1
 
 
 def spool_of(tmp_path: Path, url: str, model: str, scores: list[float]) -> tuple[SpoolFile, list[bytes]]:
     """A spool file for the database at `url` of one 3-row request per score, as an ended worker leaves it."""
-    lines = [prediction_request_line(*request_of(model, index, 3, score)) for index, score in enumerate(scores)]
+    tuples = [prediction_request_tuple(*request_of(model, index, 3, score)) for index, score in enumerate(scores)]
     spool = SpoolFile.create(spool_folder(tmp_path, url))
-    spool.append(b"".join(lines))
-    return spool, lines
+    spool.append(b"".join(tuples))
+    return spool, tuples
 
 
 def test_a_chunk_committed_just_before_a_crash_is_not_written_again(platform_database_url, tmp_path) -> None:
@@ -164,7 +167,7 @@ def test_a_chunk_committed_just_before_a_crash_is_not_written_again(platform_dat
 
     log = PredictionLog(log_settings(tmp_path, platform_database_url))
     log.start()
-    assert wait_for(lambda: not list(spool_folder(tmp_path, platform_database_url).glob("*.spool")))
+    assert wait_for(lambda: not list(spool_folder(tmp_path, platform_database_url).glob(f"*{SPOOL_SUFFIX}")))
     log.close()
     assert stored(platform_database_url, model) == (9, 9)
     assert log.describe()["replayed"] == 0
@@ -196,3 +199,58 @@ def test_a_request_the_database_refuses_is_dropped_alone_and_the_rest_replayed(p
     log.close()
     assert log.describe()["dropped"] == 3
     assert stored(platform_database_url, model) == (6, 6)
+
+
+def text_line_of(model: str, request: int, rows: int) -> bytes:
+    """`request_of`'s request as one line of COPY text, the spool format of an API before binary COPY."""
+    ids = ",".join(f'"{model}-{request}-{row}"' for row in range(rows))
+    amounts = ",".join(str(float(row)) for row in range(rows))
+    fields = [
+        dt.datetime.now(dt.UTC).isoformat(), f"{model}-{request}", "/batch_predict", model, "1", "0.001", str(rows),
+        f"{{{ids}}}", "{" + ",".join(["0.5"] * rows) + "}", "{" + ",".join(["t"] * rows) + "}",
+        "{" + ",".join(['"high"'] * rows) + "}", f'{{"amount":[{amounts}]}}',
+    ]  # fmt: skip
+    return ("\t".join(fields) + "\n").encode()
+
+
+def test_a_text_spool_left_by_an_older_api_is_replayed_once(platform_database_url, tmp_path) -> None:
+    """An API from before binary COPY spooled COPY text lines into a `.spool` file and ended: the next writer
+    adopts it beside its own binary spool and writes every prediction once, a chunk in doubt included."""
+    model = f"text-spool-{time.time_ns()}"
+    folder = spool_folder(tmp_path, platform_database_url)
+    folder.mkdir(parents=True)
+    lines = [text_line_of(model, request, 4) for request in range(5)]
+    committed_before_the_crash = SpoolFile(folder / f"1-1{TEXT_SPOOL_SUFFIX}")
+    committed_before_the_crash.append(lines[0])
+    committed_before_the_crash.mark_in_flight(committed_before_the_crash.end)
+    with closing(psycopg2.connect(platform_database_url)) as conn, conn:
+        with conn.cursor() as cur:
+            cur.copy_expert("COPY churnops.prediction_log_requests (logged_at, request_id, endpoint, model_name, "
+                            "model_version, latency_seconds, n_rows, customer_ids, scores, decisions, risk_bands, "
+                            "features) FROM STDIN", io.BytesIO(lines[0]))  # fmt: skip
+    committed_before_the_crash.close()
+    pending = SpoolFile(folder / f"2-2{TEXT_SPOOL_SUFFIX}")
+    pending.append(b"".join(lines[1:]))
+    pending.close()
+
+    log = PredictionLog(log_settings(tmp_path, platform_database_url))
+    log.start()
+    log.submit_request(*request_of(model, 99, 2))
+    assert wait_for(lambda: log.describe()["replayed"] == 16), log.describe()
+    log.close()
+    assert (log.describe()["written"], log.describe()["dropped"]) == (18, 0)
+    assert stored(platform_database_url, model) == (22, 22)
+    assert list(folder.glob("*")) == []
+
+
+def test_a_spool_chunk_is_whole_requests_within_its_size(tmp_path) -> None:
+    """Binary tuples carry no separator: a chunk still ends on a request's end, holds as many as fit in the size
+    asked, and at least one (replay isolates a refused request by asking for one byte)."""
+    tuples = [prediction_request_tuple(*request_of("chunks", index, rows)) for index, rows in enumerate([3, 5, 2])]
+    spool = SpoolFile.create(tmp_path)
+    spool.append(b"".join(tuples))
+    assert spool.next_chunk(1) == tuples[0]
+    assert spool.next_chunk(len(tuples[0]) + len(tuples[1]) + 1) == tuples[0] + tuples[1]
+    assert spool.next_chunk(1 << 20) == b"".join(tuples)
+    assert chunk_rows(b"".join(tuples), binary=True) == 10
+    spool.close()
