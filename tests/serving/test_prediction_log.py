@@ -235,6 +235,33 @@ def test_one_request_keeps_every_customer_id_and_feature_text_in_its_arrays(plat
     assert rows == [(text, text, {"plan": text, "amount": float(i)}, i / 10) for i, text in enumerate(texts)]
 
 
+@pytest.mark.parametrize(
+    "customer_ids",
+    [
+        ["C-1", "C-22", "", "C-4444"],  # ASCII: sent by the one-encode path
+        ["C-1", "Zoë", "客户-3", "C-4"],  # not ASCII: one element at a time
+        ["C-1", "x" * 5000, "C-3", "C-4"],  # an element past the length table
+    ],
+)
+def test_customer_ids_and_bands_arrive_as_sent_whatever_their_characters_and_length(
+    platform_database_url, customer_ids: list[str]
+) -> None:
+    from churnops.db.prediction_log import LoggedColumns, RequestContext, prediction_request_tuple
+
+    request_id = f"ids-{time.time_ns()}"
+    context = RequestContext(dt.datetime.now(dt.UTC), request_id, "/batch_predict", "ids", "1", 0.01)
+    bands = list(reversed(customer_ids))
+    columns = LoggedColumns(customer_ids, [{"amount": 1.0}] * 4, [0.5] * 4, [True] * 4, bands)
+    with closing(psycopg2.connect(platform_database_url)) as conn:
+        assert copy_prediction_requests(conn, [prediction_request_tuple(context, columns)]) == 1
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT customer_ids, risk_bands FROM churnops.prediction_log_requests WHERE request_id = %s",
+                (request_id,),
+            )
+            assert cur.fetchall() == [(customer_ids, bands)]
+
+
 def test_a_concurrent_burst_from_many_threads_is_written_whole(platform_database_url) -> None:
     """Handlers of several threads queue requests while the writer copies: every prediction is written once and
     counted as written, none dropped."""
