@@ -22,7 +22,8 @@ from churnops import db
 
 API_KEY = "serving-bench-key"
 ADMIN_URL = os.environ.get("CHURNOPS_BENCH_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
-BENCH_DATABASE = "churnops_serving_bench"
+# Recreated at each run: two benchmarks run at once (two worktrees) need a name each, or each drops the other's log.
+BENCH_DATABASE = os.environ.get("CHURNOPS_BENCH_DATABASE", "churnops_serving_bench")
 
 # wrk posts the body of $BENCH_BODY with $BENCH_HEADERS (JSON object) and prints one JSON line at the end.
 WRK_SCRIPT = r"""
