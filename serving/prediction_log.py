@@ -316,6 +316,10 @@ class PredictionLog:
         """COPY the next chunk of a spool, idempotently; False when the database failed (retry later)."""
         isolating = spool.committed < self._isolate_until.get(spool.path, 0)
         chunk = spool.next_chunk(1 if isolating else _SPOOL_CHUNK_BYTES)  # 1 byte: exactly one request
+        if not chunk:  # what is left is not one whole request: torn by a crash mid-append, never replayable
+            log.error("prediction log: skipped %d bytes of a torn request at the end of %s", spool.unread, spool.path)
+            spool.mark_committed(spool.end)
+            return True
         chunk_end = spool.committed + len(chunk)
         try:
             conn = self._connection()

@@ -155,10 +155,17 @@ class SpoolFile:
         return self.in_flight_end is not None
 
     def append(self, data: bytes) -> None:
+        """Append whole requests, or nothing: a request half written (the disk filled up) is cut off again, as
+        every request after it would be read from the wrong offset (binary tuples have no separator to resync on)."""
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.end)
+            raise
         self.end += len(data)
 
     def next_chunk(self, max_bytes: int) -> bytes:

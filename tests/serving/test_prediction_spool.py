@@ -254,3 +254,20 @@ def test_a_spool_chunk_is_whole_requests_within_its_size(tmp_path) -> None:
     assert spool.next_chunk(1 << 20) == b"".join(tuples)
     assert chunk_rows(b"".join(tuples), binary=True) == 10
     spool.close()
+
+
+def test_a_request_torn_at_the_end_of_a_spool_is_skipped_and_the_whole_ones_replayed(platform_database_url, tmp_path):
+    """A worker died in the middle of appending a request: the whole requests before it are written, the torn
+    bytes skipped, and the spool does not hold the writer forever."""
+    model = f"torn-{time.time_ns()}"
+    spool, tuples = spool_of(tmp_path, platform_database_url, model, [0.1, 0.2, 0.3])
+    torn = prediction_request_tuple(*request_of(model, 9, 3))
+    spool.append(torn[: len(torn) // 2])
+    spool.close()
+
+    log = PredictionLog(log_settings(tmp_path, platform_database_url))
+    log.start()
+    assert wait_for(lambda: log.describe()["replayed"] == 9), log.describe()
+    assert wait_for(lambda: not list(spool_folder(tmp_path, platform_database_url).glob("*")))
+    log.close()
+    assert stored(platform_database_url, model) == (9, 9)
