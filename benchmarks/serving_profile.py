@@ -114,7 +114,7 @@ async def main_async(args: argparse.Namespace) -> None:
     app = create_app(settings)
     churnops_us: list[float] = []
     bare_us: list[float] = []
-    async with app.router.lifespan_context(app):
+    async with app.api.router.lifespan_context(app.api):
         for _ in range(args.rounds):
             churnops_us.append(await drive(app, path, body, args.requests, None) * 1e6)
             bare_us.append(await drive(bare_app, path, body, args.requests, None) * 1e6)

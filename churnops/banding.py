@@ -178,8 +178,10 @@ class RiskBands:
     def band_many(self, scores: np.ndarray) -> list[str]:
         """`band` of every score, in one comparison per cut-off: with the cut-offs in decreasing order, the first
         one a score reaches is found by counting the cut-offs it misses."""
+        if len(scores) <= 2:  # one row (/predict): the loop, before any array set-up
+            return list(map(self.band, scores.tolist()))
         cuts = np.array([cutoff for _, cutoff in self.cutoffs], dtype=np.float64)
-        if len(scores) <= 2 or np.any(np.diff(cuts) > 0):  # one row, or cut-offs out of order: the loop
+        if np.any(np.diff(cuts) > 0):  # cut-offs out of order: the loop
             return list(map(self.band, scores.tolist()))
         missed = (scores[:, None] < cuts[None, :]).sum(axis=1)
         names = (*(name for name, _ in self.cutoffs), self.default)

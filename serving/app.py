@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -29,9 +29,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from churnops.config import Settings
 from churnops.dataset import load_contract
 from churnops.serving import metrics
+from churnops.serving.asgi import PredictCall, PredictHandler, ServingApp, receive_body
 from churnops.serving.exposure import refuse_open_exposure
 from churnops.serving.list_fields import ListFields
-from churnops.serving.middleware import MetricsMiddleware, PredictRoutes
+from churnops.serving.middleware import MetricsMiddleware
 from churnops.serving.online import OnlineFeatureReader
 from churnops.serving.pages import pages_router
 from churnops.serving.prediction_log import PredictionLog
@@ -41,20 +42,21 @@ from churnops.serving.problems import (
     ApiProblem,
     BatchLimit,
     explain_flag,
-    headers_of,
     install_problem_handlers,
     parse_body,
     predict_openapi,
     read_admin_request,
-    read_capped_body,
 )
 from churnops.serving.records import BatchPrediction, Prediction, scored_items
 from churnops.serving.scoring import PredictionService, secret_matches
 from churnops.serving.state import ModelState
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API for `settings` (default: from the environment). The model loads at start-up (lifespan)."""
+def create_app(settings: Settings | None = None) -> ServingApp:
+    """Build the API for `settings` (default: from the environment). The model loads at start-up (lifespan).
+
+    The predict routes are answered by the returned app itself (serving/asgi.py); the rest by its FastAPI app,
+    `.api`."""
     settings = settings or Settings()
     serving = settings.serving
     refuse_open_exposure(serving)
@@ -95,10 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary=f"Churn probability of {contract.name} customers from the champion of {model_name}",
         lifespan=lifespan,
     )
-    # Inside the metrics middleware (added last, so outermost): direct dispatch of the predict routes.
-    predict_handlers: dict[str, Any] = {}
-    app.add_middleware(PredictRoutes, handlers=predict_handlers)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(MetricsMiddleware)  # the predict routes' metrics are kept by ServingApp
     app.state.model_state = state
     app.state.prediction_log = prediction_log
 
@@ -106,21 +105,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     admin_bearer = HTTPBearer(auto_error=False, description="serving.admin_token")
 
-    @app.post(
-        "/predict",
-        response_model=Prediction,
-        responses=PROBLEM_RESPONSES,
-        openapi_extra=predict_openapi("PredictRequest"),
-        summary="Churn probability of one customer",
-    )
-    async def predict(
-        request: Request,
-    ) -> bytes:
+    async def predict(call: PredictCall) -> bytes:
         started = time.perf_counter()
-        service.require_api_key(headers_of(request).get("x-api-key"))
-        explain = explain_flag(request)
+        service.require_api_key(call.api_key)
+        explain = explain_flag(call.query_string)
         current = service.served()
-        body = await read_capped_body(request, current.body_limit)
+        body = await receive_body(call, current.body_limit)
         rows = current.fast_reader.single(body)
         if rows is None:  # leniency, an online look-up, or a 422: the detailed path
             instance = parse_body(current.request_type, body)
@@ -133,24 +123,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "model_version": current.version,
         }
         await list_fields.add_to([prediction], rows.customer_ids)  # the stored list's value and survival columns
-        service.log_predictions("/predict", current, rows, scored, request, started)
-        return orjson.dumps(prediction)  # sent by PredictRoutes (200, application/json)
+        service.log_predictions("/predict", current, rows, scored, call.request_id, started)
+        return orjson.dumps(prediction)
 
-    @app.post(
-        "/batch_predict",
-        response_model=BatchPrediction,
-        responses=PROBLEM_RESPONSES,
-        openapi_extra=predict_openapi("BatchPredictRequest"),
-        summary=f"Churn probabilities of 1 to {serving.max_batch_rows} customers",
-    )
-    async def batch_predict(
-        request: Request,
-    ) -> bytes:
+    async def batch_predict(call: PredictCall) -> bytes:
         started = time.perf_counter()
-        service.require_api_key(headers_of(request).get("x-api-key"))
-        explain = explain_flag(request)
+        service.require_api_key(call.api_key)
+        explain = explain_flag(call.query_string)
         current = service.served()
-        body = await read_capped_body(request, current.body_limit)
+        body = await receive_body(call, current.body_limit)
         rows = current.fast_reader.batch(body)
         if rows is None:  # leniency, online look-ups, or a 422: the detailed path
             batch = parse_body(current.batch_type, body, batch_limit)
@@ -165,10 +146,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "threshold": current.model.threshold,
             "predictions": predictions,
         }
-        service.log_predictions("/batch_predict", current, rows, scored, request, started)
-        return orjson.dumps(response)  # sent by PredictRoutes (200, application/json)
+        service.log_predictions("/batch_predict", current, rows, scored, call.request_id, started)
+        return orjson.dumps(response)
 
-    predict_handlers.update({"/predict": predict, "/batch_predict": batch_predict})
+    predict_handlers: dict[str, PredictHandler] = {"/predict": predict, "/batch_predict": batch_predict}
+    # Declared in FastAPI too, for OpenAPI and for the FastAPI app on its own (`.api`); ServingApp answers them first.
+    app.post(
+        "/predict",
+        response_model=Prediction,
+        responses=PROBLEM_RESPONSES,
+        openapi_extra=predict_openapi("PredictRequest"),
+        summary="Churn probability of one customer",
+    )(_route(predict))
+    app.post(
+        "/batch_predict",
+        response_model=BatchPrediction,
+        responses=PROBLEM_RESPONSES,
+        openapi_extra=predict_openapi("BatchPredictRequest"),
+        summary=f"Churn probabilities of 1 to {serving.max_batch_rows} customers",
+    )(_route(batch_predict))
 
     @app.get("/health", summary="Liveness: the process answers (no dependency checked)")
     async def health() -> dict[str, str]:
@@ -276,7 +272,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(pages_router(settings, contract, service))  # the teams' pages (docs/pages.md)
     app.openapi = openapi  # type: ignore[method-assign]
-    return app
+    return ServingApp(app, predict_handlers)
+
+
+def _route(handler: PredictHandler) -> Callable[[Request], Awaitable[Response]]:
+    """`handler` as a FastAPI endpoint."""
+
+    async def endpoint(request: Request) -> Response:
+        return Response(await handler(PredictCall(request.scope, request.receive)), media_type="application/json")
+
+    endpoint.__name__ = handler.__name__  # FastAPI names the OpenAPI operation after it
+    return endpoint
 
 
 def __getattr__(name: str) -> Any:

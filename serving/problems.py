@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,63 +39,49 @@ class BodyLimit(NamedTuple):
     source: str
 
 
-# Where the predict routes' dispatch (serving/middleware.py) leaves the request's headers, decoded once.
-HEADERS_KEY = "churnops.headers"
+def refuse_declared_body(content_type: str | None, content_length: str | None, limit: BodyLimit) -> None:
+    """Refuse a body from its headers, before reading it: not declared `application/json` (415), a Content-Length
+    that is no number (400) or over the limit (413).
 
-
-def decoded_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """ASGI headers as {name: value}, decoded as Starlette does (latin-1); of a repeated name, the first value, which
-    is what Starlette's `headers.get` answers."""
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw)}
-
-
-def headers_of(request: Request) -> Mapping[str, str]:
-    """The request's headers (lower-case names): the dict decoded once by the dispatch, else Starlette's. One pass
-    over the raw list instead of one per `headers.get` (four per prediction)."""
-    decoded: Mapping[str, str] | None = request.scope.get(HEADERS_KEY)
-    return request.headers if decoded is None else decoded
-
-
-def require_json(request: Request) -> None:
-    """Refuse (415) a body that is not declared `application/json`. Besides naming the problem, this keeps web pages
-    out: a browser sends a cross-site POST without asking only as a form or text/plain, never as JSON."""
-    declared = headers_of(request).get("content-type")
-    media_type = declared.split(";", 1)[0].strip().lower() if declared else None
+    The 415 besides naming the problem keeps web pages out: a browser sends a cross-site POST without asking only as
+    a form or text/plain, never as JSON."""
+    media_type = content_type.split(";", 1)[0].strip().lower() if content_type else None
     if media_type != JSON:
         raise ApiProblem.one(
             415,
             ["header", "Content-Type"],
             "unsupported_media_type",
             f"send the body as JSON with the header Content-Type: {JSON}"
-            + ("" if declared is None else " (the type sent is not echoed)"),
+            + ("" if content_type is None else " (the type sent is not echoed)"),
         )
+    if content_length is not None:
+        if not content_length.isdigit():  # uvicorn usually answers this itself (docs/serving.md)
+            raise ApiProblem.one(400, ["header", "Content-Length"], "invalid_header", "Content-Length is not a number")
+        if int(content_length) > limit.max_bytes:
+            raise ApiProblem.one(
+                413,
+                ["body"],
+                "body_too_large",
+                f"request body is {int(content_length):,} bytes; the limit is {limit.max_bytes:,} ({limit.source})",
+            )
+
+
+def body_over_limit(limit: BodyLimit) -> ApiProblem:
+    """The 413 of a body found over the limit while reading it (a chunked body has no Content-Length)."""
+    return ApiProblem.one(
+        413, ["body"], "body_too_large", f"request body exceeds the limit of {limit.max_bytes:,} bytes ({limit.source})"
+    )
 
 
 async def read_capped_body(request: Request, limit: BodyLimit) -> bytes:
     """The JSON request body, refusing (413) a declared or actual size over the limit before reading more."""
-    require_json(request)
-    declared = headers_of(request).get("content-length")
-    if declared is not None:
-        if not declared.isdigit():  # uvicorn usually answers this itself (docs/serving.md)
-            raise ApiProblem.one(400, ["header", "Content-Length"], "invalid_header", "Content-Length is not a number")
-        if int(declared) > limit.max_bytes:
-            raise ApiProblem.one(
-                413,
-                ["body"],
-                "body_too_large",
-                f"request body is {int(declared):,} bytes; the limit is {limit.max_bytes:,} ({limit.source})",
-            )
+    refuse_declared_body(request.headers.get("content-type"), request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():  # a chunked body has no Content-Length: count while reading
+    async for chunk in request.stream():
         size += len(chunk)
         if size > limit.max_bytes:
-            raise ApiProblem.one(
-                413,
-                ["body"],
-                "body_too_large",
-                f"request body exceeds the limit of {limit.max_bytes:,} bytes ({limit.source})",
-            )
+            raise body_over_limit(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -155,12 +141,13 @@ _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 
-def explain_flag(request: Request) -> bool:
-    """The `explain` query parameter, parsed by hand: FastAPI's parameter machinery costs about a third of a
-    single-row prediction. Accepts what pydantic's bool accepts; anything else is a 422 naming it."""
-    if not request.scope.get("query_string"):  # the usual call: no query string to parse
+def explain_flag(query_string: bytes) -> bool:
+    """The `explain` query parameter of a raw query string, parsed by hand: FastAPI's parameter machinery costs about
+    a third of a single-row prediction. Read as Starlette's `query_params` would (the last value of a repeated
+    name); accepts what pydantic's bool accepts; anything else is a 422 naming it."""
+    if not query_string:  # the usual call: no query string to parse
         return False
-    raw = request.query_params.get("explain")
+    raw = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)).get("explain")
     if raw is None:
         return False
     value = raw.strip().lower()
@@ -215,6 +202,9 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# What the client learns of an unexpected exception: nothing of the internals (the traceback is in the server log).
+INTERNAL_ERROR = {"detail": [{"loc": [], "type": "internal_error", "msg": "internal error; it is in the server log"}]}
+
 # What the API says for the errors Starlette raises itself: the kind only, never the path or method sent.
 _HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
     404: ("not_found", "no such route; the routes are listed at /docs and /openapi.json"),
@@ -245,7 +235,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(_: Request, _error: Exception) -> JSONResponse:
         # Starlette logs the exception after this answer; the client learns nothing of the internals.
-        return JSONResponse(
-            {"detail": [{"loc": [], "type": "internal_error", "msg": "internal error; it is in the server log"}]},
-            status_code=500,
-        )
+        return JSONResponse(INTERNAL_ERROR, status_code=500)

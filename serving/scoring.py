@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from fastapi import Request
 from pydantic import SecretStr, ValidationError
 
 from churnops.config import ServingSettings
@@ -19,7 +18,7 @@ from churnops.serving import metrics
 from churnops.serving.fast_body import RequestRows
 from churnops.serving.online import OnlineFeatureReader, OnlineStoreUnavailable
 from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
-from churnops.serving.problems import ApiProblem, headers_of, instance_loc
+from churnops.serving.problems import ApiProblem, instance_loc
 from churnops.serving.records import ScoredRows, validation_problems
 from churnops.serving.state import ModelState, ServedModel
 
@@ -72,7 +71,7 @@ class PredictionService:
         current: ServedModel,
         rows: RequestRows,
         scored: ScoredRows,
-        request: Request,
+        request_id: str | None,
         started: float,
     ) -> None:
         """Queue the request's predictions as one item (formatted and written by the log's thread)."""
@@ -80,7 +79,7 @@ class PredictionService:
             return
         context = RequestContext(
             logged_at=dt.datetime.now(dt.UTC),
-            request_id=headers_of(request).get("x-request-id"),
+            request_id=request_id,
             endpoint=endpoint,
             model_name=current.model.name,
             model_version=current.version,

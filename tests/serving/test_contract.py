@@ -119,7 +119,7 @@ def test_every_route_and_method_answers_errors_in_the_problem_shape(app, client,
     """Each route of the app, each method, with bad inputs a client can send: every 4xx/5xx has the shape and
     echoes nothing sent. The pages under /pages answer people, so their errors may be HTML pages (the sign-in form,
     a page naming the field); those echo nothing sent either."""
-    routes = [route for route in app.routes if isinstance(route, Route)]
+    routes = [route for route in app.api.routes if isinstance(route, Route)]
     methods_of_path: dict[str, set[str]] = {}  # one path may have a route per method (GET and POST /pages/login)
     for route in routes:
         methods_of_path.setdefault(route.path, set()).update(route.methods)
