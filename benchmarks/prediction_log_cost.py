@@ -117,15 +117,17 @@ def copy_text_lines(conn: Any, lines: list[bytes]) -> None:
 
 def text_lines_of(conn: Any, tuples: list[bytes]) -> list[bytes]:
     """The requests as COPY text lines, written by PostgreSQL itself from the stored rows (then removed)."""
-    columns = ", ".join(REQUEST_COLUMNS)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT coalesce(max(id), 0) FROM churnops.prediction_log_requests")
         before = cur.fetchone()[0]
     copy_prediction_requests(conn, tuples)
     out = io.BytesIO()
+    # COPY takes no parameters: the query is composed by psycopg2 (identifiers quoted, the id a literal).
+    query = psycopg2.sql.SQL(
+        "COPY (SELECT {} FROM churnops.prediction_log_requests WHERE id > {} ORDER BY id) TO STDOUT"
+    ).format(psycopg2.sql.SQL(", ").join(map(psycopg2.sql.Identifier, REQUEST_COLUMNS)), psycopg2.sql.Literal(before))
     with conn, conn.cursor() as cur:
-        query = f"SELECT {columns} FROM churnops.prediction_log_requests WHERE id > {int(before)} ORDER BY id"
-        cur.copy_expert(f"COPY ({query}) TO STDOUT", out)
+        cur.copy_expert(query, out)
         cur.execute("DELETE FROM churnops.prediction_log_requests WHERE id > %s", (before,))
     return out.getvalue().splitlines(keepends=True)
 
