@@ -17,11 +17,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import State
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from churnops.serving.middleware import RequestMetrics
-from churnops.serving.problems import INTERNAL_ERROR, ApiProblem, BodyLimit, body_over_limit, refuse_declared_body
+from churnops.serving.problems import INTERNAL_ERROR, ApiProblem, BodyLimit, read_capped_body
 
 
 class PredictCall:
@@ -54,26 +53,9 @@ _READ = frozenset({b"x-api-key", b"x-request-id", b"content-type", b"content-len
 async def receive_body(call: PredictCall, limit: BodyLimit) -> bytes:
     """The JSON request body, refused (415, 413) from its headers, or (413) while reading once over the limit."""
     length = call.content_length
-    refuse_declared_body(call.content_type, length.decode("latin-1") if length is not None else None, limit)
-    message = await call.receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):  # the whole body at once
-        body: bytes = message.get("body", b"")
-        if len(body) > limit.max_bytes:
-            raise body_over_limit(limit)
-        return body
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        if message["type"] != "http.request":  # http.disconnect: what Starlette's `request.stream()` raises
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit.max_bytes:
-            raise body_over_limit(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-        message = await call.receive()
+    return await read_capped_body(
+        call.receive, call.content_type, length.decode("latin-1") if length is not None else None, limit
+    )
 
 
 PredictHandler = Callable[[PredictCall], Awaitable[bytes]]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from churnops.serving.records import ProblemReport, validation_problems
 
@@ -73,17 +75,34 @@ def body_over_limit(limit: BodyLimit) -> ApiProblem:
     )
 
 
-async def read_capped_body(request: Request, limit: BodyLimit) -> bytes:
-    """The JSON request body, refusing (413) a declared or actual size over the limit before reading more."""
-    refuse_declared_body(request.headers.get("content-type"), request.headers.get("content-length"), limit)
+async def read_capped_body(
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    content_type: str | None,
+    content_length: str | None,
+    limit: BodyLimit,
+) -> bytes:
+    """The JSON request body from its ASGI messages, refused (415, 413) from its headers, or (413) while reading once
+    over the limit (a chunked body has no Content-Length)."""
+    refuse_declared_body(content_type, content_length, limit)
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):  # the whole body at once
+        body: bytes = message.get("body", b"")
+        if len(body) > limit.max_bytes:
+            raise body_over_limit(limit)
+        return body
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        if message["type"] != "http.request":  # http.disconnect: what Starlette's `request.stream()` raises
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit.max_bytes:
             raise body_over_limit(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
 
 
 _ADMIN_BODY_LIMIT = BodyLimit(1024, "an admin request takes no body")
@@ -101,7 +120,10 @@ async def read_admin_request(request: Request) -> None:
     """Refuse an admin call a web page could send: with auth off (the default) nothing else stops a page from
     POSTing to the API on localhost, but a page can send a cross-site JSON request only after a CORS preflight, and
     the API approves none. The body, if any, must be `{}`."""
-    body = await read_capped_body(request, _ADMIN_BODY_LIMIT)
+    headers = request.headers
+    body = await read_capped_body(
+        request.receive, headers.get("content-type"), headers.get("content-length"), _ADMIN_BODY_LIMIT
+    )
     if body.strip() and body.strip() != b"{}":
         raise ApiProblem.one(422, ["body"], "extra_forbidden", "an admin request takes no body, or {}")
 
