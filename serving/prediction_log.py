@@ -140,7 +140,7 @@ class PredictionLog:
         if self.enabled and columns.scores:
             self._put(prediction_request_tuple(context, columns), len(columns.scores))
 
-    def _put(self, line: bytes, count: int) -> None:
+    def _put(self, copy_tuple: bytes, count: int) -> None:
         """Queue a request's tuple of `count` predictions, or spool it when `prediction_log_max_pending` wait."""
         with self._pending_lock:
             full = self._pending_rows + count > self._max_pending
@@ -148,9 +148,9 @@ class PredictionLog:
                 self._pending_rows += count
             wake = self._pending_rows >= self._batch_rows
         if full:
-            self._spill([line], count)
+            self._spill([copy_tuple], count)
             return
-        self._pending.append((line, count))
+        self._pending.append((copy_tuple, count))
         if wake and not self._wake.is_set():
             self._wake.set()
 
@@ -177,9 +177,9 @@ class PredictionLog:
         self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():  # stuck on the database: keep what is still queued for the next start
-            texts, rows = self._next_batch()
+            tuples, rows = self._next_batch()
             if rows:
-                self._spill(texts, rows)
+                self._spill(tuples, rows)
             return
         self._thread = None
         if self._conn is not None:
@@ -192,9 +192,9 @@ class PredictionLog:
                     spool.remove() if not spool.unread and not spool.in_doubt else spool.close()
             self._spool, self._adopted = None, []
 
-    def _spill(self, lines: list[bytes], rows: int) -> None:
+    def _spill(self, tuples: list[bytes], rows: int) -> None:
         """Append to this worker's spool file; drop (and count) only what the disk refuses."""
-        data = b"".join(lines)
+        data = b"".join(tuples)
         try:
             with self._spool_lock:
                 if self._spool is None:
@@ -215,18 +215,18 @@ class PredictionLog:
         metrics.PREDICTION_LOG_DROPPED.inc(count)
 
     def _next_batch(self) -> tuple[list[bytes], int]:
-        """Everything queued, as whole requests: (texts, rows). `prediction_log_batch_rows` is when the writer wakes,
+        """Everything queued, as whole requests: (tuples, rows). `prediction_log_batch_rows` is when the writer wakes,
         not a cap: under a burst one COPY (one commit) takes the whole backlog, so the writer keeps up with the
         requests instead of falling behind by a commit per 500 rows."""
-        texts: list[bytes] = []
+        tuples: list[bytes] = []
         rows = 0
         while self._pending:
-            line, count = self._pending.popleft()
-            texts.append(line)
+            copy_tuple, count = self._pending.popleft()
+            tuples.append(copy_tuple)
             rows += count
         with self._pending_lock:
             self._pending_rows -= rows
-        return texts, rows
+        return tuples, rows
 
     def _run(self) -> None:
         """Every `prediction_log_flush_seconds`, or as soon as a batch's worth of rows waits: write all that is
@@ -244,11 +244,11 @@ class PredictionLog:
             last_copy = time.monotonic()
             stopping = self._stopping
             while True:
-                texts, rows = self._next_batch()
+                tuples, rows = self._next_batch()
                 if not rows:
                     break
-                if not self._write(texts, rows):
-                    self._spill(texts, rows)
+                if not self._write(tuples, rows):
+                    self._spill(tuples, rows)
             self._replay_spools(stopping)
             if stopping:
                 return
@@ -269,12 +269,12 @@ class PredictionLog:
         self.last_error = self._database_error
         log.warning("prediction log: spooling, the database failed: %s", self._database_error)
 
-    def _write(self, texts: list[bytes], rows: int) -> bool:
+    def _write(self, tuples: list[bytes], rows: int) -> bool:
         """One COPY of the queued tuples; False when they were not written (to be spooled)."""
         if time.monotonic() < self._retry_after:
             return False
         try:
-            copy_prediction_requests(self._connection(), texts)
+            copy_prediction_requests(self._connection(), tuples)
         except (psycopg2.DataError, psycopg2.IntegrityError):
             return False  # one invalid request: the spool's replay isolates it and writes the others
         except Exception as error:  # never reach the request path

@@ -74,7 +74,7 @@ class PredictionService:
         request_id: str | None,
         started: float,
     ) -> None:
-        """Queue the request's predictions as one item (formatted and written by the log's thread)."""
+        """Queue the request's predictions as one item (formatted here, written by the log's thread)."""
         if not self.prediction_log.enabled:
             return
         context = RequestContext(
