@@ -1,17 +1,17 @@
 """The prediction log: every online prediction appended to PostgreSQL in batches, off the request path.
 
-Handlers call `PredictionLog.submit_request` with a request's scored customers by column; it formats them as one
-tuple of binary COPY, one row of churnops.prediction_log_requests for the whole request (arrays of scores,
-decisions, bands and customer ids, the features as one column-wise json text: `churnops.db.prediction_log`), and
-puts it on an in-process queue, bounded by `prediction_log_max_pending` predictions. One background thread per
-worker drains it every `prediction_log_flush_seconds`, or as soon as `prediction_log_batch_rows` predictions wait,
-with one COPY for everything queued, which releases the GIL while PostgreSQL works.
+Handlers call `PredictionLog.submit` with a request's scored customers by column (a `LoggedRequest`: references to
+what the handler already holds, nothing formatted) and the model that answered; it goes on an in-process queue,
+bounded by `prediction_log_max_pending` predictions. One background thread per worker drains it every
+`prediction_log_flush_seconds`, or as soon as `prediction_log_batch_rows` predictions wait, and writes all of it as
+one row of churnops.prediction_log_batches per served model (`churnops.db.prediction_batches`: the requests' fields,
+the predictions and their features by column), with one COPY, which releases the GIL while PostgreSQL works.
 
 The API never waits on the database, and loses nothing to it: when the queue is full (PostgreSQL is slower than the
-requests) or a COPY fails (unreachable, timed out, waiting on a lock), the tuples go to this worker's spool file
+requests) or a COPY fails (unreachable, timed out, waiting on a lock), the rows go to this worker's spool file
 (serving/prediction_spool.py) and the writer replays them, oldest first, once the database takes its queue again,
 retrying the connection every `prediction_log_retry_seconds`. Spool files of ended workers are replayed by the next
-writer to start. Only what neither the database nor the disk takes is dropped: a request the database refuses as
+writer to start. Only what neither the database nor the disk takes is dropped: a row the database refuses as
 invalid, or a spool the disk refuses. Counters (all in predictions, not requests): written, spooled, replayed (out of
 the spool into the database) and dropped.
 """
@@ -19,6 +19,7 @@ the spool into the database) and dropped.
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import logging
 import threading
 import time
@@ -33,36 +34,45 @@ from pydantic import SecretStr
 
 from churnops import db
 from churnops.config import Settings
-from churnops.db.prediction_log import (
-    LoggedColumns,
-    RequestContext,
-    copy_prediction_request_lines,
-    copy_prediction_requests,
-    prediction_request_tuple,
+from churnops.db.prediction_batches import (
+    LoggedRequest,
+    copy_prediction_batches,
+    prediction_batch_tuple,
+    request_features_json,
 )
 from churnops.serving import metrics
 from churnops.serving.prediction_spool import SpoolFile, chunk_rows, is_already_stored, spool_folder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoggedColumns", "PredictionLog", "RequestContext", "bounded_database_settings", "prediction_log_tuple"]
+__all__ = [
+    "LoggedRequest",
+    "PredictionLog",
+    "bounded_database_settings",
+    "logged_request_of",
+    "request_features_json",
+]
+
+# A queued request: (model name, model version, the request, its predictions).
+_Queued = tuple[str, str, LoggedRequest, int]
 
 
-def prediction_log_tuple(record: Mapping[str, Any]) -> bytes:
-    """One prediction (the keys of `churnops.db.write_prediction_log`, all present) as a one-prediction request's
-    binary COPY tuple."""
-    context = RequestContext(
-        record["logged_at"],
+def logged_request_of(record: Mapping[str, Any]) -> tuple[str, str, LoggedRequest]:
+    """One prediction (the keys of `churnops.db.write_prediction_log`, all present) as (model name, model version, a
+    one-prediction request)."""
+    logged_at = record["logged_at"]
+    request = LoggedRequest(
+        (logged_at if isinstance(logged_at, dt.datetime) else dt.datetime.fromisoformat(logged_at)).timestamp(),
         record["request_id"],
         record["endpoint"],
-        record["model_name"],
-        record["model_version"],
         record["latency_seconds"],
+        [record["customer_id"]],
+        [record["score"]],
+        [record["decision"]],
+        [record["risk_band"]],
+        request_features_json([record["features"]]),
     )
-    columns = LoggedColumns(
-        [record["customer_id"]], [record["features"]], [record["score"]], [record["decision"]], [record["risk_band"]]
-    )
-    return prediction_request_tuple(context, columns)
+    return record["model_name"], record["model_version"], request
 
 
 def bounded_database_settings(settings: Settings) -> Settings:
@@ -89,11 +99,11 @@ class PredictionLog:
         self._batch_rows = serving.prediction_log_batch_rows
         self._flush_seconds = serving.prediction_log_flush_seconds
         self._retry_seconds = serving.prediction_log_retry_seconds
-        # One item per request: (its COPY tuple, how many predictions). The bound is on predictions, kept in
-        # _pending_rows. A deque and an event set once per batch, not a queue.Queue: its get/notify per request
-        # woke the writer thread for every request, and each wake-up cost the event loop a GIL hand-over (on a
-        # busy machine, an OS time slice).
-        self._pending: collections.deque[tuple[bytes, int]] = collections.deque()
+        # One item per request: (model name, model version, request, how many predictions). The bound is on
+        # predictions, kept in _pending_rows. A deque and an event set once per batch, not a queue.Queue: its
+        # get/notify per request woke the writer thread for every request, and each wake-up cost the event loop a
+        # GIL hand-over (on a busy machine, an OS time slice).
+        self._pending: collections.deque[_Queued] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._stop_deadline = 0.0
@@ -126,31 +136,25 @@ class PredictionLog:
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
 
-    def submit(self, record: Mapping[str, Any]) -> None:
-        """Queue one record (keys of `churnops.db.write_prediction_log`); never blocks."""
-        if self.enabled:
-            self._put(prediction_log_tuple(record), 1)
+    def submit(self, model_name: str, model_version: str, request: LoggedRequest) -> None:
+        """Queue a request's predictions (at least one), answered by this model version; never blocks.
 
-    def submit_request(self, context: RequestContext, columns: LoggedColumns) -> None:
-        """Queue a request's scored customers as one item (one COPY tuple); never blocks.
-
-        Formatted here, by the handler, not by the writer thread: a thread formatting whole batches held the
-        worker's GIL and stalled the event loop (10-20 ms in p99), and under full load it fell behind.
+        Nothing is formatted here: the writer thread turns a whole flush into one row per model, which costs the
+        event loop a fraction of formatting each request (a request's own row, built field by field, was most of
+        what logging cost a one-row `/predict`).
         """
-        if self.enabled and columns.scores:
-            self._put(prediction_request_tuple(context, columns), len(columns.scores))
-
-    def _put(self, copy_tuple: bytes, count: int) -> None:
-        """Queue a request's tuple of `count` predictions, or spool it when `prediction_log_max_pending` wait."""
+        if not self.enabled:
+            return
+        count = len(request.check().scores)
         with self._pending_lock:
             full = self._pending_rows + count > self._max_pending
             if not full:
                 self._pending_rows += count
             wake = self._pending_rows >= self._batch_rows
         if full:
-            self._spill([copy_tuple], count)
+            self._spill([prediction_batch_tuple(model_name, model_version, [request])], count)
             return
-        self._pending.append((copy_tuple, count))
+        self._pending.append((model_name, model_version, request, count))
         if wake and not self._wake.is_set():
             self._wake.set()
 
@@ -178,7 +182,7 @@ class PredictionLog:
         self._thread.join(timeout)
         if self._thread.is_alive():  # stuck on the database: keep what is still queued for the next start
             tuples, rows = self._next_batch()
-            if rows:
+            if tuples:
                 self._spill(tuples, rows)
             return
         self._thread = None
@@ -215,17 +219,26 @@ class PredictionLog:
         metrics.PREDICTION_LOG_DROPPED.inc(count)
 
     def _next_batch(self) -> tuple[list[bytes], int]:
-        """Everything queued, as whole requests: (tuples, rows). `prediction_log_batch_rows` is when the writer wakes,
-        not a cap: under a burst one COPY (one commit) takes the whole backlog, so the writer keeps up with the
-        requests instead of falling behind by a commit per 500 rows."""
-        tuples: list[bytes] = []
+        """Everything queued, as COPY tuples of whole requests, one per served model: (tuples, rows).
+        `prediction_log_batch_rows` is when the writer wakes, not a cap: under a burst one COPY (one commit) takes the
+        whole backlog, so the writer keeps up with the requests instead of falling behind by a commit per 500 rows."""
+        by_model: dict[tuple[str, str], list[LoggedRequest]] = {}
         rows = 0
         while self._pending:
-            copy_tuple, count = self._pending.popleft()
-            tuples.append(copy_tuple)
+            model_name, model_version, request, count = self._pending.popleft()
+            by_model.setdefault((model_name, model_version), []).append(request)
             rows += count
         with self._pending_lock:
             self._pending_rows -= rows
+        tuples: list[bytes] = []
+        for (model_name, model_version), requests in by_model.items():
+            try:
+                tuples.append(prediction_batch_tuple(model_name, model_version, requests))
+            except Exception as error:  # a value the format cannot hold: never the writer's end
+                lost = sum(len(request.scores) for request in requests)
+                rows -= lost
+                self._drop(lost, f"a batch could not be formatted: {type(error).__name__}: {error}")
+                log.error("prediction log: dropped %d predictions: %s", lost, self.last_error)
         return tuples, rows
 
     def _run(self) -> None:
@@ -243,12 +256,15 @@ class PredictionLog:
             self._wake.clear()
             last_copy = time.monotonic()
             stopping = self._stopping
+            # One drain per wake-up (at close, until nothing is left): what came in while this batch was formatted
+            # and written waits for the next, so that a batch gathers _MIN_COPY_SECONDS of requests instead of the
+            # few that arrived meanwhile.
             while True:
                 tuples, rows = self._next_batch()
-                if not rows:
-                    break
-                if not self._write(tuples, rows):
+                if tuples and not self._write(tuples, rows):
                     self._spill(tuples, rows)
+                if not (stopping and self._pending):
+                    break
             self._replay_spools(stopping)
             if stopping:
                 return
@@ -274,7 +290,7 @@ class PredictionLog:
         if time.monotonic() < self._retry_after:
             return False
         try:
-            copy_prediction_requests(self._connection(), tuples)
+            copy_prediction_batches(self._connection(), tuples)
         except (psycopg2.DataError, psycopg2.IntegrityError):
             return False  # one invalid request: the spool's replay isolates it and writes the others
         except Exception as error:  # never reach the request path
@@ -326,18 +342,15 @@ class PredictionLog:
             if spool.in_doubt:
                 in_flight_end = spool.in_flight_end
                 assert in_flight_end is not None
-                if _stored(conn, chunk, spool.binary):
+                if _stored(conn, chunk, spool):
                     spool.mark_committed(in_flight_end)
                     return True
             spool.mark_in_flight(chunk_end)
-            if spool.binary:
-                copy_prediction_requests(conn, [chunk])
-            else:
-                copy_prediction_request_lines(conn, chunk)
+            spool.format.copy(conn, chunk)
         except (psycopg2.DataError, psycopg2.IntegrityError) as error:
             if isolating:
                 spool.mark_committed(chunk_end)
-                self._drop(chunk_rows(chunk, spool.binary), f"the database refused a request: {str(error).strip()}")
+                self._drop(chunk_rows(chunk, spool.format), f"the database refused a request: {str(error).strip()}")
                 log.error("prediction log: dropped an invalid request: %s", self.last_error)
             else:
                 spool.mark_committed(spool.committed)  # rolled back: not in flight any more
@@ -347,18 +360,18 @@ class PredictionLog:
             self._unavailable(error)
             return False
         spool.mark_committed(chunk_end)
-        rows = chunk_rows(chunk, spool.binary)
+        rows = chunk_rows(chunk, spool.format)
         self.replayed += rows
         metrics.PREDICTION_LOG_REPLAYED.inc(rows)
         self._written(rows)
         return True
 
 
-def _stored(conn: Any, chunk: bytes, binary: bool) -> bool:
+def _stored(conn: Any, chunk: bytes, spool: SpoolFile) -> bool:
     """Whether an in-doubt chunk reached the database; when the check itself is refused (the role may not read
     the log), assume not: a rare duplicate rather than a certain loss."""
     try:
-        return is_already_stored(conn, chunk, binary)
+        return is_already_stored(conn, chunk, spool.format)
     except psycopg2.OperationalError:
         raise  # the database failed: the chunk stays in doubt, checked again at the next attempt
     except psycopg2.DatabaseError as error:  # e.g. no SELECT on the log for this role

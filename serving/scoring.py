@@ -4,7 +4,6 @@ only read the request and shape the response."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import time
 from collections.abc import Mapping
@@ -17,7 +16,7 @@ from churnops.config import ServingSettings
 from churnops.serving import metrics
 from churnops.serving.fast_body import RequestRows
 from churnops.serving.online import OnlineFeatureReader, OnlineStoreUnavailable
-from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
+from churnops.serving.prediction_log import LoggedRequest, PredictionLog, request_features_json
 from churnops.serving.problems import ApiProblem, instance_loc
 from churnops.serving.records import ScoredRows, validation_problems
 from churnops.serving.state import ModelState, ServedModel
@@ -74,21 +73,21 @@ class PredictionService:
         request_id: str | None,
         started: float,
     ) -> None:
-        """Queue the request's predictions as one item (formatted here, written by the log's thread)."""
+        """Queue the request's predictions (written by the log's thread, a flush at a time)."""
         if not self.prediction_log.enabled:
             return
-        context = RequestContext(
-            logged_at=dt.datetime.now(dt.UTC),
-            request_id=request_id,
-            endpoint=endpoint,
-            model_name=current.model.name,
-            model_version=current.version,
-            latency_seconds=time.perf_counter() - started,
+        request = LoggedRequest(
+            time.time(),
+            request_id,
+            endpoint,
+            time.perf_counter() - started,
+            rows.customer_ids,
+            scored.probabilities,
+            scored.decisions,
+            scored.bands,
+            request_features_json(rows.records, rows.columns),
         )
-        columns = LoggedColumns(
-            rows.customer_ids, rows.records, scored.probabilities, scored.decisions, scored.bands, rows.columns
-        )
-        self.prediction_log.submit_request(context, columns)
+        self.prediction_log.submit(current.model.name, current.version, request)
 
     async def rows_of_instances(
         self, current: ServedModel, instances: list[Any], loc_prefix: tuple[str | int, ...]

@@ -13,15 +13,29 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import io
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
 import orjson
+
+from churnops.db.copy_fields import (
+    COPY_SIGNATURE,
+    COPY_TRAILER,
+    FLOAT8,
+    INT4,
+    NULL,
+    bool_array_field,
+    field,
+    run_copy,
+    scores_field,
+    text_array_field,
+    text_field,
+    timestamp_field,
+    tuples_end,
+)
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -88,75 +102,14 @@ def features_by_column(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {name: [record.get(name) for record in records] for name in names}
 
 
-_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # PostgreSQL's timestamps count microseconds from here
-_LENGTH = struct.Struct(">i")
-_FLOAT8 = struct.Struct(">id")  # length and value
-_INT4 = struct.Struct(">ii")
-_INT8 = struct.Struct(">iq")
 _N_ROWS_FIELD = REQUEST_COLUMNS.index("n_rows")
-_NULL = _LENGTH.pack(-1)
 _FIELD_COUNT = struct.Struct(">h").pack(len(REQUEST_COLUMNS))
-# An array's header: dimensions, has-nulls flag, element type oid, length, lower bound (1).
-_ARRAY_HEADER = struct.Struct(">iiiii")
-_TEXT_OID, _FLOAT8_OID, _BOOL_OID = 25, 701, 16
-_BOOL_ELEMENTS = {True: b"\x00\x00\x00\x01\x01", False: b"\x00\x00\x00\x01\x00", None: _NULL}
-_ASCII_LENGTHS = [_LENGTH.pack(length).decode("latin-1") for length in range(1024)]
-_SCORE_ELEMENT = np.dtype([("length", ">i4"), ("value", ">f8")])
-
-
-def _field(data: bytes) -> bytes:
-    return _LENGTH.pack(len(data)) + data
-
-
-def _text_field(value: str | None) -> bytes:
-    return _NULL if value is None else _field(value.encode())
-
-
-def _timestamp_field(value: dt.datetime) -> bytes:
-    # A naive time is read as the process's local time (text COPY would read it in the session's time zone).
-    delta = (value if value.tzinfo is not None else value.astimezone()) - _EPOCH
-    return _INT8.pack(8, (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
-
-
-def _array_field(oid: int, elements: bytes, count: int, has_null: bool) -> bytes:
-    return _field(_ARRAY_HEADER.pack(1, has_null, oid, count, 1) + elements)
-
-
-def _text_array_field(values: Sequence[str | None]) -> bytes:
-    if None not in values and "".join(values).isascii():  # type: ignore[arg-type]  # no None, checked
-        # The common case (ids and bands in ASCII): lengths and elements interleaved as one latin-1 text and encoded
-        # once, which is UTF-8 for ASCII and the bytes themselves for the lengths; an element per call cost the event
-        # loop three times as much.
-        parts: list[str] = [""] * (2 * len(values))
-        try:
-            parts[::2] = map(_ASCII_LENGTHS.__getitem__, map(len, values))  # type: ignore[arg-type]
-        except IndexError:  # an element longer than the table: the general way below
-            pass
-        else:
-            parts[1::2] = values  # type: ignore[assignment]
-            return _array_field(_TEXT_OID, "".join(parts).encode("latin-1"), len(values), False)
-    encoded = [None if value is None else value.encode() for value in values]
-    elements = b"".join(_NULL if value is None else _field(value) for value in encoded)
-    return _array_field(_TEXT_OID, elements, len(values), None in encoded)
-
-
-def _scores_field(scores: Sequence[float]) -> bytes:
-    # A NaN score is sent as NaN, not NULL: the table's CHECK (0 <= ALL (scores) AND 1 >= ALL (scores)) refuses it.
-    elements = np.empty(len(scores), dtype=_SCORE_ELEMENT)
-    elements["length"] = 8
-    elements["value"] = scores
-    return _array_field(_FLOAT8_OID, elements.tobytes(), len(scores), False)
-
-
-def _bool_array_field(values: Sequence[bool | None]) -> bytes:
-    elements = b"".join(map(_BOOL_ELEMENTS.__getitem__, values))
-    return _array_field(_BOOL_OID, elements, len(values), None in values)
 
 
 @functools.lru_cache(maxsize=256)
 def _served_by_fields(endpoint: str, model_name: str, model_version: str) -> bytes:
     """The endpoint, model name and model version fields: the same few on every request, encoded once."""
-    return b"".join(map(_text_field, (endpoint, model_name, model_version)))
+    return b"".join(map(text_field, (endpoint, model_name, model_version)))
 
 
 def prediction_request_tuple(context: RequestContext, columns: LoggedColumns) -> bytes:
@@ -180,63 +133,36 @@ def prediction_request_tuple(context: RequestContext, columns: LoggedColumns) ->
     return b"".join(
         (
             _FIELD_COUNT,
-            _timestamp_field(context.logged_at),
-            _text_field(context.request_id),
+            timestamp_field(context.logged_at),
+            text_field(context.request_id),
             _served_by_fields(context.endpoint, context.model_name, context.model_version),
-            _NULL if latency is None else _FLOAT8.pack(8, float(latency)),
-            _INT4.pack(4, n_rows),
-            _text_array_field(columns.customer_ids),
-            _scores_field(columns.scores),
-            _bool_array_field(columns.decisions),
-            _text_array_field(columns.bands),
-            _field(orjson.dumps(by_column, option=orjson.OPT_SERIALIZE_NUMPY)),
+            NULL if latency is None else FLOAT8.pack(8, float(latency)),
+            INT4.pack(4, n_rows),
+            text_array_field(columns.customer_ids),
+            scores_field(columns.scores),
+            bool_array_field(columns.decisions),
+            text_array_field(columns.bands),
+            field(orjson.dumps(by_column, option=orjson.OPT_SERIALIZE_NUMPY)),
         )
     )
 
 
-COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"  # flags, no header extension
-COPY_TRAILER = b"\xff\xff"
-
-
 def request_tuples_end(data: bytes | memoryview, limit: int) -> tuple[int, int]:
-    """(end offset, predictions) of the whole tuples at the start of `data` that fit in `limit` bytes, or of the
-    first one alone when it is longer; (0, 0) when not even one tuple is complete."""
-    view = memoryview(data)
-    offset = rows = 0
-    while offset + 2 <= len(view):
-        position = offset + 2
-        n_rows = 0
-        for field in range(int.from_bytes(view[offset:position], "big", signed=True)):
-            if position + 4 > len(view):
-                return offset, rows
-            length = int.from_bytes(view[position : position + 4], "big", signed=True)
-            if field == _N_ROWS_FIELD and position + 8 <= len(view):
-                n_rows = int.from_bytes(view[position + 4 : position + 8], "big", signed=True)
-            position += 4 + max(length, 0)
-        if position > len(view) or (position > limit and offset):
-            break
-        offset, rows = position, rows + n_rows
-    return offset, rows
+    """(end offset, predictions) of the whole request tuples at the start of `data` that fit in `limit` bytes, or of
+    the first one alone when it is longer; (0, 0) when not even one tuple is complete."""
+    return tuples_end(data, limit, _N_ROWS_FIELD)
 
 
 def copy_prediction_requests(conn: Connection, tuples: Sequence[bytes]) -> int:
     """Append tuples of `prediction_request_tuple` with one binary COPY, in one transaction; return the requests
     written."""
-    return _copy(conn, _BINARY_COPY_SQL, b"".join((COPY_SIGNATURE, *tuples, COPY_TRAILER)))
+    return run_copy(conn, _BINARY_COPY_SQL, b"".join((COPY_SIGNATURE, *tuples, COPY_TRAILER)))
 
 
 def copy_prediction_request_lines(conn: Connection, lines: bytes) -> int:
     """Append lines of COPY text (the format before binary COPY, still found in old spool files) in one
     transaction; return the requests written."""
-    return _copy(conn, _COPY_SQL, lines)
-
-
-def _copy(conn: Connection, sql: str, data: bytes) -> int:
-    with conn, conn.cursor() as cur:
-        # One read of the whole buffer: psycopg2 reads 8 KB at a time by default, handing the GIL back and forth
-        # with the API's event loop for every piece.
-        cur.copy_expert(sql, io.BytesIO(data), size=max(len(data), 8192))
-        return cur.rowcount
+    return run_copy(conn, _COPY_SQL, lines)
 
 
 _CONTEXT_KEYS = ("logged_at", "request_id", "endpoint", "model_name", "model_version", "latency_seconds")
