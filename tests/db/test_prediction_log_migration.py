@@ -179,7 +179,8 @@ def test_0016_shows_a_batch_one_row_per_prediction_with_its_requests_fields_besi
                 (writer, writer),
             )
             assert cur.fetchone() == (True, True)  # the requests' grant kept: a rolling upgrade keeps logging
-            cur.execute(_INSERT_BATCH + " RETURNING id")
+            cur.execute(_INSERT_BATCH)
+            cur.execute("SELECT id FROM churnops.prediction_log_batches")
             (batch_id,) = cur.fetchone()
             cur.execute(_VIEW_ROWS)
             rows = _in_key_order(cur.fetchall())
