@@ -81,12 +81,19 @@ def _sample(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
     return frame.sample(n=max_rows, random_state=SAMPLE_SEED) if len(frame) > max_rows else frame
 
 
-# Requests drawn at random (seeded) until they hold `max_rows` predictions: the draw and the bound are the database's,
-# on request rows, so only the sample crosses the network and is taken apart. Predictions logged before migration
-# 0014 (one row each) are drawn alongside as one-prediction requests.
+# Stored rows drawn at random (seeded) until they hold `max_rows` predictions: the draw and the bound are the
+# database's, on stored rows, so only the sample crosses the network and is taken apart. Three kinds are drawn
+# alongside, each returned as (id, column-wise features, scores): batches (one row per flush of an API worker's writer,
+# since migration 0016), requests (migration 0014) and predictions logged one row each before 0014. Their ids stay
+# distinct: requests keep theirs (positive, below 2^62), batches are 2^62 + id, old per-prediction rows -id. The last
+# row drawn may overshoot `max_rows` by all but one of its predictions (a batch can hold thousands): the caller cuts
+# the frame to `max_rows`.
 _PREDICTION_LOG_SAMPLE = """
 WITH candidates AS (
-    SELECT 'request' AS kind, id, n_rows, random() AS draw FROM churnops.prediction_log_requests
+    SELECT 'batch' AS kind, id, n_rows, random() AS draw FROM churnops.prediction_log_batches
+    WHERE model_name = %(model)s AND last_logged_at >= %(since)s
+    UNION ALL
+    SELECT 'request', id, n_rows, random() FROM churnops.prediction_log_requests
     WHERE model_name = %(model)s AND logged_at >= %(since)s
     UNION ALL
     SELECT 'prediction', id, 1, random() FROM churnops.prediction_log_per_prediction
@@ -98,6 +105,9 @@ WITH candidates AS (
     ) AS ranked
     WHERE before < %(max_rows)s
 )
+SELECT (1::bigint << 62) + b.id, b.features::json, b.scores FROM churnops.prediction_log_batches AS b
+JOIN drawn ON drawn.kind = 'batch' AND drawn.id = b.id
+UNION ALL
 SELECT r.id, r.features::json, r.scores FROM churnops.prediction_log_requests AS r
 JOIN drawn ON drawn.kind = 'request' AND drawn.id = r.id
 UNION ALL
@@ -111,8 +121,8 @@ ORDER BY 1
 
 
 def prediction_log_frame(requests: list[tuple[int, dict[str, list[Any]], list[float]]]) -> pd.DataFrame:
-    """Logged requests (id, column-wise features, scores) as one frame: a row per prediction, a column per feature
-    and the score; a feature a request lacks is missing there."""
+    """Logged rows (id, column-wise features, scores: a batch's, a request's or an old prediction's) as one frame: a
+    row per prediction, a column per feature and the score; a feature a logged row lacks is missing there."""
     columns: dict[str, list[Any]] = {}
     scores: list[float] = []
     for log_id, features, request_scores in requests:
@@ -135,8 +145,8 @@ def load_prediction_log(
     settings: Settings, model_name: str, days: int, now: dt.datetime, max_rows: int
 ) -> pd.DataFrame:
     """A seeded random sample of at most `max_rows` logged online inputs (one column per feature) and scores of the
-    last `days` days: whole requests drawn by the database, then at most `max_rows` of their predictions; empty
-    without a database."""
+    last `days` days: whole stored rows (batches, requests) drawn by the database, then at most `max_rows` of their
+    predictions; empty without a database."""
     if settings.database_url is None:
         return pd.DataFrame()
     from churnops import db

@@ -152,16 +152,19 @@ SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA churnops GRANT SEL
 SQL
 echo "postgres-init: read-only role '$GRAFANA_DB_ROLE' on database '$CHURNOPS_DB' ready"
 
-# The API's role: it appends to the prediction log (churnops.prediction_log_requests, one row per request) and reads
-# the online features (serving/prediction_log.py, serving/online.py via churnops.online_store.lookup_many), and its pages (serving/pages/store.py) read the lists,
+# The API's role: it appends to the prediction log (churnops.prediction_log_batches, one row per flush of a worker's
+# writer, serving/prediction_log.py; and churnops.prediction_log_requests, one row per request, which an API of the
+# release before migration 0016 writes, so a rolling upgrade keeps logging), reads the online features
+# (serving/online.py via churnops.online_store.lookup_many), and its pages (serving/pages/store.py) read the lists,
 # their history and the monitoring records; it writes nothing else. No default privileges: a table a later
 # migration adds stays closed to it until a grant here says otherwise. Identity columns need no sequence grant.
 ensure_schema_login_role "$API_DB_ROLE" "$api_password" <<'SQL'
 SELECT format('GRANT INSERT ON churnops.prediction_log_requests TO %I', :'role_name') \gexec
+SELECT format('GRANT INSERT ON churnops.prediction_log_batches TO %I', :'role_name') \gexec
 SELECT format('GRANT SELECT ON churnops.online_features TO %I', :'role_name') \gexec
 SELECT format('GRANT SELECT ON churnops.%I TO %I', page_table, :'role_name')
 FROM unnest(ARRAY['scores', 'score_runs', 'online_feature_sets', 'realized_performance', 'model_evaluations',
                   'promotion_decisions', 'drift_runs', 'drift_metrics', 'retrain_decisions',
                   'replay_timeline', 'realized_outcomes']) AS page_table \gexec
 SQL
-echo "postgres-init: API role '$API_DB_ROLE' on database '$CHURNOPS_DB' ready (insert prediction_log_requests, read online_features and the pages' tables)"
+echo "postgres-init: API role '$API_DB_ROLE' on database '$CHURNOPS_DB' ready (insert prediction_log_batches and prediction_log_requests, read online_features and the pages' tables)"

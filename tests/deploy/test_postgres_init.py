@@ -1,6 +1,7 @@
 """postgres-init/ against the machine's real PostgreSQL: the roles and databases of the full deployment, the
 platform schema, Grafana's read-only role, which can run every SQL panel and change nothing, and the API's role,
-which can append to the prediction log and read the online features, and nothing else."""
+which can append to the prediction log (batches, and requests as the release before migration 0016 did) and read
+the online features, and nothing else."""
 
 from __future__ import annotations
 
@@ -200,6 +201,34 @@ def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_th
         assert cursor.fetchall() == [("c1", 0.25)]
 
 
+def test_the_api_role_appends_batches_and_requests_to_the_prediction_log(initialised) -> None:
+    """Both tables: the batches its writer appends, and the requests an API of the release before migration 0016
+    still appends during a rolling upgrade."""
+    marker = f"req-{secrets.token_hex(4)}"
+    with closing(_connect_as(initialised, initialised["API_DB_ROLE"])) as conn, conn, conn.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO churnops.prediction_log_batches (first_logged_at, last_logged_at, model_name, model_version,"
+            " n_requests, n_rows, logged_at, request_ids, endpoints, latency_seconds, request_rows, customer_ids,"
+            " scores, decisions, risk_bands, features) VALUES (now(), now(), 'm', '1', 1, 1, ARRAY[now()],"
+            " ARRAY[%s], ARRAY['/predict'], ARRAY[0.002], ARRAY[1], ARRAY['c1'], ARRAY[0.25], ARRAY[false],"
+            " ARRAY['low'], '{\"spend\": [1.5]}')",
+            (f"{marker}-batch",),
+        )
+        cursor.execute(
+            "INSERT INTO churnops.prediction_log_requests (request_id, endpoint, model_name, model_version, n_rows,"
+            " customer_ids, scores, decisions, risk_bands, features) VALUES (%s, '/predict', 'm', '1', 1,"
+            " ARRAY['c2'], ARRAY[0.5], ARRAY[true], ARRAY['high'], '{\"spend\": [2.5]}')",
+            (f"{marker}-request",),
+        )
+    with closing(_owner_connection(initialised)) as owner, owner.cursor() as cursor:
+        cursor.execute(
+            "SELECT request_id, customer_id, score FROM churnops.prediction_log WHERE request_id LIKE %s"
+            " ORDER BY request_id",
+            (f"{marker}-%",),
+        )
+        assert cursor.fetchall() == [(f"{marker}-batch", "c1", 0.25), (f"{marker}-request", "c2", 0.5)]
+
+
 @pytest.mark.parametrize(
     "statement",
     [
@@ -211,6 +240,10 @@ def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_th
         "UPDATE churnops.prediction_log_requests SET n_rows = 1",
         "DELETE FROM churnops.prediction_log_requests",
         "TRUNCATE churnops.prediction_log_requests",
+        "SELECT count(*) FROM churnops.prediction_log_batches",
+        "UPDATE churnops.prediction_log_batches SET n_rows = 1",
+        "DELETE FROM churnops.prediction_log_batches",
+        "TRUNCATE churnops.prediction_log_batches",
         "INSERT INTO churnops.prediction_log_per_prediction (endpoint, model_name, model_version, score, features)"
         " VALUES ('/predict', 'm', '1', 0.5, '{}')",
         "UPDATE churnops.online_features SET features = '{}'",

@@ -1,9 +1,11 @@
-"""The drift DAG's read of the prediction log (one row per request since migration 0014): a seeded sample of whole
-requests drawn and bounded by PostgreSQL, taken apart into one row per prediction, old per-prediction rows included."""
+"""The drift DAG's read of the prediction log (one row per flush of an API worker's writer since migration 0016, one
+per request before, one per prediction before 0014): a seeded sample of whole stored rows drawn and bounded by
+PostgreSQL, taken apart into one row per prediction, every kind of row included."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from contextlib import closing
 
@@ -18,11 +20,52 @@ from churnops.monitoring.drift import load_prediction_log, prediction_log_frame
 from churnops.monitoring.measure import SCORE_COLUMN
 
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+# Two batches in the window, of requests of 5, 1 and 30 predictions and of one request of 84; their spend_30d values
+# are 100000 and above (the requests' are below).
+BATCH_REQUEST_ROWS = [[5, 1, 30], [84]]
+BATCH_SPEND_FROM = 100_000.0
+_INSERT_BATCH = (
+    "INSERT INTO churnops.prediction_log_batches (first_logged_at, last_logged_at, model_name, model_version,"
+    " n_requests, n_rows, logged_at, request_ids, endpoints, latency_seconds, request_rows, customer_ids, scores,"
+    " decisions, risk_bands, features) VALUES (%(first)s, %(last)s, %(model)s, '2', %(n_requests)s, %(n_rows)s,"
+    " %(logged_at)s::timestamptz[], %(request_ids)s::text[], %(endpoints)s::text[],"
+    " %(latencies)s::double precision[], %(request_rows)s::integer[], %(customer_ids)s::text[],"
+    " %(scores)s::double precision[], %(decisions)s::boolean[], %(risk_bands)s::text[], %(features)s)"
+)
+
+
+def batch_row(model: str, batch: int, request_rows: list[int], last_logged_at: dt.datetime) -> dict:
+    """One batch row of the given requests' sizes, logged a second apart up to `last_logged_at`."""
+    n_rows = sum(request_rows)
+    logged_at = [last_logged_at - dt.timedelta(seconds=len(request_rows) - 1 - i) for i in range(len(request_rows))]
+    return {
+        "first": logged_at[0],
+        "last": logged_at[-1],
+        "model": model,
+        "n_requests": len(request_rows),
+        "n_rows": n_rows,
+        "logged_at": logged_at,
+        "request_ids": [None] * len(request_rows),
+        "endpoints": ["/batch_predict"] * len(request_rows),
+        "latencies": [0.002] * len(request_rows),
+        "request_rows": request_rows,
+        "customer_ids": [f"b{batch}-{row}" for row in range(n_rows)],
+        "scores": [round(0.5 + 0.001 * row + 0.01 * batch, 6) for row in range(n_rows)],
+        "decisions": [True] * n_rows,
+        "risk_bands": ["high"] * n_rows,
+        "features": json.dumps(
+            {
+                "spend_30d": [BATCH_SPEND_FROM + batch * 1000.0 + row for row in range(n_rows)],
+                "plan": [["basic", None, "pro"][row % 3] for row in range(n_rows)],
+            }
+        ),
+    }
 
 
 def log_predictions(url: str, model: str) -> None:
-    """Six requests of 1 to 60 predictions in the window, two predictions logged before migration 0014 (one row
-    each), and predictions the loader must leave out: another model's, and older than the window."""
+    """Six requests of 1 to 60 predictions in the window, two batches (BATCH_REQUEST_ROWS), two predictions logged
+    before migration 0014 (one row each), and predictions the loader must leave out: another model's, and older than
+    the window (a request and a batch of each)."""
     records = [
         {
             "logged_at": NOW - dt.timedelta(hours=request + 1),
@@ -53,6 +96,15 @@ def log_predictions(url: str, model: str) -> None:
                     (NOW - dt.timedelta(days=2), "old-2", model, 0.5, '{"spend_30d": 9002.0}'),
                 ],
             )
+            batches = [
+                batch_row(model, batch, request_rows, NOW - dt.timedelta(hours=batch + 1, minutes=30))
+                for batch, request_rows in enumerate(BATCH_REQUEST_ROWS)
+            ]
+            batches_outside = [
+                batch_row(f"{model}-other", 7, [3], NOW - dt.timedelta(hours=1)),
+                batch_row(model, 8, [2, 2], NOW - dt.timedelta(days=30)),
+            ]
+            cur.executemany(_INSERT_BATCH, batches + batches_outside)
 
 
 def logged_per_prediction(url: str, model: str) -> pd.DataFrame:
@@ -82,7 +134,7 @@ def model(postgres_url: str) -> str:
 def test_with_room_for_all_the_loader_reads_every_prediction_of_the_window_as_before(postgres_url, model) -> None:
     settings = Settings(database_url=SecretStr(postgres_url))
     loaded = load_prediction_log(settings, model, days=7, now=NOW, max_rows=10_000)
-    assert len(loaded) == 166 + 2
+    assert len(loaded) == 166 + 2 + 120
     pd.testing.assert_frame_equal(by_spend(loaded), by_spend(logged_per_prediction(postgres_url, model)))
 
 
@@ -94,6 +146,24 @@ def test_the_loader_draws_a_seeded_sample_of_at_most_max_rows_predictions(postgr
     assert by_spend(sample).merge(logged, how="left", indicator=True)["_merge"].eq("both").all()
     again = load_prediction_log(settings, model, days=7, now=NOW, max_rows=50)
     pd.testing.assert_frame_equal(sample, again)
+
+
+@pytest.mark.parametrize("max_rows", [1, 10, 84, 200])
+def test_the_sample_holds_max_rows_predictions_even_when_a_drawn_batch_holds_more(
+    postgres_url, model, max_rows
+) -> None:
+    settings = Settings(database_url=SecretStr(postgres_url))
+    assert len(load_prediction_log(settings, model, days=7, now=NOW, max_rows=max_rows)) == max_rows
+
+
+def test_the_sample_mixes_batches_requests_and_old_predictions_and_frames_each_as_logged(postgres_url, model) -> None:
+    settings = Settings(database_url=SecretStr(postgres_url))
+    sample = load_prediction_log(settings, model, days=7, now=NOW, max_rows=250)
+    assert len(sample) == 250
+    spend = sample["spend_30d"]
+    assert (spend >= BATCH_SPEND_FROM).any() and (spend < 9000).any() and spend.between(9000, 9100).any()
+    logged = by_spend(logged_per_prediction(postgres_url, model))
+    assert by_spend(sample).merge(logged, how="left", indicator=True)["_merge"].eq("both").all()
 
 
 def test_a_request_whose_features_and_scores_disagree_in_length_is_named() -> None:
