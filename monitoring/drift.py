@@ -83,11 +83,12 @@ def _sample(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
 
 # Stored rows drawn at random (seeded) until they hold `max_rows` predictions: the draw and the bound are the
 # database's, on stored rows, so only the sample crosses the network and is taken apart. Three kinds are drawn
-# alongside, each returned as (id, column-wise features, scores): batches (one row per flush of an API worker's writer,
-# since migration 0016), requests (migration 0014) and predictions logged one row each before 0014. Their ids stay
-# distinct: requests keep theirs (positive, below 2^62), batches are 2^62 + id, old per-prediction rows -id. The last
-# row drawn may overshoot `max_rows` by all but one of its predictions (a batch can hold thousands): the caller cuts
-# the frame to `max_rows`.
+# alongside, each returned as (id, features, scores, feature names): batches (one row per flush of an API worker's
+# writer, since migration 0016), requests (migration 0014) and predictions logged one row each before 0014. Their ids
+# stay distinct: requests keep theirs (positive, below 2^62), batches are 2^62 + id, old per-prediction rows -id. A
+# batch's features are its predictions' value arrays in the order of its feature names, the others' are column-wise
+# (names NULL): `stored_by_column` turns the former into the latter. The last row drawn may overshoot `max_rows` by
+# all but one of its predictions (a batch can hold thousands): the caller cuts the frame to `max_rows`.
 _PREDICTION_LOG_SAMPLE = """
 WITH candidates AS (
     SELECT 'batch' AS kind, id, n_rows, random() AS draw FROM churnops.prediction_log_batches
@@ -105,19 +106,36 @@ WITH candidates AS (
     ) AS ranked
     WHERE before < %(max_rows)s
 )
-SELECT (1::bigint << 62) + b.id, b.features::json, b.scores FROM churnops.prediction_log_batches AS b
+SELECT (1::bigint << 62) + b.id, b.features::json, b.scores, b.feature_names
+FROM churnops.prediction_log_batches AS b
 JOIN drawn ON drawn.kind = 'batch' AND drawn.id = b.id
 UNION ALL
-SELECT r.id, r.features::json, r.scores FROM churnops.prediction_log_requests AS r
+SELECT r.id, r.features::json, r.scores, NULL FROM churnops.prediction_log_requests AS r
 JOIN drawn ON drawn.kind = 'request' AND drawn.id = r.id
 UNION ALL
 SELECT -old.id,
        coalesce((SELECT json_object_agg(e.key, json_build_array(e.value)) FROM json_each(old.features) AS e), '{}'),
-       ARRAY[old.score]
+       ARRAY[old.score], NULL
 FROM churnops.prediction_log_per_prediction AS old
 JOIN drawn ON drawn.kind = 'prediction' AND drawn.id = old.id
 ORDER BY 1
 """
+
+
+def stored_by_column(
+    stored: tuple[int, Any, list[float], list[str] | None],
+) -> tuple[int, dict[str, list[Any]], list[float]]:
+    """A sampled row as (id, column-wise features, scores): a batch's value arrays transposed to its feature names."""
+    log_id, features, scores, names = stored
+    if names is None:
+        return log_id, features, scores
+    try:
+        by_column = dict(zip(names, map(list, zip(*features, strict=True)), strict=True))
+    except ValueError:
+        raise ValueError(
+            f"prediction log row {log_id}: its value arrays do not match its {len(names)} features"
+        ) from None
+    return log_id, by_column, scores
 
 
 def prediction_log_frame(requests: list[tuple[int, dict[str, list[Any]], list[float]]]) -> pd.DataFrame:
@@ -162,7 +180,7 @@ def load_prediction_log(
         conn.close()
     if not requests:
         return pd.DataFrame()
-    return _sample(prediction_log_frame(requests), max_rows).reset_index(drop=True)
+    return _sample(prediction_log_frame(list(map(stored_by_column, requests))), max_rows).reset_index(drop=True)
 
 
 def _log_report_to_mlflow(model: LoadedModel, report_path: Path, drift_run_id: str) -> str | None:

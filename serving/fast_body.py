@@ -44,9 +44,9 @@ class RequestRows:
     matrix: np.ndarray
     # {row: cutoff of the published features} for the rows looked up in the online feature table.
     online_cutoffs: dict[int, str] = field(default_factory=dict)
-    # The features by column, {"feature": (value of row 1, ...)}, when the reader built them on the way (the
-    # prediction log's layout: no second transpose of the records).
-    columns: Mapping[str, Sequence[Any]] | None = None
+    # Each row's feature values in the schema's column order, when the reader built them on the way (the prediction
+    # log's layout: no second pass over the records).
+    values: Sequence[Sequence[Any]] | None = None
 
 
 def _values_of(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -104,11 +104,10 @@ class FastBodyReader:
         customer_ids = self._customer_ids(instances)
         if customer_ids is None:
             return None
-        encoded = self._encode_one(rows[0]) if len(rows) == 1 else self._encode(rows)
-        if encoded is None:
+        matrix = self._encode_one(rows[0]) if len(rows) == 1 else self._encode(rows)
+        if matrix is None:
             return None
-        matrix, columns = encoded
-        return RequestRows(customer_ids, features, matrix, columns=columns)
+        return RequestRows(customer_ids, features, matrix, values=rows)
 
     @staticmethod
     def _customer_ids(instances: list[dict[str, Any]]) -> list[str | None] | None:
@@ -129,7 +128,7 @@ class FastBodyReader:
                 return None
         return customer_ids
 
-    def _encode_one(self, values: tuple[Any, ...]) -> tuple[np.ndarray, dict[str, tuple[Any, ...]]] | None:
+    def _encode_one(self, values: tuple[Any, ...]) -> np.ndarray | None:
         """`_encode` of a single row, with the same checks and values: for one row, the column-wise set-up (a
         transpose, a numpy conversion per block, a pass per categorical column) cost more than the checks."""
         n_numeric = self._n_numeric
@@ -147,10 +146,10 @@ class FastBodyReader:
             if value is not None and (type(value) is not str or len(value) > MAX_CATEGORY_CHARS):
                 return None
             row[column] = codes.get(value, math.nan)  # unseen or null: missing
-        return matrix, {name: (value,) for name, value in zip(self._columns, values, strict=True)}
+        return matrix
 
-    def _encode(self, rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, dict[str, tuple[Any, ...]]] | None:
-        """The model's matrix, and the features by column as sent (for the prediction log)."""
+    def _encode(self, rows: list[tuple[Any, ...]]) -> np.ndarray | None:
+        """The model's matrix."""
         by_column = list(zip(*rows, strict=True))
         n_numeric = self._n_numeric
         matrix = np.empty((len(rows), self._width), dtype=np.float64)
@@ -174,7 +173,7 @@ class FastBodyReader:
             if max(map(len, filter(None, distinct)), default=0) > MAX_CATEGORY_CHARS:
                 return None
             matrix[:, column] = list(map(codes.get, values, nan))  # unseen or null: missing
-        return matrix, dict(zip(self._columns, by_column, strict=True))
+        return matrix
 
 
 def _loads(body: bytes) -> Any:

@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -53,14 +53,15 @@ __all__ = [
     "request_features_json",
 ]
 
-# A queued request: (model name, model version, the request, its predictions).
-_Queued = tuple[str, str, LoggedRequest, int]
+# A queued request: (model name, model version, the model's input columns, the request, its predictions).
+_Queued = tuple[str, str, Sequence[str], LoggedRequest, int]
 
 
-def logged_request_of(record: Mapping[str, Any]) -> tuple[str, str, LoggedRequest]:
-    """One prediction (the keys of `churnops.db.write_prediction_log`, all present) as (model name, model version, a
-    one-prediction request)."""
+def logged_request_of(record: Mapping[str, Any]) -> tuple[str, str, list[str], LoggedRequest]:
+    """One prediction (the keys of `churnops.db.write_prediction_log`, all present) as `PredictionLog.submit`'s
+    arguments: model name, model version, input columns (the record's features) and a one-prediction request."""
     logged_at = record["logged_at"]
+    feature_names = list(record["features"])
     request = LoggedRequest(
         (logged_at if isinstance(logged_at, dt.datetime) else dt.datetime.fromisoformat(logged_at)).timestamp(),
         record["request_id"],
@@ -70,9 +71,9 @@ def logged_request_of(record: Mapping[str, Any]) -> tuple[str, str, LoggedReques
         [record["score"]],
         [record["decision"]],
         [record["risk_band"]],
-        request_features_json([record["features"]]),
+        request_features_json(feature_names, [record["features"]]),
     )
-    return record["model_name"], record["model_version"], request
+    return record["model_name"], record["model_version"], feature_names, request
 
 
 def bounded_database_settings(settings: Settings) -> Settings:
@@ -136,8 +137,9 @@ class PredictionLog:
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
 
-    def submit(self, model_name: str, model_version: str, request: LoggedRequest) -> None:
-        """Queue a request's predictions (at least one), answered by this model version; never blocks.
+    def submit(self, model_name: str, model_version: str, feature_names: Sequence[str], request: LoggedRequest) -> None:
+        """Queue a request's predictions (at least one), answered by this model version, whose input columns are
+        `feature_names` (the order of the request's features text); never blocks.
 
         Nothing is formatted here: the writer thread turns a whole flush into one row per model, which costs the
         event loop a fraction of formatting each request (a request's own row, built field by field, was most of
@@ -152,9 +154,9 @@ class PredictionLog:
                 self._pending_rows += count
             wake = self._pending_rows >= self._batch_rows
         if full:
-            self._spill([prediction_batch_tuple(model_name, model_version, [request])], count)
+            self._spill([prediction_batch_tuple(model_name, model_version, feature_names, [request])], count)
             return
-        self._pending.append((model_name, model_version, request, count))
+        self._pending.append((model_name, model_version, feature_names, request, count))
         if wake and not self._wake.is_set():
             self._wake.set()
 
@@ -222,18 +224,18 @@ class PredictionLog:
         """Everything queued, as COPY tuples of whole requests, one per served model: (tuples, rows).
         `prediction_log_batch_rows` is when the writer wakes, not a cap: under a burst one COPY (one commit) takes the
         whole backlog, so the writer keeps up with the requests instead of falling behind by a commit per 500 rows."""
-        by_model: dict[tuple[str, str], list[LoggedRequest]] = {}
+        by_model: dict[tuple[str, str], tuple[Sequence[str], list[LoggedRequest]]] = {}
         rows = 0
         while self._pending:
-            model_name, model_version, request, count = self._pending.popleft()
-            by_model.setdefault((model_name, model_version), []).append(request)
+            model_name, model_version, feature_names, request, count = self._pending.popleft()
+            by_model.setdefault((model_name, model_version), (feature_names, []))[1].append(request)
             rows += count
         with self._pending_lock:
             self._pending_rows -= rows
         tuples: list[bytes] = []
-        for (model_name, model_version), requests in by_model.items():
+        for (model_name, model_version), (feature_names, requests) in by_model.items():
             try:
-                tuples.append(prediction_batch_tuple(model_name, model_version, requests))
+                tuples.append(prediction_batch_tuple(model_name, model_version, feature_names, requests))
             except Exception as error:  # a value the format cannot hold: never the writer's end
                 lost = sum(len(request.scores) for request in requests)
                 rows -= lost

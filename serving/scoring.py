@@ -85,9 +85,9 @@ class PredictionService:
             scored.probabilities,
             scored.decisions,
             scored.bands,
-            request_features_json(rows.records, rows.columns),
+            request_features_json(current.feature_names, rows.records, rows.values),
         )
-        self.prediction_log.submit(current.model.name, current.version, request)
+        self.prediction_log.submit(current.model.name, current.version, current.feature_names, request)
 
     async def rows_of_instances(
         self, current: ServedModel, instances: list[Any], loc_prefix: tuple[str | int, ...]

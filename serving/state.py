@@ -165,6 +165,8 @@ class ServedModel:
     single_row: SingleRowPredictor | None = field(default=None, repr=False)
     # The stored post-processing of one row in scalar maths (serving/single_row.py), when checked equal.
     single_row_postprocess: SingleRowPostprocess | None = field(default=None, repr=False)
+    # The model's input columns in order (the prediction log's feature_names), built once.
+    feature_names: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, model: LoadedModel, serving: ServingSettings) -> ServedModel:
@@ -186,6 +188,7 @@ class ServedModel:
             score_histogram=metrics.PREDICTED_SCORE.labels(model_version=model.version),
             single_row=single_row,
             single_row_postprocess=_checked_single_row_postprocess(model, n_features),
+            feature_names=tuple(model.schema.columns),
         )
         # Refuse a model that cannot explain before it serves a single request.
         probe = np.full((1, len(model.schema.columns)), np.nan)

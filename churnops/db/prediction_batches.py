@@ -6,9 +6,9 @@ and its checks per request, and the API a tuple built field by field in the even
 `/predict` that was most of what logging cost. Here the event loop queues a `LoggedRequest` (what the handler already
 has, and its features as json text), and the writer thread turns everything a flush holds into one row per served
 model: the requests' own fields (time, id, endpoint, latency, predictions) as arrays, the predictions as arrays, and
-the features as a json array of the requests' column-wise objects, [{"feature": [value, ...]}, ...], stored as `text`
-(not parsed on write; read it as `features::json`). The view churnops.prediction_log shows them one row per
-prediction.
+the features as one json array of every prediction's values, [[value, ...], ...], in the order of the model's input
+columns (`feature_names`, stored once per row), as `text` (not parsed on write; read it as `features::json`). The
+view churnops.prediction_log shows them one row per prediction.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from churnops.db.copy_fields import (
     unix_timestamp_field,
     unix_timestamps_array_field,
 )
-from churnops.db.prediction_log import features_by_column
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -60,6 +59,7 @@ BATCH_COLUMNS = (
     "scores",
     "decisions",
     "risk_bands",
+    "feature_names",
     "features",
 )
 BATCH_COPY_SQL = f"COPY churnops.prediction_log_batches ({', '.join(BATCH_COLUMNS)}) FROM STDIN (FORMAT binary)"
@@ -79,7 +79,7 @@ class LoggedRequest(NamedTuple):
     scores: Sequence[float]
     decisions: Sequence[bool | None]
     bands: Sequence[str | None]
-    features: bytes
+    features: bytes  # `request_features_json`
 
     def check(self) -> LoggedRequest:
         """Itself, when every column holds one value per prediction (at least one); ValueError otherwise."""
@@ -94,22 +94,29 @@ class LoggedRequest(NamedTuple):
 
 
 def request_features_json(
-    records: Sequence[Mapping[str, Any]], by_column: Mapping[str, Sequence[Any]] | None = None
+    feature_names: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+    values: Sequence[Sequence[Any]] | None = None,
 ) -> bytes:
-    """A request's features as json text by column, {"feature": [value of prediction 1, ...]} (null = missing);
-    `by_column` is the same already by column, when the caller has it (no transpose then).
+    """A request's features as json text, one array per prediction of its values in `feature_names`' order
+    ([[value, ...], ...], null = missing); `values` is the same already in that order, when the caller has it.
 
-    Serialised by the handler, not by the writer thread: there the whole flush's features held the GIL in one
+    Serialised by the handler, not by the writer thread: there a whole flush's features held the GIL in one
     stretch, and the event loop and the writer handing it back and forth cost twice the serialisation itself.
     """
-    columns = features_by_column(records) if by_column is None else by_column
-    return orjson.dumps(columns, option=orjson.OPT_SERIALIZE_NUMPY)
+    if values is None:
+        values = [tuple(map(record.get, feature_names)) for record in records]
+    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def prediction_batch_tuple(model_name: str, model_version: str, requests: Sequence[LoggedRequest]) -> bytes:
-    """The requests (all answered by this model version) as one tuple of binary COPY, columns BATCH_COLUMNS.
+def prediction_batch_tuple(
+    model_name: str, model_version: str, feature_names: Sequence[str], requests: Sequence[LoggedRequest]
+) -> bytes:
+    """The requests (all answered by this model version, whose input columns are `feature_names`) as one tuple of
+    binary COPY, columns BATCH_COLUMNS.
 
-    The features column is a json array of the requests' own texts, in request order: joined, not re-serialised.
+    The features column is one json array of every prediction's values, the requests' own texts joined (not
+    re-serialised): `features[i]` is the i-th prediction's, as `scores[i]`.
     """
     if not requests:
         raise ValueError("prediction log: a batch holds at least one request")
@@ -133,9 +140,15 @@ def prediction_batch_tuple(model_name: str, model_version: str, requests: Sequen
             scores_field(list(chain.from_iterable(map(attrgetter("scores"), requests)))),
             bool_array_field(list(chain.from_iterable(map(attrgetter("decisions"), requests)))),
             text_array_field(list(chain.from_iterable(map(attrgetter("bands"), requests)))),
-            field(b"[" + b",".join(map(attrgetter("features"), requests)) + b"]"),
+            text_array_field(feature_names),
+            field(_joined_rows(list(map(attrgetter("features"), requests)))),
         )
     )
+
+
+def _joined_rows(texts: list[bytes]) -> bytes:
+    """One json array of the rows of every text: each is "[[...],...]", its rows joined without their brackets."""
+    return b"".join((b"[", b",".join([text[1:-1] for text in texts]), b"]"))
 
 
 def batch_tuples_end(data: bytes | memoryview, limit: int) -> tuple[int, int]:

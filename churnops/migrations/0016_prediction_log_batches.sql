@@ -7,7 +7,10 @@
 -- CHECKs in PostgreSQL, and a row's formatting in the API, for every request, on the same two cores that serve the
 -- API. A batch row holds every request its writer thread flushed at once: the per-request fields (logged_at,
 -- request_id, endpoint, latency) as arrays in the order the requests were answered, the per-prediction fields as
--- arrays in request order, and the features as one column-wise json text, so those costs are paid once per flush.
+-- arrays in request order, and the features as one json text of every prediction's values (the model's input
+-- column names once per row, in feature_names), so those costs are paid once per flush. The API serialises each
+-- request's values as they come (orjson, in the handler) and the writer only joins the texts: re-serialising a
+-- whole flush by column in the writer thread held the GIL against the event loop and cost twice as much.
 --
 -- churnops.prediction_log_requests stays as it is, readable through the view and still writable: during a rolling
 -- upgrade an API of the previous release keeps appending to it. It can be dropped once no API writes it and its rows
@@ -54,7 +57,8 @@ CREATE TABLE churnops.prediction_log_batches (
     scores          double precision[] NOT NULL,
     decisions       boolean[]          NOT NULL,
     risk_bands      text[]             NOT NULL,
-    -- {"feature": [value of prediction 1, ..., value of prediction n_rows], ...}: one json text per batch.
+    feature_names   text[]             NOT NULL,
+    -- [[values of prediction 1, in feature_names' order], ..., [values of prediction n_rows]] json text (null = missing)
     features        text               NOT NULL,
     -- Every CHECK runs once per batch row: cardinality() reads an array's header only, the others read an array of
     -- n_requests or n_rows elements once, as 0014's.
@@ -76,8 +80,8 @@ CREATE TABLE churnops.prediction_log_batches (
 COMMENT ON TABLE churnops.prediction_log_batches IS
     'The prediction log, one row per flush of an API worker''s writer (one or more online requests of one model '
     'version): the requests'' fields (logged_at, request_ids, endpoints, latency_seconds, request_rows) and the '
-    'predictions'' (customer_ids, scores, decisions, risk_bands) as arrays, the input features as one column-wise '
-    'json text; read per prediction through the view churnops.prediction_log, or per batch by the drift DAG.';
+    'predictions'' (customer_ids, scores, decisions, risk_bands) as arrays, the input features as one json '
+    'text of value arrays; read per prediction through the view churnops.prediction_log, or per batch by the drift DAG.';
 COMMENT ON COLUMN churnops.prediction_log_batches.first_logged_at IS
     'The earliest of logged_at: with last_logged_at, the batch''s time range, which the indexes and readers use.';
 COMMENT ON COLUMN churnops.prediction_log_batches.last_logged_at IS 'The latest of logged_at.';
@@ -88,10 +92,12 @@ COMMENT ON COLUMN churnops.prediction_log_batches.latency_seconds IS
 COMMENT ON COLUMN churnops.prediction_log_batches.request_rows IS
     'How many predictions each request made (each >= 1, summing to n_rows): request i''s predictions follow '
     'those of requests 1 .. i-1 in the per-prediction arrays.';
+COMMENT ON COLUMN churnops.prediction_log_batches.feature_names IS
+    'The model''s input columns, in order: the keys of every prediction''s features.';
 COMMENT ON COLUMN churnops.prediction_log_batches.features IS
-    'The batch''s validated input features by column, as json text (type text: not parsed on write, see migration '
-    '0015; read it as features::json): feature name -> array of n_rows values (null for missing), in the order of '
-    'the predictions.';
+    'The batch''s validated input features as json text (type text: not parsed on write, see migration 0015; read '
+    'it as features::json): an array of n_rows arrays, the i-th prediction''s values in the order of feature_names '
+    '(null for missing)';
 -- The features text of a flush is tens of kB or more, always stored out of line: lz4 where the server has it (the
 -- default build since PostgreSQL 14; pglz cost more CPU than the rest of the insert, see 0014), otherwise none.
 DO $$
@@ -158,7 +164,7 @@ CROSS JOIN LATERAL (
     -- Each array is unnested once (no subscripting: reaching element i of an array of text or with nulls walks it
     -- from the start) and the three parts are joined on the prediction's index in the batch: the predictions, their
     -- requests (request k's predictions are the indexes after the request_rows of requests 1 .. k-1), and the
-    -- features, taken apart once per batch (json nulls stay json null, keys in the stored order).
+    -- features, taken apart once per batch (json nulls stay json null, keys in feature_names' order).
     SELECT q.position, q.logged_at, q.request_id, q.endpoint, q.latency_seconds,
            u.customer_id, u.score, u.decision, u.risk_band, coalesce(f.features, '{}'::json) AS features
     FROM unnest(b.customer_ids, b.scores, b.decisions, b.risk_bands)
@@ -174,10 +180,12 @@ CROSS JOIN LATERAL (
         CROSS JOIN LATERAL generate_series(1, k.request_rows) AS n(position)
     ) AS q ON q.prediction_index = u.prediction_index
     LEFT JOIN (
-        SELECT v.prediction_index, json_object_agg(e.key, v.value ORDER BY e.feature_position) AS features
-        FROM json_each(b.features::json) WITH ORDINALITY AS e(key, value, feature_position)
-        CROSS JOIN LATERAL json_array_elements(e.value) WITH ORDINALITY AS v(value, prediction_index)
-        GROUP BY v.prediction_index
+        SELECT v.prediction_index,
+               (SELECT json_object_agg(n.name, x.value ORDER BY n.feature_position)
+                FROM unnest(b.feature_names) WITH ORDINALITY AS n(name, feature_position)
+                JOIN json_array_elements(v.value) WITH ORDINALITY AS x(value, feature_position)
+                  ON x.feature_position = n.feature_position) AS features
+        FROM json_array_elements(b.features::json) WITH ORDINALITY AS v(value, prediction_index)
     ) AS f ON f.prediction_index = u.prediction_index
 ) AS p;
 COMMENT ON VIEW churnops.prediction_log IS
