@@ -1,8 +1,9 @@
-"""What logging one prediction costs PostgreSQL and the API: per request by column (migration 0014), sent as binary
-COPY or as COPY text, vs one row each.
+"""What logging one prediction costs PostgreSQL and the API: per flush of the writer (migration 0016), per request
+by column (migration 0014) sent as binary COPY or as COPY text, vs one row each.
 
 Builds requests of `--rows` predictions of `--features` features (numbers, a few categories, some nulls), writes them
-with the API's own binary COPY path into churnops.prediction_log_requests, the same rows as COPY text lines (the
+as the API's writer does into churnops.prediction_log_batches (one row for all of them), with the binary COPY of one
+row per request into churnops.prediction_log_requests, the same rows as COPY text lines (the
 format before binary COPY; the lines are PostgreSQL's own `COPY ... TO STDOUT` of the stored rows, so both carry
 identical values), and the same predictions one row each into churnops.prediction_log_per_prediction (the shape
 before 0014), in alternating rounds, in a scratch database (created, migrated, dropped). Prints, per logged
@@ -36,6 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from churnops import db  # noqa: E402
+from churnops.db.prediction_batches import (  # noqa: E402
+    LoggedRequest,
+    copy_prediction_batches,
+    prediction_batch_tuple,
+    request_features_json,
+)
 from churnops.db.prediction_log import (  # noqa: E402
     REQUEST_COLUMNS,
     LoggedColumns,
@@ -100,6 +107,27 @@ def per_prediction_text(context: RequestContext, columns: LoggedColumns) -> byte
     return ("\n".join(lines) + "\n").encode()
 
 
+def flush_tuple(requests: list[tuple[RequestContext, LoggedColumns]]) -> bytes:
+    """The requests as the API's writer stores them since migration 0016: one batch row (the features serialised
+    per request, as the handler does, then joined)."""
+    names = list(requests[0][1].features[0])
+    logged = [
+        LoggedRequest(
+            context.logged_at.timestamp(),
+            context.request_id,
+            context.endpoint,
+            context.latency_seconds,
+            columns.customer_ids,
+            columns.scores,
+            columns.decisions,
+            columns.bands,
+            request_features_json(names, columns.features),
+        )
+        for context, columns in requests
+    ]
+    return prediction_batch_tuple("cost", "1", names, logged)
+
+
 def measure(conn: Any, pid: int, texts: list[bytes], copy: Callable[[Any, list[bytes]], object]) -> float:
     before = backend_cpu_seconds(pid)
     copy(conn, texts)
@@ -146,6 +174,9 @@ def main() -> None:
     per_request = [prediction_request_tuple(context, columns) for context, columns in requests]
     client_per_request = (time.process_time() - started) / predictions
     started = time.process_time()
+    per_flush = [flush_tuple(requests)]
+    client_per_flush = (time.process_time() - started) / predictions
+    started = time.process_time()
     per_prediction = [per_prediction_text(context, columns) for context, columns in requests]
     client_per_prediction = (time.process_time() - started) / predictions
 
@@ -161,8 +192,9 @@ def main() -> None:
                 cur.execute("SELECT pg_backend_pid()")
                 pid = cur.fetchone()[0]
             as_text = text_lines_of(conn, per_request)
-            new, text, old = [], [], []
+            batch, new, text, old = [], [], [], []
             for _ in range(args.rounds):
+                batch.append(measure(conn, pid, per_flush, copy_prediction_batches) / predictions)
                 new.append(measure(conn, pid, per_request, copy_prediction_requests) / predictions)
                 text.append(measure(conn, pid, as_text, copy_text_lines) / predictions)
                 old.append(measure(conn, pid, per_prediction, copy_per_prediction) / predictions)
@@ -173,6 +205,10 @@ def main() -> None:
     print(f"{args.requests} requests x {args.rows} predictions x {args.features + 1} features, {args.rounds} rounds")
     print("| written as | PostgreSQL CPU / prediction | client formatting CPU / prediction |")
     print("|---|---:|---:|")
+    print(
+        f"| one row per flush (all {args.requests} requests), binary COPY | {statistics.median(batch) * 1e6:.2f} us "
+        f"| {client_per_flush * 1e6:.2f} us |"
+    )
     print(
         f"| one row per request, binary COPY | {statistics.median(new) * 1e6:.2f} us "
         f"| {client_per_request * 1e6:.2f} us |"
