@@ -209,9 +209,9 @@ def test_the_api_role_appends_batches_and_requests_to_the_prediction_log(initial
         cursor.execute(
             "INSERT INTO churnops.prediction_log_batches (first_logged_at, last_logged_at, model_name, model_version,"
             " n_requests, n_rows, logged_at, request_ids, endpoints, latency_seconds, request_rows, customer_ids,"
-            " scores, decisions, risk_bands, features) VALUES (now(), now(), 'm', '1', 1, 1, ARRAY[now()],"
-            " ARRAY[%s], ARRAY['/predict'], ARRAY[0.002], ARRAY[1], ARRAY['c1'], ARRAY[0.25], ARRAY[false],"
-            " ARRAY['low'], '{\"spend\": [1.5]}')",
+            " scores, decisions, risk_bands, feature_names, features) VALUES (now(), now(), 'm', '1', 1, 1,"
+            " ARRAY[now()], ARRAY[%s], ARRAY['/predict'], ARRAY[0.002], ARRAY[1], ARRAY['c1'], ARRAY[0.25],"
+            " ARRAY[false], ARRAY['low'], ARRAY['spend'], '[[1.5]]')",
             (f"{marker}-batch",),
         )
         cursor.execute(

@@ -27,10 +27,12 @@ BATCH_SPEND_FROM = 100_000.0
 _INSERT_BATCH = (
     "INSERT INTO churnops.prediction_log_batches (first_logged_at, last_logged_at, model_name, model_version,"
     " n_requests, n_rows, logged_at, request_ids, endpoints, latency_seconds, request_rows, customer_ids, scores,"
-    " decisions, risk_bands, features) VALUES (%(first)s, %(last)s, %(model)s, '2', %(n_requests)s, %(n_rows)s,"
+    " decisions, risk_bands, feature_names, features) VALUES (%(first)s, %(last)s, %(model)s, '2', %(n_requests)s,"
+    " %(n_rows)s,"
     " %(logged_at)s::timestamptz[], %(request_ids)s::text[], %(endpoints)s::text[],"
     " %(latencies)s::double precision[], %(request_rows)s::integer[], %(customer_ids)s::text[],"
-    " %(scores)s::double precision[], %(decisions)s::boolean[], %(risk_bands)s::text[], %(features)s)"
+    " %(scores)s::double precision[], %(decisions)s::boolean[], %(risk_bands)s::text[], %(feature_names)s::text[],"
+    " %(features)s)"
 )
 
 
@@ -53,11 +55,10 @@ def batch_row(model: str, batch: int, request_rows: list[int], last_logged_at: d
         "scores": [round(0.5 + 0.001 * row + 0.01 * batch, 6) for row in range(n_rows)],
         "decisions": [True] * n_rows,
         "risk_bands": ["high"] * n_rows,
+        # As the API's writer stores them: the model's input columns once, each prediction's values in their order.
+        "feature_names": ["spend_30d", "plan"],
         "features": json.dumps(
-            {
-                "spend_30d": [BATCH_SPEND_FROM + batch * 1000.0 + row for row in range(n_rows)],
-                "plan": [["basic", None, "pro"][row % 3] for row in range(n_rows)],
-            }
+            [[BATCH_SPEND_FROM + batch * 1000.0 + row, ["basic", None, "pro"][row % 3]] for row in range(n_rows)]
         ),
     }
 
