@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from churnops import db
 from churnops.config import Settings
-from churnops.monitoring.drift import load_prediction_log, prediction_log_frame
+from churnops.monitoring.drift import load_prediction_log, prediction_log_frame, stored_by_column
 from churnops.monitoring.measure import SCORE_COLUMN
 
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
@@ -175,3 +175,27 @@ def test_a_request_whose_features_and_scores_disagree_in_length_is_named() -> No
 def test_a_feature_one_request_lacks_is_missing_in_its_rows() -> None:
     frame = prediction_log_frame([(1, {"a": [1.0]}, [0.1]), (2, {"a": [2.0, 3.0], "b": ["x", None]}, [0.2, 0.3])])
     assert frame.to_dict("list") == {"a": [1.0, 2.0, 3.0], "b": [None, "x", None], SCORE_COLUMN: [0.1, 0.2, 0.3]}
+
+
+def test_a_batchs_value_arrays_are_transposed_to_its_feature_names_and_other_rows_pass_as_stored() -> None:
+    batch = (2**62 + 5, [[1.5, "a"], [None, "b"], [3.5, None]], [0.1, 0.2, 0.3], ["amount", "plan"])
+    assert stored_by_column(batch) == (
+        2**62 + 5,
+        {"amount": [1.5, None, 3.5], "plan": ["a", "b", None]},
+        [0.1, 0.2, 0.3],
+    )
+    request = (7, {"amount": [1.5, 2.5]}, [0.1, 0.2], None)
+    assert stored_by_column(request) == (7, {"amount": [1.5, 2.5]}, [0.1, 0.2])
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        pytest.param([[1.5, "a"], [2.5]], id="one array short"),
+        pytest.param([[1.5, "a", 1], [2.5, "b", 2]], id="every array a value too many"),
+        pytest.param([[1.5], [2.5]], id="every array a value short"),
+    ],
+)
+def test_a_batch_whose_value_arrays_differ_in_length_from_its_feature_names_is_named(features: list) -> None:
+    with pytest.raises(ValueError, match=r"prediction log row 9: .*2 features"):
+        stored_by_column((9, features, [0.1, 0.2], ["amount", "plan"]))
