@@ -161,7 +161,7 @@ def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_th
     initialised,
 ) -> None:
     from churnops.serving.online import OnlineFeatureReader
-    from churnops.serving.prediction_log import PredictionLog
+    from churnops.serving.prediction_log import PredictionLog, logged_request_of
 
     dataset = f"roles_{secrets.token_hex(3)}"
     features = pd.DataFrame({"customer_id": ["c1", "c2"], "recency_days": [3.0, 40.0], "region": ["north", None]})
@@ -180,19 +180,21 @@ def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_th
     log = PredictionLog(settings)
     log.start()
     log.submit(
-        {
-            "logged_at": dt.datetime.now(dt.UTC),
-            "request_id": request_id,
-            "endpoint": "/predict",
-            "customer_id": "c1",
-            "model_name": "churnops-synthetic",
-            "model_version": "1",
-            "score": 0.25,
-            "decision": False,
-            "risk_band": "low",
-            "latency_seconds": 0.002,
-            "features": {"recency_days": 3.0},
-        }
+        *logged_request_of(
+            {
+                "logged_at": dt.datetime.now(dt.UTC),
+                "request_id": request_id,
+                "endpoint": "/predict",
+                "customer_id": "c1",
+                "model_name": "churnops-synthetic",
+                "model_version": "1",
+                "score": 0.25,
+                "decision": False,
+                "risk_band": "low",
+                "latency_seconds": 0.002,
+                "features": {"recency_days": 3.0},
+            }
+        )
     )
     log.close(timeout=60)
     assert log.describe()["dropped"] == 0, log.describe()
