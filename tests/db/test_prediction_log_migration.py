@@ -126,17 +126,18 @@ def test_0015_stores_the_features_as_text_and_the_view_and_its_grants_read_them_
 
 _BATCH_COLUMNS = (
     "first_logged_at, last_logged_at, model_name, model_version, n_requests, n_rows, logged_at, request_ids,"
-    " endpoints, latency_seconds, request_rows, customer_ids, scores, decisions, risk_bands, features"
+    " endpoints, latency_seconds, request_rows, customer_ids, scores, decisions, risk_bands, feature_names, features"
 )
 # Two requests answered in one flush: /predict (1 prediction, request id r1) then /batch_predict (3 predictions, no
-# X-Request-ID); the third prediction has no customer id, the second a missing "spend".
+# X-Request-ID); the third prediction has no customer id, the second a missing "spend" (json null in its array).
+# feature_names not in alphabetical order: the view's keys must follow it.
 _BATCH_VALUES = (
     "'2026-12-01 10:00:00+00', '2026-12-01 10:00:02+00', 'm', '4', 2, 4,"
     " ARRAY['2026-12-01 10:00:00+00', '2026-12-01 10:00:02+00']::timestamptz[], ARRAY['r1', NULL],"
     " ARRAY['/predict', '/batch_predict'], ARRAY[0.001, NULL]::double precision[], ARRAY[1, 3],"
     " ARRAY['c1', 'c2', NULL, 'c4'], ARRAY[0.1, 0.2, 0.3, 0.4], ARRAY[false, NULL, true, true],"
-    " ARRAY['low', NULL, 'mid', 'high'],"
-    ' \'{"spend": [1.5, null, 3.5, 4.5], "plan": ["a", "b", "c", null], "age": [30, 40, 50, 60]}\''
+    " ARRAY['low', NULL, 'mid', 'high'], ARRAY['spend', 'plan', 'age'],"
+    ' \'[[1.5, "a", 30], [null, "b", 40], [3.5, "c", 50], [4.5, null, 60]]\''
 )
 _INSERT_BATCH = f"INSERT INTO churnops.prediction_log_batches ({_BATCH_COLUMNS}) VALUES ({_BATCH_VALUES})"
 _VIEW_ROWS = (

@@ -161,7 +161,7 @@ def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_th
     initialised,
 ) -> None:
     from churnops.serving.online import OnlineFeatureReader
-    from churnops.serving.prediction_log import PredictionLog
+    from churnops.serving.prediction_log import PredictionLog, logged_request_of
 
     dataset = f"roles_{secrets.token_hex(3)}"
     features = pd.DataFrame({"customer_id": ["c1", "c2"], "recency_days": [3.0, 40.0], "region": ["north", None]})
@@ -180,19 +180,21 @@ def test_the_api_role_writes_the_prediction_log_and_reads_the_online_features_th
     log = PredictionLog(settings)
     log.start()
     log.submit(
-        {
-            "logged_at": dt.datetime.now(dt.UTC),
-            "request_id": request_id,
-            "endpoint": "/predict",
-            "customer_id": "c1",
-            "model_name": "churnops-synthetic",
-            "model_version": "1",
-            "score": 0.25,
-            "decision": False,
-            "risk_band": "low",
-            "latency_seconds": 0.002,
-            "features": {"recency_days": 3.0},
-        }
+        *logged_request_of(
+            {
+                "logged_at": dt.datetime.now(dt.UTC),
+                "request_id": request_id,
+                "endpoint": "/predict",
+                "customer_id": "c1",
+                "model_name": "churnops-synthetic",
+                "model_version": "1",
+                "score": 0.25,
+                "decision": False,
+                "risk_band": "low",
+                "latency_seconds": 0.002,
+                "features": {"recency_days": 3.0},
+            }
+        )
     )
     log.close(timeout=60)
     assert log.describe()["dropped"] == 0, log.describe()
@@ -209,9 +211,9 @@ def test_the_api_role_appends_batches_and_requests_to_the_prediction_log(initial
         cursor.execute(
             "INSERT INTO churnops.prediction_log_batches (first_logged_at, last_logged_at, model_name, model_version,"
             " n_requests, n_rows, logged_at, request_ids, endpoints, latency_seconds, request_rows, customer_ids,"
-            " scores, decisions, risk_bands, features) VALUES (now(), now(), 'm', '1', 1, 1, ARRAY[now()],"
-            " ARRAY[%s], ARRAY['/predict'], ARRAY[0.002], ARRAY[1], ARRAY['c1'], ARRAY[0.25], ARRAY[false],"
-            " ARRAY['low'], '{\"spend\": [1.5]}')",
+            " scores, decisions, risk_bands, feature_names, features) VALUES (now(), now(), 'm', '1', 1, 1,"
+            " ARRAY[now()], ARRAY[%s], ARRAY['/predict'], ARRAY[0.002], ARRAY[1], ARRAY['c1'], ARRAY[0.25],"
+            " ARRAY[false], ARRAY['low'], ARRAY['spend'], '[[1.5]]')",
             (f"{marker}-batch",),
         )
         cursor.execute(

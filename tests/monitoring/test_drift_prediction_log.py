@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from churnops import db
 from churnops.config import Settings
-from churnops.monitoring.drift import load_prediction_log, prediction_log_frame
+from churnops.monitoring.drift import load_prediction_log, prediction_log_frame, stored_by_column
 from churnops.monitoring.measure import SCORE_COLUMN
 
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
@@ -27,10 +27,12 @@ BATCH_SPEND_FROM = 100_000.0
 _INSERT_BATCH = (
     "INSERT INTO churnops.prediction_log_batches (first_logged_at, last_logged_at, model_name, model_version,"
     " n_requests, n_rows, logged_at, request_ids, endpoints, latency_seconds, request_rows, customer_ids, scores,"
-    " decisions, risk_bands, features) VALUES (%(first)s, %(last)s, %(model)s, '2', %(n_requests)s, %(n_rows)s,"
+    " decisions, risk_bands, feature_names, features) VALUES (%(first)s, %(last)s, %(model)s, '2', %(n_requests)s,"
+    " %(n_rows)s,"
     " %(logged_at)s::timestamptz[], %(request_ids)s::text[], %(endpoints)s::text[],"
     " %(latencies)s::double precision[], %(request_rows)s::integer[], %(customer_ids)s::text[],"
-    " %(scores)s::double precision[], %(decisions)s::boolean[], %(risk_bands)s::text[], %(features)s)"
+    " %(scores)s::double precision[], %(decisions)s::boolean[], %(risk_bands)s::text[], %(feature_names)s::text[],"
+    " %(features)s)"
 )
 
 
@@ -53,11 +55,10 @@ def batch_row(model: str, batch: int, request_rows: list[int], last_logged_at: d
         "scores": [round(0.5 + 0.001 * row + 0.01 * batch, 6) for row in range(n_rows)],
         "decisions": [True] * n_rows,
         "risk_bands": ["high"] * n_rows,
+        # As the API's writer stores them: the model's input columns once, each prediction's values in their order.
+        "feature_names": ["spend_30d", "plan"],
         "features": json.dumps(
-            {
-                "spend_30d": [BATCH_SPEND_FROM + batch * 1000.0 + row for row in range(n_rows)],
-                "plan": [["basic", None, "pro"][row % 3] for row in range(n_rows)],
-            }
+            [[BATCH_SPEND_FROM + batch * 1000.0 + row, ["basic", None, "pro"][row % 3]] for row in range(n_rows)]
         ),
     }
 
@@ -174,3 +175,27 @@ def test_a_request_whose_features_and_scores_disagree_in_length_is_named() -> No
 def test_a_feature_one_request_lacks_is_missing_in_its_rows() -> None:
     frame = prediction_log_frame([(1, {"a": [1.0]}, [0.1]), (2, {"a": [2.0, 3.0], "b": ["x", None]}, [0.2, 0.3])])
     assert frame.to_dict("list") == {"a": [1.0, 2.0, 3.0], "b": [None, "x", None], SCORE_COLUMN: [0.1, 0.2, 0.3]}
+
+
+def test_a_batchs_value_arrays_are_transposed_to_its_feature_names_and_other_rows_pass_as_stored() -> None:
+    batch = (2**62 + 5, [[1.5, "a"], [None, "b"], [3.5, None]], [0.1, 0.2, 0.3], ["amount", "plan"])
+    assert stored_by_column(batch) == (
+        2**62 + 5,
+        {"amount": [1.5, None, 3.5], "plan": ["a", "b", None]},
+        [0.1, 0.2, 0.3],
+    )
+    request = (7, {"amount": [1.5, 2.5]}, [0.1, 0.2], None)
+    assert stored_by_column(request) == (7, {"amount": [1.5, 2.5]}, [0.1, 0.2])
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        pytest.param([[1.5, "a"], [2.5]], id="one array short"),
+        pytest.param([[1.5, "a", 1], [2.5, "b", 2]], id="every array a value too many"),
+        pytest.param([[1.5], [2.5]], id="every array a value short"),
+    ],
+)
+def test_a_batch_whose_value_arrays_differ_in_length_from_its_feature_names_is_named(features: list) -> None:
+    with pytest.raises(ValueError, match=r"prediction log row 9: .*2 features"):
+        stored_by_column((9, features, [0.1, 0.2], ["amount", "plan"]))
