@@ -367,3 +367,23 @@ def test_a_request_without_request_id_or_customer_id_reads_back_as_nulls(platfor
             (model,),
         )
         assert cur.fetchall() == [(None, None, 0.75, True, None, {"amount": 2.5, "plan": None}, "/batch_predict")]
+
+
+def test_a_request_the_database_refuses_in_a_flush_is_dropped_alone(platform_database_url, tmp_path) -> None:
+    """A customer id PostgreSQL cannot store (a NUL character, which a client may send) makes the flush's COPY fail:
+    only that request is dropped and counted, the other requests of the same batch are written."""
+    model = f"refused-{time.time_ns()}"
+    log = PredictionLog(Settings(home=tmp_path, database_url=SecretStr(platform_database_url)))
+    for request, customer_id in enumerate(["good-0", "bad\x00id", "good-2"]):
+        ids: list[str | None] = [customer_id, f"{customer_id}-second"]
+        log.submit(model, "1", ["amount"], batch_request(f"{model}-{request}", ids, [{"amount": 1.0}] * 2,
+                                                         None, None, ("amount",)))  # fmt: skip
+    log.start()  # the first drain makes one batch of the three
+    log.close(timeout=60)
+    assert (log.describe()["written"], log.describe()["dropped"]) == (4, 2)
+    with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT customer_id FROM churnops.prediction_log WHERE model_name = %s ORDER BY logged_at, position",
+            (model,),
+        )
+        assert cur.fetchall() == [("good-0",), ("good-0-second",), ("good-2",), ("good-2-second",)]
