@@ -55,6 +55,8 @@ __all__ = [
 
 # A queued request: (model name, model version, the model's input columns, the request, its predictions).
 _Queued = tuple[str, str, Sequence[str], LoggedRequest, int]
+# A flush's requests of one served model: (model name, model version, input columns, requests).
+_Batch = tuple[str, str, Sequence[str], list[LoggedRequest]]
 
 
 def logged_request_of(record: Mapping[str, Any]) -> tuple[str, str, list[str], LoggedRequest]:
@@ -183,7 +185,7 @@ class PredictionLog:
         self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():  # stuck on the database: keep what is still queued for the next start
-            tuples, rows = self._next_batch()
+            tuples, rows, _ = self._next_batch()
             if tuples:
                 self._spill(tuples, rows)
             return
@@ -220,8 +222,8 @@ class PredictionLog:
         self.last_error = reason
         metrics.PREDICTION_LOG_DROPPED.inc(count)
 
-    def _next_batch(self) -> tuple[list[bytes], int]:
-        """Everything queued, as COPY tuples of whole requests, one per served model: (tuples, rows).
+    def _next_batch(self) -> tuple[list[bytes], int, list[_Batch]]:
+        """Everything queued, as COPY tuples of whole requests, one per served model: (tuples, rows, their requests).
         `prediction_log_batch_rows` is when the writer wakes, not a cap: under a burst one COPY (one commit) takes the
         whole backlog, so the writer keeps up with the requests instead of falling behind by a commit per 500 rows."""
         by_model: dict[tuple[str, str], tuple[Sequence[str], list[LoggedRequest]]] = {}
@@ -233,15 +235,17 @@ class PredictionLog:
         with self._pending_lock:
             self._pending_rows -= rows
         tuples: list[bytes] = []
+        batches: list[_Batch] = []
         for (model_name, model_version), (feature_names, requests) in by_model.items():
             try:
                 tuples.append(prediction_batch_tuple(model_name, model_version, feature_names, requests))
+                batches.append((model_name, model_version, feature_names, requests))
             except Exception as error:  # a value the format cannot hold: never the writer's end
                 lost = sum(len(request.scores) for request in requests)
                 rows -= lost
                 self._drop(lost, f"a batch could not be formatted: {type(error).__name__}: {error}")
                 log.error("prediction log: dropped %d predictions: %s", lost, self.last_error)
-        return tuples, rows
+        return tuples, rows, batches
 
     def _run(self) -> None:
         """Every `prediction_log_flush_seconds`, or as soon as a batch's worth of rows waits: write all that is
@@ -262,8 +266,13 @@ class PredictionLog:
             # and written waits for the next, so that a batch gathers _MIN_COPY_SECONDS of requests instead of the
             # few that arrived meanwhile.
             while True:
-                tuples, rows = self._next_batch()
-                if tuples and not self._write(tuples, rows):
+                tuples, rows, batches = self._next_batch()
+                written = self._write(tuples, rows) if tuples else True
+                if written is None:  # refused as invalid: spooled a request per tuple, so replay drops that one alone
+                    tuples = [
+                        prediction_batch_tuple(*batch[:3], [request]) for batch in batches for request in batch[3]
+                    ]
+                if not written:
                     self._spill(tuples, rows)
                 if not (stopping and self._pending):
                     break
@@ -287,14 +296,15 @@ class PredictionLog:
         self.last_error = self._database_error
         log.warning("prediction log: spooling, the database failed: %s", self._database_error)
 
-    def _write(self, tuples: list[bytes], rows: int) -> bool:
-        """One COPY of the queued tuples; False when they were not written (to be spooled)."""
+    def _write(self, tuples: list[bytes], rows: int) -> bool | None:
+        """One COPY of the queued tuples; False when they were not written (to be spooled), None when the database
+        refused them as invalid."""
         if time.monotonic() < self._retry_after:
             return False
         try:
             copy_prediction_batches(self._connection(), tuples)
         except (psycopg2.DataError, psycopg2.IntegrityError):
-            return False  # one invalid request: the spool's replay isolates it and writes the others
+            return None  # one invalid request: the spool's replay isolates it and writes the others
         except Exception as error:  # never reach the request path
             self._unavailable(error)
             return False

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from churnops.db.prediction_log import features_by_column
 from churnops.schema import FeatureSchema
 from churnops.serving.fast_body import FastBodyReader
 from churnops.serving.problems import ApiProblem, BatchLimit, parse_body
@@ -66,10 +65,11 @@ def assert_same_reading(fast, detailed) -> None:
         assert fast.customer_ids == customer_ids
         assert np.array_equal(fast.matrix, matrix, equal_nan=True)
         assert fast.matrix.dtype == np.float64
-        # The features by column it hands the prediction log are the records it read, transposed.
-        assert {name: list(values) for name, values in fast.columns.items()} == {
-            name: list(values) for name, values in features_by_column(fast.records).items()
-        }
+        # The values it hands the prediction log are each record it read, in the schema's column order.
+        assert fast.values is not None
+        assert [list(values) for values in fast.values] == [
+            [record[name] for name in SCHEMA.columns] for record in fast.records
+        ]
 
 
 @pytest.mark.parametrize("instance", ROWS, ids=[f"row{i}" for i in range(len(ROWS))])

@@ -1,6 +1,6 @@
-"""The prediction log: appended asynchronously to the real PostgreSQL, one row per request (read per prediction
-through the view churnops.prediction_log); with the database unreachable the API keeps answering and counts what it
-could not log."""
+"""The prediction log: appended asynchronously to the real PostgreSQL, one row of churnops.prediction_log_batches per
+served model per flush (read per prediction through the view churnops.prediction_log); with the database unreachable
+the API keeps answering and counts what it could not log."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from churnops.db.prediction_log import copy_prediction_requests
+from churnops.config import Settings
+from churnops.db.prediction_batches import copy_prediction_batches, prediction_batch_tuple
 from churnops.serving.app import create_app
-from churnops.serving.prediction_log import prediction_log_tuple
+from churnops.serving.prediction_log import LoggedRequest, PredictionLog, logged_request_of, request_features_json
 from churnops.serving.prediction_spool import spool_folder
 from tests.serving.conftest import metric_value, unreachable_database_url
 
@@ -31,6 +32,29 @@ def settings_with_database(trained_platform, url: str):
         }
     )
     return trained_platform.settings.model_copy(update={"database_url": SecretStr(url), "serving": serving})
+
+
+def batch_request(
+    request_id: str | None,
+    customer_ids: list[str | None],
+    features: list[dict],
+    scores: list[float] | None = None,
+    bands: list[str | None] | None = None,
+    feature_names: tuple[str, ...] = ("amount", "plan"),
+) -> LoggedRequest:
+    """A `/batch_predict` request as the handler queues it: its columns, and its features as json text."""
+    rows = len(customer_ids)
+    return LoggedRequest(
+        time.time(),
+        request_id,
+        "/batch_predict",
+        0.002,
+        customer_ids,
+        [0.25] * rows if scores is None else scores,
+        [row % 2 == 0 for row in range(rows)],
+        ["low"] * rows if bands is None else bands,
+        request_features_json(feature_names, features),
+    )
 
 
 def wait_for(condition, timeout: float = 15.0) -> bool:
@@ -97,8 +121,12 @@ def test_any_text_a_client_sends_is_logged_verbatim(platform_database_url) -> No
         }
         for i, text in enumerate(hostile)
     ]
+    model_name, model_version, feature_names, _ = logged_request_of(records[0])
+    batch = prediction_batch_tuple(
+        model_name, model_version, feature_names, [logged_request_of(record)[3] for record in records]
+    )
     with closing(psycopg2.connect(platform_database_url)) as conn:
-        assert copy_prediction_requests(conn, [prediction_log_tuple(r) for r in records]) == len(records)
+        assert copy_prediction_batches(conn, [batch]) == 1
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT request_id, customer_id, features, decision, risk_band, latency_seconds"
@@ -142,9 +170,6 @@ def test_with_the_database_unreachable_predict_still_answers_and_spools_the_pred
 def test_a_burst_of_batches_reaches_postgresql_without_losing_a_row(platform_database_url) -> None:
     """Requests queued faster than one COPY takes (one item per request, of many rows each) are all written, in
     batches, by the time the log is closed; none is dropped."""
-    from churnops.config import Settings
-    from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
-
     settings = Settings(
         database_url=SecretStr(platform_database_url),
         serving={"prediction_log_batch_rows": 500, "prediction_log_flush_seconds": 0.05},
@@ -153,24 +178,22 @@ def test_a_burst_of_batches_reaches_postgresql_without_losing_a_row(platform_dat
     log.start()
     requests, rows = 150, 100
     for request in range(requests):
-        context = RequestContext(dt.datetime.now(dt.UTC), f"burst-{request}", "/batch_predict", "burst", "1", 0.002)
-        columns = LoggedColumns(
-            customer_ids=[f"{request}-{row}" for row in range(rows)],
-            features=[{"amount": float(row), "plan": None} for row in range(rows)],
-            scores=[0.25] * rows,
-            decisions=[False] * rows,
-            bands=["low"] * rows,
-        )
-        log.submit_request(context, columns)
+        customer_ids: list[str | None] = [f"{request}-{row}" for row in range(rows)]
+        features = [{"amount": float(row), "plan": None} for row in range(rows)]
+        log.submit("burst", "1", ["amount", "plan"], batch_request(f"burst-{request}", customer_ids, features))
     log.close(timeout=60)
-    assert log.describe()["dropped"] == 0
+    assert (log.describe()["written"], log.describe()["dropped"]) == (requests * rows, 0)
     with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT count(*), count(DISTINCT customer_id) FROM churnops.prediction_log WHERE model_name = 'burst'"
         )
         assert cur.fetchone() == (requests * rows, requests * rows)
-        cur.execute("SELECT count(*), min(n_rows) FROM churnops.prediction_log_requests WHERE model_name = 'burst'")
-        assert cur.fetchone() == (requests, rows)  # one stored row per request
+        cur.execute(
+            "SELECT count(*) <= %s, sum(n_requests), sum(n_rows) FROM churnops.prediction_log_batches"
+            " WHERE model_name = 'burst'",
+            (requests,),
+        )
+        assert cur.fetchone() == (True, requests, requests * rows)  # every request once, in batches
 
 
 def test_a_batch_is_logged_as_one_request_whose_predictions_are_the_answers_in_order(
@@ -188,7 +211,10 @@ def test_a_batch_is_logged_as_one_request_whose_predictions_are_the_answers_in_o
         def logged() -> tuple[list[tuple], list[tuple]]:
             with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
                 cur.execute(
-                    "SELECT n_rows, endpoint FROM churnops.prediction_log_requests WHERE request_id = %s", (marker,)
+                    "SELECT r.n_rows, r.endpoint FROM churnops.prediction_log_batches AS b"
+                    " CROSS JOIN LATERAL unnest(b.request_ids, b.request_rows, b.endpoints)"
+                    " AS r(request_id, n_rows, endpoint) WHERE r.request_id = %s",
+                    (marker,),
                 )
                 requests = cur.fetchall()
                 cur.execute(
@@ -211,20 +237,14 @@ def test_a_batch_is_logged_as_one_request_whose_predictions_are_the_answers_in_o
 def test_one_request_keeps_every_customer_id_and_feature_text_in_its_arrays(platform_database_url) -> None:
     """Every element of the text[] arrays arrives as sent: separators, braces, quotes, NULL-like words and empty
     strings are data; a missing customer id stays NULL."""
-    from churnops.db.prediction_log import LoggedColumns, RequestContext, prediction_request_tuple
-
     texts = [None, "", "NULL", "a,b", "{x}", 'say "hi"', "back\\slash", "tab\there", "new\nline", " pad "]
     request_id = f"arrays-{time.time_ns()}"
-    context = RequestContext(dt.datetime.now(dt.UTC), request_id, "/batch_predict", "arrays", "1", 0.01)
-    columns = LoggedColumns(
-        customer_ids=texts,
-        features=[{"plan": text, "amount": float(i)} for i, text in enumerate(texts)],
-        scores=[i / 10 for i in range(len(texts))],
-        decisions=[i % 2 == 0 for i in range(len(texts))],
-        bands=texts,
-    )
+    features = [{"plan": text, "amount": float(i)} for i, text in enumerate(texts)]
+    request = batch_request(request_id, texts, features, [i / 10 for i in range(len(texts))], texts, ("plan", "amount"))
     with closing(psycopg2.connect(platform_database_url)) as conn:
-        assert copy_prediction_requests(conn, [prediction_request_tuple(context, columns)]) == 1
+        assert (
+            copy_prediction_batches(conn, [prediction_batch_tuple("arrays", "1", ["plan", "amount"], [request])]) == 1
+        )
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT customer_id, risk_band, features, score FROM churnops.prediction_log WHERE request_id = %s"
@@ -246,28 +266,27 @@ def test_one_request_keeps_every_customer_id_and_feature_text_in_its_arrays(plat
 def test_customer_ids_and_bands_arrive_as_sent_whatever_their_characters_and_length(
     platform_database_url, customer_ids: list[str]
 ) -> None:
-    from churnops.db.prediction_log import LoggedColumns, RequestContext, prediction_request_tuple
-
     request_id = f"ids-{time.time_ns()}"
-    context = RequestContext(dt.datetime.now(dt.UTC), request_id, "/batch_predict", "ids", "1", 0.01)
-    bands = list(reversed(customer_ids))
-    columns = LoggedColumns(customer_ids, [{"amount": 1.0}] * 4, [0.5] * 4, [True] * 4, bands)
+    bands: list[str | None] = list(reversed(customer_ids))
+    request = batch_request(request_id, list(customer_ids), [{"amount": 1.0}] * 4, [0.5] * 4, bands, ("amount",))
     with closing(psycopg2.connect(platform_database_url)) as conn:
-        assert copy_prediction_requests(conn, [prediction_request_tuple(context, columns)]) == 1
+        assert copy_prediction_batches(conn, [prediction_batch_tuple("ids", "1", ["amount"], [request])]) == 1
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT customer_ids, risk_bands FROM churnops.prediction_log_requests WHERE request_id = %s",
+                "SELECT customer_ids, risk_bands FROM churnops.prediction_log_batches WHERE %s = ANY (request_ids)",
                 (request_id,),
             )
             assert cur.fetchall() == [(customer_ids, bands)]
+            cur.execute(
+                "SELECT customer_id, risk_band FROM churnops.prediction_log WHERE request_id = %s ORDER BY position",
+                (request_id,),
+            )
+            assert cur.fetchall() == list(zip(customer_ids, bands, strict=True))
 
 
 def test_a_concurrent_burst_from_many_threads_is_written_whole(platform_database_url) -> None:
     """Handlers of several threads queue requests while the writer copies: every prediction is written once and
     counted as written, none dropped."""
-    from churnops.config import Settings
-    from churnops.serving.prediction_log import LoggedColumns, PredictionLog, RequestContext
-
     settings = Settings(
         database_url=SecretStr(platform_database_url),
         serving={"prediction_log_batch_rows": 200, "prediction_log_flush_seconds": 0.01},
@@ -279,12 +298,9 @@ def test_a_concurrent_burst_from_many_threads_is_written_whole(platform_database
 
     def submit(thread: int) -> None:
         for request in range(requests):
-            ids = [f"{thread}-{request}-{row}" for row in range(rows)]
-            log.submit_request(
-                RequestContext(dt.datetime.now(dt.UTC), None, "/batch_predict", model, "1", 0.001),
-                LoggedColumns(ids, [{"amount": float(row)} for row in range(rows)], [0.5] * rows, [True] * rows,
-                              ["high"] * rows),
-            )  # fmt: skip
+            ids: list[str | None] = [f"{thread}-{request}-{row}" for row in range(rows)]
+            features = [{"amount": float(row)} for row in range(rows)]
+            log.submit(model, "1", ["amount"], batch_request(None, ids, features, feature_names=("amount",)))
 
     workers = [threading.Thread(target=submit, args=(thread,)) for thread in range(threads)]
     for worker in workers:
@@ -296,7 +312,7 @@ def test_a_concurrent_burst_from_many_threads_is_written_whole(platform_database
     assert (log.describe()["written"], log.describe()["dropped"]) == (total, 0)
     with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT count(*), sum(n_rows) FROM churnops.prediction_log_requests WHERE model_name = %s", (model,)
+            "SELECT sum(n_requests), sum(n_rows) FROM churnops.prediction_log_batches WHERE model_name = %s", (model,)
         )
         assert cur.fetchone() == (threads * requests, total)
         cur.execute(
@@ -304,3 +320,70 @@ def test_a_concurrent_burst_from_many_threads_is_written_whole(platform_database
             (model,),
         )
         assert cur.fetchone() == (total, total)
+
+
+def test_a_flush_of_two_model_versions_is_written_as_one_batch_row_each(platform_database_url) -> None:
+    """Requests answered by two versions of a model, queued before the writer's first drain, become two rows of
+    churnops.prediction_log_batches, each holding only its version's requests, in the order they were answered."""
+    model = f"versions-{time.time_ns()}"
+    log = PredictionLog(Settings(database_url=SecretStr(platform_database_url)))
+    submitted = [("1", "a", 2), ("2", "b", 3), ("1", "c", 1)]
+    for version, request_id, rows in submitted:
+        ids: list[str | None] = [f"{request_id}-{row}" for row in range(rows)]
+        log.submit(model, version, ["amount"], batch_request(request_id, ids, [{"amount": 1.0}] * rows, None, None,
+                                                             ("amount",)))  # fmt: skip
+    log.start()  # the first drain finds all three queued
+    log.close(timeout=60)
+    assert (log.describe()["written"], log.describe()["dropped"]) == (6, 0)
+    with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT model_version, n_requests, n_rows, request_ids, request_rows FROM churnops.prediction_log_batches"
+            " WHERE model_name = %s ORDER BY model_version",
+            (model,),
+        )
+        assert cur.fetchall() == [("1", 2, 3, ["a", "c"], [2, 1]), ("2", 1, 3, ["b"], [3])]
+        cur.execute(
+            "SELECT model_version, count(*) FROM churnops.prediction_log WHERE model_name = %s"
+            " GROUP BY model_version ORDER BY model_version",
+            (model,),
+        )
+        assert cur.fetchall() == [("1", 3), ("2", 3)]
+
+
+def test_a_request_without_request_id_or_customer_id_reads_back_as_nulls(platform_database_url) -> None:
+    """No X-Request-ID and no customer_id are NULL in the stored arrays and in the view, not empty strings; the
+    prediction's features and score come back with them."""
+    model = f"anonymous-{time.time_ns()}"
+    log = PredictionLog(Settings(database_url=SecretStr(platform_database_url)))
+    log.start()
+    features = [{"amount": 2.5, "plan": None}]
+    log.submit(model, "1", ["amount", "plan"], batch_request(None, [None], features, [0.75], [None]))
+    log.close(timeout=60)
+    assert (log.describe()["written"], log.describe()["dropped"]) == (1, 0)
+    with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT request_id, customer_id, score, decision, risk_band, features, endpoint"
+            " FROM churnops.prediction_log WHERE model_name = %s",
+            (model,),
+        )
+        assert cur.fetchall() == [(None, None, 0.75, True, None, {"amount": 2.5, "plan": None}, "/batch_predict")]
+
+
+def test_a_request_the_database_refuses_in_a_flush_is_dropped_alone(platform_database_url, tmp_path) -> None:
+    """A customer id PostgreSQL cannot store (a NUL character, which a client may send) makes the flush's COPY fail:
+    only that request is dropped and counted, the other requests of the same batch are written."""
+    model = f"refused-{time.time_ns()}"
+    log = PredictionLog(Settings(home=tmp_path, database_url=SecretStr(platform_database_url)))
+    for request, customer_id in enumerate(["good-0", "bad\x00id", "good-2"]):
+        ids: list[str | None] = [customer_id, f"{customer_id}-second"]
+        log.submit(model, "1", ["amount"], batch_request(f"{model}-{request}", ids, [{"amount": 1.0}] * 2,
+                                                         None, None, ("amount",)))  # fmt: skip
+    log.start()  # the first drain makes one batch of the three
+    log.close(timeout=60)
+    assert (log.describe()["written"], log.describe()["dropped"]) == (4, 2)
+    with closing(psycopg2.connect(platform_database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT customer_id FROM churnops.prediction_log WHERE model_name = %s ORDER BY logged_at, position",
+            (model,),
+        )
+        assert cur.fetchall() == [("good-0",), ("good-0-second",), ("good-2",), ("good-2-second",)]
