@@ -1,11 +1,12 @@
 """The prediction log: every online prediction appended to PostgreSQL in batches, off the request path.
 
 Handlers call `PredictionLog.submit` with a request's scored customers by column (a `LoggedRequest`: references to
-what the handler already holds, nothing formatted) and the model that answered; it goes on an in-process queue,
-bounded by `prediction_log_max_pending` predictions. One background thread per worker drains it every
-`prediction_log_flush_seconds`, or as soon as `prediction_log_batch_rows` predictions wait, and writes all of it as
-one row of churnops.prediction_log_batches per served model (`churnops.db.prediction_batches`: the requests' fields,
-the predictions and their features by column), with one COPY, which releases the GIL while PostgreSQL works.
+what the handler already holds, and the request's features serialised by one orjson call) and the model that
+answered; it goes on an in-process queue, bounded by `prediction_log_max_pending` predictions. One background thread
+per worker drains it every `prediction_log_flush_seconds`, or as soon as `prediction_log_batch_rows` predictions
+wait, at most every 0.1 s, and writes what it drained as one row of churnops.prediction_log_batches per served model
+(`churnops.db.prediction_batches`: the requests' fields and the predictions as arrays, the feature texts joined),
+with one COPY, which releases the GIL while PostgreSQL works.
 
 The API never waits on the database, and loses nothing to it: when the queue is full (PostgreSQL is slower than the
 requests) or a COPY fails (unreachable, timed out, waiting on a lock), the rows go to this worker's spool file
@@ -141,12 +142,8 @@ class PredictionLog:
 
     def submit(self, model_name: str, model_version: str, feature_names: Sequence[str], request: LoggedRequest) -> None:
         """Queue a request's predictions (at least one), answered by this model version, whose input columns are
-        `feature_names` (the order of the request's features text); never blocks.
-
-        Nothing is formatted here: the writer thread turns a whole flush into one row per model, which costs the
-        event loop a fraction of formatting each request (a request's own row, built field by field, was most of
-        what logging cost a one-row `/predict`).
-        """
+        `feature_names` (the order of the request's features text); never blocks. The writer thread builds the row:
+        a request's own row, built field by field here, was most of what logging cost a one-row `/predict`."""
         if not self.enabled:
             return
         count = len(request.check().scores)
