@@ -177,7 +177,11 @@ class PredictionService:
             decisions=(scores >= current.model.threshold).tolist(),
             bands=current.bands.band_many(scores),
             out_of_range=flagged,
-            explanations=current.explain(rows.records, self.serving.explain_top_features) if explain else None,
+            explanations=(
+                current.explain(rows.record_mappings(current.feature_names), self.serving.explain_top_features)
+                if explain
+                else None
+            ),
         )
 
     def _out_of_range(

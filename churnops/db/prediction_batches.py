@@ -95,7 +95,7 @@ class LoggedRequest(NamedTuple):
 
 def request_features_json(
     feature_names: Sequence[str],
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[Mapping[str, Any]] | None,
     values: Sequence[Sequence[Any]] | None = None,
 ) -> bytes:
     """A request's features as json text, one array per prediction of its values in `feature_names`' order
@@ -105,6 +105,8 @@ def request_features_json(
     stretch, and the event loop and the writer handing it back and forth cost twice the serialisation itself.
     """
     if values is None:
+        if records is None:
+            raise ValueError("prediction log: a request's features need its records or its values")
         values = [tuple(map(record.get, feature_names)) for record in records]
     return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
 

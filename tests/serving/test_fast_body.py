@@ -55,21 +55,24 @@ def batch_verdict(body: bytes):
     instances = batch.instances
     if any(instance.features is None for instance in instances):
         return "look-up"
-    return [i.customer_id for i in instances], SCHEMA.encode_records([i.features.__dict__ for i in instances])
+    records = [i.features.__dict__ for i in instances]
+    return [i.customer_id for i in instances], SCHEMA.encode_records(records), records
 
 
 def assert_same_reading(fast, detailed) -> None:
     assert fast is None or detailed[0] not in ("refused", "look-up"), f"fast path read what {detailed} is"
     if fast is not None:
-        customer_ids, matrix = detailed
+        customer_ids, matrix, records = detailed
         assert fast.customer_ids == customer_ids
         assert np.array_equal(fast.matrix, matrix, equal_nan=True)
         assert fast.matrix.dtype == np.float64
-        # The values it hands the prediction log are each record it read, in the schema's column order.
+        # The values it hands the prediction log are the records the detailed path reads, in the schema's column
+        # order, and the mappings it builds for `explain` are those records.
         assert fast.values is not None
         assert [list(values) for values in fast.values] == [
-            [record[name] for name in SCHEMA.columns] for record in fast.records
+            [record[name] for name in SCHEMA.columns] for record in records
         ]
+        assert fast.record_mappings(SCHEMA.columns) == records
 
 
 @pytest.mark.parametrize("instance", ROWS, ids=[f"row{i}" for i in range(len(ROWS))])
@@ -131,3 +134,15 @@ def test_duplicate_keys_keep_the_last_value_on_both_paths() -> None:
     text = json.dumps(row()).replace('"age": 45', '"age": "forty", "age": 45')
     body = ('{"instances": [' + text + "]}").encode()
     assert_same_reading(FastBodyReader(SCHEMA, MAX_ROWS).batch(body), batch_verdict(body))
+
+
+def test_features_whose_names_are_not_python_identifiers_are_read_by_name() -> None:
+    schema = FeatureSchema(numeric=("days since", "class", "spend-30d"), categorical={"plan.kind": ("a", "b")})
+    features = {"plan.kind": "b", "spend-30d": 2.5, "class": None, "days since": 3}
+    body = json.dumps({"instances": [{"customer_id": "7", "features": features}]}).encode()
+    fast = FastBodyReader(schema, MAX_ROWS).batch(body)
+    assert fast is not None
+    assert fast.matrix.tolist()[0][0::2] == [3.0, 2.5] and np.isnan(fast.matrix[0, 1]) and fast.matrix[0, 3] == 1.0
+    assert fast.record_mappings(schema.columns) == [
+        {"days since": 3, "class": None, "spend-30d": 2.5, "plan.kind": "b"}
+    ]
