@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from churnops.db.copy_fields import COPY_SIGNATURE, COPY_TRAILER
+
 # The integer columns of a list and their PostgreSQL width (binary COPY sends exactly the column's type); a
 # float column is `double precision` (NaN is sent as NULL), a bool `boolean`, anything else `text`.
 _INTEGER_TYPES = {"risk_decile": ">i2", "campaign_rank": ">i4"}
-_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_TRAILER = b"\xff\xff"
 
 
 def _fixed_field(values: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -81,10 +81,10 @@ def _field(values: np.ndarray, column: str) -> tuple[np.ndarray, np.ndarray | No
 
 def binary_copy_chunks(rows: pd.DataFrame, chunk_rows: int) -> Iterator[bytes]:
     """The whole binary COPY stream of `rows`, `chunk_rows` rows at a time (bounds the memory of a large list)."""
-    yield _SIGNATURE
+    yield COPY_SIGNATURE
     for start in range(0, len(rows), chunk_rows):
         yield _render_rows(rows.iloc[start : start + chunk_rows])
-    yield _TRAILER
+    yield COPY_TRAILER
 
 
 class BinaryCopyStream(io.RawIOBase):

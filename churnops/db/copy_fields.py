@@ -1,4 +1,5 @@
-"""Fields of PostgreSQL's binary COPY format for the prediction log's writers (churnops/db/prediction_log.py, one row
+"""PostgreSQL's binary COPY format: the stream's signature and trailer (also used by the scoring lists' writer,
+churnops/db/binary_copy.py), and the fields of the prediction log's writers (churnops/db/prediction_log.py, one row
 per request; churnops/db/prediction_batches.py, one row per flush of the API's writer).
 
 A binary COPY tuple is a 16-bit field count, then per field a 32-bit length (-1 for NULL) and the value in the
