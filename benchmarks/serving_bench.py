@@ -43,11 +43,13 @@ from benchmarks.serving_bench_support import (  # noqa: E402
     API_KEY,
     CpuMeter,
     bench_database,
+    counted_connections,
     cpu_line,
     cpu_per_request,
     drop_bench_database,
     load_average,
     log_backend_pids,
+    metric,
     server,
     unused_port,
     wrk,
@@ -71,6 +73,8 @@ class Run:
     p99_ms: float
     errors: int
     cpu_us: dict[str, float] = field(default_factory=dict)
+    # wrk's connections per worker process, counted halfway through the round: a worker with none idles.
+    connections_per_worker: tuple[int, ...] = ()
 
 
 def json_value(value: Any) -> Any:
@@ -116,7 +120,8 @@ class Target:
 def one_run(target: Target, rows: int, connections: int, args: argparse.Namespace, workdir: Path) -> Run:
     url, body = target.endpoints[rows]
     before = target.meter.sample() if target.meter else {}
-    raw = wrk(url, body, connections, args.duration, args.wrk_threads, workdir, target.key)
+    with counted_connections(target.meter.root_pid if target.meter else None, url, args.duration / 2) as split:
+        raw = wrk(url, body, connections, args.duration, args.wrk_threads, workdir, target.key)
     after = target.meter.sample() if target.meter else {}
     errors = sum(raw[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts"))
     return Run(
@@ -128,7 +133,14 @@ def one_run(target: Target, rows: int, connections: int, args: argparse.Namespac
         p99_ms=raw["p99_us"] / 1000,
         errors=errors,
         cpu_us=cpu_per_request(before, after, raw),
+        connections_per_worker=tuple(split),
     )
+
+
+def round_text(run: Run) -> str:
+    """A round's req/s, with wrk's connections per worker when counted: `1795 (4/4)`."""
+    split = f" ({'/'.join(map(str, run.connections_per_worker))})" if run.connections_per_worker else ""
+    return f"{run.requests_per_second:.0f}{split}"
 
 
 def measure_alternating(targets: list[Target], args: argparse.Namespace, workdir: Path) -> list[Run]:
@@ -159,23 +171,12 @@ def measure_alternating(targets: list[Target], args: argparse.Namespace, workdir
                 print(
                     f"  {target.name:9s} rows={rows:<3d} c={connections:<3d} {median.requests_per_second:9.1f} req/s"
                     f"  p50 {median.p50_ms:7.2f} ms  p99 {median.p99_ms:8.2f} ms  errors {median.errors}  "
-                    f"(rounds: {', '.join(f'{r.requests_per_second:.0f}' for r in done)} req/s; "
+                    f"(rounds: {', '.join(round_text(r) for r in done)} req/s; "
                     f"load {load_average()})\n{'':13s}{cpu_line(median.cpu_us)}",
                     flush=True,
                 )
                 results.append(median)
     return results
-
-
-def metric(exposition: str, name: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(exposition)
-        for sample in family.samples
-        if sample.name == name
-    )
 
 
 def start_servers(
@@ -219,17 +220,11 @@ def start_servers(
     if "bare" in args.servers:
         port = unused_port()
         env = {**base_env, "BENCH_MODEL_NAME": model_name, "BENCH_MODEL_VERSION": version}
-        command = [str(venv_bin / "uvicorn"), "bare_booster_app:app", "--app-dir", str(REPO / "benchmarks")]
-        command += [
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-        ]
+        # Started as `churnops serve` starts the API (a listening socket per worker), so the ceiling differs from
+        # the API by the app alone.
+        command = [sys.executable, "-m", "churnops.serving.workers", "bare_booster_app:app"]
+        command += ["--app-dir", str(REPO / "benchmarks"), "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--workers", str(args.workers)]
         url = f"http://127.0.0.1:{port}"
         bare_pid = stack.enter_context(server(command, env, url, workdir / "bare.log"))
         targets.append(Target("bare", {r: (url, b[0]) for r, b in bodies.items()}, meter=CpuMeter(bare_pid)))

@@ -10,9 +10,11 @@ import resource
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg2
@@ -165,6 +167,63 @@ class CpuMeter:
         for pid in self.postgres_pids() if self.postgres_pids else []:
             roles["postgres"] += _thread_seconds(pid, str(pid))
         return roles
+
+
+def connections_per_worker(root_pid: int, port: int) -> list[int]:
+    """How many established connections to `port` each process of the server rooted at `root_pid` holds, largest
+    first: the sockets in each process's fd table matched by inode to /proc/net/tcp (and tcp6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+                    inodes.add(fields[9])
+    counts, pending = [], [root_pid]
+    while pending:
+        pid = pending.pop()
+        pending.extend(_children(pid))
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # the process ended
+            continue
+        held = 0
+        for fd in fds:
+            with contextlib.suppress(OSError):  # closed between the listing and the read
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                held += link.startswith("socket:[") and link[8:-1] in inodes
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
+
+
+@contextlib.contextmanager
+def counted_connections(root_pid: int | None, url: str, after_seconds: float) -> Iterator[list[int]]:
+    """The list `connections_per_worker` fills `after_seconds` into the block (halfway through a wrk round), for the
+    server rooted at `root_pid` and the port of `url`; left empty without a pid or when the block ends first."""
+    counts: list[int] = []
+    if root_pid is None:
+        yield counts
+        return
+    port = urlsplit(url).port
+    counter = threading.Timer(after_seconds, lambda: counts.extend(connections_per_worker(root_pid, port)))
+    counter.start()
+    try:
+        yield counts
+    finally:
+        counter.cancel()
+        counter.join()
+
+
+def metric(exposition: str, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 def cpu_line(cpu_us: dict[str, float]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -314,14 +313,15 @@ def serve(
     command = [
         sys.executable,
         "-m",
-        "uvicorn",
+        "churnops.serving.workers",
         "churnops.serving.app:app",
         "--host",
-        host or settings.serving.host,
+        bind,
         "--port",
         str(port or settings.serving.port),
         "--workers",
         str(workers),
-        "--no-access-log",
     ]
-    raise typer.Exit(subprocess.call(command, env=env))
+    # The server replaces this process, so a supervisor's SIGTERM (tini in the container, a test's killpg) reaches it.
+    sys.stdout.flush()
+    os.execve(sys.executable, command, env)

@@ -300,7 +300,8 @@ def test_the_api_runs_several_workers_with_multiprocess_metrics_and_checks_readi
     assert api["healthcheck"]["test"][-1].endswith("/ready")
     assert api["environment"]["CHURNOPS_SECRETS_DIR"] == "/run/secrets"
     start = (REPO / "docker/entrypoints/churnops-api-entrypoint.sh").read_text()
-    assert "uvicorn churnops.serving.app:app" in start and 'rm -rf "$PROMETHEUS_MULTIPROC_DIR"' in start
+    assert "exec churnops serve" in start and '--workers "${CHURNOPS_API_WORKERS' in start
+    assert 'rm -rf "$PROMETHEUS_MULTIPROC_DIR"' in start
 
 
 def test_images_are_pinned_and_built_ones_come_from_the_repository_dockerfile():
