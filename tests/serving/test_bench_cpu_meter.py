@@ -59,3 +59,26 @@ def test_cpu_of_a_worker_is_split_into_its_event_loop_and_other_threads_and_the_
     per_request = cpu_per_request(before, after, {"requests": 1000, "wrk_cpu_s": 0.5})
     assert per_request["wrk"] == 500.0  # 0.5 s over 1000 requests
     assert per_request["event loop"] >= 200.0
+
+
+def test_connections_per_worker_counts_each_workers_established_connections(tmp_path):
+    """The split the benchmark prints per round: 6 connections, each answered, add up to 6 over the workers that
+    answered them (the supervisor holds none)."""
+    import socket
+    from collections import Counter
+
+    from benchmarks.serving_bench_support import connections_per_worker
+    from tests.serving.conftest import unused_port
+    from tests.serving.test_workers import answer_on, launched, wait_for_workers
+
+    port, log_path = unused_port(), tmp_path / "launcher.log"
+    with launched(port, log_path) as process:
+        wait_for_workers(port, process, log_path)
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
+        try:
+            answered_by = Counter(answer_on(connection) for connection in connections)
+            counted = connections_per_worker(process.pid, port)
+        finally:
+            for connection in connections:
+                connection.close()
+    assert counted == sorted(answered_by.values(), reverse=True)
