@@ -28,22 +28,23 @@ class PortInUseError(RuntimeError):
     """Something already listens on the address: a second server would share its connections, not replace it."""
 
 
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) with SO_REUSEPORT, not yet listening (the worker's server listens)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections of a previous run in TIME_WAIT
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
+def _tcp_socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
 
 
 def _bind_in_worker(host: str, port: int) -> socket.socket:
+    """The worker's own socket, bound with SO_REUSEPORT and not yet listening (the worker's server listens)."""
+    sock = _tcp_socket(host)
     try:
-        return reuse_port_socket(host, port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections of a previous run in TIME_WAIT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
     except OSError as error:
+        sock.close()
         logger.error("cannot bind %s:%d: %s", host, port, error)
         # The supervisor stops instead of restarting a worker that cannot start.
         sys.exit(STARTUP_FAILURE)
+    return sock
 
 
 class WorkerListener:
@@ -63,7 +64,7 @@ def claim_port(host: str, port: int) -> int:
 
     Binds without SO_REUSEPORT, which fails while any socket listens there, even another churnops server's
     SO_REUSEPORT sockets (which the workers' sockets would otherwise join)."""
-    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    probe = _tcp_socket(host)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))

@@ -26,10 +26,8 @@ APP = "tests.serving.pid_app:app"
 
 
 def launcher(port: int, workers: int = 2) -> list[str]:
-    return [sys.executable, "-m", "churnops.serving.workers", APP, "--host", "127.0.0.1", "--port", str(port)] + [
-        "--workers",
-        str(workers),
-    ]
+    host, module = ["--host", "127.0.0.1", "--port", str(port)], "churnops.serving.workers"
+    return [sys.executable, "-m", module, APP, *host, "--workers", str(workers)]
 
 
 @contextlib.contextmanager
